@@ -1,0 +1,177 @@
+//! The portable bit layout of b-bit codes.
+//!
+//! Codes form one little-endian bit stream: code k occupies stream bits
+//! `[k·b, (k+1)·b)`, least significant bit first, and stream bit n is bit
+//! `n mod 8` of byte `n / 8`. Equivalently, reading the bytes as
+//! little-endian u32 words, stream bit n is bit `n mod 32` of word `n / 32`,
+//! which is how a GPU shader sees the same buffer. Codes may straddle byte
+//! and word boundaries; there is no padding between codes or vectors, and
+//! unused high bits of the last byte are zero.
+//!
+//! For N vectors of dimension d, code j of vector i is code `k = i·d + j`,
+//! and the stream is `ceil(N·d·b / 8)` bytes long.
+//!
+//! ```
+//! use turboquant3d::packing::{pack, unpack};
+//! let codes = [5u8, 0, 7, 2];
+//! let packed = pack(&codes, 3).unwrap();
+//! // 101 000 111 010 → bits LSB-first: byte0 = 0b11_000_101, byte1 = 0b0000_0101
+//! assert_eq!(packed, vec![0b1100_0101, 0b0000_0101]);
+//! assert_eq!(unpack(&packed, 3, 4).unwrap(), codes);
+//! ```
+
+use crate::{Error, Result};
+
+/// Bytes needed for `count` codes of `bits` bits.
+pub fn packed_len(count: usize, bits: u32) -> usize {
+    (count as u128 * bits as u128).div_ceil(8) as usize
+}
+
+fn check_bits(bits: u32) -> Result<()> {
+    if (1..=8).contains(&bits) {
+        Ok(())
+    } else {
+        Err(Error::InvalidBits { bits })
+    }
+}
+
+/// Packs codes into a new buffer. Every code must be below 2^b.
+pub fn pack(codes: &[u8], bits: u32) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; packed_len(codes.len(), bits)];
+    pack_into(codes, bits, &mut out)?;
+    Ok(out)
+}
+
+/// Packs codes into `out`, which must be exactly `packed_len(codes.len(), bits)` bytes.
+pub fn pack_into(codes: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
+    check_bits(bits)?;
+    if out.len() != packed_len(codes.len(), bits) {
+        return Err(Error::Shape(format!(
+            "packing {} codes of {bits} bits needs {} bytes, the output has {}",
+            codes.len(),
+            packed_len(codes.len(), bits),
+            out.len()
+        )));
+    }
+    if let Some(i) = codes.iter().position(|&c| (c as u32) >> bits != 0) {
+        return Err(Error::InvalidArgument(format!(
+            "code {i} = {} does not fit in {bits} bits",
+            codes[i]
+        )));
+    }
+    let mut w = BitWriter::new(out);
+    for &c in codes {
+        w.put(c as u32, bits);
+    }
+    w.finish();
+    Ok(())
+}
+
+/// Unpacks `count` codes of `bits` bits.
+pub fn unpack(packed: &[u8], bits: u32, count: usize) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; count];
+    unpack_into(packed, bits, &mut out)?;
+    Ok(out)
+}
+
+/// Unpacks `out.len()` codes from `packed`.
+pub fn unpack_into(packed: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
+    check_bits(bits)?;
+    if packed.len() < packed_len(out.len(), bits) {
+        return Err(Error::Shape(format!(
+            "unpacking {} codes of {bits} bits needs {} bytes, the input has {}",
+            out.len(),
+            packed_len(out.len(), bits),
+            packed.len()
+        )));
+    }
+    let mut r = BitReader::new(packed);
+    for c in out.iter_mut() {
+        *c = r.get(bits) as u8;
+    }
+    Ok(())
+}
+
+/// Writes codes into a zero-initialised or overwritten byte slice, starting
+/// at bit 0. Whole bytes are stored; the caller sizes the slice.
+pub(crate) struct BitWriter<'a> {
+    out: &'a mut [u8],
+    byte: usize,
+    acc: u64,
+    nbits: u32,
+}
+
+impl<'a> BitWriter<'a> {
+    pub(crate) fn new(out: &'a mut [u8]) -> Self {
+        BitWriter {
+            out,
+            byte: 0,
+            acc: 0,
+            nbits: 0,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn put(&mut self, code: u32, bits: u32) {
+        self.acc |= (code as u64) << self.nbits;
+        self.nbits += bits;
+        if self.nbits >= 32 {
+            self.out[self.byte..self.byte + 4].copy_from_slice(&(self.acc as u32).to_le_bytes());
+            self.byte += 4;
+            self.acc >>= 32;
+            self.nbits -= 32;
+        }
+    }
+
+    /// Flushes the partial tail, zero-filling its unused high bits.
+    pub(crate) fn finish(mut self) {
+        while self.nbits > 0 {
+            self.out[self.byte] = self.acc as u8;
+            self.byte += 1;
+            self.acc >>= 8;
+            self.nbits = self.nbits.saturating_sub(8);
+        }
+    }
+}
+
+/// Reads codes from a byte slice, starting at bit 0.
+pub(crate) struct BitReader<'a> {
+    data: &'a [u8],
+    byte: usize,
+    acc: u64,
+    nbits: u32,
+}
+
+impl<'a> BitReader<'a> {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        BitReader {
+            data,
+            byte: 0,
+            acc: 0,
+            nbits: 0,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn get(&mut self, bits: u32) -> u32 {
+        if self.nbits < bits {
+            if self.byte + 4 <= self.data.len() {
+                let w = u32::from_le_bytes(self.data[self.byte..self.byte + 4].try_into().unwrap());
+                self.acc |= (w as u64) << self.nbits;
+                self.byte += 4;
+                self.nbits += 32;
+            } else {
+                while self.nbits < bits {
+                    let b = self.data.get(self.byte).copied().unwrap_or(0);
+                    self.acc |= (b as u64) << self.nbits;
+                    self.byte += 1;
+                    self.nbits += 8;
+                }
+            }
+        }
+        let c = (self.acc & ((1u64 << bits) - 1)) as u32;
+        self.acc >>= bits;
+        self.nbits -= bits;
+        c
+    }
+}

@@ -1,0 +1,843 @@
+//! TurboQuant encode and decode on the CPU: the reference every other path
+//! (the GPU kernels, the file formats) must agree with.
+//!
+//! Encode, per vector x of dimension d:
+//! 1. scale: ‖x‖, computed after an exact power-of-two prescale so that no
+//!    finite input overflows or underflows;
+//! 2. normalise: u = x / ‖x‖;
+//! 3. rotate: y = Π·u;
+//! 4. quantise each y_j to the number of codebook boundaries below it;
+//! 5. pack the b-bit codes ([`crate::packing`]) and store the scale, either
+//!    ‖x‖ ([`ScaleMode::Norm`]) or the least-squares ‖x‖·⟨y, ĉ⟩/‖ĉ‖²
+//!    ([`ScaleMode::LeastSquares`]), as f32 or f16.
+//!
+//! Decode: x̃ = s · Πᵀ·ĉ where ĉ_j is the centroid of code j.
+//!
+//! Work is split into fixed chunks of [`CHUNK`] vectors, whatever the thread
+//! count, and every sum runs in a fixed order, so the output bytes do not
+//! depend on threads, SIMD width or platform.
+
+use std::sync::Arc;
+
+use half::f16;
+use rayon::prelude::*;
+
+use crate::codec::codebook::{Codebook, validate_params};
+use crate::codec::packing::{BitReader, BitWriter, packed_len};
+use crate::codec::rotation::{LANES, Rotation, RotationKind};
+use crate::{Error, Result, Rows, RowsMut};
+
+/// Vectors per unit of parallel work. A multiple of 8 and of [`LANES`], so
+/// every chunk but the last starts on a byte boundary of the code stream.
+pub const CHUNK: usize = 1024;
+
+/// What the stored per-vector scale is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScaleMode {
+    /// s = ‖x‖. The error is exactly the theory's ‖x‖²·‖u − û‖².
+    Norm,
+    /// s = ⟨x, x̃_dir⟩ / ‖x̃_dir‖², the least-squares optimum along the
+    /// decoded direction. Never worse than `Norm` and the default.
+    LeastSquares,
+}
+
+impl ScaleMode {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScaleMode::Norm => "norm",
+            ScaleMode::LeastSquares => "ls",
+        }
+    }
+}
+
+/// How the per-vector scale is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScaleFormat {
+    /// IEEE binary32, 4 bytes per vector.
+    F32,
+    /// IEEE binary16, 2 bytes per vector.
+    F16,
+}
+
+impl ScaleFormat {
+    /// Bytes per stored scale.
+    pub fn bytes(self) -> usize {
+        match self {
+            ScaleFormat::F32 => 4,
+            ScaleFormat::F16 => 2,
+        }
+    }
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScaleFormat::F32 => "f32",
+            ScaleFormat::F16 => "f16",
+        }
+    }
+}
+
+/// Everything that defines a quantizer before it is built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizerConfig {
+    /// Vector dimension d.
+    pub dim: usize,
+    /// Bits per coordinate b, 1..=8.
+    pub bits: u32,
+    /// Rotation family.
+    pub rotation: RotationKind,
+    /// Seed of the rotation.
+    pub seed: u64,
+    /// What the scale is.
+    pub scale_mode: ScaleMode,
+    /// How the scale is stored.
+    pub scale_format: ScaleFormat,
+}
+
+impl QuantizerConfig {
+    /// The defaults for (d, b): [`RotationKind::default_for`], seed 0,
+    /// least-squares scale stored as f32.
+    pub fn new(dim: usize, bits: u32) -> Self {
+        QuantizerConfig {
+            dim,
+            bits,
+            rotation: RotationKind::default_for(dim),
+            seed: 0,
+            scale_mode: ScaleMode::LeastSquares,
+            scale_format: ScaleFormat::F32,
+        }
+    }
+}
+
+/// The stored scales of N vectors.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scales {
+    /// One f32 per vector.
+    F32(Vec<f32>),
+    /// One f16 per vector.
+    F16(Vec<f16>),
+}
+
+impl Scales {
+    /// The number of scales.
+    pub fn len(&self) -> usize {
+        match self {
+            Scales::F32(v) => v.len(),
+            Scales::F16(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Scale i as f32.
+    pub fn get(&self, i: usize) -> f32 {
+        match self {
+            Scales::F32(v) => v[i],
+            Scales::F16(v) => v[i].to_f32(),
+        }
+    }
+
+    /// The storage format.
+    pub fn format(&self) -> ScaleFormat {
+        match self {
+            Scales::F32(_) => ScaleFormat::F32,
+            Scales::F16(_) => ScaleFormat::F16,
+        }
+    }
+
+    /// Little-endian bytes, as stored in files.
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        match self {
+            Scales::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Scales::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+
+    /// Parses little-endian bytes of the given format.
+    pub fn from_le_bytes(format: ScaleFormat, bytes: &[u8]) -> Result<Scales> {
+        if bytes.len() % format.bytes() != 0 {
+            return Err(Error::Shape(format!(
+                "{} bytes are not a whole number of {} scales",
+                bytes.len(),
+                format.name()
+            )));
+        }
+        Ok(match format {
+            ScaleFormat::F32 => Scales::F32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            ScaleFormat::F16 => Scales::F16(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| f16::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+        })
+    }
+}
+
+/// N encoded vectors: packed codes and one scale each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    dim: usize,
+    bits: u32,
+    count: usize,
+    codes: Vec<u8>,
+    scales: Scales,
+}
+
+impl Encoded {
+    /// Assembles encoded data, checking that the lengths agree.
+    pub fn from_parts(
+        dim: usize,
+        bits: u32,
+        count: usize,
+        codes: Vec<u8>,
+        scales: Scales,
+    ) -> Result<Encoded> {
+        validate_params(dim, bits)?;
+        let want = count.checked_mul(dim).map(|n| packed_len(n, bits));
+        if want != Some(codes.len()) {
+            return Err(Error::Shape(format!(
+                "{count} vectors of d = {dim}, b = {bits} need {want:?} code bytes, got {}",
+                codes.len()
+            )));
+        }
+        if scales.len() != count {
+            return Err(Error::Shape(format!(
+                "{count} vectors need {count} scales, got {}",
+                scales.len()
+            )));
+        }
+        if let Some(i) = (0..count).find(|&i| !scales.get(i).is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "scale of vector {i} is not finite"
+            )));
+        }
+        Ok(Encoded {
+            dim,
+            bits,
+            count,
+            codes,
+            scales,
+        })
+    }
+
+    /// Vector dimension d.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Bits per coordinate b.
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    /// Number of vectors N.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether N = 0.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The packed code stream ([`crate::packing`] layout).
+    pub fn codes(&self) -> &[u8] {
+        &self.codes
+    }
+
+    /// The per-vector scales.
+    pub fn scales(&self) -> &Scales {
+        &self.scales
+    }
+
+    /// Codes plus scales, in bytes.
+    pub fn payload_bytes(&self) -> usize {
+        self.codes.len() + self.count * self.scales.format().bytes()
+    }
+}
+
+/// A TurboQuant quantizer: a rotation, a codebook and a scale convention.
+///
+/// ```
+/// use turboquant3d::{Quantizer, QuantizerConfig};
+/// let q = Quantizer::new(&QuantizerConfig::new(45, 3)).unwrap();
+/// let x: Vec<f32> = (0..2 * 45).map(|i| (i as f32 * 0.1).sin()).collect();
+/// let enc = q.encode(&x).unwrap();
+/// let y = q.decode(&enc).unwrap();
+/// let err: f32 = x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum();
+/// let energy: f32 = x.iter().map(|a| a * a).sum();
+/// assert!(err / energy < 0.1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Quantizer {
+    dim: usize,
+    bits: u32,
+    rotation: Arc<Rotation>,
+    centroids: Vec<f32>,
+    boundaries: Vec<f32>,
+    scale_mode: ScaleMode,
+    scale_format: ScaleFormat,
+    force_portable: bool,
+}
+
+impl Quantizer {
+    /// Builds the rotation from the seed and takes the cached codebook.
+    pub fn new(config: &QuantizerConfig) -> Result<Quantizer> {
+        validate_params(config.dim, config.bits)?;
+        let rotation = Rotation::new(config.rotation, config.dim, config.seed)?;
+        Self::with_rotation(
+            Arc::new(rotation),
+            config.bits,
+            config.scale_mode,
+            config.scale_format,
+        )
+    }
+
+    /// Uses an existing rotation with the computed codebook for (d, b).
+    pub fn with_rotation(
+        rotation: Arc<Rotation>,
+        bits: u32,
+        scale_mode: ScaleMode,
+        scale_format: ScaleFormat,
+    ) -> Result<Quantizer> {
+        let cb = Codebook::get(rotation.dim(), bits)?;
+        Self::from_parts(
+            rotation,
+            bits,
+            cb.centroids_f32(),
+            cb.boundaries_f32(),
+            scale_mode,
+            scale_format,
+        )
+    }
+
+    /// Uses explicit tables, as stored in a file. Centroids (2^b) and
+    /// boundaries (2^b − 1) must be finite and ascending.
+    pub fn from_parts(
+        rotation: Arc<Rotation>,
+        bits: u32,
+        centroids: Vec<f32>,
+        boundaries: Vec<f32>,
+        scale_mode: ScaleMode,
+        scale_format: ScaleFormat,
+    ) -> Result<Quantizer> {
+        let dim = rotation.dim();
+        validate_params(dim, bits)?;
+        let n = 1usize << bits;
+        if centroids.len() != n || boundaries.len() != n - 1 {
+            return Err(Error::Shape(format!(
+                "b = {bits} needs {n} centroids and {} boundaries, got {} and {}",
+                n - 1,
+                centroids.len(),
+                boundaries.len()
+            )));
+        }
+        for (name, t) in [("centroids", &centroids), ("boundaries", &boundaries)] {
+            if t.iter().any(|x| !x.is_finite()) || t.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(Error::InvalidArgument(format!(
+                    "codebook {name} must be finite and strictly ascending"
+                )));
+            }
+        }
+        Ok(Quantizer {
+            dim,
+            bits,
+            rotation,
+            centroids,
+            boundaries,
+            scale_mode,
+            scale_format,
+            force_portable: false,
+        })
+    }
+
+    /// Vector dimension d.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Bits per coordinate b.
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    /// The rotation Π.
+    pub fn rotation(&self) -> &Arc<Rotation> {
+        &self.rotation
+    }
+
+    /// The centroid table the decoder uses.
+    pub fn centroids(&self) -> &[f32] {
+        &self.centroids
+    }
+
+    /// The boundary table the encoder searches.
+    pub fn boundaries(&self) -> &[f32] {
+        &self.boundaries
+    }
+
+    /// What the scale is.
+    pub fn scale_mode(&self) -> ScaleMode {
+        self.scale_mode
+    }
+
+    /// How the scale is stored.
+    pub fn scale_format(&self) -> ScaleFormat {
+        self.scale_format
+    }
+
+    /// Disables the runtime-selected SIMD code path. The output must not
+    /// change; tests use this to check that it does not.
+    #[doc(hidden)]
+    pub fn set_force_portable(&mut self, on: bool) {
+        self.force_portable = on;
+    }
+
+    /// Encodes contiguous rows of length d.
+    pub fn encode(&self, data: &[f32]) -> Result<Encoded> {
+        self.encode_rows(Rows::new(data, self.dim)?)
+    }
+
+    /// Encodes rows, possibly strided.
+    pub fn encode_rows(&self, rows: Rows<'_>) -> Result<Encoded> {
+        let n = rows.len();
+        let mut codes = vec![0u8; packed_len(n * self.dim, self.bits)];
+        let mut scales = vec![0f32; n];
+        self.encode_into(rows, &mut codes, &mut scales)?;
+        let scales = match self.scale_format {
+            ScaleFormat::F32 => Scales::F32(scales),
+            ScaleFormat::F16 => Scales::F16(scales.iter().map(|&s| f16::from_f32(s)).collect()),
+        };
+        Ok(Encoded {
+            dim: self.dim,
+            bits: self.bits,
+            count: n,
+            codes,
+            scales,
+        })
+    }
+
+    /// Encodes into caller buffers: `codes` of exactly
+    /// `packed_len(N·d, b)` bytes, `scales` of N values (already rounded
+    /// through f16 when the scale format is f16). Callers that encode a large
+    /// input in slabs keep every slab but the last a multiple of 8 vectors,
+    /// so that each slab's codes start on a byte boundary.
+    pub fn encode_into(&self, rows: Rows<'_>, codes: &mut [u8], scales: &mut [f32]) -> Result<()> {
+        let n = rows.len();
+        if rows.dim() != self.dim {
+            return Err(Error::Shape(format!(
+                "rows have length {}, the quantizer has d = {}",
+                rows.dim(),
+                self.dim
+            )));
+        }
+        if n == 0 {
+            return Err(Error::EmptyInput {
+                what: "no vectors to encode".into(),
+            });
+        }
+        if codes.len() != packed_len(n * self.dim, self.bits) || scales.len() != n {
+            return Err(Error::Shape(format!(
+                "{n} vectors need {} code bytes and {n} scales, got {} and {}",
+                packed_len(n * self.dim, self.bits),
+                codes.len(),
+                scales.len()
+            )));
+        }
+        let chunk_bytes = CHUNK * self.dim * self.bits as usize / 8;
+        let results: Vec<Result<()>> = codes
+            .par_chunks_mut(chunk_bytes)
+            .zip(scales.par_chunks_mut(CHUNK))
+            .enumerate()
+            .map(|(c, (codes, scales))| {
+                let first = c * CHUNK;
+                self.encode_chunk(rows.sub(first, scales.len()), first, codes, scales)
+            })
+            .collect();
+        // The first failing chunk holds the lowest failing row: deterministic.
+        results.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(())
+    }
+
+    /// Decodes into a new contiguous buffer of N·d values.
+    pub fn decode(&self, enc: &Encoded) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; enc.len() * self.dim];
+        self.decode_into(enc, RowsMut::new(&mut out, self.dim)?)?;
+        Ok(out)
+    }
+
+    /// Decodes into rows, possibly strided (values between rows untouched).
+    pub fn decode_into(&self, enc: &Encoded, mut out: RowsMut<'_>) -> Result<()> {
+        if enc.dim != self.dim || enc.bits != self.bits {
+            return Err(Error::Shape(format!(
+                "encoded data has d = {}, b = {}; the quantizer has d = {}, b = {}",
+                enc.dim, enc.bits, self.dim, self.bits
+            )));
+        }
+        if out.dim() != self.dim || out.len() != enc.len() {
+            return Err(Error::Shape(format!(
+                "output has {} rows of {}, need {} rows of {}",
+                out.len(),
+                out.dim(),
+                enc.len(),
+                self.dim
+            )));
+        }
+        let n = enc.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let stride = out.stride();
+        let chunk_bytes = CHUNK * self.dim * self.bits as usize / 8;
+        out.data_mut()
+            .par_chunks_mut(CHUNK * stride)
+            .zip(enc.codes.par_chunks(chunk_bytes))
+            .enumerate()
+            .for_each(|(c, (dst, codes))| {
+                let first = c * CHUNK;
+                let count = CHUNK.min(n - first);
+                self.decode_chunk(codes, &enc.scales, first, count, dst, stride);
+            });
+        Ok(())
+    }
+
+    fn encode_chunk(
+        &self,
+        rows: Rows<'_>,
+        first: usize,
+        codes: &mut [u8],
+        scales: &mut [f32],
+    ) -> Result<()> {
+        #[cfg(target_arch = "x86_64")]
+        if !self.force_portable && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.encode_chunk_avx2(rows, first, codes, scales) };
+        }
+        self.encode_chunk_portable(rows, first, codes, scales)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn encode_chunk_avx2(
+        &self,
+        rows: Rows<'_>,
+        first: usize,
+        codes: &mut [u8],
+        scales: &mut [f32],
+    ) -> Result<()> {
+        self.encode_chunk_portable(rows, first, codes, scales)
+    }
+
+    fn decode_chunk(
+        &self,
+        codes: &[u8],
+        scales: &Scales,
+        first: usize,
+        count: usize,
+        dst: &mut [f32],
+        stride: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if !self.force_portable && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.decode_chunk_avx2(codes, scales, first, count, dst, stride) };
+        }
+        self.decode_chunk_portable(codes, scales, first, count, dst, stride)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn decode_chunk_avx2(
+        &self,
+        codes: &[u8],
+        scales: &Scales,
+        first: usize,
+        count: usize,
+        dst: &mut [f32],
+        stride: usize,
+    ) {
+        self.decode_chunk_portable(codes, scales, first, count, dst, stride)
+    }
+
+    /// One chunk of encode. Inlined into each instruction-set variant.
+    #[inline(always)]
+    fn encode_chunk_portable(
+        &self,
+        rows: Rows<'_>,
+        first: usize,
+        codes: &mut [u8],
+        scales: &mut [f32],
+    ) -> Result<()> {
+        let d = self.dim;
+        let bits = self.bits;
+        let mut x = vec![0f32; d * LANES];
+        let mut y = vec![0f32; d * LANES];
+        let mut q = vec![0u8; d * LANES];
+        let mut writer = BitWriter::new(codes);
+        let n = rows.len();
+        for start in (0..n).step_by(LANES) {
+            let nv = LANES.min(n - start);
+            // Gather into a coordinate-major block, rejecting NaN and ±Inf.
+            for v in 0..LANES {
+                if v < nv {
+                    let row = rows.row(start + v);
+                    if let Some(col) = row.iter().position(|t| !t.is_finite()) {
+                        return Err(Error::NonFinite {
+                            row: first + start + v,
+                            col,
+                            value: row[col],
+                        });
+                    }
+                    for (j, &t) in row.iter().enumerate() {
+                        x[j * LANES + v] = t;
+                    }
+                } else {
+                    for j in 0..d {
+                        x[j * LANES + v] = 0.0;
+                    }
+                }
+            }
+            let norm = normalise_block(&mut x, d);
+            self.rotation.forward_block(&x, &mut y);
+            quantise_block(&y, &self.boundaries, bits, &mut q);
+            let mut s = norm;
+            if self.scale_mode == ScaleMode::LeastSquares {
+                let mut dot = [0f32; LANES];
+                let mut cc = [0f32; LANES];
+                for j in 0..d {
+                    for v in 0..LANES {
+                        let c = self.centroids[q[j * LANES + v] as usize];
+                        dot[v] += y[j * LANES + v] * c;
+                        cc[v] += c * c;
+                    }
+                }
+                for v in 0..LANES {
+                    s[v] = norm[v] * (dot[v] / cc[v]);
+                }
+            }
+            for v in 0..nv {
+                let row = first + start + v;
+                scales[start + v] = self.store_scale(row, s[v])?;
+                for j in 0..d {
+                    writer.put(q[j * LANES + v] as u32, bits);
+                }
+            }
+        }
+        writer.finish();
+        Ok(())
+    }
+
+    /// Rounds a scale to its stored format, or says why it cannot be stored.
+    fn store_scale(&self, row: usize, s: f32) -> Result<f32> {
+        let err = |why| Error::ScaleUnrepresentable {
+            row,
+            scale: s as f64,
+            format: self.scale_format.name(),
+            why,
+        };
+        if !s.is_finite() {
+            return Err(err("it overflows f32"));
+        }
+        match self.scale_format {
+            ScaleFormat::F32 => Ok(s),
+            ScaleFormat::F16 => {
+                let h = f16::from_f32(s);
+                if !h.is_finite() {
+                    Err(err(
+                        "it exceeds the f16 maximum 65504; use the f32 scale format",
+                    ))
+                } else if s != 0.0 && h.to_f32() == 0.0 {
+                    Err(err(
+                        "it is below the smallest f16, 6e-8; use the f32 scale format",
+                    ))
+                } else {
+                    Ok(h.to_f32())
+                }
+            }
+        }
+    }
+
+    /// One chunk of decode. Inlined into each instruction-set variant.
+    #[inline(always)]
+    fn decode_chunk_portable(
+        &self,
+        codes: &[u8],
+        scales: &Scales,
+        first: usize,
+        count: usize,
+        dst: &mut [f32],
+        stride: usize,
+    ) {
+        let d = self.dim;
+        let mut c = vec![0f32; d * LANES];
+        let mut x = vec![0f32; d * LANES];
+        let mut reader = BitReader::new(codes);
+        for start in (0..count).step_by(LANES) {
+            let nv = LANES.min(count - start);
+            let mut s = [0f32; LANES];
+            for v in 0..LANES {
+                if v < nv {
+                    s[v] = scales.get(first + start + v);
+                    for j in 0..d {
+                        c[j * LANES + v] = self.centroids[reader.get(self.bits) as usize];
+                    }
+                } else {
+                    for j in 0..d {
+                        c[j * LANES + v] = 0.0;
+                    }
+                }
+            }
+            self.rotation.inverse_block(&c, &mut x);
+            for v in 0..nv {
+                let row = &mut dst[(start + v) * stride..(start + v) * stride + d];
+                if s[v] == 0.0 {
+                    row.fill(0.0);
+                } else {
+                    for (j, out) in row.iter_mut().enumerate() {
+                        *out = x[j * LANES + v] * s[v];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Normalises each vector of a `[d][LANES]` block in place and returns the
+/// norms. Each vector is first multiplied by a power of two (exact) that
+/// brings its largest entry into [1, 2), so the sum of squares neither
+/// overflows nor underflows; zero vectors stay zero with norm 0.
+#[inline(always)]
+fn normalise_block(x: &mut [f32], d: usize) -> [f32; LANES] {
+    let mut maxabs = [0f32; LANES];
+    for j in 0..d {
+        for v in 0..LANES {
+            maxabs[v] = maxabs[v].max(x[j * LANES + v].abs());
+        }
+    }
+    let mut pre = [1f32; LANES];
+    let mut post = [1f32; LANES];
+    for v in 0..LANES {
+        let e = ((maxabs[v].to_bits() >> 23) & 0xff).clamp(1, 253);
+        pre[v] = f32::from_bits((254 - e) << 23); // 2^(127 − e)
+        post[v] = f32::from_bits(e << 23); // 2^(e − 127)
+    }
+    let mut n2 = [0f32; LANES];
+    for j in 0..d {
+        for v in 0..LANES {
+            let t = x[j * LANES + v] * pre[v];
+            x[j * LANES + v] = t;
+            n2[v] += t * t;
+        }
+    }
+    let mut inv = [0f32; LANES];
+    let mut norm = [0f32; LANES];
+    for v in 0..LANES {
+        let r = n2[v].sqrt();
+        inv[v] = if r > 0.0 { 1.0 / r } else { 0.0 };
+        norm[v] = r * post[v];
+    }
+    for j in 0..d {
+        for v in 0..LANES {
+            x[j * LANES + v] *= inv[v];
+        }
+    }
+    norm
+}
+
+/// code = #{i : boundary_i < y}, for a `[d][LANES]` block.
+#[inline(always)]
+fn quantise_block(y: &[f32], boundaries: &[f32], bits: u32, q: &mut [u8]) {
+    if bits <= 4 {
+        // At most 15 boundaries: a branch-free count vectorises across lanes.
+        for (yj, qj) in y.chunks_exact(LANES).zip(q.chunks_exact_mut(LANES)) {
+            let mut c = [0u8; LANES];
+            for &t in boundaries {
+                for v in 0..LANES {
+                    c[v] += (t < yj[v]) as u8;
+                }
+            }
+            qj.copy_from_slice(&c);
+        }
+    } else {
+        for (&yv, qv) in y.iter().zip(q.iter_mut()) {
+            *qv = quantise_one(yv, boundaries, bits);
+        }
+    }
+}
+
+/// Branch-free binary search: the number of sorted boundaries below y.
+#[inline(always)]
+pub(crate) fn quantise_one(y: f32, boundaries: &[f32], bits: u32) -> u8 {
+    let mut idx = 0usize;
+    let mut step = 1usize << (bits - 1);
+    while step > 0 {
+        if boundaries[idx + step - 1] < y {
+            idx += step;
+        }
+        step >>= 1;
+    }
+    idx as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_search_counts_boundaries_below() {
+        let b: Vec<f32> = (0..255).map(|i| i as f32).collect();
+        for bits in 1..=8u32 {
+            let n = (1usize << bits) - 1;
+            for k in 0..=(2 * n + 2) {
+                let y = k as f32 * 0.5 - 0.75;
+                let want = b[..n].iter().filter(|&&t| t < y).count();
+                assert_eq!(
+                    quantise_one(y, &b[..n], bits) as usize,
+                    want,
+                    "bits={bits} y={y}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn normalise_handles_extreme_magnitudes() {
+        let d = 4;
+        for &m in &[0.0f32, 1e-40, 1e-20, 1.0, 1e20, 1e38, f32::MAX] {
+            let mut x = vec![0f32; d * LANES];
+            for j in 0..d {
+                x[j * LANES] = m * if j % 2 == 0 { 1.0 } else { -0.5 };
+            }
+            let want_norm = (m as f64) * (2.0f64 * (1.0 + 0.25)).sqrt();
+            let norm = normalise_block(&mut x, d);
+            if m == 0.0 {
+                assert_eq!(norm[0], 0.0);
+                assert!(x.iter().all(|&t| t == 0.0));
+                continue;
+            }
+            if want_norm > f32::MAX as f64 {
+                assert!(norm[0].is_infinite(), "m={m}");
+            } else {
+                // Within 1e-6 relative, or one step of f32's subnormal spacing.
+                let tol = (1e-6 * want_norm).max(f32::from_bits(1) as f64);
+                assert!(
+                    ((norm[0] as f64) - want_norm).abs() <= tol,
+                    "m={m}: {} vs {want_norm}",
+                    norm[0]
+                );
+            }
+            let n2: f64 = (0..d).map(|j| (x[j * LANES] as f64).powi(2)).sum();
+            assert!((n2 - 1.0).abs() < 1e-6, "m={m}: normalised norm² {n2}");
+        }
+    }
+}

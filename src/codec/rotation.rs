@@ -1,0 +1,722 @@
+//! Random orthogonal rotations: a dense Haar matrix for any d, and a
+//! randomized Walsh–Hadamard transform for power-of-two d.
+//!
+//! Both are generated from a seed but carried as explicit parameters (the
+//! matrix, or the sign vectors and the permutation): files store those, so
+//! decoding never depends on a random number generator's stream.
+//!
+//! The batch kernels work on *lane blocks*: [`LANES`] vectors stored
+//! coordinate-major (`block[j * LANES + v]` is coordinate j of vector v), so
+//! every arithmetic step is one SIMD operation across vectors and each sum
+//! runs in a fixed order. Rust never contracts `a * b + c` into an FMA, so
+//! the results are bit-identical on every platform and SIMD width.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::codec::codebook::MAX_DIM;
+use crate::{Error, Result};
+
+/// Number of vectors a lane block holds.
+pub const LANES: usize = 8;
+
+/// Rounds of the randomized Hadamard transform. One round maps a one-hot
+/// vector or a Hadamard row to a vector of equal-magnitude entries, and two
+/// rounds without a permutation map all one-hot vectors to permutations of
+/// one vector; three rounds with a permutation after the first pass every
+/// adversarial input in tests/theory_monte_carlo.rs (docs/THEORY.md).
+pub const HADAMARD_ROUNDS: usize = 3;
+
+/// Which family a rotation belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RotationKind {
+    /// A Haar-random orthogonal matrix (QR of a Gaussian matrix).
+    Dense,
+    /// Randomized Walsh–Hadamard rounds with a permutation.
+    Hadamard,
+}
+
+impl RotationKind {
+    /// The default for a dimension: Hadamard for powers of two from 64 up,
+    /// where it is O(d log d) and mixes well; dense everywhere else.
+    pub fn default_for(dim: usize) -> RotationKind {
+        if dim >= 64 && dim.is_power_of_two() {
+            RotationKind::Hadamard
+        } else {
+            RotationKind::Dense
+        }
+    }
+
+    /// The name used on the command line and in `info`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RotationKind::Dense => "dense",
+            RotationKind::Hadamard => "hadamard",
+        }
+    }
+}
+
+/// A fixed orthogonal transform Π of R^d.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rotation {
+    /// Π is a stored d×d matrix.
+    Dense(DenseRotation),
+    /// Π = H·S_R ··· P·H·S_1 (normalised), with sign diagonals S_r and a permutation P.
+    Hadamard(HadamardRotation),
+}
+
+/// A dense orthogonal matrix, stored row-major, with its transpose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseRotation {
+    dim: usize,
+    matrix: Vec<f32>,
+    transpose: Vec<f32>,
+}
+
+/// The parameters of a randomized Hadamard transform.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HadamardRotation {
+    dim: usize,
+    /// One ±1 vector per round.
+    signs: Vec<Vec<f32>>,
+    /// Applied after the first round: y[j] = x[perm[j]].
+    perm: Vec<u32>,
+    inverse_perm: Vec<u32>,
+    /// (1/√d)^rounds, applied once at the end.
+    scale: f32,
+}
+
+impl Rotation {
+    /// A rotation of the given kind from a seed.
+    pub fn new(kind: RotationKind, dim: usize, seed: u64) -> Result<Rotation> {
+        match kind {
+            RotationKind::Dense => Rotation::dense(dim, seed),
+            RotationKind::Hadamard => Rotation::hadamard(dim, seed),
+        }
+    }
+
+    /// A Haar-random orthogonal matrix: Householder QR of a seeded Gaussian
+    /// matrix G = QR, returned as Q·diag(sign(R_ii)) (Mezzadri 2007), which
+    /// makes the law exactly Haar. Cost O(d³): use Hadamard for large d.
+    pub fn dense(dim: usize, seed: u64) -> Result<Rotation> {
+        check_dim(dim)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // Column-major: a[c * dim + r].
+        let mut a: Vec<f64> = (0..dim * dim)
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect();
+        let q = haar_q(&mut a, dim);
+        let matrix: Vec<f32> = q.iter().map(|&x| x as f32).collect();
+        Ok(Rotation::Dense(DenseRotation::from_matrix(dim, matrix)?))
+    }
+
+    /// A randomized Hadamard transform with [`HADAMARD_ROUNDS`] rounds.
+    pub fn hadamard(dim: usize, seed: u64) -> Result<Rotation> {
+        Self::hadamard_with_rounds(dim, seed, HADAMARD_ROUNDS, true)
+    }
+
+    /// A randomized Hadamard transform with an explicit number of rounds and
+    /// an optional permutation after the first round (identity if `false`).
+    pub fn hadamard_with_rounds(
+        dim: usize,
+        seed: u64,
+        rounds: usize,
+        permute: bool,
+    ) -> Result<Rotation> {
+        check_dim(dim)?;
+        if !dim.is_power_of_two() {
+            return Err(Error::InvalidDim {
+                dim,
+                why: "the Hadamard rotation needs a power of two; use the dense rotation",
+            });
+        }
+        if rounds == 0 || rounds > 16 {
+            return Err(Error::InvalidArgument(format!(
+                "Hadamard rounds must be in 1..=16, got {rounds}"
+            )));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let signs: Vec<Vec<f32>> = (0..rounds)
+            .map(|_| {
+                (0..dim)
+                    .map(|_| {
+                        if rand::RngExt::random::<bool>(&mut rng) {
+                            -1.0
+                        } else {
+                            1.0
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut perm: Vec<u32> = (0..dim as u32).collect();
+        if permute {
+            // Fisher–Yates, written out so the stored result is all that matters.
+            for i in (1..dim).rev() {
+                let j = rand::RngExt::random_range(&mut rng, 0..=i);
+                perm.swap(i, j);
+            }
+        }
+        Ok(Rotation::Hadamard(HadamardRotation::from_parts(
+            dim, signs, perm,
+        )?))
+    }
+
+    /// The kind of rotation.
+    pub fn kind(&self) -> RotationKind {
+        match self {
+            Rotation::Dense(_) => RotationKind::Dense,
+            Rotation::Hadamard(_) => RotationKind::Hadamard,
+        }
+    }
+
+    /// The dimension d.
+    pub fn dim(&self) -> usize {
+        match self {
+            Rotation::Dense(r) => r.dim,
+            Rotation::Hadamard(r) => r.dim,
+        }
+    }
+
+    /// y = Π·x for a batch of contiguous rows of length d.
+    pub fn forward_batch(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
+        self.batch(x, y, true)
+    }
+
+    /// x = Πᵀ·y for a batch of contiguous rows of length d.
+    pub fn inverse_batch(&self, y: &[f32], x: &mut [f32]) -> Result<()> {
+        self.batch(y, x, false)
+    }
+
+    /// Π·x for one vector.
+    pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let mut y = vec![0.0; x.len()];
+        self.forward_batch(x, &mut y)?;
+        Ok(y)
+    }
+
+    /// Πᵀ·y for one vector.
+    pub fn inverse(&self, y: &[f32]) -> Result<Vec<f32>> {
+        let mut x = vec![0.0; y.len()];
+        self.inverse_batch(y, &mut x)?;
+        Ok(x)
+    }
+
+    fn batch(&self, input: &[f32], output: &mut [f32], forward: bool) -> Result<()> {
+        let d = self.dim();
+        if input.len() % d != 0 || input.len() != output.len() {
+            return Err(Error::Shape(format!(
+                "rotation batch: input of {} and output of {} values are not equal multiples of d = {d}",
+                input.len(),
+                output.len()
+            )));
+        }
+        let mut a = vec![0.0f32; d * LANES];
+        let mut b = vec![0.0f32; d * LANES];
+        for (rows_in, rows_out) in input.chunks(d * LANES).zip(output.chunks_mut(d * LANES)) {
+            let n = rows_in.len() / d;
+            a.fill(0.0);
+            for v in 0..n {
+                for j in 0..d {
+                    a[j * LANES + v] = rows_in[v * d + j];
+                }
+            }
+            if forward {
+                self.forward_block(&a, &mut b)
+            } else {
+                self.inverse_block(&a, &mut b)
+            }
+            for v in 0..n {
+                for j in 0..d {
+                    rows_out[v * d + j] = b[j * LANES + v];
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Π applied to a lane block: `dst = Π·src`, both `[d][LANES]`.
+    #[inline(always)]
+    pub(crate) fn forward_block(&self, src: &[f32], dst: &mut [f32]) {
+        match self {
+            Rotation::Dense(r) => matmul_block(&r.matrix, r.dim, src, dst),
+            Rotation::Hadamard(r) => r.forward_block(src, dst),
+        }
+    }
+
+    /// Πᵀ applied to a lane block.
+    #[inline(always)]
+    pub(crate) fn inverse_block(&self, src: &[f32], dst: &mut [f32]) {
+        match self {
+            Rotation::Dense(r) => matmul_block(&r.transpose, r.dim, src, dst),
+            Rotation::Hadamard(r) => r.inverse_block(src, dst),
+        }
+    }
+
+    /// The serialised parameters (docs/FORMAT.md, rotation section).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Rotation::Dense(r) => r.matrix.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Rotation::Hadamard(r) => {
+                let mut out = Vec::new();
+                out.extend_from_slice(&(r.signs.len() as u32).to_le_bytes());
+                for s in &r.signs {
+                    let mut bits = vec![0u8; r.dim.div_ceil(8)];
+                    for (j, &x) in s.iter().enumerate() {
+                        if x < 0.0 {
+                            bits[j / 8] |= 1 << (j % 8);
+                        }
+                    }
+                    out.extend_from_slice(&bits);
+                }
+                out.extend(r.perm.iter().flat_map(|p| p.to_le_bytes()));
+                out
+            }
+        }
+    }
+
+    /// Parses serialised parameters. `Err` names what is wrong; the caller
+    /// adds the file name.
+    pub fn from_bytes(
+        kind: RotationKind,
+        dim: usize,
+        bytes: &[u8],
+    ) -> std::result::Result<Rotation, String> {
+        check_dim(dim).map_err(|e| e.to_string())?;
+        match kind {
+            RotationKind::Dense => {
+                if bytes.len() != dim * dim * 4 {
+                    return Err(format!(
+                        "dense rotation needs {} bytes for d = {dim}, found {}",
+                        dim * dim * 4,
+                        bytes.len()
+                    ));
+                }
+                let m: Vec<f32> = bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                DenseRotation::from_matrix(dim, m)
+                    .map(Rotation::Dense)
+                    .map_err(|e| e.to_string())
+            }
+            RotationKind::Hadamard => {
+                if !dim.is_power_of_two() {
+                    return Err(format!(
+                        "Hadamard rotation with d = {dim}, which is not a power of two"
+                    ));
+                }
+                let rounds = bytes
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
+                    .ok_or("missing round count")?;
+                if rounds == 0 || rounds > 16 {
+                    return Err(format!("Hadamard round count {rounds} is not in 1..=16"));
+                }
+                let sign_bytes = dim.div_ceil(8);
+                let need = 4 + rounds * sign_bytes + dim * 4;
+                if bytes.len() != need {
+                    return Err(format!(
+                        "Hadamard rotation with {rounds} rounds needs {need} bytes for d = {dim}, found {}",
+                        bytes.len()
+                    ));
+                }
+                let signs = (0..rounds)
+                    .map(|r| {
+                        let bits = &bytes[4 + r * sign_bytes..4 + (r + 1) * sign_bytes];
+                        (0..dim)
+                            .map(|j| {
+                                if bits[j / 8] >> (j % 8) & 1 == 1 {
+                                    -1.0
+                                } else {
+                                    1.0
+                                }
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let perm = bytes[4 + rounds * sign_bytes..]
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                HadamardRotation::from_parts(dim, signs, perm)
+                    .map(Rotation::Hadamard)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The dense matrix Π (row-major), if this is a dense rotation.
+    pub fn matrix(&self) -> Option<&[f32]> {
+        match self {
+            Rotation::Dense(r) => Some(&r.matrix),
+            Rotation::Hadamard(_) => None,
+        }
+    }
+}
+
+fn check_dim(dim: usize) -> Result<()> {
+    if dim < 2 {
+        return Err(Error::InvalidDim {
+            dim,
+            why: "d must be at least 2",
+        });
+    }
+    if dim > MAX_DIM {
+        return Err(Error::InvalidDim {
+            dim,
+            why: "d must be at most 65536",
+        });
+    }
+    Ok(())
+}
+
+impl DenseRotation {
+    /// Wraps a row-major d×d matrix. It must be finite; orthogonality is the
+    /// caller's promise (a file's checksum guards what it stored).
+    pub fn from_matrix(dim: usize, matrix: Vec<f32>) -> Result<DenseRotation> {
+        if matrix.len() != dim * dim {
+            return Err(Error::Shape(format!(
+                "a dense rotation for d = {dim} needs {} entries, got {}",
+                dim * dim,
+                matrix.len()
+            )));
+        }
+        if let Some(i) = matrix.iter().position(|x| !x.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "rotation matrix entry ({}, {}) is not finite",
+                i / dim,
+                i % dim
+            )));
+        }
+        let mut transpose = vec![0.0; dim * dim];
+        for r in 0..dim {
+            for c in 0..dim {
+                transpose[c * dim + r] = matrix[r * dim + c];
+            }
+        }
+        Ok(DenseRotation {
+            dim,
+            matrix,
+            transpose,
+        })
+    }
+}
+
+impl HadamardRotation {
+    fn from_parts(dim: usize, signs: Vec<Vec<f32>>, perm: Vec<u32>) -> Result<HadamardRotation> {
+        if perm.len() != dim || signs.iter().any(|s| s.len() != dim) {
+            return Err(Error::Shape(format!(
+                "Hadamard parameters do not have d = {dim} entries"
+            )));
+        }
+        let mut inverse_perm = vec![u32::MAX; dim];
+        for (j, &p) in perm.iter().enumerate() {
+            let slot = inverse_perm.get_mut(p as usize).ok_or_else(|| {
+                Error::InvalidArgument(format!("permutation entry {j} = {p} is out of range"))
+            })?;
+            if *slot != u32::MAX {
+                return Err(Error::InvalidArgument(format!(
+                    "permutation entry {j} repeats {p}"
+                )));
+            }
+            *slot = j as u32;
+        }
+        let scale = (1.0 / (dim as f64).sqrt()).powi(signs.len() as i32) as f32;
+        Ok(HadamardRotation {
+            dim,
+            signs,
+            perm,
+            inverse_perm,
+            scale,
+        })
+    }
+
+    /// The number of rounds.
+    pub fn rounds(&self) -> usize {
+        self.signs.len()
+    }
+
+    #[inline(always)]
+    fn forward_block(&self, src: &[f32], dst: &mut [f32]) {
+        let d = self.dim;
+        dst[..d * LANES].copy_from_slice(&src[..d * LANES]);
+        for (r, s) in self.signs.iter().enumerate() {
+            apply_signs(dst, s);
+            fwht_block(&mut dst[..d * LANES], d);
+            if r == 0 {
+                permute_block(dst, &self.perm);
+            }
+        }
+        scale_block(&mut dst[..d * LANES], self.scale);
+    }
+
+    #[inline(always)]
+    fn inverse_block(&self, src: &[f32], dst: &mut [f32]) {
+        let d = self.dim;
+        dst[..d * LANES].copy_from_slice(&src[..d * LANES]);
+        for (r, s) in self.signs.iter().enumerate().rev() {
+            if r == 0 {
+                permute_block(dst, &self.inverse_perm);
+            }
+            fwht_block(&mut dst[..d * LANES], d);
+            apply_signs(dst, s);
+        }
+        scale_block(&mut dst[..d * LANES], self.scale);
+    }
+}
+
+/// dst = M·src for a row-major d×d matrix and `[d][LANES]` blocks. Eight
+/// output rows at a time keep eight independent accumulators in flight;
+/// every sum still runs over k = 0..d in order.
+#[inline(always)]
+fn matmul_block(m: &[f32], d: usize, src: &[f32], dst: &mut [f32]) {
+    const R: usize = 8;
+    let src = &src[..d * LANES];
+    let mut j = 0;
+    while j + R <= d {
+        let mut acc = [[0.0f32; LANES]; R];
+        for k in 0..d {
+            let x: &[f32; LANES] = src[k * LANES..(k + 1) * LANES].try_into().unwrap();
+            for (r, a) in acc.iter_mut().enumerate() {
+                let w = m[(j + r) * d + k];
+                for v in 0..LANES {
+                    a[v] += w * x[v];
+                }
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            dst[(j + r) * LANES..(j + r + 1) * LANES].copy_from_slice(a);
+        }
+        j += R;
+    }
+    while j < d {
+        let mut acc = [0.0f32; LANES];
+        let row = &m[j * d..(j + 1) * d];
+        for (k, &w) in row.iter().enumerate() {
+            let x: &[f32; LANES] = src[k * LANES..(k + 1) * LANES].try_into().unwrap();
+            for v in 0..LANES {
+                acc[v] += w * x[v];
+            }
+        }
+        dst[j * LANES..(j + 1) * LANES].copy_from_slice(&acc);
+        j += 1;
+    }
+}
+
+/// Unnormalised in-place Walsh–Hadamard transform of a `[d][LANES]` block.
+#[inline(always)]
+fn fwht_block(x: &mut [f32], d: usize) {
+    let mut h = 1;
+    while h < d {
+        for base in (0..d).step_by(2 * h) {
+            for i in base..base + h {
+                let (lo, hi) = x.split_at_mut((i + h) * LANES);
+                let a: &mut [f32; LANES] =
+                    (&mut lo[i * LANES..(i + 1) * LANES]).try_into().unwrap();
+                let b: &mut [f32; LANES] = (&mut hi[..LANES]).try_into().unwrap();
+                for v in 0..LANES {
+                    let (p, q) = (a[v], b[v]);
+                    a[v] = p + q;
+                    b[v] = p - q;
+                }
+            }
+        }
+        h *= 2;
+    }
+}
+
+#[inline(always)]
+fn apply_signs(x: &mut [f32], signs: &[f32]) {
+    for (j, &s) in signs.iter().enumerate() {
+        for v in x[j * LANES..(j + 1) * LANES].iter_mut() {
+            *v *= s;
+        }
+    }
+}
+
+#[inline(always)]
+fn scale_block(x: &mut [f32], s: f32) {
+    for v in x.iter_mut() {
+        *v *= s;
+    }
+}
+
+/// y[j] = x[perm[j]] on rows of a block, in place.
+#[inline(always)]
+fn permute_block(x: &mut [f32], perm: &[u32]) {
+    let d = perm.len();
+    let copy = x[..d * LANES].to_vec();
+    for (j, &p) in perm.iter().enumerate() {
+        let p = p as usize;
+        x[j * LANES..(j + 1) * LANES].copy_from_slice(&copy[p * LANES..(p + 1) * LANES]);
+    }
+}
+
+/// Householder QR of the column-major d×d matrix `a` (overwritten), returning
+/// Q·diag(sign(R_ii)) row-major. Plain loops in a fixed order, so the matrix
+/// is the same bits on every platform.
+fn haar_q(a: &mut [f64], d: usize) -> Vec<f64> {
+    let mut vs: Vec<Vec<f64>> = Vec::with_capacity(d);
+    let mut signs = vec![1.0f64; d];
+    for k in 0..d {
+        let x = &a[k * d + k..(k + 1) * d];
+        let norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let alpha = if x[0] >= 0.0 { -norm } else { norm };
+        let mut v = x.to_vec();
+        v[0] -= alpha;
+        let vv: f64 = v.iter().map(|t| t * t).sum();
+        // R_kk = alpha; the Haar correction multiplies column k of Q by sign(R_kk).
+        signs[k] = if alpha < 0.0 { -1.0 } else { 1.0 };
+        if vv > 0.0 {
+            for c in k..d {
+                let col = &mut a[c * d + k..(c + 1) * d];
+                let dot: f64 = col.iter().zip(&v).map(|(p, q)| p * q).sum();
+                let f = 2.0 * dot / vv;
+                for (p, q) in col.iter_mut().zip(&v) {
+                    *p -= f * q;
+                }
+            }
+        }
+        vs.push(if vv > 0.0 {
+            v.iter().map(|t| t * (2.0 / vv).sqrt()).collect()
+        } else {
+            vec![0.0; d - k]
+        });
+    }
+    // Q = H_0 H_1 ··· H_{d−1}, built by applying the reflections to I from the right end.
+    let mut q = vec![0.0f64; d * d]; // column-major
+    for i in 0..d {
+        q[i * d + i] = 1.0;
+    }
+    for k in (0..d).rev() {
+        let v = &vs[k];
+        for c in 0..d {
+            let col = &mut q[c * d + k..(c + 1) * d];
+            let dot: f64 = col.iter().zip(v).map(|(p, q)| p * q).sum();
+            for (p, q) in col.iter_mut().zip(v) {
+                *p -= dot * q;
+            }
+        }
+    }
+    let mut out = vec![0.0f64; d * d];
+    for r in 0..d {
+        for c in 0..d {
+            out[r * d + c] = q[c * d + r] * signs[c];
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn orthogonality_error(rot: &Rotation) -> f64 {
+        let d = rot.dim();
+        let mut eye = vec![0.0f32; d * d];
+        for i in 0..d {
+            eye[i * d + i] = 1.0;
+        }
+        // Rows of the output are Π e_i, i.e. columns of Π.
+        let cols = {
+            let mut y = vec![0.0; d * d];
+            rot.forward_batch(&eye, &mut y).unwrap();
+            y
+        };
+        let mut worst = 0.0f64;
+        for i in 0..d {
+            for j in 0..d {
+                let dot: f64 = (0..d)
+                    .map(|k| cols[i * d + k] as f64 * cols[j * d + k] as f64)
+                    .sum();
+                let want = if i == j { 1.0 } else { 0.0 };
+                worst = worst.max((dot - want).abs());
+            }
+        }
+        worst
+    }
+
+    #[test]
+    fn dense_is_orthogonal_and_inverse_undoes_it() {
+        for &d in &[2usize, 3, 45, 64] {
+            let rot = Rotation::dense(d, 7).unwrap();
+            assert!(orthogonality_error(&rot) < 1e-5, "d={d}");
+            let x: Vec<f32> = (0..3 * d).map(|i| (i as f32 * 0.37).sin()).collect();
+            let mut y = vec![0.0; x.len()];
+            let mut z = vec![0.0; x.len()];
+            rot.forward_batch(&x, &mut y).unwrap();
+            rot.inverse_batch(&y, &mut z).unwrap();
+            for (a, b) in x.iter().zip(&z) {
+                assert!((a - b).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn hadamard_is_orthogonal_and_inverse_undoes_it() {
+        for &d in &[2usize, 16, 64, 256] {
+            for (rounds, permute) in [(1, false), (2, true), (3, true)] {
+                let rot = Rotation::hadamard_with_rounds(d, 11, rounds, permute).unwrap();
+                assert!(orthogonality_error(&rot) < 1e-5, "d={d} rounds={rounds}");
+                let x: Vec<f32> = (0..5 * d).map(|i| (i as f32 * 0.91).cos()).collect();
+                let y = rot.forward(&x).unwrap();
+                let z = rot.inverse(&y).unwrap();
+                for (a, b) in x.iter().zip(&z) {
+                    assert!((a - b).abs() < 1e-5);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_round_hadamard_matches_the_textbook_matrix() {
+        // H_ij = (−1)^popcount(i & j) / √d, Π = H·diag(s).
+        let d = 8;
+        let rot = Rotation::hadamard_with_rounds(d, 3, 1, false).unwrap();
+        let Rotation::Hadamard(h) = &rot else {
+            unreachable!()
+        };
+        let x: Vec<f32> = (0..d).map(|i| i as f32 - 2.5).collect();
+        let y = rot.forward(&x).unwrap();
+        for i in 0..d {
+            let want: f64 = (0..d)
+                .map(|j| {
+                    let hij = if (i & j).count_ones() % 2 == 0 {
+                        1.0
+                    } else {
+                        -1.0
+                    };
+                    hij * h.signs[0][j] as f64 * x[j] as f64
+                })
+                .sum::<f64>()
+                / (d as f64).sqrt();
+            assert!((y[i] as f64 - want).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn parameters_round_trip_through_bytes() {
+        for rot in [
+            Rotation::dense(45, 1).unwrap(),
+            Rotation::hadamard(64, 2).unwrap(),
+        ] {
+            let back = Rotation::from_bytes(rot.kind(), rot.dim(), &rot.to_bytes()).unwrap();
+            assert_eq!(back, rot);
+        }
+        assert!(Rotation::from_bytes(RotationKind::Dense, 4, &[0; 60]).is_err());
+        let mut bad = Rotation::hadamard(64, 2).unwrap().to_bytes();
+        let n = bad.len();
+        bad[n - 4..].copy_from_slice(&64u32.to_le_bytes()); // out of range for d = 64
+        assert!(Rotation::from_bytes(RotationKind::Hadamard, 64, &bad).is_err());
+    }
+
+    #[test]
+    fn hadamard_rejects_non_powers_of_two() {
+        assert!(matches!(
+            Rotation::hadamard(45, 0),
+            Err(Error::InvalidDim { .. })
+        ));
+    }
+}

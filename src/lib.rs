@@ -1,0 +1,36 @@
+//! # turboquant3d
+//!
+//! Training-free compression of 3D reconstruction model parameters with
+//! TurboQuant (arXiv 2504.19874, 3DTurboQuant arXiv 2604.05366): rotate each
+//! d-dimensional vector by one fixed random orthogonal matrix, quantise every
+//! coordinate with the Lloyd–Max codebook of the known coordinate density of
+//! the sphere, and store one scale per vector. The codebook depends on (d, b)
+//! alone, so there is nothing to train or calibrate, and the expected error
+//! is known in advance: d·C(d, b) ≤ (√3·π/2)·4^−b for unit vectors.
+//!
+//! ```
+//! use turboquant3d::{Quantizer, QuantizerConfig, ScaleMode, theory};
+//! let mut cfg = QuantizerConfig::new(45, 3);
+//! cfg.scale_mode = ScaleMode::Norm;
+//! let q = Quantizer::new(&cfg).unwrap();
+//! let x = vec![0.25f32; 45 * 16];
+//! let x_hat = q.decode(&q.encode(&x).unwrap()).unwrap();
+//! // Each row has ‖x‖² = 45/16; the error is about d·C(d, b) of that.
+//! let err: f64 = x.iter().zip(&x_hat).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / 16.0;
+//! assert!(err / (45.0 / 16.0) < theory::upper_bound(3));
+//! ```
+//!
+//! Layers: [`codec`] (codebook, rotation, packing, quantizer, theory) and
+//! [`format`] (the `.tqv` vector file and `.npy` I/O).
+
+pub mod codec;
+mod error;
+pub mod format;
+
+pub use codec::codebook::Codebook;
+pub use codec::packing;
+pub use codec::quantizer::{Encoded, Quantizer, QuantizerConfig, ScaleFormat, ScaleMode, Scales};
+pub use codec::rotation::{Rotation, RotationKind};
+pub use codec::rows::{Rows, RowsMut};
+pub use codec::theory;
+pub use error::{Error, Result};
