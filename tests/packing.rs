@@ -34,7 +34,7 @@ proptest! {
         }
         // Unused high bits of the last byte are zero.
         let used = codes.len() * bits as usize;
-        if used % 8 != 0 {
+        if !used.is_multiple_of(8) {
             prop_assert_eq!(packed[used / 8] >> (used % 8), 0);
         }
     }

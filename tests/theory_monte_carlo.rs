@@ -20,8 +20,8 @@ use turboquant3d::{Quantizer, Rotation, RotationKind, ScaleFormat, ScaleMode, th
 
 /// Rotations are costly at d = 1024 (dense QR), so tests share them.
 fn rotation(kind: RotationKind, dim: usize, seed: u64) -> Arc<Rotation> {
-    static CACHE: OnceLock<Mutex<HashMap<(RotationKind, usize, u64), Arc<Rotation>>>> =
-        OnceLock::new();
+    type Cache = Mutex<HashMap<(RotationKind, usize, u64), Arc<Rotation>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(r) = cache.lock().unwrap().get(&(kind, dim, seed)) {
         return r.clone();
@@ -96,7 +96,7 @@ fn generate(family: Family, d: usize, n: usize, seed: u64) -> Vec<f32> {
                 // two, truncated to d: H_rj = (−1)^popcount(r & j).
                 let r = i % d.next_power_of_two();
                 for (j, v) in row.iter_mut().enumerate() {
-                    *v = if (r & j).count_ones() % 2 == 0 {
+                    *v = if (r & j).count_ones().is_multiple_of(2) {
                         1.0
                     } else {
                         -1.0

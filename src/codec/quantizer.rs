@@ -159,7 +159,7 @@ impl Scales {
 
     /// Parses little-endian bytes of the given format.
     pub fn from_le_bytes(format: ScaleFormat, bytes: &[u8]) -> Result<Scales> {
-        if bytes.len() % format.bytes() != 0 {
+        if !bytes.len().is_multiple_of(format.bytes()) {
             return Err(Error::Shape(format!(
                 "{} bytes are not a whole number of {} scales",
                 bytes.len(),
@@ -760,13 +760,16 @@ fn quantise_block(y: &[f32], boundaries: &[f32], bits: u32, q: &mut [u8]) {
     if bits <= 4 {
         // At most 15 boundaries: a branch-free count vectorises across lanes.
         for (yj, qj) in y.chunks_exact(LANES).zip(q.chunks_exact_mut(LANES)) {
-            let mut c = [0u8; LANES];
+            // 32-bit counters match the f32 compare masks lane for lane.
+            let mut c = [0u32; LANES];
             for &t in boundaries {
                 for v in 0..LANES {
-                    c[v] += (t < yj[v]) as u8;
+                    c[v] += (t < yj[v]) as u32;
                 }
             }
-            qj.copy_from_slice(&c);
+            for v in 0..LANES {
+                qj[v] = c[v] as u8;
+            }
         }
     } else {
         for (&yv, qv) in y.iter().zip(q.iter_mut()) {

@@ -207,7 +207,7 @@ impl Rotation {
 
     fn batch(&self, input: &[f32], output: &mut [f32], forward: bool) -> Result<()> {
         let d = self.dim();
-        if input.len() % d != 0 || input.len() != output.len() {
+        if !input.len().is_multiple_of(d) || input.len() != output.len() {
             return Err(Error::Shape(format!(
                 "rotation batch: input of {} and output of {} values are not equal multiples of d = {d}",
                 input.len(),
@@ -701,10 +701,10 @@ mod tests {
         };
         let x: Vec<f32> = (0..d).map(|i| i as f32 - 2.5).collect();
         let y = rot.forward(&x).unwrap();
-        for i in 0..d {
+        for (i, yi) in y.iter().enumerate() {
             let want: f64 = (0..d)
                 .map(|j| {
-                    let hij = if (i & j).count_ones() % 2 == 0 {
+                    let hij = if (i & j).count_ones().is_multiple_of(2) {
                         1.0
                     } else {
                         -1.0
@@ -713,7 +713,7 @@ mod tests {
                 })
                 .sum::<f64>()
                 / (d as f64).sqrt();
-            assert!((y[i] as f64 - want).abs() < 1e-5);
+            assert!((*yi as f64 - want).abs() < 1e-5);
         }
     }
 

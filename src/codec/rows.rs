@@ -48,7 +48,7 @@ fn check_layout(len: usize, dim: usize, stride: usize, count: usize) -> Result<(
 impl<'a> Rows<'a> {
     /// Contiguous rows: `data.len()` must be a multiple of `dim`.
     pub fn new(data: &'a [f32], dim: usize) -> Result<Self> {
-        if dim == 0 || data.len() % dim != 0 {
+        if dim == 0 || !data.len().is_multiple_of(dim) {
             return Err(Error::Shape(format!(
                 "{} values do not split into rows of length {dim}",
                 data.len()
@@ -117,7 +117,7 @@ pub struct RowsMut<'a> {
 impl<'a> RowsMut<'a> {
     /// Contiguous rows.
     pub fn new(data: &'a mut [f32], dim: usize) -> Result<Self> {
-        if dim == 0 || data.len() % dim != 0 {
+        if dim == 0 || !data.len().is_multiple_of(dim) {
             return Err(Error::Shape(format!(
                 "{} values do not split into rows of length {dim}",
                 data.len()

@@ -20,7 +20,7 @@ pub fn upper_bound(bits: u32) -> f64 {
 }
 
 /// √3·π/2, the ratio between the upper and the lower bound.
-pub const UPPER_BOUND_FACTOR: f64 = 2.720_699_046_351_326_3;
+pub const UPPER_BOUND_FACTOR: f64 = 2.720_699_046_351_326;
 
 #[cfg(test)]
 mod tests {

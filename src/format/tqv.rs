@@ -332,6 +332,17 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<TqvFile> {
         ));
     }
 
+    let used_bits = (coords as u128 * b as u128 % 8) as u32;
+    if used_bits != 0
+        && payloads[3]
+            .last()
+            .is_some_and(|&last| last >> used_bits != 0)
+    {
+        return Err(bad(
+            "COD section",
+            "the unused high bits of the last byte must be zero".into(),
+        ));
+    }
     let rotation =
         Rotation::from_bytes(h.rotation, d, payloads[0]).map_err(|why| bad("ROT section", why))?;
     let tables: Vec<f32> = payloads[1]
