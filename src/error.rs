@@ -60,6 +60,15 @@ pub enum Error {
         computed: u32,
     },
 
+    /// The GPU failed: no adapter, a lost device, an allocation or
+    /// validation failure, or a failed readback.
+    #[error("GPU: {0}")]
+    Gpu(String),
+
+    /// This configuration has no GPU kernel; the CPU path handles it.
+    #[error("GPU: unsupported configuration: {0}")]
+    GpuUnsupported(String),
+
     /// An argument that makes no sense on its own.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

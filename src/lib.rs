@@ -26,6 +26,7 @@
 pub mod codec;
 mod error;
 pub mod format;
+pub mod gpu;
 
 pub use codec::codebook::Codebook;
 pub use codec::packing;
@@ -34,3 +35,5 @@ pub use codec::rotation::{Rotation, RotationKind};
 pub use codec::rows::{Rows, RowsMut};
 pub use codec::theory;
 pub use error::{Error, Result};
+/// The wgpu this crate was built against, so that hosts can match its version.
+pub use wgpu;

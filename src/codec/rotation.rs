@@ -349,6 +349,26 @@ impl Rotation {
         }
     }
 
+    /// Π as a row-major d×d matrix, whatever the kind (for a Hadamard
+    /// rotation, built by applying it to the unit vectors).
+    pub fn dense_matrix(&self) -> Vec<f32> {
+        let d = self.dim();
+        let mut eye = vec![0.0f32; d * d];
+        for i in 0..d {
+            eye[i * d + i] = 1.0;
+        }
+        let mut cols = vec![0.0f32; d * d];
+        self.forward_batch(&eye, &mut cols).expect("square batch");
+        // Row i of `cols` is Π e_i, column i of Π.
+        let mut m = vec![0.0f32; d * d];
+        for i in 0..d {
+            for j in 0..d {
+                m[j * d + i] = cols[i * d + j];
+            }
+        }
+        m
+    }
+
     /// The dense matrix Π (row-major), if this is a dense rotation.
     pub fn matrix(&self) -> Option<&[f32]> {
         match self {
@@ -438,6 +458,21 @@ impl HadamardRotation {
     /// The number of rounds.
     pub fn rounds(&self) -> usize {
         self.signs.len()
+    }
+
+    /// The ±1 sign vector of each round.
+    pub fn signs(&self) -> &[Vec<f32>] {
+        &self.signs
+    }
+
+    /// The permutation applied after the first round: y[j] = x[perm[j]].
+    pub fn permutation(&self) -> &[u32] {
+        &self.perm
+    }
+
+    /// The inverse permutation.
+    pub fn inverse_permutation(&self) -> &[u32] {
+        &self.inverse_perm
     }
 
     #[inline(always)]

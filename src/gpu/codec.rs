@@ -1,0 +1,994 @@
+//! The GPU codec: WGSL kernels (shaders/dense.wgsl, shaders/hadamard.wgsl)
+//! driven by a thin host layer. Two ways in:
+//!
+//! - **recording**: [`GpuQuantizer::record_encode`] and
+//!   [`GpuQuantizer::record_decode`] record into the caller's command
+//!   encoder, on the caller's buffers, with no readback;
+//! - **convenience**: [`GpuQuantizer::encode`] and [`GpuQuantizer::decode`]
+//!   take and return host data, with staging and readback.
+//!
+//! Work larger than one binding is split into chunks that respect
+//! `max_storage_buffer_binding_size` and `max_compute_workgroups_per_dimension`
+//! of the device as it is; nothing is required of it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use crate::codec::rotation::HADAMARD_ROUNDS;
+use crate::gpu::GpuContext;
+use crate::packing::packed_len;
+use crate::{Encoded, Error, Quantizer, Result, Rotation, ScaleFormat, ScaleMode, Scales};
+
+const COMMON_WGSL: &str = include_str!("../../shaders/codec_common.wgsl");
+const DENSE_WGSL: &str = include_str!("../../shaders/dense.wgsl");
+const HADAMARD_WGSL: &str = include_str!("../../shaders/hadamard.wgsl");
+
+/// Vectors per workgroup of the dense kernel (one thread each). 32 makes
+/// every workgroup's codes whole 32-bit words for any d and b.
+pub const DENSE_WG: u32 = 32;
+/// Largest d of the dense kernel (per-thread arrays).
+pub const DENSE_MAX_D: usize = 128;
+
+/// The kernel families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// shaders/dense.wgsl: thread per vector, any rotation as a matrix.
+    Dense,
+    /// shaders/hadamard.wgsl: workgroup per vector, in-register FWHT.
+    Hadamard,
+}
+
+impl Family {
+    /// The WGSL source: the shared prelude, then the family's kernels.
+    pub fn source(self) -> String {
+        let body = match self {
+            Family::Dense => DENSE_WGSL,
+            Family::Hadamard => HADAMARD_WGSL,
+        };
+        format!("{COMMON_WGSL}\n{body}")
+    }
+}
+
+/// The kernel family and specialisation constants for a quantizer on a
+/// device with the given limits. This is all the variant selection there
+/// is: the CPU-only shader test validates exactly these constants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelConfig {
+    /// The family.
+    pub family: Family,
+    /// WGSL override constants.
+    pub constants: Vec<(&'static str, f64)>,
+}
+
+impl KernelConfig {
+    /// Picks the kernel for `q` within `limits`, or says why there is none.
+    pub fn select(q: &Quantizer, limits: &wgpu::Limits) -> Result<KernelConfig> {
+        let d = q.dim();
+        let b = q.bits();
+        let flag = |on: bool| if on { 1.0 } else { 0.0 };
+        let mut constants: Vec<(&'static str, f64)> = vec![
+            ("D", d as f64),
+            ("BITS", b as f64),
+            ("SCALE_LS", flag(q.scale_mode() == ScaleMode::LeastSquares)),
+            ("SCALE_F16", flag(q.scale_format() == ScaleFormat::F16)),
+        ];
+        let family = match &**q.rotation() {
+            Rotation::Hadamard(h) if h.rounds() == HADAMARD_ROUNDS && (32..=4096).contains(&d) => {
+                let e = (1usize << (d.trailing_zeros() as usize).div_ceil(2)).max(32);
+                let wg = d / e;
+                let shared = 4 * (d + wg + 2) as u32;
+                if shared > limits.max_compute_workgroup_storage_size
+                    || wg as u32 > limits.max_compute_invocations_per_workgroup
+                {
+                    return Err(Error::GpuUnsupported(format!(
+                        "d = {d} Hadamard needs {shared} bytes of workgroup memory; the device allows {}",
+                        limits.max_compute_workgroup_storage_size
+                    )));
+                }
+                let scale = (1.0 / (d as f64).sqrt()).powi(HADAMARD_ROUNDS as i32) as f32;
+                constants.extend([
+                    ("WG", wg as f64),
+                    ("E", e as f64),
+                    ("LOG_E", e.trailing_zeros() as f64),
+                    (
+                        "SKIP_B",
+                        (2 * e.trailing_zeros() - d.trailing_zeros()) as f64,
+                    ),
+                    ("SCALE", scale as f64),
+                ]);
+                Family::Hadamard
+            }
+            _ if d <= DENSE_MAX_D => {
+                let tile = DENSE_WG as usize * d;
+                let words = tile * b as usize / 32;
+                let fixed = 4 * (tile + words + DENSE_WG as usize);
+                if fixed as u32 > limits.max_compute_workgroup_storage_size {
+                    return Err(Error::GpuUnsupported(format!(
+                        "d = {d}, b = {b} needs {fixed} bytes of workgroup memory"
+                    )));
+                }
+                let in_wg = (fixed + 4 * d * d) as u32 <= limits.max_compute_workgroup_storage_size;
+                constants.extend([
+                    ("WG", DENSE_WG as f64),
+                    ("MAT_IN_WG", flag(in_wg)),
+                    ("MAT_LEN", if in_wg { (d * d) as f64 } else { 1.0 }),
+                    ("TILE_LEN", tile as f64),
+                    ("CODE_WORDS", words as f64),
+                ]);
+                Family::Dense
+            }
+            _ => {
+                return Err(Error::GpuUnsupported(format!(
+                    "d = {d} with a {} rotation (GPU kernels: dense for d ≤ {DENSE_MAX_D}, Hadamard with {HADAMARD_ROUNDS} rounds for 32 ≤ d ≤ 4096)",
+                    q.rotation().kind().name()
+                )));
+            }
+        };
+        Ok(KernelConfig { family, constants })
+    }
+}
+
+type PipelineKey = (Family, &'static str, Vec<(&'static str, u64)>);
+
+/// Shaders, layouts and a pipeline cache on one device.
+pub struct GpuCodec {
+    ctx: GpuContext,
+    layout: wgpu::BindGroupLayout,
+    pipeline_layout: wgpu::PipelineLayout,
+    modules: Mutex<HashMap<Family, Arc<wgpu::ShaderModule>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    max_binding: u64,
+}
+
+impl std::fmt::Debug for GpuCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuCodec")
+            .field("device", &self.ctx.describe())
+            .finish()
+    }
+}
+
+fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+impl GpuCodec {
+    /// Builds the codec on a device (borrowed or owned).
+    pub fn new(ctx: GpuContext) -> GpuCodec {
+        let device = &ctx.device;
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("turboquant3d codec"),
+            entries: &[
+                wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                },
+                storage(1, true),
+                storage(2, true),
+                storage(3, true),
+                storage(4, false),
+                storage(5, false),
+                storage(6, false),
+            ],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("turboquant3d codec"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let max_binding = device
+            .limits()
+            .max_storage_buffer_binding_size
+            .min(device.limits().max_buffer_size);
+        GpuCodec {
+            ctx,
+            layout,
+            pipeline_layout,
+            modules: Default::default(),
+            pipelines: Default::default(),
+            max_binding,
+        }
+    }
+
+    /// The device context.
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Lowers the largest binding the codec uses (tests exercise chunking
+    /// with small inputs this way). It never raises it above the device limit.
+    pub fn set_max_binding_size(&mut self, bytes: u64) {
+        let limits = self.ctx.device.limits();
+        self.max_binding = bytes
+            .min(limits.max_storage_buffer_binding_size)
+            .min(limits.max_buffer_size)
+            .max(1024);
+    }
+
+    fn module(&self, family: Family) -> Arc<wgpu::ShaderModule> {
+        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        modules
+            .entry(family)
+            .or_insert_with(|| {
+                Arc::new(
+                    self.ctx
+                        .device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(match family {
+                                Family::Dense => "turboquant3d dense.wgsl",
+                                Family::Hadamard => "turboquant3d hadamard.wgsl",
+                            }),
+                            source: wgpu::ShaderSource::Wgsl(family.source().into()),
+                        }),
+                )
+            })
+            .clone()
+    }
+
+    /// The pipeline for a family, entry point and specialisation, compiled
+    /// once per configuration.
+    fn pipeline(
+        &self,
+        family: Family,
+        entry: &'static str,
+        constants: Vec<(&'static str, u64)>,
+    ) -> Arc<wgpu::ComputePipeline> {
+        let key = (family, entry, constants);
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return p.clone();
+        }
+        let module = self.module(family);
+        let values: Vec<(&str, f64)> = key
+            .2
+            .iter()
+            .map(|(k, v)| (*k, f64::from_bits(*v)))
+            .collect();
+        let pipeline = Arc::new(self.ctx.device.create_compute_pipeline(
+            &wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&self.pipeline_layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &values,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            },
+        ));
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_insert(pipeline)
+            .clone()
+    }
+
+    /// Uploads a quantizer's rotation and tables and picks its kernel.
+    pub fn prepare(self: &Arc<Self>, q: &Quantizer) -> Result<GpuQuantizer> {
+        GpuQuantizer::new(self.clone(), q)
+    }
+}
+
+/// A quantizer resident on the GPU: its rotation and tables in buffers, and
+/// the kernel variant chosen for the device.
+#[derive(Debug)]
+pub struct GpuQuantizer {
+    codec: Arc<GpuCodec>,
+    quantizer: Quantizer,
+    family: Family,
+    constants: Vec<(&'static str, u64)>,
+    rot: wgpu::Buffer,
+    perm: wgpu::Buffer,
+    tables: wgpu::Buffer,
+}
+
+/// Where [`GpuQuantizer::record_encode`] reads vectors and writes codes.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodeBuffers<'a> {
+    /// f32 vectors, vector i at element `input_offset + i·input_stride`.
+    pub input: &'a wgpu::Buffer,
+    /// First element of vector 0.
+    pub input_offset: u64,
+    /// Elements between vectors (≥ d).
+    pub input_stride: u64,
+    /// Number of vectors.
+    pub count: usize,
+    /// Packed codes: `ceil(count·d·b / 32)` whole u32 words from `codes_offset`.
+    pub codes: &'a wgpu::Buffer,
+    /// First code word.
+    pub codes_offset: u64,
+    /// Scales: `count` f32, or `ceil(count / 2)` words of f16 pairs. With
+    /// the Hadamard kernel and f16 scales the range is cleared first, so the
+    /// buffer needs `COPY_DST` as well as `STORAGE`.
+    pub scales: &'a wgpu::Buffer,
+    /// First scale, counted in scales (even for f16).
+    pub scales_offset: u64,
+}
+
+/// Where [`GpuQuantizer::record_decode`] reads codes and writes vectors.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeBuffers<'a> {
+    /// Packed codes, as written by encode.
+    pub codes: &'a wgpu::Buffer,
+    /// First code word.
+    pub codes_offset: u64,
+    /// Scales.
+    pub scales: &'a wgpu::Buffer,
+    /// First scale.
+    pub scales_offset: u64,
+    /// Number of vectors.
+    pub count: usize,
+    /// f32 output, vector i at element `output_offset + i·output_stride`;
+    /// elements between vectors are left untouched.
+    pub output: &'a wgpu::Buffer,
+    /// First element of vector 0.
+    pub output_offset: u64,
+    /// Elements between vectors (≥ d).
+    pub output_stride: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    data_offset: u32,
+    data_stride: u32,
+    code_offset: u32,
+    scale_offset: u32,
+    groups_x: u32,
+    pad: [u32; 2],
+}
+
+/// A buffer window for one binding: a byte offset aligned as the device
+/// needs, and the element offset of the data inside it.
+struct Window {
+    offset: u64,
+    size: u64,
+    skip: u64,
+}
+
+fn window(
+    start_bytes: u64,
+    len_bytes: u64,
+    align: u64,
+    buffer: &wgpu::Buffer,
+    what: &str,
+) -> Result<Window> {
+    let offset = start_bytes / align * align;
+    let size = (start_bytes - offset + len_bytes).div_ceil(4) * 4;
+    if offset + size > buffer.size() {
+        return Err(Error::Shape(format!(
+            "the {what} buffer holds {} bytes; this call needs bytes {start_bytes}..{}",
+            buffer.size(),
+            start_bytes + len_bytes
+        )));
+    }
+    Ok(Window {
+        offset,
+        size,
+        skip: start_bytes - offset,
+    })
+}
+
+fn u32_param(v: u64, what: &str) -> Result<u32> {
+    u32::try_from(v)
+        .map_err(|_| Error::Shape(format!("{what} = {v} exceeds a 32-bit shader index")))
+}
+
+impl GpuQuantizer {
+    fn new(codec: Arc<GpuCodec>, q: &Quantizer) -> Result<GpuQuantizer> {
+        let device = codec.ctx.device.clone();
+        let kernel = KernelConfig::select(q, &device.limits())?;
+        let (family, constants) = (
+            kernel.family,
+            kernel
+                .constants
+                .iter()
+                .map(|(k, v)| (*k, v.to_bits()))
+                .collect::<Vec<_>>(),
+        );
+        let (rot_data, perm_data): (Vec<f32>, Vec<u32>) = match (&**q.rotation(), family) {
+            (Rotation::Hadamard(h), Family::Hadamard) => {
+                let mut perm = h.permutation().to_vec();
+                perm.extend_from_slice(h.inverse_permutation());
+                (h.signs().concat(), perm)
+            }
+            (rot, _) => (
+                rot.matrix()
+                    .map(|m| m.to_vec())
+                    .unwrap_or_else(|| rot.dense_matrix()),
+                vec![0],
+            ),
+        };
+        let mut tables = q.centroids().to_vec();
+        tables.extend_from_slice(q.boundaries());
+        let init = |label: &str, contents: &[u8]| {
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        };
+        let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let rot = init("turboquant3d rotation", bytemuck::cast_slice(&rot_data));
+        let perm = init("turboquant3d permutation", bytemuck::cast_slice(&perm_data));
+        let tables = init("turboquant3d tables", bytemuck::cast_slice(&tables));
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("uploading the quantizer: {e}")));
+        }
+        let gq = GpuQuantizer {
+            codec,
+            quantizer: q.clone(),
+            family,
+            constants,
+            rot,
+            perm,
+            tables,
+        };
+        // Compile both pipelines now, so that errors surface here.
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        gq.pipeline("encode");
+        gq.pipeline("decode");
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!(
+                "compiling the {:?} kernels: {e}",
+                gq.family
+            )));
+        }
+        Ok(gq)
+    }
+
+    fn pipeline(&self, entry: &'static str) -> Arc<wgpu::ComputePipeline> {
+        self.codec
+            .pipeline(self.family, entry, self.constants.clone())
+    }
+
+    /// The CPU quantizer this mirrors.
+    pub fn quantizer(&self) -> &Quantizer {
+        &self.quantizer
+    }
+
+    /// The kernel family in use.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// Vectors per workgroup.
+    fn per_group(&self) -> usize {
+        match self.family {
+            Family::Dense => DENSE_WG as usize,
+            Family::Hadamard => 1,
+        }
+    }
+
+    /// The most vectors one dispatch may take, given the binding limit for
+    /// `stride` elements between vectors: a multiple of 32.
+    pub fn chunk_vectors(&self, stride: u64) -> usize {
+        let d = self.quantizer.dim() as u64;
+        let align = self
+            .codec
+            .ctx
+            .device
+            .limits()
+            .min_storage_buffer_offset_alignment as u64;
+        let room = self.codec.max_binding.saturating_sub(align + 4);
+        let per_vector = (4 * stride).max(d * self.quantizer.bits() as u64 / 8 + 1);
+        let by_binding = (room / per_vector) as usize;
+        let max_dim = self
+            .codec
+            .ctx
+            .device
+            .limits()
+            .max_compute_workgroups_per_dimension as usize;
+        let by_dispatch = max_dim * max_dim * self.per_group();
+        (by_binding.min(by_dispatch) / 32 * 32).max(32)
+    }
+
+    fn dispatch(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        entry: &'static str,
+        params: Params,
+        bindings: [(&wgpu::Buffer, &Window); 3],
+    ) {
+        let device = &self.codec.ctx.device;
+        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("turboquant3d params"),
+            contents: bytemuck::bytes_of(&params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        fn bind<'a>(
+            binding: u32,
+            (buffer, w): (&'a wgpu::Buffer, &Window),
+        ) -> wgpu::BindGroupEntry<'a> {
+            wgpu::BindGroupEntry {
+                binding,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer,
+                    offset: w.offset,
+                    size: wgpu::BufferSize::new(w.size),
+                }),
+            }
+        }
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("turboquant3d codec"),
+            layout: &self.codec.layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: uniform.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: self.rot.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: self.perm.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: self.tables.as_entire_binding(),
+                },
+                bind(4, bindings[0]),
+                bind(5, bindings[1]),
+                bind(6, bindings[2]),
+            ],
+        });
+        let groups = params.n.div_ceil(self.per_group() as u32);
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(entry),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&self.pipeline(entry));
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(params.groups_x, groups.div_ceil(params.groups_x), 1);
+    }
+
+    fn groups_x(&self, n: usize) -> u32 {
+        let max_dim = self
+            .codec
+            .ctx
+            .device
+            .limits()
+            .max_compute_workgroups_per_dimension;
+        (n.div_ceil(self.per_group()) as u32).clamp(1, max_dim)
+    }
+
+    fn scale_bytes(&self) -> u64 {
+        self.quantizer.scale_format().bytes() as u64
+    }
+
+    /// Records an encode of `b.count` vectors into `encoder`. No readback,
+    /// no submission. Input values must be finite (the convenience API
+    /// checks; here a non-finite row gets unspecified codes).
+    pub fn record_encode(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        b: &EncodeBuffers<'_>,
+    ) -> Result<()> {
+        let (d, bits) = (self.quantizer.dim() as u64, self.quantizer.bits() as u64);
+        if b.input_stride < d {
+            return Err(Error::Shape(format!(
+                "input stride {} is below d = {d}",
+                b.input_stride
+            )));
+        }
+        if self.quantizer.scale_format() == ScaleFormat::F16 && b.scales_offset % 2 == 1 {
+            return Err(Error::Shape(
+                "f16 scales must start at an even index (two per word)".into(),
+            ));
+        }
+        let align = self
+            .codec
+            .ctx
+            .device
+            .limits()
+            .min_storage_buffer_offset_alignment as u64;
+        let chunk = self.chunk_vectors(b.input_stride);
+        let mut start = 0usize;
+        while start < b.count {
+            let n = chunk.min(b.count - start) as u64;
+            let s = start as u64;
+            let input = window(
+                4 * (b.input_offset + s * b.input_stride),
+                4 * ((n - 1) * b.input_stride + d),
+                align,
+                b.input,
+                "input",
+            )?;
+            let codes = window(
+                4 * (b.codes_offset + s * d * bits / 32),
+                4 * (n * d * bits).div_ceil(32),
+                align,
+                b.codes,
+                "codes",
+            )?;
+            let scales = window(
+                self.scale_bytes() * (b.scales_offset + s),
+                (self.scale_bytes() * n).div_ceil(4) * 4,
+                align,
+                b.scales,
+                "scales",
+            )?;
+            if self.family == Family::Hadamard && self.quantizer.scale_format() == ScaleFormat::F16
+            {
+                // The kernel ORs f16 halves into shared words.
+                encoder.clear_buffer(
+                    b.scales,
+                    scales.offset + scales.skip,
+                    Some((self.scale_bytes() * n).div_ceil(4) * 4),
+                );
+            }
+            let params = Params {
+                n: n as u32,
+                data_offset: u32_param(input.skip / 4, "input offset")?,
+                data_stride: u32_param(b.input_stride, "input stride")?,
+                code_offset: u32_param(codes.skip / 4, "code offset")?,
+                scale_offset: u32_param(scales.skip / self.scale_bytes(), "scale offset")?,
+                groups_x: self.groups_x(n as usize),
+                pad: [0; 2],
+            };
+            self.dispatch(
+                encoder,
+                "encode",
+                params,
+                [(b.input, &input), (b.codes, &codes), (b.scales, &scales)],
+            );
+            start += n as usize;
+        }
+        Ok(())
+    }
+
+    /// Records a decode of `b.count` vectors into `encoder`.
+    pub fn record_decode(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        b: &DecodeBuffers<'_>,
+    ) -> Result<()> {
+        let (d, bits) = (self.quantizer.dim() as u64, self.quantizer.bits() as u64);
+        if b.output_stride < d {
+            return Err(Error::Shape(format!(
+                "output stride {} is below d = {d}",
+                b.output_stride
+            )));
+        }
+        if self.quantizer.scale_format() == ScaleFormat::F16 && b.scales_offset % 2 == 1 {
+            return Err(Error::Shape(
+                "f16 scales must start at an even index (two per word)".into(),
+            ));
+        }
+        let align = self
+            .codec
+            .ctx
+            .device
+            .limits()
+            .min_storage_buffer_offset_alignment as u64;
+        let chunk = self.chunk_vectors(b.output_stride);
+        let mut start = 0usize;
+        while start < b.count {
+            let n = chunk.min(b.count - start) as u64;
+            let s = start as u64;
+            let output = window(
+                4 * (b.output_offset + s * b.output_stride),
+                4 * ((n - 1) * b.output_stride + d),
+                align,
+                b.output,
+                "output",
+            )?;
+            let codes = window(
+                4 * (b.codes_offset + s * d * bits / 32),
+                4 * (n * d * bits).div_ceil(32),
+                align,
+                b.codes,
+                "codes",
+            )?;
+            let scales = window(
+                self.scale_bytes() * (b.scales_offset + s),
+                (self.scale_bytes() * n).div_ceil(4) * 4,
+                align,
+                b.scales,
+                "scales",
+            )?;
+            let params = Params {
+                n: n as u32,
+                data_offset: u32_param(output.skip / 4, "output offset")?,
+                data_stride: u32_param(b.output_stride, "output stride")?,
+                code_offset: u32_param(codes.skip / 4, "code offset")?,
+                scale_offset: u32_param(scales.skip / self.scale_bytes(), "scale offset")?,
+                groups_x: self.groups_x(n as usize),
+                pad: [0; 2],
+            };
+            self.dispatch(
+                encoder,
+                "decode",
+                params,
+                [(b.output, &output), (b.codes, &codes), (b.scales, &scales)],
+            );
+            start += n as usize;
+        }
+        Ok(())
+    }
+
+    /// Encodes host vectors on the GPU, blocking. Rows are checked for NaN
+    /// and ±Inf first, with the same errors as the CPU path.
+    pub fn encode(&self, data: &[f32]) -> Result<Encoded> {
+        pollster::block_on(self.encode_async(data))
+    }
+
+    /// Decodes on the GPU, blocking.
+    pub fn decode(&self, enc: &Encoded) -> Result<Vec<f32>> {
+        pollster::block_on(self.decode_async(enc))
+    }
+
+    /// The async form of [`GpuQuantizer::encode`].
+    pub async fn encode_async(&self, data: &[f32]) -> Result<Encoded> {
+        let q = &self.quantizer;
+        let d = q.dim();
+        if data.is_empty() {
+            return Err(Error::EmptyInput {
+                what: "no vectors to encode".into(),
+            });
+        }
+        if !data.len().is_multiple_of(d) {
+            return Err(Error::Shape(format!(
+                "{} values do not split into rows of length {d}",
+                data.len()
+            )));
+        }
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                row: i / d,
+                col: i % d,
+                value: data[i],
+            });
+        }
+        let n = data.len() / d;
+        let bits = q.bits() as usize;
+        let device = &self.codec.ctx.device;
+        let slab = self.chunk_vectors(d as u64).min(n.div_ceil(32) * 32);
+        let code_words = (slab * d * bits).div_ceil(32);
+        let scale_words = (slab * q.scale_format().bytes()).div_ceil(4);
+        let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let input = buffer(
+            device,
+            "turboquant3d input",
+            4 * slab * d,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        );
+        let codes = buffer(
+            device,
+            "turboquant3d codes",
+            4 * code_words,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        );
+        let scales = buffer(
+            device,
+            "turboquant3d scales",
+            4 * scale_words,
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        );
+        let readback = buffer(
+            device,
+            "turboquant3d readback",
+            4 * (code_words + scale_words),
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
+        if let Some(e) = scope.pop().await {
+            return Err(Error::Gpu(format!("allocating encode buffers: {e}")));
+        }
+        let mut out_codes = vec![0u8; packed_len(n * d, q.bits())];
+        let mut out_scales: Vec<u8> = Vec::with_capacity(n * q.scale_format().bytes());
+        for start in (0..n).step_by(slab) {
+            let m = slab.min(n - start);
+            self.codec.ctx.queue.write_buffer(
+                &input,
+                0,
+                bytemuck::cast_slice(&data[start * d..(start + m) * d]),
+            );
+            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("turboquant3d encode"),
+            });
+            self.record_encode(
+                &mut encoder,
+                &EncodeBuffers {
+                    input: &input,
+                    input_offset: 0,
+                    input_stride: d as u64,
+                    count: m,
+                    codes: &codes,
+                    codes_offset: 0,
+                    scales: &scales,
+                    scales_offset: 0,
+                },
+            )?;
+            let cw = (m * d * bits).div_ceil(32) as u64;
+            let sw = (m * q.scale_format().bytes()).div_ceil(4) as u64;
+            encoder.copy_buffer_to_buffer(&codes, 0, &readback, 0, 4 * cw);
+            encoder.copy_buffer_to_buffer(&scales, 0, &readback, 4 * cw, 4 * sw);
+            let bytes = self
+                .submit_and_read(encoder, &readback, 4 * (cw + sw))
+                .await?;
+            let code_start = start * d * bits / 8;
+            let code_len = packed_len(m * d, q.bits());
+            out_codes[code_start..code_start + code_len].copy_from_slice(&bytes[..code_len]);
+            let sb = m * q.scale_format().bytes();
+            out_scales.extend_from_slice(&bytes[4 * cw as usize..4 * cw as usize + sb]);
+        }
+        let scales = Scales::from_le_bytes(q.scale_format(), &out_scales)?;
+        // The CPU refuses scales its format cannot hold; so does this path.
+        for i in 0..n {
+            let s = scales.get(i);
+            let zero_row = data[i * d..(i + 1) * d].iter().all(|&v| v == 0.0);
+            if !s.is_finite() || (s == 0.0 && !zero_row) {
+                return Err(Error::ScaleUnrepresentable {
+                    row: i,
+                    scale: s as f64,
+                    format: q.scale_format().name(),
+                    why: "it overflows or underflows the stored format",
+                });
+            }
+        }
+        Encoded::from_parts(d, q.bits(), n, out_codes, scales)
+    }
+
+    /// The async form of [`GpuQuantizer::decode`].
+    pub async fn decode_async(&self, enc: &Encoded) -> Result<Vec<f32>> {
+        let q = &self.quantizer;
+        let (d, bits) = (q.dim(), q.bits() as usize);
+        if enc.dim() != d || enc.bits() != q.bits() || enc.scales().format() != q.scale_format() {
+            return Err(Error::Shape(
+                "encoded data does not match this quantizer's d, b or scale format".into(),
+            ));
+        }
+        let n = enc.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let device = &self.codec.ctx.device;
+        let slab = self.chunk_vectors(d as u64).min(n.div_ceil(32) * 32);
+        let code_words = (slab * d * bits).div_ceil(32);
+        let scale_words = (slab * q.scale_format().bytes()).div_ceil(4);
+        let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let codes = buffer(
+            device,
+            "turboquant3d codes",
+            4 * code_words,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        );
+        let scales = buffer(
+            device,
+            "turboquant3d scales",
+            4 * scale_words,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        );
+        let output = buffer(
+            device,
+            "turboquant3d output",
+            4 * slab * d,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        );
+        let readback = buffer(
+            device,
+            "turboquant3d readback",
+            4 * slab * d,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
+        if let Some(e) = scope.pop().await {
+            return Err(Error::Gpu(format!("allocating decode buffers: {e}")));
+        }
+        let all_scales = enc.scales().to_le_bytes();
+        let mut out = vec![0f32; n * d];
+        for start in (0..n).step_by(slab) {
+            let m = slab.min(n - start);
+            let code_start = start * d * bits / 8;
+            let code_len = packed_len(m * d, q.bits());
+            let mut words = vec![0u8; (m * d * bits).div_ceil(32) * 4];
+            words[..code_len].copy_from_slice(&enc.codes()[code_start..code_start + code_len]);
+            self.codec.ctx.queue.write_buffer(&codes, 0, &words);
+            let sb = q.scale_format().bytes();
+            let mut sbytes = all_scales[start * sb..(start + m) * sb].to_vec();
+            sbytes.resize(sbytes.len().div_ceil(4) * 4, 0);
+            self.codec.ctx.queue.write_buffer(&scales, 0, &sbytes);
+            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("turboquant3d decode"),
+            });
+            self.record_decode(
+                &mut encoder,
+                &DecodeBuffers {
+                    codes: &codes,
+                    codes_offset: 0,
+                    scales: &scales,
+                    scales_offset: 0,
+                    count: m,
+                    output: &output,
+                    output_offset: 0,
+                    output_stride: d as u64,
+                },
+            )?;
+            encoder.copy_buffer_to_buffer(&output, 0, &readback, 0, (4 * m * d) as u64);
+            let bytes = self
+                .submit_and_read(encoder, &readback, (4 * m * d) as u64)
+                .await?;
+            out[start * d..(start + m) * d].copy_from_slice(bytemuck::cast_slice(&bytes));
+        }
+        Ok(out)
+    }
+
+    /// Submits, waits, and copies `len` bytes out of a mappable buffer.
+    async fn submit_and_read(
+        &self,
+        encoder: wgpu::CommandEncoder,
+        readback: &wgpu::Buffer,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        let ctx = &self.codec.ctx;
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        ctx.queue.submit([encoder.finish()]);
+        if let Some(e) = scope.pop().await {
+            return Err(Error::Gpu(format!("submitting the codec: {e}")));
+        }
+        let slice = readback.slice(..len);
+        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        ctx.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))?;
+        match rx.receive().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::Gpu(format!("reading back: {e}"))),
+            None => {
+                return Err(Error::Gpu(
+                    "reading back: the device dropped the request".into(),
+                ));
+            }
+        }
+        let bytes = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("reading back: {e}")))?
+            .to_vec();
+        readback.unmap();
+        Ok(bytes)
+    }
+}
+
+fn buffer(
+    device: &wgpu::Device,
+    label: &str,
+    size: usize,
+    usage: wgpu::BufferUsages,
+) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (size.max(4) as u64).div_ceil(4) * 4,
+        usage,
+        mapped_at_creation: false,
+    })
+}

@@ -1,0 +1,107 @@
+//! The device the GPU codec runs on: borrowed from a host renderer, or
+//! found by the library.
+
+use crate::{Error, Result};
+
+/// Which adapters [`GpuContext::request`] may pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdapterPolicy {
+    /// Hardware GPUs only (discrete, integrated or virtual), preferring
+    /// discrete. Software rasterisers such as lavapipe are never chosen: on a
+    /// machine without a GPU the native CPU path is faster. This is what
+    /// `--device auto` and `--device gpu` use.
+    HardwareOnly,
+    /// Any adapter, software ones included (lavapipe in tests and CI).
+    AllowSoftware,
+}
+
+/// A device and queue, plus what is known about the adapter.
+///
+/// A context built with [`GpuContext::from_device`] borrows a host's device:
+/// the library then requires no features or limits of it, reads what it
+/// has, and installs no error handler on it.
+#[derive(Debug, Clone)]
+pub struct GpuContext {
+    /// The device.
+    pub device: wgpu::Device,
+    /// Its queue.
+    pub queue: wgpu::Queue,
+    /// The adapter, when the library chose it.
+    pub adapter_info: Option<wgpu::AdapterInfo>,
+}
+
+impl GpuContext {
+    /// Wraps a host's device and queue.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> GpuContext {
+        GpuContext {
+            device,
+            queue,
+            adapter_info: None,
+        }
+    }
+
+    /// Finds an adapter and creates a device with no features and default
+    /// limits. Backends follow `WGPU_BACKEND` when it is set.
+    pub fn request(policy: AdapterPolicy) -> Result<GpuContext> {
+        pollster::block_on(Self::request_async(policy))
+    }
+
+    /// The async form of [`GpuContext::request`].
+    pub async fn request_async(policy: AdapterPolicy) -> Result<GpuContext> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+        let rank = |a: &wgpu::Adapter| match a.get_info().device_type {
+            wgpu::DeviceType::DiscreteGpu => Some(0),
+            wgpu::DeviceType::IntegratedGpu => Some(1),
+            wgpu::DeviceType::VirtualGpu => Some(2),
+            wgpu::DeviceType::Other => Some(3),
+            wgpu::DeviceType::Cpu => (policy == AdapterPolicy::AllowSoftware).then_some(4),
+        };
+        let found: Vec<String> = adapters
+            .iter()
+            .map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().device_type))
+            .collect();
+        let adapter = adapters
+            .into_iter()
+            .filter_map(|a| rank(&a).map(|r| (r, a)))
+            .min_by_key(|(r, _)| *r)
+            .map(|(_, a)| a)
+            .ok_or_else(|| {
+                Error::Gpu(if found.is_empty() {
+                    "no GPU adapter found".to_string()
+                } else {
+                    format!("no hardware GPU adapter among: {}", found.join(", "))
+                })
+            })?;
+        let info = adapter.get_info();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("turboquant3d"),
+                required_features: wgpu::Features::empty(),
+                required_limits: wgpu::Limits::default(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("cannot open {}: {e}", info.name)))?;
+        log::info!(
+            "GPU: {} ({:?}, {:?})",
+            info.name,
+            info.device_type,
+            info.backend
+        );
+        Ok(GpuContext {
+            device,
+            queue,
+            adapter_info: Some(info),
+        })
+    }
+
+    /// A short description of the device for logs and reports.
+    pub fn describe(&self) -> String {
+        match &self.adapter_info {
+            Some(i) => format!("{} ({:?}, {:?})", i.name, i.device_type, i.backend),
+            None => "host-provided device".to_string(),
+        }
+    }
+}

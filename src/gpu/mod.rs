@@ -1,0 +1,10 @@
+//! The GPU mirror of the codec on wgpu: a device (borrowed or owned), one
+//! WGSL file per kernel family, and a host layer that records into the
+//! caller's command encoder or runs whole jobs with readback. The CPU path
+//! ([`crate::Quantizer`]) is the reference it is tested against.
+
+pub mod codec;
+pub mod context;
+
+pub use codec::{DecodeBuffers, EncodeBuffers, Family, GpuCodec, GpuQuantizer, KernelConfig};
+pub use context::{AdapterPolicy, GpuContext};

@@ -1,0 +1,425 @@
+//! GPU against CPU on lavapipe (CI) or any adapter: codes, scales and
+//! decoded vectors for every kernel family, d, b and scale format; chunked
+//! work; and a host-owned device driving the recording API.
+//!
+//! Locally, a machine with no adapter prints a skip message; under CI (or
+//! with REQUIRE_GPU=1) a missing adapter fails.
+
+use std::sync::{Arc, OnceLock};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use turboquant3d::gpu::{
+    AdapterPolicy, DecodeBuffers, EncodeBuffers, Family, GpuCodec, GpuContext,
+};
+use turboquant3d::packing::unpack;
+use turboquant3d::{
+    Encoded, Quantizer, QuantizerConfig, RotationKind, ScaleFormat, ScaleMode, wgpu,
+};
+
+/// A coordinate within this distance of a boundary may round either way.
+const TIE_TOLERANCE: f64 = 2e-5;
+
+fn required() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var_os("REQUIRE_GPU").is_some()
+}
+
+/// One device per test binary.
+fn codec() -> Option<Arc<GpuCodec>> {
+    static CODEC: OnceLock<Option<Arc<GpuCodec>>> = OnceLock::new();
+    CODEC
+        .get_or_init(|| match GpuContext::request(AdapterPolicy::AllowSoftware) {
+            Ok(ctx) => {
+                eprintln!("GPU tests on {}", ctx.describe());
+                Some(Arc::new(GpuCodec::new(ctx)))
+            }
+            Err(e) if required() => {
+                panic!("a GPU adapter is required here (CI or REQUIRE_GPU): {e}")
+            }
+            Err(e) => {
+                eprintln!(
+                    "SKIPPED: no GPU adapter ({e}); set REQUIRE_GPU=1 to make this a failure"
+                );
+                None
+            }
+        })
+        .clone()
+}
+
+fn gaussian(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n * d)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect()
+}
+
+fn quantizer(
+    d: usize,
+    bits: u32,
+    kind: RotationKind,
+    mode: ScaleMode,
+    format: ScaleFormat,
+) -> Quantizer {
+    Quantizer::new(&QuantizerConfig {
+        dim: d,
+        bits,
+        rotation: kind,
+        seed: 5,
+        scale_mode: mode,
+        scale_format: format,
+    })
+    .unwrap()
+}
+
+/// The rotated, normalised coordinates of each row, in f64 from Π.
+fn reference_y(q: &Quantizer, x: &[f32]) -> Vec<f64> {
+    let d = q.dim();
+    let pi = q.rotation().dense_matrix();
+    x.chunks(d)
+        .flat_map(|row| {
+            let norm = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+            (0..d)
+                .map(|j| {
+                    (0..d)
+                        .map(|k| pi[j * d + k] as f64 * row[k] as f64)
+                        .sum::<f64>()
+                        / norm
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Compares GPU and CPU encodings: every differing code must sit within
+/// TIE_TOLERANCE of a boundary; scales agree to float rounding on rows
+/// without ties. Returns the number of ties.
+fn compare_encodings(q: &Quantizer, x: &[f32], gpu: &Encoded, cpu: &Encoded, what: &str) -> usize {
+    let (d, n) = (q.dim(), cpu.len());
+    let gc = unpack(gpu.codes(), q.bits(), n * d).unwrap();
+    let cc = unpack(cpu.codes(), q.bits(), n * d).unwrap();
+    assert_eq!(
+        gpu.codes().len(),
+        cpu.codes().len(),
+        "{what}: code stream length"
+    );
+    let y = reference_y(q, x);
+    let mut ties = 0;
+    for i in 0..n {
+        let mut row_tie = false;
+        for j in 0..d {
+            let k = i * d + j;
+            if gc[k] != cc[k] {
+                let gap = q
+                    .boundaries()
+                    .iter()
+                    .map(|&t| (t as f64 - y[k]).abs())
+                    .fold(f64::MAX, f64::min);
+                assert!(
+                    gap < TIE_TOLERANCE,
+                    "{what}: row {i} coord {j}: GPU code {} vs CPU {} with y = {} (gap {gap:e})",
+                    gc[k],
+                    cc[k],
+                    y[k]
+                );
+                ties += 1;
+                row_tie = true;
+            }
+        }
+        let (gs, cs) = (gpu.scales().get(i) as f64, cpu.scales().get(i) as f64);
+        // The GPU sums in another order (per-thread partials, then a
+        // reduction), so f32 sums of d terms differ by about √d·ε.
+        let tol = match q.scale_format() {
+            ScaleFormat::F32 => (d as f64).sqrt() * 1e-6,
+            ScaleFormat::F16 => 1.0 / 1024.0, // one f16 step when the f32 values straddle a rounding point
+        };
+        if !row_tie || q.scale_mode() == ScaleMode::Norm {
+            assert!(
+                (gs - cs).abs() <= tol * cs.abs() + 1e-30,
+                "{what}: row {i} scale GPU {gs} vs CPU {cs}"
+            );
+        }
+    }
+    assert!(
+        ties * 1000 <= n * d,
+        "{what}: {ties} ties in {} coordinates",
+        n * d
+    );
+    ties
+}
+
+fn max_relative_row_error(a: &[f32], b: &[f32], d: usize) -> f64 {
+    a.chunks(d)
+        .zip(b.chunks(d))
+        .map(|(p, q)| {
+            let norm = p
+                .iter()
+                .map(|&v| (v as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-30);
+            p.iter()
+                .zip(q)
+                .map(|(&u, &v)| (u as f64 - v as f64).abs())
+                .fold(0.0, f64::max)
+                / norm
+        })
+        .fold(0.0, f64::max)
+}
+
+fn check_config(
+    codec: &Arc<GpuCodec>,
+    d: usize,
+    kind: RotationKind,
+    family: Family,
+    n: usize,
+) -> usize {
+    let mut ties = 0;
+    for bits in 1..=4 {
+        for (mode, format) in [
+            (ScaleMode::LeastSquares, ScaleFormat::F32),
+            (ScaleMode::Norm, ScaleFormat::F16),
+            (ScaleMode::LeastSquares, ScaleFormat::F16),
+            (ScaleMode::Norm, ScaleFormat::F32),
+        ] {
+            let what = format!("d={d} {kind:?} b={bits} {mode:?} {format:?}");
+            let q = quantizer(d, bits, kind, mode, format);
+            let g = codec.prepare(&q).unwrap();
+            assert_eq!(g.family(), family, "{what}");
+            let mut x = gaussian(n, d, bits as u64 * 31 + d as u64);
+            x[3 * d..4 * d].fill(0.0); // a zero vector
+            let cpu = q.encode(&x).unwrap();
+            let gpu = g.encode(&x).unwrap();
+            ties += compare_encodings(&q, &x, &gpu, &cpu, &what);
+            assert_eq!(gpu.scales().get(3), 0.0, "{what}: zero vector scale");
+            // Decode parity on the same codes, and cross-decoding.
+            let cpu_of_gpu = q.decode(&gpu).unwrap();
+            let gpu_of_gpu = g.decode(&gpu).unwrap();
+            let gpu_of_cpu = g.decode(&cpu).unwrap();
+            let cpu_of_cpu = q.decode(&cpu).unwrap();
+            assert!(
+                max_relative_row_error(&cpu_of_gpu, &gpu_of_gpu, d) < 1e-5,
+                "{what}: decode of GPU codes"
+            );
+            assert!(
+                max_relative_row_error(&cpu_of_cpu, &gpu_of_cpu, d) < 1e-5,
+                "{what}: GPU decode of CPU codes"
+            );
+            assert!(
+                gpu_of_gpu[3 * d..4 * d].iter().all(|&v| v == 0.0),
+                "{what}: zero vector decodes to zeros"
+            );
+        }
+    }
+    ties
+}
+
+#[test]
+fn dense_kernels_match_the_cpu() {
+    let Some(codec) = codec() else { return };
+    let t45 = check_config(&codec, 45, RotationKind::Dense, Family::Dense, 200);
+    let t7 = check_config(&codec, 7, RotationKind::Dense, Family::Dense, 100);
+    eprintln!("dense: {t45} ties at d = 45, {t7} at d = 7");
+}
+
+#[test]
+fn hadamard_kernels_match_the_cpu() {
+    let Some(codec) = codec() else { return };
+    let t1024 = check_config(&codec, 1024, RotationKind::Hadamard, Family::Hadamard, 40);
+    let t64 = check_config(&codec, 64, RotationKind::Hadamard, Family::Hadamard, 100);
+    eprintln!("hadamard: {t1024} ties at d = 1024, {t64} at d = 64");
+}
+
+#[test]
+fn chunked_work_equals_one_dispatch() {
+    let Some(shared) = codec() else { return };
+    let mut small = GpuCodec::new(shared.context().clone());
+    small.set_max_binding_size(16 * 1024);
+    let small = Arc::new(small);
+    for (d, kind, n) in [
+        (45, RotationKind::Dense, 1000),
+        (64, RotationKind::Hadamard, 700),
+    ] {
+        let q = quantizer(d, 3, kind, ScaleMode::LeastSquares, ScaleFormat::F16);
+        let x = gaussian(n, d, 77);
+        let whole = shared.prepare(&q).unwrap();
+        let chunked = small.prepare(&q).unwrap();
+        assert!(
+            chunked.chunk_vectors(d as u64) < n,
+            "the test must span several chunks"
+        );
+        let a = whole.encode(&x).unwrap();
+        let b = chunked.encode(&x).unwrap();
+        assert_eq!(a, b, "d={d}: chunked encode differs");
+        assert_eq!(
+            whole.decode(&a).unwrap(),
+            chunked.decode(&a).unwrap(),
+            "d={d}: chunked decode differs"
+        );
+        compare_encodings(&q, &x, &b, &q.encode(&x).unwrap(), "chunked");
+    }
+}
+
+#[test]
+fn bad_input_is_refused_before_the_gpu() {
+    let Some(codec) = codec() else { return };
+    let q = quantizer(
+        45,
+        3,
+        RotationKind::Dense,
+        ScaleMode::LeastSquares,
+        ScaleFormat::F32,
+    );
+    let g = codec.prepare(&q).unwrap();
+    let mut x = gaussian(50, 45, 1);
+    x[17 * 45 + 4] = f32::NAN;
+    assert!(matches!(
+        g.encode(&x),
+        Err(turboquant3d::Error::NonFinite {
+            row: 17,
+            col: 4,
+            ..
+        })
+    ));
+    assert!(matches!(
+        g.encode(&[]),
+        Err(turboquant3d::Error::EmptyInput { .. })
+    ));
+}
+
+/// A host renderer's view: its own device (default limits, no features), its
+/// own buffers, encode then decode recorded into its own encoder, into a
+/// strided region of a wider buffer.
+#[test]
+fn a_host_device_records_encode_and_decode_into_its_own_encoder() {
+    if codec().is_none() {
+        return;
+    }
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .expect("adapter");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("host renderer"),
+        required_features: wgpu::Features::empty(),
+        required_limits: wgpu::Limits::default(),
+        ..Default::default()
+    }))
+    .expect("device");
+    let codec = Arc::new(GpuCodec::new(GpuContext::from_device(
+        device.clone(),
+        queue.clone(),
+    )));
+
+    let (d, n, stride, offset) = (45usize, 300usize, 62usize, 14usize);
+    let q = quantizer(
+        d,
+        3,
+        RotationKind::Dense,
+        ScaleMode::LeastSquares,
+        ScaleFormat::F32,
+    );
+    let g = codec.prepare(&q).unwrap();
+    let records = gaussian(n, stride, 9);
+    use wgpu::util::DeviceExt;
+    let storage =
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+    let input = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("splats"),
+        contents: bytemuck::cast_slice(&records),
+        usage: storage,
+    });
+    let words = (n * d * 3).div_ceil(32);
+    let codes = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("sh codes"),
+        size: 4 * (words as u64 + 8),
+        usage: storage,
+        mapped_at_creation: false,
+    });
+    let scales = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("sh scales"),
+        size: 4 * n as u64 + 64,
+        usage: storage,
+        mapped_at_creation: false,
+    });
+    let sentinel = vec![7.0f32; n * stride];
+    let output = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("decoded"),
+        contents: bytemuck::cast_slice(&sentinel),
+        usage: storage,
+    });
+    let readback = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: (4 * n * stride) as u64,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+
+    let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        label: Some("host frame"),
+    });
+    g.record_encode(
+        &mut encoder,
+        &EncodeBuffers {
+            input: &input,
+            input_offset: offset as u64,
+            input_stride: stride as u64,
+            count: n,
+            codes: &codes,
+            codes_offset: 3,
+            scales: &scales,
+            scales_offset: 5,
+        },
+    )
+    .unwrap();
+    g.record_decode(
+        &mut encoder,
+        &DecodeBuffers {
+            codes: &codes,
+            codes_offset: 3,
+            scales: &scales,
+            scales_offset: 5,
+            count: n,
+            output: &output,
+            output_offset: offset as u64,
+            output_stride: stride as u64,
+        },
+    )
+    .unwrap();
+    encoder.copy_buffer_to_buffer(&output, 0, &readback, 0, (4 * n * stride) as u64);
+    queue.submit([encoder.finish()]);
+    readback
+        .slice(..)
+        .map_async(wgpu::MapMode::Read, |r| r.unwrap());
+    device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    let out: Vec<f32> =
+        bytemuck::cast_slice(&readback.slice(..).get_mapped_range().unwrap()).to_vec();
+
+    let contiguous: Vec<f32> = (0..n)
+        .flat_map(|i| records[i * stride + offset..i * stride + offset + d].to_vec())
+        .collect();
+    let want = q.decode(&q.encode(&contiguous).unwrap()).unwrap();
+    let got: Vec<f32> = (0..n)
+        .flat_map(|i| out[i * stride + offset..i * stride + offset + d].to_vec())
+        .collect();
+    // Ties may flip a code on the GPU; everything else agrees to rounding.
+    let rows_off = want
+        .chunks(d)
+        .zip(got.chunks(d))
+        .filter(|(a, b)| max_relative_row_error(a, b, d) > 1e-5)
+        .count();
+    assert!(
+        rows_off <= n / 100,
+        "{rows_off} of {n} rows differ beyond rounding"
+    );
+    for i in 0..n {
+        assert!(
+            out[i * stride..i * stride + offset]
+                .iter()
+                .chain(&out[i * stride + offset + d..(i + 1) * stride])
+                .all(|&v| v == 7.0),
+            "row {i}: bytes outside the SH range were written"
+        );
+    }
+}
