@@ -688,3 +688,70 @@ fn help_exits_zero() {
     let o = tq3d(["encode", "--bits", "three"]);
     assert!(!o.status.success());
 }
+
+/// `--device gpu` runs the GPU kernels (lavapipe in CI) and must agree with
+/// the CPU; `--device auto` never picks a software adapter.
+#[test]
+fn device_gpu_matches_device_cpu() {
+    let required = std::env::var_os("CI").is_some() || std::env::var_os("REQUIRE_GPU").is_some();
+    let dir = tempfile::tempdir().unwrap();
+    let (n, d) = (500, 45);
+    let x = gaussian(n, d, 21);
+    let input = dir.path().join("x.npy");
+    write_npy(&input, n, d, &x);
+    let gpu_tqv = dir.path().join("gpu.tqv");
+    let cpu_tqv = dir.path().join("cpu.tqv");
+    let o = tq3d([
+        "encode",
+        "-i",
+        p(&input),
+        "-o",
+        p(&gpu_tqv),
+        "--bits",
+        "3",
+        "--device",
+        "gpu",
+    ]);
+    if !o.status.success() && !required && stderr(&o).contains("adapter") {
+        eprintln!("SKIPPED: no GPU adapter: {}", stderr(&o));
+        return;
+    }
+    assert_ok(&o, "encode --device gpu");
+    assert!(stdout(&o).contains("on GPU"), "{}", stdout(&o));
+    assert_ok(
+        &tq3d([
+            "encode",
+            "-i",
+            p(&input),
+            "-o",
+            p(&cpu_tqv),
+            "--bits",
+            "3",
+            "--device",
+            "cpu",
+        ]),
+        "encode --device cpu",
+    );
+    let a = turboquant3d::format::tqv::read(&gpu_tqv).unwrap();
+    let b = turboquant3d::format::tqv::read(&cpu_tqv).unwrap();
+    let ya = b.quantizer.decode(&a.encoded).unwrap();
+    let yb = b.quantizer.decode(&b.encoded).unwrap();
+    // Codes may differ only at ties; the reconstructions agree closely.
+    let err = relative_error(&ya, &yb);
+    assert!(err < 1e-3, "GPU and CPU encodings differ by {err}");
+    let out = dir.path().join("y.npy");
+    let o = tq3d(["decode", p(&gpu_tqv), "-o", p(&out), "--device", "gpu"]);
+    assert_ok(&o, "decode --device gpu");
+    let y = turboquant3d::format::npy::read_matrix(&out).unwrap();
+    assert!(
+        relative_error(&y.data, &ya) < 1e-9,
+        "GPU decode differs from CPU decode of the same codes"
+    );
+    let o = tq3d(["decode", p(&gpu_tqv), "-o", p(&out), "--device", "auto"]);
+    assert_ok(&o, "decode --device auto");
+    assert!(
+        !stdout(&o).contains("llvmpipe"),
+        "auto chose a software adapter: {}",
+        stdout(&o)
+    );
+}

@@ -9,6 +9,7 @@ use half::f16;
 use indicatif::{ProgressBar, ProgressStyle};
 use turboquant3d::codec::quantizer::CHUNK;
 use turboquant3d::format::{npy, tqv};
+use turboquant3d::gpu::{DeviceChoice, Engine, Ran};
 use turboquant3d::packing::packed_len;
 use turboquant3d::{
     Codebook, Encoded, Error, Quantizer, QuantizerConfig, RotationKind, Rows, ScaleFormat,
@@ -47,6 +48,9 @@ enum Command {
         /// Where to write the .npy.
         #[arg(short, long)]
         output: PathBuf,
+        /// Where to run: auto (a hardware GPU if present, else the CPU), gpu (strictly), cpu.
+        #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+        device: DeviceArg,
     },
     /// Print the Lloyd–Max codebook for (d, b) with its distortion and bounds.
     Codebook {
@@ -96,6 +100,28 @@ struct EncodeArgs {
     /// Decode after encoding and report the measured error next to theory.
     #[arg(long)]
     verify: bool,
+    /// Where to run: auto uses a hardware GPU if present and the CPU
+    /// otherwise (never a software rasteriser), falling back to the CPU on
+    /// GPU failure; gpu insists on a GPU (any adapter); cpu uses the CPU.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+impl From<DeviceArg> for DeviceChoice {
+    fn from(d: DeviceArg) -> DeviceChoice {
+        match d {
+            DeviceArg::Auto => DeviceChoice::Auto,
+            DeviceArg::Gpu => DeviceChoice::Gpu,
+            DeviceArg::Cpu => DeviceChoice::Cpu,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -130,7 +156,11 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Encode(args) => encode(args),
-        Command::Decode { input, output } => decode(input, output),
+        Command::Decode {
+            input,
+            output,
+            device,
+        } => decode(input, output, device),
         Command::Codebook { dim, bits, json } => codebook(dim, bits, json),
         Command::Info { input } => info(input),
     };
@@ -186,11 +216,102 @@ fn encode(args: EncodeArgs) -> Result<(), Error> {
     let q = Quantizer::new(&config)?;
     let t_read = t0.elapsed();
 
-    // Encode in slabs (a multiple of CHUNK vectors, so byte-aligned) to report progress.
+    let engine = Engine::new(args.device.into())?;
     let t1 = Instant::now();
     let n = m.rows;
+    let (enc, ran) = if engine.has_gpu() {
+        engine.encode(&q, &m.data)?
+    } else {
+        (
+            encode_cpu_with_progress(&q, &m.data, n, d, args.bits, config.scale_format)?,
+            Ran::Cpu,
+        )
+    };
+    let t_encode = t1.elapsed();
+    tqv::write(&args.output, &q, &enc, Some(args.seed))?;
+
+    let in_bytes = (n * d * 4) as u64;
+    let out_bytes = std::fs::metadata(&args.output)
+        .map_err(|e| Error::Io {
+            path: args.output.clone(),
+            source: e,
+        })?
+        .len();
+    println!(
+        "encoded {n} vectors of d = {d} at b = {} ({} rotation, {} scale as {})",
+        args.bits,
+        config.rotation.name(),
+        config.scale_mode.name(),
+        config.scale_format.name()
+    );
+    println!(
+        "  {} (f32) -> {} : {:.2}x, {:.3} bits per coordinate",
+        human(in_bytes),
+        human(out_bytes),
+        in_bytes as f64 / out_bytes as f64,
+        out_bytes as f64 * 8.0 / (n * d) as f64
+    );
+    println!(
+        "  read {:.2?}, encode {:.2?} on {ran} ({:.2} M vectors/s)",
+        t_read,
+        t_encode,
+        n as f64 / t_encode.as_secs_f64() / 1e6
+    );
+    let expected = theory::expected_error(d, args.bits)?;
+    println!(
+        "  expected ||u - u^||^2 for unit u: d*C(d,b) = {expected:.6}  (bounds {:.6} .. {:.6})",
+        theory::lower_bound(args.bits),
+        theory::upper_bound(args.bits)
+    );
+    if args.verify {
+        let (y, _) = engine.decode(&q, &enc)?;
+        let (mut err, mut energy) = (0f64, 0f64);
+        for (a, b) in m.data.iter().zip(&y) {
+            err += (*a as f64 - *b as f64).powi(2);
+            energy += (*a as f64).powi(2);
+        }
+        println!(
+            "  measured sum||x - x~||^2 / sum||x||^2 = {:.6} ({:+.2} % against d*C(d,b){})",
+            err / energy,
+            100.0 * (err / energy / expected - 1.0),
+            if config.scale_mode == ScaleMode::LeastSquares {
+                "; the LS scale lowers it"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+fn decode(input: PathBuf, output: PathBuf, device: DeviceArg) -> Result<(), Error> {
+    let t = Instant::now();
+    let f = tqv::read(&input)?;
+    let engine = Engine::new(device.into())?;
+    let (y, ran) = engine.decode(&f.quantizer, &f.encoded)?;
+    npy::write_matrix(&output, f.encoded.len(), f.quantizer.dim(), &y)?;
+    println!(
+        "decoded {} vectors of d = {} into {} in {:.2?} on {ran}",
+        f.encoded.len(),
+        f.quantizer.dim(),
+        output.display(),
+        t.elapsed()
+    );
+    Ok(())
+}
+
+/// The CPU encode in slabs of whole chunks (so each slab's codes start on a
+/// byte boundary), with a progress bar for large inputs.
+fn encode_cpu_with_progress(
+    q: &Quantizer,
+    data: &[f32],
+    n: usize,
+    d: usize,
+    bits: u32,
+    format: ScaleFormat,
+) -> Result<Encoded, Error> {
     let slab = 64 * CHUNK;
-    let mut codes = vec![0u8; packed_len(n * d, args.bits)];
+    let mut codes = vec![0u8; packed_len(n * d, bits)];
     let mut scales = vec![0f32; n];
     let bar = if n > 4 * slab {
         ProgressBar::new(n as u64)
@@ -205,9 +326,9 @@ fn encode(args: EncodeArgs) -> Result<(), Error> {
     );
     for start in (0..n).step_by(slab) {
         let len = slab.min(n - start);
-        let byte0 = start * d * args.bits as usize / 8;
-        let byte1 = byte0 + packed_len(len * d, args.bits);
-        let sub = Rows::new(&m.data[start * d..(start + len) * d], d)?;
+        let byte0 = start * d * bits as usize / 8;
+        let byte1 = byte0 + packed_len(len * d, bits);
+        let sub = Rows::new(&data[start * d..(start + len) * d], d)?;
         q.encode_into(
             sub,
             &mut codes[byte0..byte1],
@@ -235,81 +356,11 @@ fn encode(args: EncodeArgs) -> Result<(), Error> {
         bar.inc(len as u64);
     }
     bar.finish_and_clear();
-    let scales = match config.scale_format {
+    let scales = match format {
         ScaleFormat::F32 => Scales::F32(scales),
         ScaleFormat::F16 => Scales::F16(scales.into_iter().map(f16::from_f32).collect()),
     };
-    let enc = Encoded::from_parts(d, args.bits, n, codes, scales)?;
-    let t_encode = t1.elapsed();
-    tqv::write(&args.output, &q, &enc, Some(args.seed))?;
-
-    let in_bytes = (n * d * 4) as u64;
-    let out_bytes = std::fs::metadata(&args.output)
-        .map_err(|e| Error::Io {
-            path: args.output.clone(),
-            source: e,
-        })?
-        .len();
-    println!(
-        "encoded {n} vectors of d = {d} at b = {} ({} rotation, {} scale as {})",
-        args.bits,
-        config.rotation.name(),
-        config.scale_mode.name(),
-        config.scale_format.name()
-    );
-    println!(
-        "  {} (f32) -> {} : {:.2}x, {:.3} bits per coordinate",
-        human(in_bytes),
-        human(out_bytes),
-        in_bytes as f64 / out_bytes as f64,
-        out_bytes as f64 * 8.0 / (n * d) as f64
-    );
-    println!(
-        "  read {:.2?}, encode {:.2?} ({:.2} M vectors/s)",
-        t_read,
-        t_encode,
-        n as f64 / t_encode.as_secs_f64() / 1e6
-    );
-    let expected = theory::expected_error(d, args.bits)?;
-    println!(
-        "  expected ||u - u^||^2 for unit u: d*C(d,b) = {expected:.6}  (bounds {:.6} .. {:.6})",
-        theory::lower_bound(args.bits),
-        theory::upper_bound(args.bits)
-    );
-    if args.verify {
-        let y = q.decode(&enc)?;
-        let (mut err, mut energy) = (0f64, 0f64);
-        for (a, b) in m.data.iter().zip(&y) {
-            err += (*a as f64 - *b as f64).powi(2);
-            energy += (*a as f64).powi(2);
-        }
-        println!(
-            "  measured sum||x - x~||^2 / sum||x||^2 = {:.6} ({:+.2} % against d*C(d,b){})",
-            err / energy,
-            100.0 * (err / energy / expected - 1.0),
-            if config.scale_mode == ScaleMode::LeastSquares {
-                "; the LS scale lowers it"
-            } else {
-                ""
-            }
-        );
-    }
-    Ok(())
-}
-
-fn decode(input: PathBuf, output: PathBuf) -> Result<(), Error> {
-    let t = Instant::now();
-    let f = tqv::read(&input)?;
-    let y = f.quantizer.decode(&f.encoded)?;
-    npy::write_matrix(&output, f.encoded.len(), f.quantizer.dim(), &y)?;
-    println!(
-        "decoded {} vectors of d = {} into {} in {:.2?}",
-        f.encoded.len(),
-        f.quantizer.dim(),
-        output.display(),
-        t.elapsed()
-    );
-    Ok(())
+    Encoded::from_parts(d, bits, n, codes, scales)
 }
 
 fn codebook(dim: usize, bits: u32, json: bool) -> Result<(), Error> {

@@ -5,6 +5,8 @@
 
 pub mod codec;
 pub mod context;
+pub mod engine;
 
 pub use codec::{DecodeBuffers, EncodeBuffers, Family, GpuCodec, GpuQuantizer, KernelConfig};
 pub use context::{AdapterPolicy, GpuContext};
+pub use engine::{DeviceChoice, Engine, Ran};
