@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use turboquant3d::gpu::{
-    AdapterPolicy, DecodeBuffers, EncodeBuffers, Family, GpuCodec, GpuContext,
+    AdapterPolicy, DecodeBuffers, EncodeBuffers, Engine, Family, GpuCodec, GpuContext, Ran,
 };
 use turboquant3d::packing::unpack;
 use turboquant3d::{
@@ -287,6 +287,60 @@ fn bad_input_is_refused_before_the_gpu() {
     ));
 }
 
+/// A device created the way a host renderer creates one: default limits, no
+/// features.
+fn host_device() -> (wgpu::Device, wgpu::Queue) {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .expect("adapter");
+    pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("host renderer"),
+        required_features: wgpu::Features::empty(),
+        required_limits: wgpu::Limits::default(),
+        ..Default::default()
+    }))
+    .expect("device")
+}
+
+/// A lost device: the engine falls back to the CPU (same bytes as the CPU
+/// path) unless the GPU was asked for strictly, and nothing panics.
+#[test]
+fn a_lost_device_falls_back_to_the_cpu_unless_strict() {
+    if codec().is_none() {
+        return;
+    }
+    let (device, queue) = host_device();
+    let codec = Arc::new(GpuCodec::new(GpuContext::from_device(
+        device.clone(),
+        queue,
+    )));
+    let q = quantizer(
+        45,
+        3,
+        RotationKind::Dense,
+        ScaleMode::LeastSquares,
+        ScaleFormat::F32,
+    );
+    let x = gaussian(100, 45, 3);
+    device.destroy();
+    let (enc, ran) = Engine::with_gpu(codec.clone(), false)
+        .encode(&q, &x)
+        .unwrap();
+    assert_eq!(ran, Ran::Cpu);
+    assert_eq!(enc, q.encode(&x).unwrap());
+    let (dec, ran) = Engine::with_gpu(codec.clone(), false)
+        .decode(&q, &enc)
+        .unwrap();
+    assert_eq!(ran, Ran::Cpu);
+    assert_eq!(dec, q.decode(&enc).unwrap());
+    match Engine::with_gpu(codec, true).encode(&q, &x) {
+        Err(turboquant3d::Error::Gpu(msg)) => eprintln!("strict engine on a lost device: {msg}"),
+        other => panic!("a strict engine on a lost device must fail, got {other:?}"),
+    }
+}
+
 /// A host renderer's view: its own device (default limits, no features), its
 /// own buffers, encode then decode recorded into its own encoder, into a
 /// strided region of a wider buffer.
@@ -295,18 +349,7 @@ fn a_host_device_records_encode_and_decode_into_its_own_encoder() {
     if codec().is_none() {
         return;
     }
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter =
-        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-            .expect("adapter");
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        label: Some("host renderer"),
-        required_features: wgpu::Features::empty(),
-        required_limits: wgpu::Limits::default(),
-        ..Default::default()
-    }))
-    .expect("device");
+    let (device, queue) = host_device();
     let codec = Arc::new(GpuCodec::new(GpuContext::from_device(
         device.clone(),
         queue.clone(),

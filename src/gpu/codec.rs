@@ -14,8 +14,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use wgpu::util::DeviceExt;
-
 use crate::codec::rotation::HADAMARD_ROUNDS;
 use crate::gpu::GpuContext;
 use crate::packing::packed_len;
@@ -426,19 +424,31 @@ impl GpuQuantizer {
         let mut tables = q.centroids().to_vec();
         tables.extend_from_slice(q.boundaries());
         let init = |label: &str, contents: &[u8]| {
-            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents,
-                usage: wgpu::BufferUsages::STORAGE,
-            })
+            init_buffer(&device, label, contents, wgpu::BufferUsages::STORAGE)
         };
-        let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let rot = init("turboquant3d rotation", bytemuck::cast_slice(&rot_data));
-        let perm = init("turboquant3d permutation", bytemuck::cast_slice(&perm_data));
-        let tables = init("turboquant3d tables", bytemuck::cast_slice(&tables));
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("uploading the quantizer: {e}")));
-        }
+        // Every device error while preparing is caught here and returned:
+        // scopes, not a handler, so a host's device is left as it was.
+        let scopes = Scopes::push(&device);
+        let uploaded = (|| {
+            Ok::<_, Error>((
+                init("turboquant3d rotation", bytemuck::cast_slice(&rot_data))?,
+                init("turboquant3d permutation", bytemuck::cast_slice(&perm_data))?,
+                init("turboquant3d tables", bytemuck::cast_slice(&tables))?,
+            ))
+        })();
+        let (rot, perm, tables) = match uploaded {
+            Ok(b) => b,
+            Err(e) => {
+                let scope_error = pollster::block_on(scopes.pop());
+                return Err(Error::Gpu(format!(
+                    "uploading the quantizer: {}",
+                    scope_error.unwrap_or_else(|| match e {
+                        Error::Gpu(m) => m,
+                        other => other.to_string(),
+                    })
+                )));
+            }
+        };
         let gq = GpuQuantizer {
             codec,
             quantizer: q.clone(),
@@ -449,12 +459,11 @@ impl GpuQuantizer {
             tables,
         };
         // Compile both pipelines now, so that errors surface here.
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         gq.pipeline("encode");
         gq.pipeline("decode");
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = pollster::block_on(scopes.pop()) {
             return Err(Error::Gpu(format!(
-                "compiling the {:?} kernels: {e}",
+                "preparing the {:?} kernels: {e}",
                 gq.family
             )));
         }
@@ -513,13 +522,14 @@ impl GpuQuantizer {
         entry: &'static str,
         params: Params,
         bindings: [(&wgpu::Buffer, &Window); 3],
-    ) {
+    ) -> Result<()> {
         let device = &self.codec.ctx.device;
-        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("turboquant3d params"),
-            contents: bytemuck::bytes_of(&params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let uniform = init_buffer(
+            device,
+            "turboquant3d params",
+            bytemuck::bytes_of(&params),
+            wgpu::BufferUsages::UNIFORM,
+        )?;
         fn bind<'a>(
             binding: u32,
             (buffer, w): (&'a wgpu::Buffer, &Window),
@@ -566,6 +576,7 @@ impl GpuQuantizer {
         pass.set_pipeline(&self.pipeline(entry));
         pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(params.groups_x, groups.div_ceil(params.groups_x), 1);
+        Ok(())
     }
 
     fn groups_x(&self, n: usize) -> u32 {
@@ -657,7 +668,7 @@ impl GpuQuantizer {
                 "encode",
                 params,
                 [(b.input, &input), (b.codes, &codes), (b.scales, &scales)],
-            );
+            )?;
             start += n as usize;
         }
         Ok(())
@@ -727,7 +738,7 @@ impl GpuQuantizer {
                 "decode",
                 params,
                 [(b.output, &output), (b.codes, &codes), (b.scales, &scales)],
-            );
+            )?;
             start += n as usize;
         }
         Ok(())
@@ -746,6 +757,15 @@ impl GpuQuantizer {
 
     /// The async form of [`GpuQuantizer::encode`].
     pub async fn encode_async(&self, data: &[f32]) -> Result<Encoded> {
+        let scopes = Scopes::push(&self.codec.ctx.device);
+        let r = self.encode_inner(data).await;
+        match scopes.pop().await {
+            Some(e) => Err(Error::Gpu(format!("encoding: {e}"))),
+            None => r,
+        }
+    }
+
+    async fn encode_inner(&self, data: &[f32]) -> Result<Encoded> {
         let q = &self.quantizer;
         let d = q.dim();
         if data.is_empty() {
@@ -859,6 +879,15 @@ impl GpuQuantizer {
 
     /// The async form of [`GpuQuantizer::decode`].
     pub async fn decode_async(&self, enc: &Encoded) -> Result<Vec<f32>> {
+        let scopes = Scopes::push(&self.codec.ctx.device);
+        let r = self.decode_inner(enc).await;
+        match scopes.pop().await {
+            Some(e) => Err(Error::Gpu(format!("decoding: {e}"))),
+            None => r,
+        }
+    }
+
+    async fn decode_inner(&self, enc: &Encoded) -> Result<Vec<f32>> {
         let q = &self.quantizer;
         let (d, bits) = (q.dim(), q.bits() as usize);
         if enc.dim() != d || enc.bits() != q.bits() || enc.scales().format() != q.scale_format() {
@@ -976,6 +1005,65 @@ impl GpuQuantizer {
             .to_vec();
         readback.unmap();
         Ok(bytes)
+    }
+}
+
+/// A buffer created mapped and filled, with a map failure (a lost or invalid
+/// device) returned as an error rather than a panic.
+fn init_buffer(
+    device: &wgpu::Device,
+    label: &str,
+    contents: &[u8],
+    usage: wgpu::BufferUsages,
+) -> Result<wgpu::Buffer> {
+    let size = (contents.len().max(4) as u64).div_ceil(4) * 4;
+    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size,
+        usage,
+        mapped_at_creation: true,
+    });
+    {
+        let mut view = buffer
+            .get_mapped_range_mut(..)
+            .map_err(|e| Error::Gpu(format!("creating {label}: {e}")))?;
+        view.slice(..contents.len()).copy_from_slice(contents);
+    }
+    buffer.unmap();
+    Ok(buffer)
+}
+
+/// Validation, out-of-memory and internal error scopes, pushed together
+/// and popped in reverse order. They catch what a failed allocation or a
+/// lost device reports, for the duration of one call, without touching the
+/// device's uncaptured-error handler.
+struct Scopes {
+    validation: wgpu::ErrorScopeGuard,
+    memory: wgpu::ErrorScopeGuard,
+    internal: wgpu::ErrorScopeGuard,
+}
+
+impl Scopes {
+    fn push(device: &wgpu::Device) -> Scopes {
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+        Scopes {
+            validation,
+            memory,
+            internal,
+        }
+    }
+
+    async fn pop(self) -> Option<String> {
+        let internal = self.internal.pop().await;
+        let memory = self.memory.pop().await;
+        let validation = self.validation.pop().await;
+        [memory, internal, validation]
+            .into_iter()
+            .flatten()
+            .next()
+            .map(|e| e.to_string())
     }
 }
 
