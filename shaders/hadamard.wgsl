@@ -136,54 +136,39 @@ fn reduce(t: u32, v: f32, use_max: bool) -> f32 {
     return out;
 }
 
-@compute @workgroup_size(WG)
-fn encode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let v = wg.x + wg.y * params.groups_x;
-    if v >= params.n {
-        return;
-    }
-    var x: array<f32, MAX_E>;
+// Loads vector v in layout A; returns this thread's largest magnitude.
+fn load_a(x: ptr<function, array<f32, MAX_E>>, v: u32, t: u32) -> f32 {
     var m = 0.0;
     let base = params.data_offset + v * params.data_stride;
     for (var r = 0u; r < E; r++) {
         let val = data[base + index_a(t, r)];
-        x[r] = val;
+        (*x)[r] = val;
         m = max(m, abs(val));
     }
-    let p = prescale(reduce(t, m, true));
+    return m;
+}
+
+// Multiplies by the prescale; returns this thread's sum of squares.
+fn prescale_a(x: ptr<function, array<f32, MAX_E>>, pre: f32) -> f32 {
     var s2 = 0.0;
     for (var r = 0u; r < E; r++) {
-        let val = x[r] * p.x;
-        x[r] = val;
+        let val = (*x)[r] * pre;
+        (*x)[r] = val;
         s2 += val * val;
     }
-    let rr = sqrt(reduce(t, s2, false));
-    var inv = 0.0;
-    if rr > 0.0 {
-        inv = 1.0 / rr;
-    }
+    return s2;
+}
+
+fn scale_a(x: ptr<function, array<f32, MAX_E>>, f: f32) {
     for (var r = 0u; r < E; r++) {
-        x[r] *= inv;
+        (*x)[r] *= f;
     }
-    let norm = rr * p.y;
+}
 
-    // Round 0, then the permutation; round 1; round 2 (starting in B).
-    signs_a(&x, t, 0u);
-    butterflies(&x, 0u);
-    a_to_b(&x, t);
-    butterflies(&x, SKIP_B);
-    b_to_a_permuted(&x, t, 0u);
-    signs_a(&x, t, 1u);
-    butterflies(&x, 0u);
-    a_to_b(&x, t);
-    butterflies(&x, SKIP_B);
-    signs_b(&x, t, 2u);
-    butterflies(&x, SKIP_B);
-    b_to_a(&x, t);
-    butterflies(&x, 0u);
-
-    // Quantise and pack: thread t's E codes are E·BITS contiguous bits,
-    // a whole number of words because E is a multiple of 32.
+// Quantises and packs this thread's E values (layout A): E·BITS contiguous
+// bits, a whole number of words because E is a multiple of 32. Returns the
+// partial sums (Σ y·c, Σ c²) of the least-squares scale.
+fn quantise_pack_a(x: ptr<function, array<f32, MAX_E>>, v: u32, t: u32) -> vec2<f32> {
     var yc = 0.0;
     var cc = 0.0;
     let word0 = params.code_offset + v * (D * BITS / 32u) + t * (E * BITS / 32u);
@@ -191,7 +176,7 @@ fn encode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var filled = 0u;
     var w = 0u;
     for (var r = 0u; r < E; r++) {
-        let y = x[r] * SCALE;
+        let y = (*x)[r] * SCALE;
         let code = quantise(y);
         let c = centroid(code);
         yc += y * c;
@@ -208,28 +193,11 @@ fn encode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
             }
         }
     }
-    var s = norm;
-    if SCALE_LS {
-        s = norm * (reduce(t, yc, false) / reduce(t, cc, false));
-    }
-    if t == 0u {
-        let i = params.scale_offset + v;
-        if SCALE_F16 {
-            // Neighbouring vectors share a word: the host zeroes the range first.
-            atomicOr(&scales[i / 2u], f32_to_f16_bits(s) << (16u * (i & 1u)));
-        } else {
-            atomicStore(&scales[i], bitcast<u32>(s));
-        }
-    }
+    return vec2<f32>(yc, cc);
 }
 
-@compute @workgroup_size(WG)
-fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let v = wg.x + wg.y * params.groups_x;
-    if v >= params.n {
-        return;
-    }
-    var x: array<f32, MAX_E>;
+// Unpacks this thread's E codes (layout A) and looks up their centroids.
+fn unpack_a(x: ptr<function, array<f32, MAX_E>>, v: u32, t: u32) {
     let word0 = params.code_offset + v * (D * BITS / 32u) + t * (E * BITS / 32u);
     let mask = (1u << BITS) - 1u;
     var acc = codes[word0];
@@ -253,15 +221,86 @@ fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
             acc = next >> (BITS - avail);
             avail = 32u - (BITS - avail);
         }
-        x[r] = centroid(code);
+        (*x)[r] = centroid(code);
     }
+}
+
+fn write_scale(v: u32, s: f32) {
     let i = params.scale_offset + v;
-    var s: f32;
     if SCALE_F16 {
-        s = f16_bits_to_f32(atomicLoad(&scales[i / 2u]) >> (16u * (i & 1u)));
+        // Neighbouring vectors share a word: the host zeroes the range first.
+        atomicOr(&scales[i / 2u], f32_to_f16_bits(s) << (16u * (i & 1u)));
     } else {
-        s = bitcast<f32>(atomicLoad(&scales[i]));
+        atomicStore(&scales[i], bitcast<u32>(s));
     }
+}
+
+fn read_scale(v: u32) -> f32 {
+    let i = params.scale_offset + v;
+    if SCALE_F16 {
+        return f16_bits_to_f32(atomicLoad(&scales[i / 2u]) >> (16u * (i & 1u)));
+    }
+    return bitcast<f32>(atomicLoad(&scales[i]));
+}
+
+// out = x · SCALE · s, or +0.0 when s = 0 (the CPU's zero vector).
+fn output_value(x: f32, s: f32) -> f32 {
+    if s != 0.0 {
+        return x * SCALE * s;
+    }
+    return 0.0;
+}
+
+@compute @workgroup_size(WG)
+fn encode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let v = wg.x + wg.y * params.groups_x;
+    if v >= params.n {
+        return;
+    }
+    var x: array<f32, MAX_E>;
+    let p = prescale(reduce(t, load_a(&x, v, t), true));
+    let rr = sqrt(reduce(t, prescale_a(&x, p.x), false));
+    var inv = 0.0;
+    if rr > 0.0 {
+        inv = 1.0 / rr;
+    }
+    scale_a(&x, inv);
+    let norm = rr * p.y;
+
+    // Round 0, then the permutation; round 1; round 2 (starting in B).
+    signs_a(&x, t, 0u);
+    butterflies(&x, 0u);
+    a_to_b(&x, t);
+    butterflies(&x, SKIP_B);
+    b_to_a_permuted(&x, t, 0u);
+    signs_a(&x, t, 1u);
+    butterflies(&x, 0u);
+    a_to_b(&x, t);
+    butterflies(&x, SKIP_B);
+    signs_b(&x, t, 2u);
+    butterflies(&x, SKIP_B);
+    b_to_a(&x, t);
+    butterflies(&x, 0u);
+
+    let sums = quantise_pack_a(&x, v, t);
+    var s = norm;
+    if SCALE_LS {
+        s = norm * (reduce(t, sums.x, false) / reduce(t, sums.y, false));
+    }
+    if t == 0u {
+        write_scale(v, s);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let v = wg.x + wg.y * params.groups_x;
+    if v >= params.n {
+        return;
+    }
+    var x: array<f32, MAX_E>;
+    unpack_a(&x, v, t);
+    let s = read_scale(v);
 
     // Inverse of round 2, round 1, the permutation, round 0.
     butterflies(&x, 0u);
@@ -280,10 +319,6 @@ fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 
     let base = params.data_offset + v * params.data_stride;
     for (var r = 0u; r < E; r++) {
-        var out = 0.0;
-        if s != 0.0 {
-            out = x[r] * SCALE * s;
-        }
-        data[base + index_b(t, r)] = out;
+        data[base + index_b(t, r)] = output_value(x[r], s);
     }
 }

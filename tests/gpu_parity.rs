@@ -91,6 +91,21 @@ fn reference_y(q: &Quantizer, x: &[f32]) -> Vec<f64> {
         .collect()
 }
 
+/// Every scale convention and storage.
+const ALL_SCALES: [(ScaleMode, ScaleFormat); 4] = [
+    (ScaleMode::LeastSquares, ScaleFormat::F32),
+    (ScaleMode::Norm, ScaleFormat::F16),
+    (ScaleMode::LeastSquares, ScaleFormat::F16),
+    (ScaleMode::Norm, ScaleFormat::F32),
+];
+
+/// Both storage formats, each with one convention (lavapipe compiles each
+/// pipeline for over a second, so the subgroup variant takes this half).
+const BOTH_FORMATS: [(ScaleMode, ScaleFormat); 2] = [
+    (ScaleMode::LeastSquares, ScaleFormat::F16),
+    (ScaleMode::Norm, ScaleFormat::F32),
+];
+
 /// Compares GPU and CPU encodings: every differing code must sit within
 /// TIE_TOLERANCE of a boundary; scales agree to float rounding on rows
 /// without ties. Returns the number of ties.
@@ -173,19 +188,17 @@ fn check_config(
     kind: RotationKind,
     family: Family,
     n: usize,
+    subgroups: bool,
+    scales: &[(ScaleMode, ScaleFormat)],
 ) -> usize {
     let mut ties = 0;
     for bits in 1..=4 {
-        for (mode, format) in [
-            (ScaleMode::LeastSquares, ScaleFormat::F32),
-            (ScaleMode::Norm, ScaleFormat::F16),
-            (ScaleMode::LeastSquares, ScaleFormat::F16),
-            (ScaleMode::Norm, ScaleFormat::F32),
-        ] {
+        for &(mode, format) in scales {
             let what = format!("d={d} {kind:?} b={bits} {mode:?} {format:?}");
             let q = quantizer(d, bits, kind, mode, format);
             let g = codec.prepare(&q).unwrap();
             assert_eq!(g.family(), family, "{what}");
+            assert_eq!(g.uses_subgroups(), subgroups, "{what}: subgroup variant");
             let mut x = gaussian(n, d, bits as u64 * 31 + d as u64);
             x[3 * d..4 * d].fill(0.0); // a zero vector
             let cpu = q.encode(&x).unwrap();
@@ -217,17 +230,100 @@ fn check_config(
 #[test]
 fn dense_kernels_match_the_cpu() {
     let Some(codec) = codec() else { return };
-    let t45 = check_config(&codec, 45, RotationKind::Dense, Family::Dense, 200);
-    let t7 = check_config(&codec, 7, RotationKind::Dense, Family::Dense, 100);
+    let t45 = check_config(
+        &codec,
+        45,
+        RotationKind::Dense,
+        Family::Dense,
+        200,
+        false,
+        &ALL_SCALES,
+    );
+    let t7 = check_config(
+        &codec,
+        7,
+        RotationKind::Dense,
+        Family::Dense,
+        100,
+        false,
+        &ALL_SCALES,
+    );
     eprintln!("dense: {t45} ties at d = 45, {t7} at d = 7");
 }
 
 #[test]
 fn hadamard_kernels_match_the_cpu() {
     let Some(codec) = codec() else { return };
-    let t1024 = check_config(&codec, 1024, RotationKind::Hadamard, Family::Hadamard, 40);
-    let t64 = check_config(&codec, 64, RotationKind::Hadamard, Family::Hadamard, 100);
+    let t1024 = check_config(
+        &codec,
+        1024,
+        RotationKind::Hadamard,
+        Family::Hadamard,
+        40,
+        false,
+        &ALL_SCALES,
+    );
+    let t64 = check_config(
+        &codec,
+        64,
+        RotationKind::Hadamard,
+        Family::Hadamard,
+        100,
+        false,
+        &ALL_SCALES,
+    );
     eprintln!("hadamard: {t1024} ties at d = 1024, {t64} at d = 64");
+}
+
+/// The subgroup variant (shuffles instead of workgroup exchanges) on a
+/// device that enables Features::SUBGROUP, as a host may. Lavapipe has
+/// subgroups of 8, so d = 64 (2 threads) and d = 256 (8 threads) take it.
+#[test]
+fn subgroup_variant_matches_the_cpu() {
+    if codec().is_none() {
+        return;
+    }
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .expect("adapter");
+    if !adapter.features().contains(wgpu::Features::SUBGROUP)
+        || adapter.get_info().subgroup_min_size < 8
+    {
+        eprintln!(
+            "SKIPPED: {} has no subgroups of 8 or more; the subgroup variant is not exercised",
+            adapter.get_info().name
+        );
+        return;
+    }
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("host with subgroups"),
+        required_features: wgpu::Features::SUBGROUP,
+        required_limits: wgpu::Limits::default(),
+        ..Default::default()
+    }))
+    .expect("device");
+    let codec = Arc::new(GpuCodec::new(GpuContext::from_device(device, queue)));
+    let t64 = check_config(
+        &codec,
+        64,
+        RotationKind::Hadamard,
+        Family::Hadamard,
+        60,
+        true,
+        &BOTH_FORMATS,
+    );
+    let t256 = check_config(
+        &codec,
+        256,
+        RotationKind::Hadamard,
+        Family::Hadamard,
+        40,
+        true,
+        &BOTH_FORMATS,
+    );
+    eprintln!("subgroup variant: {t64} ties at d = 64, {t256} at d = 256");
 }
 
 #[test]

@@ -22,6 +22,7 @@ use crate::{Encoded, Error, Quantizer, Result, Rotation, ScaleFormat, ScaleMode,
 const COMMON_WGSL: &str = include_str!("../../shaders/codec_common.wgsl");
 const DENSE_WGSL: &str = include_str!("../../shaders/dense.wgsl");
 const HADAMARD_WGSL: &str = include_str!("../../shaders/hadamard.wgsl");
+const HADAMARD_SUBGROUP_WGSL: &str = include_str!("../../shaders/hadamard_subgroup.wgsl");
 
 /// Vectors per workgroup of the dense kernel (one thread each). 32 makes
 /// every workgroup's codes whole 32-bit words for any d and b.
@@ -39,13 +40,17 @@ pub enum Family {
 }
 
 impl Family {
-    /// The WGSL source: the shared prelude, then the family's kernels.
-    pub fn source(self) -> String {
-        let body = match self {
-            Family::Dense => DENSE_WGSL,
-            Family::Hadamard => HADAMARD_WGSL,
-        };
-        format!("{COMMON_WGSL}\n{body}")
+    /// The WGSL source: the shared prelude, then the family's kernels, and
+    /// with `subgroups` the family's subgroup entry points (a module that
+    /// only devices with `Features::SUBGROUP` can compile).
+    pub fn source(self, subgroups: bool) -> String {
+        match (self, subgroups) {
+            (Family::Dense, _) => format!("{COMMON_WGSL}\n{DENSE_WGSL}"),
+            (Family::Hadamard, false) => format!("{COMMON_WGSL}\n{HADAMARD_WGSL}"),
+            (Family::Hadamard, true) => {
+                format!("{COMMON_WGSL}\n{HADAMARD_WGSL}\n{HADAMARD_SUBGROUP_WGSL}")
+            }
+        }
     }
 }
 
@@ -54,6 +59,9 @@ impl Family {
 /// is: the CPU-only shader test validates exactly these constants.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KernelConfig {
+    /// Whether the subgroup entry points (`encode_subgroup`,
+    /// `decode_subgroup`) are used.
+    pub subgroups: bool,
     /// The family.
     pub family: Family,
     /// WGSL override constants.
@@ -61,8 +69,16 @@ pub struct KernelConfig {
 }
 
 impl KernelConfig {
-    /// Picks the kernel for `q` within `limits`, or says why there is none.
-    pub fn select(q: &Quantizer, limits: &wgpu::Limits) -> Result<KernelConfig> {
+    /// Picks the kernel for `q` on a device with these limits and enabled
+    /// features, whose adapter reports `subgroup_min_size` (0 if unknown),
+    /// or says why there is none.
+    pub fn select(
+        q: &Quantizer,
+        limits: &wgpu::Limits,
+        features: wgpu::Features,
+        subgroup_min_size: u32,
+    ) -> Result<KernelConfig> {
+        let mut subgroups = false;
         let d = q.dim();
         let b = q.bits();
         let flag = |on: bool| if on { 1.0 } else { 0.0 };
@@ -96,6 +112,14 @@ impl KernelConfig {
                     ),
                     ("SCALE", scale as f64),
                 ]);
+                // Shuffles replace the exchanges when one subgroup is the
+                // whole workgroup. (Only that module declares LOG_WG; a
+                // constant a module lacks is an error.)
+                subgroups =
+                    features.contains(wgpu::Features::SUBGROUP) && wg as u32 <= subgroup_min_size;
+                if subgroups {
+                    constants.push(("LOG_WG", wg.trailing_zeros() as f64));
+                }
                 Family::Hadamard
             }
             _ if d <= DENSE_MAX_D => {
@@ -124,18 +148,22 @@ impl KernelConfig {
                 )));
             }
         };
-        Ok(KernelConfig { family, constants })
+        Ok(KernelConfig {
+            family,
+            subgroups,
+            constants,
+        })
     }
 }
 
-type PipelineKey = (Family, &'static str, Vec<(&'static str, u64)>);
+type PipelineKey = (Family, bool, &'static str, Vec<(&'static str, u64)>);
 
 /// Shaders, layouts and a pipeline cache on one device.
 pub struct GpuCodec {
     ctx: GpuContext,
     layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
-    modules: Mutex<HashMap<Family, Arc<wgpu::ShaderModule>>>,
+    modules: Mutex<HashMap<(Family, bool), Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     max_binding: u64,
 }
@@ -220,10 +248,10 @@ impl GpuCodec {
             .max(1024);
     }
 
-    fn module(&self, family: Family) -> Arc<wgpu::ShaderModule> {
+    fn module(&self, family: Family, subgroups: bool) -> Arc<wgpu::ShaderModule> {
         let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         modules
-            .entry(family)
+            .entry((family, subgroups))
             .or_insert_with(|| {
                 Arc::new(
                     self.ctx
@@ -233,7 +261,7 @@ impl GpuCodec {
                                 Family::Dense => "turboquant3d dense.wgsl",
                                 Family::Hadamard => "turboquant3d hadamard.wgsl",
                             }),
-                            source: wgpu::ShaderSource::Wgsl(family.source().into()),
+                            source: wgpu::ShaderSource::Wgsl(family.source(subgroups).into()),
                         }),
                 )
             })
@@ -245,10 +273,11 @@ impl GpuCodec {
     fn pipeline(
         &self,
         family: Family,
+        subgroups: bool,
         entry: &'static str,
         constants: Vec<(&'static str, u64)>,
     ) -> Arc<wgpu::ComputePipeline> {
-        let key = (family, entry, constants);
+        let key = (family, subgroups, entry, constants);
         if let Some(p) = self
             .pipelines
             .lock()
@@ -257,9 +286,9 @@ impl GpuCodec {
         {
             return p.clone();
         }
-        let module = self.module(family);
+        let module = self.module(family, subgroups);
         let values: Vec<(&str, f64)> = key
-            .2
+            .3
             .iter()
             .map(|(k, v)| (*k, f64::from_bits(*v)))
             .collect();
@@ -297,6 +326,7 @@ pub struct GpuQuantizer {
     codec: Arc<GpuCodec>,
     quantizer: Quantizer,
     family: Family,
+    subgroups: bool,
     constants: Vec<(&'static str, u64)>,
     rot: wgpu::Buffer,
     perm: wgpu::Buffer,
@@ -399,7 +429,13 @@ fn u32_param(v: u64, what: &str) -> Result<u32> {
 impl GpuQuantizer {
     fn new(codec: Arc<GpuCodec>, q: &Quantizer) -> Result<GpuQuantizer> {
         let device = codec.ctx.device.clone();
-        let kernel = KernelConfig::select(q, &device.limits())?;
+        let kernel = KernelConfig::select(
+            q,
+            &device.limits(),
+            device.features(),
+            device.adapter_info().subgroup_min_size,
+        )?;
+        let subgroups = kernel.subgroups;
         let (family, constants) = (
             kernel.family,
             kernel
@@ -453,6 +489,7 @@ impl GpuQuantizer {
             codec,
             quantizer: q.clone(),
             family,
+            subgroups,
             constants,
             rot,
             perm,
@@ -471,8 +508,13 @@ impl GpuQuantizer {
     }
 
     fn pipeline(&self, entry: &'static str) -> Arc<wgpu::ComputePipeline> {
+        let entry = match (self.subgroups, entry) {
+            (true, "encode") => "encode_subgroup",
+            (true, "decode") => "decode_subgroup",
+            (_, e) => e,
+        };
         self.codec
-            .pipeline(self.family, entry, self.constants.clone())
+            .pipeline(self.family, self.subgroups, entry, self.constants.clone())
     }
 
     /// The CPU quantizer this mirrors.
@@ -483,6 +525,11 @@ impl GpuQuantizer {
     /// The kernel family in use.
     pub fn family(&self) -> Family {
         self.family
+    }
+
+    /// Whether the subgroup variant is in use.
+    pub fn uses_subgroups(&self) -> bool {
+        self.subgroups
     }
 
     /// Vectors per workgroup.
