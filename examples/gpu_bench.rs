@@ -19,7 +19,9 @@ use std::time::Instant;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-use turboquant3d::gpu::{DecodeBuffers, EncodeBuffers, GpuCodec, GpuContext, GpuQuantizer};
+use turboquant3d::gpu::{
+    DataFormat, DecodeBuffers, EncodeBuffers, GpuCodec, GpuContext, GpuQuantizer,
+};
 use turboquant3d::{Quantizer, QuantizerConfig, RotationKind, wgpu};
 
 const RUNS: usize = 7;
@@ -113,6 +115,7 @@ fn main() {
             input: &data,
             input_offset: 0,
             input_stride: d as u64,
+            input_format: DataFormat::F32,
             count: n,
             codes: &codes,
             codes_offset: 0,
@@ -128,6 +131,7 @@ fn main() {
             output: &out,
             output_offset: 0,
             output_stride: d as u64,
+            output_format: DataFormat::F32,
         };
         let query = timestamps.then(|| {
             device.create_query_set(&wgpu::QuerySetDescriptor {

@@ -19,7 +19,6 @@ override CODE_WORDS: u32;
 
 const MAX_D: u32 = 128u;
 
-@group(0) @binding(4) var<storage, read_write> data: array<f32>;
 @group(0) @binding(5) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(6) var<storage, read_write> scales: array<u32>;
 
@@ -55,7 +54,7 @@ fn encode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         let v = i / D;
         var x = 0.0;
         if v < count {
-            x = data[params.data_offset + (first + v) * params.data_stride + i % D];
+            x = load_data(params.data_offset + (first + v) * params.data_stride + i % D);
         }
         tile[i] = x;
     }
@@ -192,6 +191,6 @@ fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     }
     workgroupBarrier();
     for (var i = t; i < count * D; i += WG) {
-        data[params.data_offset + (first + i / D) * params.data_stride + i % D] = tile[i];
+        store_data(params.data_offset + (first + i / D) * params.data_stride + i % D, tile[i]);
     }
 }

@@ -25,7 +25,6 @@ override SCALE: f32;
 
 const MAX_E: u32 = 64u;
 
-@group(0) @binding(4) var<storage, read_write> data: array<f32>;
 @group(0) @binding(5) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(6) var<storage, read_write> scales: array<atomic<u32>>;
 
@@ -141,7 +140,7 @@ fn load_a(x: ptr<function, array<f32, MAX_E>>, v: u32, t: u32) -> f32 {
     var m = 0.0;
     let base = params.data_offset + v * params.data_stride;
     for (var r = 0u; r < E; r++) {
-        let val = data[base + index_a(t, r)];
+        let val = load_data(base + index_a(t, r));
         (*x)[r] = val;
         m = max(m, abs(val));
     }
@@ -319,6 +318,6 @@ fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 
     let base = params.data_offset + v * params.data_stride;
     for (var r = 0u; r < E; r++) {
-        data[base + index_b(t, r)] = output_value(x[r], s);
+        store_data(base + index_b(t, r), output_value(x[r], s));
     }
 }

@@ -87,6 +87,6 @@ fn decode_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invoc
 
     let base = params.data_offset + v * params.data_stride;
     for (var r = 0u; r < E; r++) {
-        data[base + index_a(lane, r)] = output_value(x[r], s);
+        store_data(base + index_a(lane, r), output_value(x[r], s));
     }
 }

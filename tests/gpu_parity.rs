@@ -11,7 +11,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use turboquant3d::gpu::{
-    AdapterPolicy, DecodeBuffers, EncodeBuffers, Engine, Family, GpuCodec, GpuContext, Ran,
+    AdapterPolicy, DataFormat, DecodeBuffers, EncodeBuffers, Engine, Family, GpuCodec, GpuContext,
+    Ran,
 };
 use turboquant3d::packing::unpack;
 use turboquant3d::{
@@ -326,6 +327,87 @@ fn subgroup_variant_matches_the_cpu() {
     eprintln!("subgroup variant: {t64} ties at d = 64, {t256} at d = 256");
 }
 
+/// f16 vectors in and out, on a device that enables Features::SHADER_F16:
+/// the codes are the CPU's codes of the widened values (up to ties), and the
+/// decoded f16 values are the CPU's f32 decode rounded to f16.
+#[test]
+fn f16_data_matches_the_cpu() {
+    if codec().is_none() {
+        return;
+    }
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .expect("adapter");
+    if !adapter.features().contains(wgpu::Features::SHADER_F16) {
+        eprintln!(
+            "SKIPPED: {} has no SHADER_F16; the f16 I/O variant is not exercised",
+            adapter.get_info().name
+        );
+        return;
+    }
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("host with f16"),
+        required_features: wgpu::Features::SHADER_F16,
+        required_limits: wgpu::Limits::default(),
+        ..Default::default()
+    }))
+    .expect("device");
+    let codec = Arc::new(GpuCodec::new(GpuContext::from_device(device, queue)));
+    for (d, kind, bits, n) in [
+        (45, RotationKind::Dense, 3, 150),
+        (64, RotationKind::Hadamard, 4, 90),
+    ] {
+        for (mode, format) in BOTH_FORMATS {
+            let what = format!("f16 data d={d} b={bits} {mode:?} {format:?}");
+            let q = quantizer(d, bits, kind, mode, format);
+            let g = codec.prepare(&q).unwrap();
+            let x16: Vec<half::f16> = gaussian(n, d, 40 + d as u64)
+                .iter()
+                .map(|&v| half::f16::from_f32(v))
+                .collect();
+            let x: Vec<f32> = x16.iter().map(|v| v.to_f32()).collect();
+            let gpu = g.encode_f16(&x16).unwrap();
+            let cpu = q.encode(&x).unwrap();
+            compare_encodings(&q, &x, &gpu, &cpu, &what);
+            let y16 = g.decode_f16(&gpu).unwrap();
+            let y = q.decode(&gpu).unwrap();
+            // f16 rounding of each value, on top of the 1e-5·‖x‖ the f32 paths
+            // agree to (their sums run in different orders).
+            for (i, (a, b)) in y16.iter().zip(&y).enumerate() {
+                let row = &y[i / d * d..(i / d + 1) * d];
+                let norm = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+                let (a, b) = (a.to_f32() as f64, *b as f64);
+                assert!(
+                    (a - b).abs() <= b.abs() / 1024.0 + 1e-5 * norm + 6e-8,
+                    "{what}: value {i}: f16 {a} vs f32 {b}"
+                );
+            }
+        }
+    }
+    // A device without the feature refuses f16 data with an unsupported
+    // error (the engine's cue to fall back), not a panic.
+    let plain = codec_plain_f16_refusal();
+    assert!(
+        matches!(plain, Err(turboquant3d::Error::GpuUnsupported(_))),
+        "{plain:?}"
+    );
+}
+
+fn codec_plain_f16_refusal() -> turboquant3d::Result<turboquant3d::Encoded> {
+    let codec = codec().unwrap();
+    let q = quantizer(
+        45,
+        3,
+        RotationKind::Dense,
+        ScaleMode::LeastSquares,
+        ScaleFormat::F32,
+    );
+    let x16 = vec![half::f16::from_f32(0.5); 45 * 4];
+    codec.prepare(&q)?.encode_f16(&x16)
+}
+
 #[test]
 fn chunked_work_equals_one_dispatch() {
     let Some(shared) = codec() else { return };
@@ -504,6 +586,7 @@ fn a_host_device_records_encode_and_decode_into_its_own_encoder() {
             input: &input,
             input_offset: offset as u64,
             input_stride: stride as u64,
+            input_format: DataFormat::F32,
             count: n,
             codes: &codes,
             codes_offset: 3,
@@ -523,6 +606,7 @@ fn a_host_device_records_encode_and_decode_into_its_own_encoder() {
             output: &output,
             output_offset: offset as u64,
             output_stride: stride as u64,
+            output_format: DataFormat::F32,
         },
     )
     .unwrap();

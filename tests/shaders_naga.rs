@@ -3,17 +3,21 @@
 //! the host selects, for a spread of (d, b, scale) and device limits.
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
-use turboquant3d::gpu::{Family, KernelConfig};
+use turboquant3d::gpu::{DataFormat, Family, KernelConfig};
 use turboquant3d::wgpu;
 use turboquant3d::{Quantizer, QuantizerConfig, RotationKind, ScaleFormat, ScaleMode};
 
-/// naga's validator with the capabilities a device has: none, or subgroups.
-fn validator(subgroups: bool) -> Validator {
-    let mut v = if subgroups {
-        Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP)
-    } else {
-        Validator::new(ValidationFlags::all(), Capabilities::default())
-    };
+/// naga's validator with the capabilities a device has: none, subgroups,
+/// f16, or both.
+fn validator(subgroups: bool, f16: bool) -> Validator {
+    let mut caps = Capabilities::default();
+    if subgroups {
+        caps |= Capabilities::SUBGROUP;
+    }
+    if f16 {
+        caps |= Capabilities::SHADER_FLOAT16;
+    }
+    let mut v = Validator::new(ValidationFlags::all(), caps);
     if subgroups {
         v.subgroup_stages(naga::valid::ShaderStages::COMPUTE);
         v.subgroup_operations(naga::valid::SubgroupOperationSet::all());
@@ -21,23 +25,30 @@ fn validator(subgroups: bool) -> Validator {
     v
 }
 
-fn parse(family: Family, subgroups: bool) -> (naga::Module, naga::valid::ModuleInfo) {
-    let src = family.source(subgroups);
+fn parse(
+    family: Family,
+    subgroups: bool,
+    io: DataFormat,
+) -> (naga::Module, naga::valid::ModuleInfo) {
+    let src = family.source(subgroups, io);
     let module = naga::front::wgsl::parse_str(&src)
         .unwrap_or_else(|e| panic!("{family:?}: {}", e.emit_to_string(&src)));
-    let info = validator(subgroups).validate(&module).unwrap_or_else(|e| {
-        panic!(
-            "{family:?} subgroups={subgroups}: {}",
-            e.emit_to_string(&src)
-        )
-    });
+    let info = validator(subgroups, io == DataFormat::F16)
+        .validate(&module)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{family:?} subgroups={subgroups}: {}",
+                e.emit_to_string(&src)
+            )
+        });
     (module, info)
 }
 
 #[test]
 fn every_family_validates_as_written_for_each_feature_set() {
     for family in [Family::Dense, Family::Hadamard] {
-        let (module, _) = parse(family, false);
+        let (module, _) = parse(family, false, DataFormat::F32);
+        parse(family, false, DataFormat::F16);
         let entries: Vec<&str> = module
             .entry_points
             .iter()
@@ -45,7 +56,8 @@ fn every_family_validates_as_written_for_each_feature_set() {
             .collect();
         assert_eq!(entries, ["encode", "decode"], "{family:?}");
     }
-    let (module, _) = parse(Family::Hadamard, true);
+    let (module, _) = parse(Family::Hadamard, true, DataFormat::F32);
+    parse(Family::Hadamard, true, DataFormat::F16);
     let entries: Vec<&str> = module
         .entry_points
         .iter()
@@ -57,9 +69,13 @@ fn every_family_validates_as_written_for_each_feature_set() {
     );
     // The subgroup module really needs the capability: a device without
     // SUBGROUP must never be handed it.
-    let src = Family::Hadamard.source(true);
+    let src = Family::Hadamard.source(true, DataFormat::F32);
     let module = naga::front::wgsl::parse_str(&src).unwrap();
-    assert!(validator(false).validate(&module).is_err());
+    assert!(validator(false, false).validate(&module).is_err());
+    // Likewise the f16 I/O module needs SHADER_F16.
+    let src = Family::Dense.source(false, DataFormat::F16);
+    let module = naga::front::wgsl::parse_str(&src).unwrap();
+    assert!(validator(false, false).validate(&module).is_err());
 }
 
 #[test]
@@ -108,27 +124,29 @@ fn every_selected_specialisation_validates() {
                         let Ok(k) = KernelConfig::select(&q, &limits, features, sg) else {
                             continue;
                         };
-                        let (module, info) = parse(k.family, k.subgroups);
-                        let constants: naga::back::PipelineConstants = k
-                            .constants
-                            .iter()
-                            .map(|(n, v)| (n.to_string(), *v))
-                            .collect();
-                        let entries: &[&str] = if k.subgroups {
-                            &["encode_subgroup", "decode_subgroup"]
-                        } else {
-                            &["encode", "decode"]
-                        };
-                        for entry in entries {
-                            naga::back::pipeline_constants::process_overrides(
-                                &module,
-                                &info,
-                                Some((naga::ShaderStage::Compute, entry)),
-                                &constants,
-                            )
-                            .unwrap_or_else(|e| {
-                                panic!("d={d} b={bits} {kind:?} {:?} {entry}: {e:?}", k.family)
-                            });
+                        for io in [DataFormat::F32, DataFormat::F16] {
+                            let (module, info) = parse(k.family, k.subgroups, io);
+                            let constants: naga::back::PipelineConstants = k
+                                .constants
+                                .iter()
+                                .map(|(n, v)| (n.to_string(), *v))
+                                .collect();
+                            let entries: &[&str] = if k.subgroups {
+                                &["encode_subgroup", "decode_subgroup"]
+                            } else {
+                                &["encode", "decode"]
+                            };
+                            for entry in entries {
+                                naga::back::pipeline_constants::process_overrides(
+                                    &module,
+                                    &info,
+                                    Some((naga::ShaderStage::Compute, entry)),
+                                    &constants,
+                                )
+                                .unwrap_or_else(|e| {
+                                    panic!("d={d} b={bits} {kind:?} {:?} {entry}: {e:?}", k.family)
+                                });
+                            }
                         }
                         checked += 1;
                         with_subgroups += k.subgroups as usize;

@@ -20,6 +20,8 @@ use crate::packing::packed_len;
 use crate::{Encoded, Error, Quantizer, Result, Rotation, ScaleFormat, ScaleMode, Scales};
 
 const COMMON_WGSL: &str = include_str!("../../shaders/codec_common.wgsl");
+const IO_F32_WGSL: &str = include_str!("../../shaders/io_f32.wgsl");
+const IO_F16_WGSL: &str = include_str!("../../shaders/io_f16.wgsl");
 const DENSE_WGSL: &str = include_str!("../../shaders/dense.wgsl");
 const HADAMARD_WGSL: &str = include_str!("../../shaders/hadamard.wgsl");
 const HADAMARD_SUBGROUP_WGSL: &str = include_str!("../../shaders/hadamard_subgroup.wgsl");
@@ -43,14 +45,62 @@ impl Family {
     /// The WGSL source: the shared prelude, then the family's kernels, and
     /// with `subgroups` the family's subgroup entry points (a module that
     /// only devices with `Features::SUBGROUP` can compile).
-    pub fn source(self, subgroups: bool) -> String {
+    ///
+    /// The I/O variant comes first: io_f16.wgsl opens with `enable f16;`,
+    /// which must precede every declaration.
+    pub fn source(self, subgroups: bool, io: DataFormat) -> String {
+        let io = match io {
+            DataFormat::F32 => IO_F32_WGSL,
+            DataFormat::F16 => IO_F16_WGSL,
+        };
         match (self, subgroups) {
-            (Family::Dense, _) => format!("{COMMON_WGSL}\n{DENSE_WGSL}"),
-            (Family::Hadamard, false) => format!("{COMMON_WGSL}\n{HADAMARD_WGSL}"),
+            (Family::Dense, _) => format!("{io}\n{COMMON_WGSL}\n{DENSE_WGSL}"),
+            (Family::Hadamard, false) => format!("{io}\n{COMMON_WGSL}\n{HADAMARD_WGSL}"),
             (Family::Hadamard, true) => {
-                format!("{COMMON_WGSL}\n{HADAMARD_WGSL}\n{HADAMARD_SUBGROUP_WGSL}")
+                format!("{io}\n{COMMON_WGSL}\n{HADAMARD_WGSL}\n{HADAMARD_SUBGROUP_WGSL}")
             }
         }
+    }
+}
+
+/// How vectors are stored in the buffers the kernels read and write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataFormat {
+    /// f32, on every device.
+    F32,
+    /// f16, half the bytes, on devices with `Features::SHADER_F16` enabled.
+    F16,
+}
+
+impl DataFormat {
+    /// Bytes per value.
+    pub fn bytes(self) -> u64 {
+        match self {
+            DataFormat::F32 => 4,
+            DataFormat::F16 => 2,
+        }
+    }
+}
+
+/// Host element types the convenience API moves: f32 and f16.
+pub trait Element: bytemuck::Pod + Send + Sync {
+    /// The matching buffer format.
+    const FORMAT: DataFormat;
+    /// Widens to f32 (exact for both).
+    fn to_f32(self) -> f32;
+}
+
+impl Element for f32 {
+    const FORMAT: DataFormat = DataFormat::F32;
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl Element for half::f16 {
+    const FORMAT: DataFormat = DataFormat::F16;
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
     }
 }
 
@@ -156,14 +206,20 @@ impl KernelConfig {
     }
 }
 
-type PipelineKey = (Family, bool, &'static str, Vec<(&'static str, u64)>);
+type PipelineKey = (
+    Family,
+    bool,
+    DataFormat,
+    &'static str,
+    Vec<(&'static str, u64)>,
+);
 
 /// Shaders, layouts and a pipeline cache on one device.
 pub struct GpuCodec {
     ctx: GpuContext,
     layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
-    modules: Mutex<HashMap<(Family, bool), Arc<wgpu::ShaderModule>>>,
+    modules: Mutex<HashMap<(Family, bool, DataFormat), Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     max_binding: u64,
 }
@@ -248,10 +304,10 @@ impl GpuCodec {
             .max(1024);
     }
 
-    fn module(&self, family: Family, subgroups: bool) -> Arc<wgpu::ShaderModule> {
+    fn module(&self, family: Family, subgroups: bool, io: DataFormat) -> Arc<wgpu::ShaderModule> {
         let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         modules
-            .entry((family, subgroups))
+            .entry((family, subgroups, io))
             .or_insert_with(|| {
                 Arc::new(
                     self.ctx
@@ -261,7 +317,7 @@ impl GpuCodec {
                                 Family::Dense => "turboquant3d dense.wgsl",
                                 Family::Hadamard => "turboquant3d hadamard.wgsl",
                             }),
-                            source: wgpu::ShaderSource::Wgsl(family.source(subgroups).into()),
+                            source: wgpu::ShaderSource::Wgsl(family.source(subgroups, io).into()),
                         }),
                 )
             })
@@ -274,10 +330,11 @@ impl GpuCodec {
         &self,
         family: Family,
         subgroups: bool,
+        io: DataFormat,
         entry: &'static str,
         constants: Vec<(&'static str, u64)>,
     ) -> Arc<wgpu::ComputePipeline> {
-        let key = (family, subgroups, entry, constants);
+        let key = (family, subgroups, io, entry, constants);
         if let Some(p) = self
             .pipelines
             .lock()
@@ -286,9 +343,9 @@ impl GpuCodec {
         {
             return p.clone();
         }
-        let module = self.module(family, subgroups);
+        let module = self.module(family, subgroups, io);
         let values: Vec<(&str, f64)> = key
-            .3
+            .4
             .iter()
             .map(|(k, v)| (*k, f64::from_bits(*v)))
             .collect();
@@ -342,6 +399,9 @@ pub struct EncodeBuffers<'a> {
     pub input_offset: u64,
     /// Elements between vectors (≥ d).
     pub input_stride: u64,
+    /// f32, or f16 on a device with `Features::SHADER_F16`; offsets and
+    /// strides count elements either way.
+    pub input_format: DataFormat,
     /// Number of vectors.
     pub count: usize,
     /// Packed codes: `ceil(count·d·b / 32)` whole u32 words from `codes_offset`.
@@ -376,6 +436,8 @@ pub struct DecodeBuffers<'a> {
     pub output_offset: u64,
     /// Elements between vectors (≥ d).
     pub output_stride: u64,
+    /// f32, or f16 on a device with `Features::SHADER_F16`.
+    pub output_format: DataFormat,
 }
 
 #[repr(C)]
@@ -496,8 +558,8 @@ impl GpuQuantizer {
             tables,
         };
         // Compile both pipelines now, so that errors surface here.
-        gq.pipeline("encode");
-        gq.pipeline("decode");
+        gq.pipeline("encode", DataFormat::F32);
+        gq.pipeline("decode", DataFormat::F32);
         if let Some(e) = pollster::block_on(scopes.pop()) {
             return Err(Error::Gpu(format!(
                 "preparing the {:?} kernels: {e}",
@@ -507,14 +569,19 @@ impl GpuQuantizer {
         Ok(gq)
     }
 
-    fn pipeline(&self, entry: &'static str) -> Arc<wgpu::ComputePipeline> {
+    fn pipeline(&self, entry: &'static str, io: DataFormat) -> Arc<wgpu::ComputePipeline> {
         let entry = match (self.subgroups, entry) {
             (true, "encode") => "encode_subgroup",
             (true, "decode") => "decode_subgroup",
             (_, e) => e,
         };
-        self.codec
-            .pipeline(self.family, self.subgroups, entry, self.constants.clone())
+        self.codec.pipeline(
+            self.family,
+            self.subgroups,
+            io,
+            entry,
+            self.constants.clone(),
+        )
     }
 
     /// The CPU quantizer this mirrors.
@@ -567,6 +634,7 @@ impl GpuQuantizer {
         &self,
         encoder: &mut wgpu::CommandEncoder,
         entry: &'static str,
+        io: DataFormat,
         params: Params,
         bindings: [(&wgpu::Buffer, &Window); 3],
     ) -> Result<()> {
@@ -620,9 +688,25 @@ impl GpuQuantizer {
             label: Some(entry),
             timestamp_writes: None,
         });
-        pass.set_pipeline(&self.pipeline(entry));
+        pass.set_pipeline(&self.pipeline(entry, io));
         pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(params.groups_x, groups.div_ceil(params.groups_x), 1);
+        Ok(())
+    }
+
+    fn check_format(&self, format: DataFormat) -> Result<()> {
+        if format == DataFormat::F16
+            && !self
+                .codec
+                .ctx
+                .device
+                .features()
+                .contains(wgpu::Features::SHADER_F16)
+        {
+            return Err(Error::GpuUnsupported(
+                "f16 vector data needs Features::SHADER_F16 enabled on the device".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -666,14 +750,16 @@ impl GpuQuantizer {
             .device
             .limits()
             .min_storage_buffer_offset_alignment as u64;
+        self.check_format(b.input_format)?;
+        let eb = b.input_format.bytes();
         let chunk = self.chunk_vectors(b.input_stride);
         let mut start = 0usize;
         while start < b.count {
             let n = chunk.min(b.count - start) as u64;
             let s = start as u64;
             let input = window(
-                4 * (b.input_offset + s * b.input_stride),
-                4 * ((n - 1) * b.input_stride + d),
+                eb * (b.input_offset + s * b.input_stride),
+                eb * ((n - 1) * b.input_stride + d),
                 align,
                 b.input,
                 "input",
@@ -703,7 +789,7 @@ impl GpuQuantizer {
             }
             let params = Params {
                 n: n as u32,
-                data_offset: u32_param(input.skip / 4, "input offset")?,
+                data_offset: u32_param(input.skip / eb, "input offset")?,
                 data_stride: u32_param(b.input_stride, "input stride")?,
                 code_offset: u32_param(codes.skip / 4, "code offset")?,
                 scale_offset: u32_param(scales.skip / self.scale_bytes(), "scale offset")?,
@@ -713,6 +799,7 @@ impl GpuQuantizer {
             self.dispatch(
                 encoder,
                 "encode",
+                b.input_format,
                 params,
                 [(b.input, &input), (b.codes, &codes), (b.scales, &scales)],
             )?;
@@ -745,14 +832,16 @@ impl GpuQuantizer {
             .device
             .limits()
             .min_storage_buffer_offset_alignment as u64;
+        self.check_format(b.output_format)?;
+        let eb = b.output_format.bytes();
         let chunk = self.chunk_vectors(b.output_stride);
         let mut start = 0usize;
         while start < b.count {
             let n = chunk.min(b.count - start) as u64;
             let s = start as u64;
             let output = window(
-                4 * (b.output_offset + s * b.output_stride),
-                4 * ((n - 1) * b.output_stride + d),
+                eb * (b.output_offset + s * b.output_stride),
+                eb * ((n - 1) * b.output_stride + d),
                 align,
                 b.output,
                 "output",
@@ -773,7 +862,7 @@ impl GpuQuantizer {
             )?;
             let params = Params {
                 n: n as u32,
-                data_offset: u32_param(output.skip / 4, "output offset")?,
+                data_offset: u32_param(output.skip / eb, "output offset")?,
                 data_stride: u32_param(b.output_stride, "output stride")?,
                 code_offset: u32_param(codes.skip / 4, "code offset")?,
                 scale_offset: u32_param(scales.skip / self.scale_bytes(), "scale offset")?,
@@ -783,6 +872,7 @@ impl GpuQuantizer {
             self.dispatch(
                 encoder,
                 "decode",
+                b.output_format,
                 params,
                 [(b.output, &output), (b.codes, &codes), (b.scales, &scales)],
             )?;
@@ -802,8 +892,20 @@ impl GpuQuantizer {
         pollster::block_on(self.decode_async(enc))
     }
 
+    /// Encodes f16 host vectors, moving half the bytes of f32 (needs
+    /// `Features::SHADER_F16` on the device). The codes are those of the
+    /// f32 values the f16 ones widen to.
+    pub fn encode_f16(&self, data: &[half::f16]) -> Result<Encoded> {
+        pollster::block_on(self.encode_async(data))
+    }
+
+    /// Decodes to f16 host vectors (needs `Features::SHADER_F16`).
+    pub fn decode_f16(&self, enc: &Encoded) -> Result<Vec<half::f16>> {
+        pollster::block_on(self.decode_async(enc))
+    }
+
     /// The async form of [`GpuQuantizer::encode`].
-    pub async fn encode_async(&self, data: &[f32]) -> Result<Encoded> {
+    pub async fn encode_async<T: Element>(&self, data: &[T]) -> Result<Encoded> {
         let scopes = Scopes::push(&self.codec.ctx.device);
         let r = self.encode_inner(data).await;
         match scopes.pop().await {
@@ -812,7 +914,7 @@ impl GpuQuantizer {
         }
     }
 
-    async fn encode_inner(&self, data: &[f32]) -> Result<Encoded> {
+    async fn encode_inner<T: Element>(&self, data: &[T]) -> Result<Encoded> {
         let q = &self.quantizer;
         let d = q.dim();
         if data.is_empty() {
@@ -826,11 +928,12 @@ impl GpuQuantizer {
                 data.len()
             )));
         }
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        self.check_format(T::FORMAT)?;
+        if let Some(i) = data.iter().position(|v| !v.to_f32().is_finite()) {
             return Err(Error::NonFinite {
                 row: i / d,
                 col: i % d,
-                value: data[i],
+                value: data[i].to_f32(),
             });
         }
         let n = data.len() / d;
@@ -843,7 +946,7 @@ impl GpuQuantizer {
         let input = buffer(
             device,
             "turboquant3d input",
-            4 * slab * d,
+            T::FORMAT.bytes() as usize * slab * d,
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         );
         let codes = buffer(
@@ -887,6 +990,7 @@ impl GpuQuantizer {
                     input: &input,
                     input_offset: 0,
                     input_stride: d as u64,
+                    input_format: T::FORMAT,
                     count: m,
                     codes: &codes,
                     codes_offset: 0,
@@ -911,7 +1015,7 @@ impl GpuQuantizer {
         // The CPU refuses scales its format cannot hold; so does this path.
         for i in 0..n {
             let s = scales.get(i);
-            let zero_row = data[i * d..(i + 1) * d].iter().all(|&v| v == 0.0);
+            let zero_row = data[i * d..(i + 1) * d].iter().all(|&v| v.to_f32() == 0.0);
             if !s.is_finite() || (s == 0.0 && !zero_row) {
                 return Err(Error::ScaleUnrepresentable {
                     row: i,
@@ -925,7 +1029,7 @@ impl GpuQuantizer {
     }
 
     /// The async form of [`GpuQuantizer::decode`].
-    pub async fn decode_async(&self, enc: &Encoded) -> Result<Vec<f32>> {
+    pub async fn decode_async<T: Element>(&self, enc: &Encoded) -> Result<Vec<T>> {
         let scopes = Scopes::push(&self.codec.ctx.device);
         let r = self.decode_inner(enc).await;
         match scopes.pop().await {
@@ -934,7 +1038,7 @@ impl GpuQuantizer {
         }
     }
 
-    async fn decode_inner(&self, enc: &Encoded) -> Result<Vec<f32>> {
+    async fn decode_inner<T: Element>(&self, enc: &Encoded) -> Result<Vec<T>> {
         let q = &self.quantizer;
         let (d, bits) = (q.dim(), q.bits() as usize);
         if enc.dim() != d || enc.bits() != q.bits() || enc.scales().format() != q.scale_format() {
@@ -943,6 +1047,8 @@ impl GpuQuantizer {
             ));
         }
         let n = enc.len();
+        self.check_format(T::FORMAT)?;
+        let eb = T::FORMAT.bytes() as usize;
         if n == 0 {
             return Ok(Vec::new());
         }
@@ -966,20 +1072,20 @@ impl GpuQuantizer {
         let output = buffer(
             device,
             "turboquant3d output",
-            4 * slab * d,
+            eb * slab * d,
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         );
         let readback = buffer(
             device,
             "turboquant3d readback",
-            4 * slab * d,
+            eb * slab * d,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         );
         if let Some(e) = scope.pop().await {
             return Err(Error::Gpu(format!("allocating decode buffers: {e}")));
         }
         let all_scales = enc.scales().to_le_bytes();
-        let mut out = vec![0f32; n * d];
+        let mut out = vec![T::zeroed(); n * d];
         for start in (0..n).step_by(slab) {
             let m = slab.min(n - start);
             let code_start = start * d * bits / 8;
@@ -1005,11 +1111,12 @@ impl GpuQuantizer {
                     output: &output,
                     output_offset: 0,
                     output_stride: d as u64,
+                    output_format: T::FORMAT,
                 },
             )?;
-            encoder.copy_buffer_to_buffer(&output, 0, &readback, 0, (4 * m * d) as u64);
+            encoder.copy_buffer_to_buffer(&output, 0, &readback, 0, (eb * m * d) as u64);
             let bytes = self
-                .submit_and_read(encoder, &readback, (4 * m * d) as u64)
+                .submit_and_read(encoder, &readback, (eb * m * d) as u64)
                 .await?;
             out[start * d..(start + m) * d].copy_from_slice(bytemuck::cast_slice(&bytes));
         }

@@ -7,6 +7,8 @@ pub mod codec;
 pub mod context;
 pub mod engine;
 
-pub use codec::{DecodeBuffers, EncodeBuffers, Family, GpuCodec, GpuQuantizer, KernelConfig};
+pub use codec::{
+    DataFormat, DecodeBuffers, Element, EncodeBuffers, Family, GpuCodec, GpuQuantizer, KernelConfig,
+};
 pub use context::{AdapterPolicy, GpuContext};
 pub use engine::{DeviceChoice, Engine, Ran};
