@@ -355,10 +355,13 @@ fn f16_data_matches_the_cpu() {
     }))
     .expect("device");
     let codec = Arc::new(GpuCodec::new(GpuContext::from_device(device, queue)));
-    for (d, kind, bits, n) in [
-        (45, RotationKind::Dense, 3, 150),
-        (64, RotationKind::Hadamard, 4, 90),
-    ] {
+    let configs = (1..=4).flat_map(|bits| {
+        [
+            (45, RotationKind::Dense, bits, 150),
+            (1024, RotationKind::Hadamard, bits, 20),
+        ]
+    });
+    for (d, kind, bits, n) in configs {
         for (mode, format) in BOTH_FORMATS {
             let what = format!("f16 data d={d} b={bits} {mode:?} {format:?}");
             let q = quantizer(d, bits, kind, mode, format);
