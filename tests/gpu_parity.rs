@@ -284,27 +284,11 @@ fn subgroup_variant_matches_the_cpu() {
     if codec().is_none() {
         return;
     }
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter =
-        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-            .expect("adapter");
-    if !adapter.features().contains(wgpu::Features::SUBGROUP)
-        || adapter.get_info().subgroup_min_size < 8
-    {
-        eprintln!(
-            "SKIPPED: {} has no subgroups of 8 or more; the subgroup variant is not exercised",
-            adapter.get_info().name
-        );
+    let Some((device, queue)) = device_with(wgpu::Features::SUBGROUP, |a| {
+        a.get_info().subgroup_min_size >= 8
+    }) else {
         return;
-    }
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        label: Some("host with subgroups"),
-        required_features: wgpu::Features::SUBGROUP,
-        required_limits: wgpu::Limits::default(),
-        ..Default::default()
-    }))
-    .expect("device");
+    };
     let codec = Arc::new(GpuCodec::new(GpuContext::from_device(device, queue)));
     let t64 = check_config(
         &codec,
@@ -335,25 +319,9 @@ fn f16_data_matches_the_cpu() {
     if codec().is_none() {
         return;
     }
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter =
-        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-            .expect("adapter");
-    if !adapter.features().contains(wgpu::Features::SHADER_F16) {
-        eprintln!(
-            "SKIPPED: {} has no SHADER_F16; the f16 I/O variant is not exercised",
-            adapter.get_info().name
-        );
+    let Some((device, queue)) = device_with(wgpu::Features::SHADER_F16, |_| true) else {
         return;
-    }
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        label: Some("host with f16"),
-        required_features: wgpu::Features::SHADER_F16,
-        required_limits: wgpu::Limits::default(),
-        ..Default::default()
-    }))
-    .expect("device");
+    };
     let codec = Arc::new(GpuCodec::new(GpuContext::from_device(device, queue)));
     let configs = (1..=4).flat_map(|bits| {
         [
@@ -466,6 +434,34 @@ fn bad_input_is_refused_before_the_gpu() {
         g.encode(&[]),
         Err(turboquant3d::Error::EmptyInput { .. })
     ));
+}
+
+/// A device with `features` enabled, as a host that wants them creates
+/// one, when the adapter has them and passes `also`; otherwise a skip line.
+fn device_with(
+    features: wgpu::Features,
+    also: impl Fn(&wgpu::Adapter) -> bool,
+) -> Option<(wgpu::Device, wgpu::Queue)> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .expect("adapter");
+    if !adapter.features().contains(features) || !also(&adapter) {
+        eprintln!(
+            "SKIPPED: {} lacks {features:?}; that variant is not exercised",
+            adapter.get_info().name
+        );
+        return None;
+    }
+    let device = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("host with features"),
+        required_features: features,
+        required_limits: wgpu::Limits::default(),
+        ..Default::default()
+    }))
+    .expect("device");
+    Some(device)
 }
 
 /// A device created the way a host renderer creates one: default limits, no

@@ -48,6 +48,15 @@ pub struct Codebook {
 
 /// Checks d and b against what a codebook supports.
 pub fn validate_params(dim: usize, bits: u32) -> Result<()> {
+    validate_dim(dim)?;
+    if !(1..=MAX_BITS).contains(&bits) {
+        return Err(Error::InvalidBits { bits });
+    }
+    Ok(())
+}
+
+/// Checks d against 2..=MAX_DIM.
+pub fn validate_dim(dim: usize) -> Result<()> {
     if dim < 2 {
         return Err(Error::InvalidDim {
             dim,
@@ -59,9 +68,6 @@ pub fn validate_params(dim: usize, bits: u32) -> Result<()> {
             dim,
             why: "d must be at most 65536",
         });
-    }
-    if !(1..=MAX_BITS).contains(&bits) {
-        return Err(Error::InvalidBits { bits });
     }
     Ok(())
 }

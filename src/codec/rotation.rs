@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::codec::codebook::MAX_DIM;
+use crate::codec::codebook::validate_dim;
 use crate::{Error, Result};
 
 /// Number of vectors a lane block holds.
@@ -102,7 +102,7 @@ impl Rotation {
     /// matrix G = QR, returned as Q·diag(sign(R_ii)) (Mezzadri 2007), which
     /// makes the law exactly Haar. Cost O(d³): use Hadamard for large d.
     pub fn dense(dim: usize, seed: u64) -> Result<Rotation> {
-        check_dim(dim)?;
+        validate_dim(dim)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         // Column-major: a[c * dim + r].
         let mut a: Vec<f64> = (0..dim * dim)
@@ -126,7 +126,7 @@ impl Rotation {
         rounds: usize,
         permute: bool,
     ) -> Result<Rotation> {
-        check_dim(dim)?;
+        validate_dim(dim)?;
         if !dim.is_power_of_two() {
             return Err(Error::InvalidDim {
                 dim,
@@ -285,7 +285,7 @@ impl Rotation {
         dim: usize,
         bytes: &[u8],
     ) -> std::result::Result<Rotation, String> {
-        check_dim(dim).map_err(|e| e.to_string())?;
+        validate_dim(dim).map_err(|e| e.to_string())?;
         match kind {
             RotationKind::Dense => {
                 if bytes.len() != dim * dim * 4 {
@@ -376,22 +376,6 @@ impl Rotation {
             Rotation::Hadamard(_) => None,
         }
     }
-}
-
-fn check_dim(dim: usize) -> Result<()> {
-    if dim < 2 {
-        return Err(Error::InvalidDim {
-            dim,
-            why: "d must be at least 2",
-        });
-    }
-    if dim > MAX_DIM {
-        return Err(Error::InvalidDim {
-            dim,
-            why: "d must be at most 65536",
-        });
-    }
-    Ok(())
 }
 
 impl DenseRotation {

@@ -452,6 +452,16 @@ struct Params {
     pad: [u32; 2],
 }
 
+/// The vector side of a job: where vectors are read (encode) or written
+/// (decode).
+struct Side<'a> {
+    buffer: &'a wgpu::Buffer,
+    offset: u64,
+    stride: u64,
+    format: DataFormat,
+    what: &'static str,
+}
+
 /// A buffer window for one binding: a byte offset aligned as the device
 /// needs, and the element offset of the data inside it.
 struct Window {
@@ -732,80 +742,21 @@ impl GpuQuantizer {
         encoder: &mut wgpu::CommandEncoder,
         b: &EncodeBuffers<'_>,
     ) -> Result<()> {
-        let (d, bits) = (self.quantizer.dim() as u64, self.quantizer.bits() as u64);
-        if b.input_stride < d {
-            return Err(Error::Shape(format!(
-                "input stride {} is below d = {d}",
-                b.input_stride
-            )));
-        }
-        if self.quantizer.scale_format() == ScaleFormat::F16 && b.scales_offset % 2 == 1 {
-            return Err(Error::Shape(
-                "f16 scales must start at an even index (two per word)".into(),
-            ));
-        }
-        let align = self
-            .codec
-            .ctx
-            .device
-            .limits()
-            .min_storage_buffer_offset_alignment as u64;
-        self.check_format(b.input_format)?;
-        let eb = b.input_format.bytes();
-        let chunk = self.chunk_vectors(b.input_stride);
-        let mut start = 0usize;
-        while start < b.count {
-            let n = chunk.min(b.count - start) as u64;
-            let s = start as u64;
-            let input = window(
-                eb * (b.input_offset + s * b.input_stride),
-                eb * ((n - 1) * b.input_stride + d),
-                align,
-                b.input,
-                "input",
-            )?;
-            let codes = window(
-                4 * (b.codes_offset + s * d * bits / 32),
-                4 * (n * d * bits).div_ceil(32),
-                align,
-                b.codes,
-                "codes",
-            )?;
-            let scales = window(
-                self.scale_bytes() * (b.scales_offset + s),
-                (self.scale_bytes() * n).div_ceil(4) * 4,
-                align,
-                b.scales,
-                "scales",
-            )?;
-            if self.family == Family::Hadamard && self.quantizer.scale_format() == ScaleFormat::F16
-            {
-                // The kernel ORs f16 halves into shared words.
-                encoder.clear_buffer(
-                    b.scales,
-                    scales.offset + scales.skip,
-                    Some((self.scale_bytes() * n).div_ceil(4) * 4),
-                );
-            }
-            let params = Params {
-                n: n as u32,
-                data_offset: u32_param(input.skip / eb, "input offset")?,
-                data_stride: u32_param(b.input_stride, "input stride")?,
-                code_offset: u32_param(codes.skip / 4, "code offset")?,
-                scale_offset: u32_param(scales.skip / self.scale_bytes(), "scale offset")?,
-                groups_x: self.groups_x(n as usize),
-                pad: [0; 2],
-            };
-            self.dispatch(
-                encoder,
-                "encode",
-                b.input_format,
-                params,
-                [(b.input, &input), (b.codes, &codes), (b.scales, &scales)],
-            )?;
-            start += n as usize;
-        }
-        Ok(())
+        let data = Side {
+            buffer: b.input,
+            offset: b.input_offset,
+            stride: b.input_stride,
+            format: b.input_format,
+            what: "input",
+        };
+        self.record(
+            encoder,
+            "encode",
+            data,
+            (b.codes, b.codes_offset),
+            (b.scales, b.scales_offset),
+            b.count,
+        )
     }
 
     /// Records a decode of `b.count` vectors into `encoder`.
@@ -814,68 +765,104 @@ impl GpuQuantizer {
         encoder: &mut wgpu::CommandEncoder,
         b: &DecodeBuffers<'_>,
     ) -> Result<()> {
+        let data = Side {
+            buffer: b.output,
+            offset: b.output_offset,
+            stride: b.output_stride,
+            format: b.output_format,
+            what: "output",
+        };
+        self.record(
+            encoder,
+            "decode",
+            data,
+            (b.codes, b.codes_offset),
+            (b.scales, b.scales_offset),
+            b.count,
+        )
+    }
+
+    /// Records `count` vectors of work, in chunks that fit the binding and
+    /// dispatch limits; each chunk binds aligned windows of the buffers.
+    fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        entry: &'static str,
+        data: Side<'_>,
+        (codes_buffer, codes_offset): (&wgpu::Buffer, u64),
+        (scales_buffer, scales_offset): (&wgpu::Buffer, u64),
+        count: usize,
+    ) -> Result<()> {
         let (d, bits) = (self.quantizer.dim() as u64, self.quantizer.bits() as u64);
-        if b.output_stride < d {
+        if data.stride < d {
             return Err(Error::Shape(format!(
-                "output stride {} is below d = {d}",
-                b.output_stride
+                "{} stride {} is below d = {d}",
+                data.what, data.stride
             )));
         }
-        if self.quantizer.scale_format() == ScaleFormat::F16 && b.scales_offset % 2 == 1 {
+        let f16_scales = self.quantizer.scale_format() == ScaleFormat::F16;
+        if f16_scales && scales_offset % 2 == 1 {
             return Err(Error::Shape(
                 "f16 scales must start at an even index (two per word)".into(),
             ));
         }
+        self.check_format(data.format)?;
         let align = self
             .codec
             .ctx
             .device
             .limits()
             .min_storage_buffer_offset_alignment as u64;
-        self.check_format(b.output_format)?;
-        let eb = b.output_format.bytes();
-        let chunk = self.chunk_vectors(b.output_stride);
+        let (eb, sb) = (data.format.bytes(), self.scale_bytes());
+        let chunk = self.chunk_vectors(data.stride);
         let mut start = 0usize;
-        while start < b.count {
-            let n = chunk.min(b.count - start) as u64;
+        while start < count {
+            let n = chunk.min(count - start) as u64;
             let s = start as u64;
-            let output = window(
-                eb * (b.output_offset + s * b.output_stride),
-                eb * ((n - 1) * b.output_stride + d),
+            let vectors = window(
+                eb * (data.offset + s * data.stride),
+                eb * ((n - 1) * data.stride + d),
                 align,
-                b.output,
-                "output",
+                data.buffer,
+                data.what,
             )?;
             let codes = window(
-                4 * (b.codes_offset + s * d * bits / 32),
+                4 * (codes_offset + s * d * bits / 32),
                 4 * (n * d * bits).div_ceil(32),
                 align,
-                b.codes,
+                codes_buffer,
                 "codes",
             )?;
             let scales = window(
-                self.scale_bytes() * (b.scales_offset + s),
-                (self.scale_bytes() * n).div_ceil(4) * 4,
+                sb * (scales_offset + s),
+                (sb * n).div_ceil(4) * 4,
                 align,
-                b.scales,
+                scales_buffer,
                 "scales",
             )?;
+            if entry == "encode" && self.family == Family::Hadamard && f16_scales {
+                // The kernel ORs f16 halves into shared words.
+                encoder.clear_buffer(
+                    scales_buffer,
+                    scales.offset + scales.skip,
+                    Some((sb * n).div_ceil(4) * 4),
+                );
+            }
             let params = Params {
                 n: n as u32,
-                data_offset: u32_param(output.skip / eb, "output offset")?,
-                data_stride: u32_param(b.output_stride, "output stride")?,
+                data_offset: u32_param(vectors.skip / eb, "vector offset")?,
+                data_stride: u32_param(data.stride, "vector stride")?,
                 code_offset: u32_param(codes.skip / 4, "code offset")?,
-                scale_offset: u32_param(scales.skip / self.scale_bytes(), "scale offset")?,
+                scale_offset: u32_param(scales.skip / sb, "scale offset")?,
                 groups_x: self.groups_x(n as usize),
                 pad: [0; 2],
             };
-            self.dispatch(
-                encoder,
-                "decode",
-                b.output_format,
-                params,
-                [(b.output, &output), (b.codes, &codes), (b.scales, &scales)],
-            )?;
+            let bindings = [
+                (data.buffer, &vectors),
+                (codes_buffer, &codes),
+                (scales_buffer, &scales),
+            ];
+            self.dispatch(encoder, entry, data.format, params, bindings)?;
             start += n as usize;
         }
         Ok(())
