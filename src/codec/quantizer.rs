@@ -285,6 +285,8 @@ pub struct Quantizer {
     rotation: Arc<Rotation>,
     centroids: Vec<f32>,
     boundaries: Vec<f32>,
+    /// The upper half of `boundaries` when the table is symmetric.
+    positive_boundaries: Vec<f32>,
     scale_mode: ScaleMode,
     scale_format: ScaleFormat,
     force_portable: bool,
@@ -349,12 +351,14 @@ impl Quantizer {
                 )));
             }
         }
+        let positive_boundaries = symmetric_half(&boundaries);
         Ok(Quantizer {
             dim,
             bits,
             rotation,
             centroids,
             boundaries,
+            positive_boundaries,
             scale_mode,
             scale_format,
             force_portable: false,
@@ -609,7 +613,13 @@ impl Quantizer {
             }
             let norm = normalise_block(&mut x, d);
             self.rotation.forward_block(&x, &mut y);
-            quantise_block(&y, &self.boundaries, bits, &mut q);
+            quantise_block(
+                &y,
+                &self.boundaries,
+                &self.positive_boundaries,
+                bits,
+                &mut q,
+            );
             let mut s = norm;
             if self.scale_mode == ScaleMode::LeastSquares {
                 let mut dot = [0f32; LANES];
@@ -754,10 +764,35 @@ fn normalise_block(x: &mut [f32], d: usize) -> [f32; LANES] {
     norm
 }
 
-/// code = #{i : boundary_i < y}, for a `[d][LANES]` block.
+/// code = #{i : boundary_i < y}, for a `[d][LANES]` block. `positive` is
+/// the upper half of a symmetric table (see [`symmetric_half`]), or empty.
 #[inline(always)]
-fn quantise_block(y: &[f32], boundaries: &[f32], bits: u32, q: &mut [u8]) {
-    if bits <= 4 {
+fn quantise_block(y: &[f32], boundaries: &[f32], positive: &[f32], bits: u32, q: &mut [u8]) {
+    if bits <= 4 && !positive.is_empty() {
+        // A symmetric table with 0 in the middle: with h = 2^(b−1),
+        //   y > 0: code = h + #{p_j < y},   y ≤ 0: code = h − 1 − #{p_j ≤ −y},
+        // which equals the full count with half the comparisons.
+        let h = positive.len() as u32 + 1;
+        for (yj, qj) in y.chunks_exact(LANES).zip(q.chunks_exact_mut(LANES)) {
+            // p ≤ |y| is p < next_up(|y|): one comparison for both signs.
+            let mut a = [0f32; LANES];
+            let mut up = [0u32; LANES];
+            for v in 0..LANES {
+                up[v] = (yj[v] <= 0.0) as u32;
+                a[v] = f32::from_bits(yj[v].abs().to_bits() + up[v]);
+            }
+            let mut c = [0u32; LANES];
+            for &p in positive {
+                for v in 0..LANES {
+                    c[v] += (p < a[v]) as u32;
+                }
+            }
+            for v in 0..LANES {
+                // y > 0: h + c; y ≤ 0: h − 1 − c.
+                qj[v] = (h + c[v] - up[v] * (2 * c[v] + 1)) as u8;
+            }
+        }
+    } else if bits <= 4 {
         // At most 15 boundaries: a branch-free count vectorises across lanes.
         for (yj, qj) in y.chunks_exact(LANES).zip(q.chunks_exact_mut(LANES)) {
             // 32-bit counters match the f32 compare masks lane for lane.
@@ -775,6 +810,21 @@ fn quantise_block(y: &[f32], boundaries: &[f32], bits: u32, q: &mut [u8]) {
         for (&yv, qv) in y.iter().zip(q.iter_mut()) {
             *qv = quantise_one(yv, boundaries, bits);
         }
+    }
+}
+
+/// The positive boundaries of a table that is exactly symmetric about a
+/// middle boundary of 0 (every computed codebook is), or empty otherwise.
+fn symmetric_half(boundaries: &[f32]) -> Vec<f32> {
+    let n = boundaries.len();
+    let mid = n / 2;
+    let symmetric = n % 2 == 1
+        && boundaries[mid] == 0.0
+        && (0..mid).all(|i| boundaries[i] == -boundaries[n - 1 - i]);
+    if symmetric {
+        boundaries[mid + 1..].to_vec()
+    } else {
+        Vec::new()
     }
 }
 
@@ -811,6 +861,41 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn symmetric_half_count_equals_the_full_count() {
+        for bits in 1..=4u32 {
+            let cb = Codebook::get(45, bits).unwrap();
+            let t = cb.boundaries_f32();
+            let half = symmetric_half(&t);
+            assert_eq!(
+                half.len(),
+                t.len() / 2,
+                "b={bits}: computed tables are symmetric"
+            );
+            // Every boundary exactly, its neighbours, ±0, and a sweep.
+            let mut ys: Vec<f32> =
+                vec![0.0, -0.0, 1.0, -1.0, f32::MIN_POSITIVE, -f32::MIN_POSITIVE];
+            for &b in &t {
+                ys.extend([
+                    b,
+                    -b,
+                    f32::from_bits(b.to_bits() + 1),
+                    f32::from_bits(b.to_bits().max(1) - 1),
+                ]);
+            }
+            ys.extend((0..400).map(|i| (i as f32 - 200.0) * 0.0017));
+            ys.resize(ys.len().div_ceil(LANES) * LANES, 0.25);
+            let (mut fast, mut full) = (vec![0u8; ys.len()], vec![0u8; ys.len()]);
+            quantise_block(&ys, &t, &half, bits, &mut fast);
+            quantise_block(&ys, &t, &[], bits, &mut full);
+            for (i, y) in ys.iter().enumerate() {
+                assert_eq!(fast[i], full[i], "b={bits} y={y:e}");
+                assert_eq!(full[i], quantise_one(*y, &t, bits), "b={bits} y={y:e}");
+            }
+        }
+        assert!(symmetric_half(&[-0.5, 0.0, 0.4]).is_empty());
     }
 
     #[test]
