@@ -1221,3 +1221,41 @@ fn buffer(
         mapped_at_creation: false,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Params` exists twice, here and in codec_common.wgsl: the WGSL
+    /// struct's members, offsets and size must equal the Rust one's.
+    #[test]
+    fn params_layout_matches_the_wgsl_struct() {
+        let module = naga::front::wgsl::parse_str(COMMON_WGSL).expect("codec_common.wgsl parses");
+        let (members, span) = module
+            .types
+            .iter()
+            .find_map(|(_, t)| match (&t.name, &t.inner) {
+                (Some(name), naga::TypeInner::Struct { members, span }) if name == "Params" => {
+                    Some((members.clone(), *span))
+                }
+                _ => None,
+            })
+            .expect("struct Params in codec_common.wgsl");
+        let rust = [
+            ("n", std::mem::offset_of!(Params, n)),
+            ("data_offset", std::mem::offset_of!(Params, data_offset)),
+            ("data_stride", std::mem::offset_of!(Params, data_stride)),
+            ("code_offset", std::mem::offset_of!(Params, code_offset)),
+            ("scale_offset", std::mem::offset_of!(Params, scale_offset)),
+            ("groups_x", std::mem::offset_of!(Params, groups_x)),
+            ("pad0", std::mem::offset_of!(Params, pad)),
+            ("pad1", std::mem::offset_of!(Params, pad) + 4),
+        ];
+        assert_eq!(members.len(), rust.len());
+        for (m, (name, offset)) in members.iter().zip(rust) {
+            assert_eq!(m.name.as_deref(), Some(name));
+            assert_eq!(m.offset as usize, offset, "member {name}");
+        }
+        assert_eq!(span as usize, std::mem::size_of::<Params>());
+    }
+}
