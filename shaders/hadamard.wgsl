@@ -54,50 +54,28 @@ fn index_b(t: u32, r: u32) -> u32 {
     return t + WG * r;
 }
 
-// Layout A → B.
-fn a_to_b(x: ptr<function, array<f32, MAX_E>>, t: u32) {
-    for (var r = 0u; r < E; r++) {
-        xchg[index_a(t, r)] = (*x)[r];
+const NO_PERM: u32 = 0xffffffffu;
+
+fn index_in(t: u32, r: u32, layout_b: bool) -> u32 {
+    if layout_b {
+        return index_b(t, r);
     }
-    workgroupBarrier();
-    for (var r = 0u; r < E; r++) {
-        (*x)[r] = xchg[index_b(t, r)];
-    }
-    workgroupBarrier();
+    return index_a(t, r);
 }
 
-// Layout B → A.
-fn b_to_a(x: ptr<function, array<f32, MAX_E>>, t: u32) {
+// Moves the vector between layouts through workgroup memory, optionally
+// permuting it on the way: new[j] = old[perm[perm_base + j]].
+fn exchange(x: ptr<function, array<f32, MAX_E>>, t: u32, from_b: bool, to_b: bool, perm_base: u32) {
     for (var r = 0u; r < E; r++) {
-        xchg[index_b(t, r)] = (*x)[r];
+        xchg[index_in(t, r, from_b)] = (*x)[r];
     }
     workgroupBarrier();
     for (var r = 0u; r < E; r++) {
-        (*x)[r] = xchg[index_a(t, r)];
-    }
-    workgroupBarrier();
-}
-
-// Layout B → A while permuting: new[j] = old[perm[base + j]].
-fn b_to_a_permuted(x: ptr<function, array<f32, MAX_E>>, t: u32, base: u32) {
-    for (var r = 0u; r < E; r++) {
-        xchg[index_b(t, r)] = (*x)[r];
-    }
-    workgroupBarrier();
-    for (var r = 0u; r < E; r++) {
-        (*x)[r] = xchg[perm[base + index_a(t, r)]];
-    }
-    workgroupBarrier();
-}
-
-// Layout A → A while permuting.
-fn a_to_a_permuted(x: ptr<function, array<f32, MAX_E>>, t: u32, base: u32) {
-    for (var r = 0u; r < E; r++) {
-        xchg[index_a(t, r)] = (*x)[r];
-    }
-    workgroupBarrier();
-    for (var r = 0u; r < E; r++) {
-        (*x)[r] = xchg[perm[base + index_a(t, r)]];
+        var j = index_in(t, r, to_b);
+        if perm_base != NO_PERM {
+            j = perm[perm_base + j];
+        }
+        (*x)[r] = xchg[j];
     }
     workgroupBarrier();
 }
@@ -269,16 +247,16 @@ fn encode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     // Round 0, then the permutation; round 1; round 2 (starting in B).
     signs_a(&x, t, 0u);
     butterflies(&x, 0u);
-    a_to_b(&x, t);
+    exchange(&x, t, false, true, NO_PERM);
     butterflies(&x, SKIP_B);
-    b_to_a_permuted(&x, t, 0u);
+    exchange(&x, t, true, false, 0u);
     signs_a(&x, t, 1u);
     butterflies(&x, 0u);
-    a_to_b(&x, t);
+    exchange(&x, t, false, true, NO_PERM);
     butterflies(&x, SKIP_B);
     signs_b(&x, t, 2u);
     butterflies(&x, SKIP_B);
-    b_to_a(&x, t);
+    exchange(&x, t, true, false, NO_PERM);
     butterflies(&x, 0u);
 
     let sums = quantise_pack_a(&x, v, t);
@@ -303,16 +281,16 @@ fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 
     // Inverse of round 2, round 1, the permutation, round 0.
     butterflies(&x, 0u);
-    a_to_b(&x, t);
+    exchange(&x, t, false, true, NO_PERM);
     butterflies(&x, SKIP_B);
     signs_b(&x, t, 2u);
     butterflies(&x, SKIP_B);
-    b_to_a(&x, t);
+    exchange(&x, t, true, false, NO_PERM);
     butterflies(&x, 0u);
     signs_a(&x, t, 1u);
-    a_to_a_permuted(&x, t, D);
+    exchange(&x, t, false, false, D);
     butterflies(&x, 0u);
-    a_to_b(&x, t);
+    exchange(&x, t, false, true, NO_PERM);
     butterflies(&x, SKIP_B);
     signs_b(&x, t, 0u);
 

@@ -51,7 +51,7 @@ fn encode_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invoc
 
     signs_a(&x, lane, 0u);
     fwht_subgroup(&x, lane);
-    a_to_a_permuted(&x, lane, 0u);
+    exchange(&x, lane, false, false, 0u);
     signs_a(&x, lane, 1u);
     fwht_subgroup(&x, lane);
     signs_a(&x, lane, 2u);
@@ -81,7 +81,7 @@ fn decode_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invoc
     signs_a(&x, lane, 2u);
     fwht_subgroup(&x, lane);
     signs_a(&x, lane, 1u);
-    a_to_a_permuted(&x, lane, D);
+    exchange(&x, lane, false, false, D);
     fwht_subgroup(&x, lane);
     signs_a(&x, lane, 0u);
 
