@@ -27,6 +27,7 @@ pub mod codec;
 mod error;
 pub mod format;
 pub mod gpu;
+pub mod splat;
 
 pub use codec::codebook::Codebook;
 pub use codec::packing;

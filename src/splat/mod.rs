@@ -1,0 +1,7 @@
+//! 3D Gaussian Splatting: the scene, PLY and `.splat` input and output, a
+//! procedural scene generator, the attribute codecs and the `.tq3s` scene
+//! container.
+
+pub mod scene;
+
+pub use scene::{ExtraProperty, Extras, ScalarType, Scene, rest_dim, rest_per_channel};
