@@ -2,6 +2,9 @@
 //! procedural scene generator, the attribute codecs and the `.tq3s` scene
 //! container.
 
+pub mod antimatter;
+pub mod ply;
 pub mod scene;
+pub mod synth;
 
 pub use scene::{ExtraProperty, Extras, ScalarType, Scene, rest_dim, rest_per_channel};
