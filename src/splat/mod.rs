@@ -3,6 +3,9 @@
 //! container.
 
 pub mod antimatter;
+pub mod attributes;
+pub mod codec;
+pub mod container;
 pub mod ply;
 pub mod scene;
 pub mod synth;

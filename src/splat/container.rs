@@ -1,0 +1,534 @@
+//! The `.tq3s` scene container: a fixed header, a stream table and the
+//! streams, each stream with its length and a CRC-32, so that any corrupted
+//! byte is reported rather than decoded. docs/FORMAT.md ("Scene container")
+//! is the specification; this is its reference implementation.
+//!
+//! ```text
+//! header        128 bytes  magic, version, scene fields, CRC-32
+//! stream table  32 bytes per stream, then the table's CRC-32
+//! streams       concatenated in table order
+//! ```
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// The file's first eight bytes.
+pub const MAGIC: [u8; 8] = *b"TQ3D-SCN";
+/// The version this library writes and reads.
+pub const VERSION: u16 = 1;
+/// Size of the fixed header.
+pub const HEADER_LEN: usize = 128;
+/// Size of one stream-table entry.
+pub const ENTRY_LEN: usize = 32;
+/// Most streams a file may declare (a sanity limit for hostile headers).
+pub const MAX_STREAMS: u32 = 64;
+
+/// How a stream's bytes are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// As they are.
+    Raw = 0,
+    /// One zstd frame.
+    Zstd = 1,
+}
+
+/// The profile: how the attributes other than SH-rest are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Profile {
+    /// Bit-exact f32, original order (zstd on byte planes, lossless).
+    Exact = 0,
+    /// Quantised attributes in Morton-ordered chunks, entropy-coded.
+    Compact = 1,
+}
+
+impl Profile {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Exact => "exact",
+            Profile::Compact => "compact",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn from_name(s: &str) -> Option<Profile> {
+        match s {
+            "exact" => Some(Profile::Exact),
+            "compact" => Some(Profile::Compact),
+            _ => None,
+        }
+    }
+}
+
+/// What happened to the PLY's normals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normals {
+    /// The input had none.
+    Absent = 0,
+    /// All were exactly zero (as 3DGS writes them): restored exactly, free.
+    Zero = 1,
+    /// Stored bit-exact in stream `NRM `.
+    Stored = 2,
+    /// Non-zero normals dropped by the profile; the output has none.
+    Dropped = 3,
+}
+
+/// The fixed header: everything needed to interpret the streams.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    /// Gaussians stored.
+    pub count: u64,
+    /// Gaussians in the input, before pruning.
+    pub input_count: u64,
+    /// SH degree of the stored scene, 0..=3.
+    pub sh_degree: u8,
+    /// Profile of the non-SH attributes.
+    pub profile: Profile,
+    /// SH-rest bits per coordinate b (1..=8), or 0 when there is no SH-rest.
+    pub sh_bits: u8,
+    /// 0: every Gaussian has `sh_bits`. 1 (reserved for per-Gaussian widths,
+    /// stream `SHW `): not written by this version.
+    pub sh_width_mode: u8,
+    /// Rotation family of the SH codec: 0 dense, 1 randomized Hadamard.
+    pub rotation_kind: u8,
+    /// SH scale: 0 norm, 1 least squares (informational; decoding is the same).
+    pub scale_mode: u8,
+    /// What happened to the normals.
+    pub normals: Normals,
+    /// 0: original order. 1: Morton order of the compact profile.
+    pub order: u8,
+    /// SH-rest dimension d = 3·((L+1)² − 1).
+    pub dim: u32,
+    /// Gaussians per chunk in the compact profile (0 in `exact`).
+    pub chunk_size: u32,
+    /// Bits of the quantised position, log-scale, quaternion component,
+    /// opacity and DC colour (compact profile; zero in `exact`).
+    pub attr_bits: [u8; 5],
+    /// Opacity pruning threshold τ on sigmoid(opacity); 0 when not pruned.
+    pub prune_opacity: f32,
+    /// Seed the rotation was generated from (informational: the rotation
+    /// itself is stored in `ROT `).
+    pub seed: u64,
+    /// Number of extra per-vertex properties.
+    pub extra_count: u32,
+}
+
+/// One stream: a four-byte tag and its decoded bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stream {
+    pub tag: [u8; 4],
+    pub coding: Coding,
+    pub data: Vec<u8>,
+}
+
+/// A stream as stored: its table entry fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub tag: [u8; 4],
+    pub coding: Coding,
+    /// Decoded length.
+    pub raw_len: u64,
+    /// Stored length.
+    pub stored_len: u64,
+    /// CRC-32 of the stored bytes.
+    pub crc: u32,
+}
+
+/// Renders a tag for messages (`"SHC "` → `SHC`).
+pub fn tag_name(tag: &[u8; 4]) -> String {
+    String::from_utf8_lossy(tag).trim_end().to_string()
+}
+
+/// The zstd level of entropy-coded streams.
+pub const ZSTD_LEVEL: i32 = 6;
+
+/// A stream ready to be written: tag, coding and stored bytes.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    pub info: StreamInfo,
+    pub stored: Vec<u8>,
+}
+
+/// Stores a stream: zstd streams are compressed, and kept raw (coding 0)
+/// when compression does not help, so the stored length never exceeds the
+/// raw length.
+pub fn pack_stream(stream: Stream) -> Result<Packed> {
+    let raw_len = stream.data.len() as u64;
+    let (coding, stored) = match stream.coding {
+        Coding::Raw => (Coding::Raw, stream.data),
+        Coding::Zstd => {
+            let z = zstd::bulk::compress(&stream.data, ZSTD_LEVEL).map_err(|e| {
+                Error::InvalidArgument(format!("zstd failed on stream {}: {e}", tag_name(&stream.tag)))
+            })?;
+            if z.len() < stream.data.len() {
+                (Coding::Zstd, z)
+            } else {
+                (Coding::Raw, stream.data)
+            }
+        }
+    };
+    Ok(Packed {
+        info: StreamInfo {
+            tag: stream.tag,
+            coding,
+            raw_len,
+            stored_len: stored.len() as u64,
+            crc: crc32fast::hash(&stored),
+        },
+        stored,
+    })
+}
+
+fn header_bytes(h: &Header, stream_count: u32) -> [u8; HEADER_LEN] {
+    let mut b = [0u8; HEADER_LEN];
+    b[0..8].copy_from_slice(&MAGIC);
+    b[8..10].copy_from_slice(&VERSION.to_le_bytes());
+    // 10..12 flags, 0.
+    b[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    b[16..20].copy_from_slice(&stream_count.to_le_bytes());
+    // 20..24 reserved.
+    b[24..32].copy_from_slice(&h.count.to_le_bytes());
+    b[32..40].copy_from_slice(&h.input_count.to_le_bytes());
+    b[40] = h.sh_degree;
+    b[41] = h.profile as u8;
+    b[42] = h.sh_bits;
+    b[43] = h.sh_width_mode;
+    b[44] = h.rotation_kind;
+    b[45] = h.scale_mode;
+    b[46] = h.normals as u8;
+    b[47] = h.order;
+    b[48..52].copy_from_slice(&h.dim.to_le_bytes());
+    b[52..56].copy_from_slice(&h.chunk_size.to_le_bytes());
+    b[56..61].copy_from_slice(&h.attr_bits);
+    // 61..64 reserved.
+    b[64..68].copy_from_slice(&h.prune_opacity.to_le_bytes());
+    b[68..76].copy_from_slice(&h.seed.to_le_bytes());
+    b[76..80].copy_from_slice(&h.extra_count.to_le_bytes());
+    // 80..124 reserved, zero.
+    let crc = crc32fast::hash(&b[..HEADER_LEN - 4]);
+    b[HEADER_LEN - 4..].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn entry_bytes(s: &StreamInfo) -> [u8; ENTRY_LEN] {
+    let mut b = [0u8; ENTRY_LEN];
+    b[0..4].copy_from_slice(&s.tag);
+    b[4] = s.coding as u8;
+    b[8..16].copy_from_slice(&s.raw_len.to_le_bytes());
+    b[16..24].copy_from_slice(&s.stored_len.to_le_bytes());
+    b[24..28].copy_from_slice(&s.crc.to_le_bytes());
+    b
+}
+
+/// Size of the header and a table of `streams` entries.
+pub fn overhead(streams: usize) -> u64 {
+    (HEADER_LEN + streams * ENTRY_LEN + 4) as u64
+}
+
+/// Writes a container: header, table, streams.
+pub fn write_to(w: &mut dyn Write, header: &Header, streams: &[Packed], path: &Path) -> Result<()> {
+    let io = |e| Error::io(path, e);
+    w.write_all(&header_bytes(header, streams.len() as u32)).map_err(io)?;
+    let mut table = Vec::with_capacity(streams.len() * ENTRY_LEN);
+    for s in streams {
+        table.extend_from_slice(&entry_bytes(&s.info));
+    }
+    w.write_all(&table).map_err(io)?;
+    w.write_all(&crc32fast::hash(&table).to_le_bytes()).map_err(io)?;
+    for s in streams {
+        w.write_all(&s.stored).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// A parsed container: the header and the decoded streams, by tag.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub header: Header,
+    pub streams: Vec<(StreamInfo, Vec<u8>)>,
+}
+
+impl Container {
+    /// The decoded bytes of stream `tag`, if present.
+    pub fn stream(&self, tag: &[u8; 4]) -> Option<&[u8]> {
+        self.streams
+            .iter()
+            .find(|(i, _)| &i.tag == tag)
+            .map(|(_, d)| d.as_slice())
+    }
+
+    /// The decoded bytes of a stream that must be present, with exactly
+    /// `len` bytes when `len` is given.
+    pub fn require(&self, tag: &[u8; 4], len: Option<u64>, path: &Path) -> Result<&[u8]> {
+        let d = self
+            .stream(tag)
+            .ok_or_else(|| Error::format(path, format!("stream {}", tag_name(tag)), "missing"))?;
+        if let Some(len) = len
+            && d.len() as u64 != len
+        {
+            return Err(Error::format(
+                path,
+                format!("stream {}", tag_name(tag)),
+                format!("has {} bytes, the header implies {len}", d.len()),
+            ));
+        }
+        Ok(d)
+    }
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+}
+
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+}
+
+/// Parses and checks the header alone (no stream is decoded).
+pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
+    let bad = |field: &str, why: String| Error::format(path, field, why);
+    if bytes.len() < 8 || bytes[0..8] != MAGIC {
+        return Err(bad(
+            "magic",
+            "not a turboquant3d scene (.tq3s) file: the first 8 bytes are not \"TQ3D-SCN\"".into(),
+        ));
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(bad(
+            "header",
+            format!("truncated: {} bytes, the header alone is {HEADER_LEN}", bytes.len()),
+        ));
+    }
+    let b = &bytes[..HEADER_LEN];
+    let stored = u32_at(b, HEADER_LEN - 4);
+    let computed = crc32fast::hash(&b[..HEADER_LEN - 4]);
+    if stored != computed {
+        return Err(Error::Checksum {
+            path: path.into(),
+            section: "header".into(),
+            stored,
+            computed,
+        });
+    }
+    let version = u16::from_le_bytes([b[8], b[9]]);
+    if version != VERSION {
+        return Err(bad("version", format!("{version}; this build reads version {VERSION}")));
+    }
+    if u32_at(b, 12) as usize != HEADER_LEN {
+        return Err(bad("header length", format!("{}, expected {HEADER_LEN}", u32_at(b, 12))));
+    }
+    let stream_count = u32_at(b, 16);
+    if stream_count > MAX_STREAMS {
+        return Err(bad("stream count", format!("{stream_count} exceeds {MAX_STREAMS}")));
+    }
+    let profile = match b[41] {
+        0 => Profile::Exact,
+        1 => Profile::Compact,
+        p => return Err(bad("profile", format!("unknown code {p}"))),
+    };
+    let normals = match b[46] {
+        0 => Normals::Absent,
+        1 => Normals::Zero,
+        2 => Normals::Stored,
+        3 => Normals::Dropped,
+        n => return Err(bad("normals", format!("unknown code {n}"))),
+    };
+    let h = Header {
+        count: u64_at(b, 24),
+        input_count: u64_at(b, 32),
+        sh_degree: b[40],
+        profile,
+        sh_bits: b[42],
+        sh_width_mode: b[43],
+        rotation_kind: b[44],
+        scale_mode: b[45],
+        normals,
+        order: b[47],
+        dim: u32_at(b, 48),
+        chunk_size: u32_at(b, 52),
+        attr_bits: b[56..61].try_into().unwrap(),
+        prune_opacity: f32::from_le_bytes(b[64..68].try_into().unwrap()),
+        seed: u64_at(b, 68),
+        extra_count: u32_at(b, 76),
+    };
+    if h.sh_degree > 3 {
+        return Err(bad("SH degree", format!("{} is above 3", h.sh_degree)));
+    }
+    if h.dim as usize != crate::splat::rest_dim(h.sh_degree) {
+        return Err(bad(
+            "d",
+            format!("{} does not match SH degree {} (expected {})", h.dim, h.sh_degree, crate::splat::rest_dim(h.sh_degree)),
+        ));
+    }
+    if h.sh_bits > 8 || (h.dim > 0) != (h.sh_bits > 0) {
+        return Err(bad("SH bits", format!("{} with d = {}", h.sh_bits, h.dim)));
+    }
+    if h.sh_width_mode != 0 {
+        return Err(bad(
+            "SH width mode",
+            format!("{} (per-Gaussian widths) is not supported by this version", h.sh_width_mode),
+        ));
+    }
+    if h.rotation_kind > 1 || h.scale_mode > 1 || h.order > 1 {
+        return Err(bad(
+            "codec fields",
+            format!(
+                "rotation kind {}, scale mode {}, order {} (each must be 0 or 1)",
+                h.rotation_kind, h.scale_mode, h.order
+            ),
+        ));
+    }
+    if h.count > h.input_count {
+        return Err(bad("count", format!("{} stored Gaussians exceed the input's {}", h.count, h.input_count)));
+    }
+    if h.count == 0 {
+        return Err(bad("count", "the file holds no Gaussians".into()));
+    }
+    Ok((h, stream_count))
+}
+
+/// Parses a whole container, checking every checksum and length and
+/// decoding the zstd streams. Nothing is allocated beyond what the file's
+/// own length and the declared decoded lengths (bounded by `max_raw`)
+/// justify.
+pub fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Container> {
+    let (header, n) = parse_header(bytes, path)?;
+    let bad = |field: String, why: String| Error::format(path, field, why);
+    let table_start = HEADER_LEN;
+    let table_end = table_start + n as usize * ENTRY_LEN;
+    if bytes.len() < table_end + 4 {
+        return Err(bad(
+            "stream table".into(),
+            format!("truncated: the file has {} bytes, the table ends at {}", bytes.len(), table_end + 4),
+        ));
+    }
+    let table = &bytes[table_start..table_end];
+    let stored = u32_at(bytes, table_end);
+    let computed = crc32fast::hash(table);
+    if stored != computed {
+        return Err(Error::Checksum {
+            path: path.into(),
+            section: "stream table".into(),
+            stored,
+            computed,
+        });
+    }
+    let mut infos = Vec::with_capacity(n as usize);
+    let mut total: u64 = (table_end + 4) as u64;
+    for (k, e) in table.chunks_exact(ENTRY_LEN).enumerate() {
+        let tag: [u8; 4] = e[0..4].try_into().unwrap();
+        let coding = match e[4] {
+            0 => Coding::Raw,
+            1 => Coding::Zstd,
+            c => return Err(bad(format!("stream {k} ({})", tag_name(&tag)), format!("unknown coding {c}"))),
+        };
+        let info = StreamInfo {
+            tag,
+            coding,
+            raw_len: u64_at(e, 8),
+            stored_len: u64_at(e, 16),
+            crc: u32_at(e, 24),
+        };
+        if infos.iter().any(|i: &StreamInfo| i.tag == tag) {
+            return Err(bad(format!("stream {}", tag_name(&tag)), "appears twice".into()));
+        }
+        if coding == Coding::Raw && info.raw_len != info.stored_len {
+            return Err(bad(
+                format!("stream {}", tag_name(&tag)),
+                format!("raw stream with raw length {} ≠ stored length {}", info.raw_len, info.stored_len),
+            ));
+        }
+        if info.raw_len > max_raw {
+            return Err(bad(
+                format!("stream {}", tag_name(&tag)),
+                format!("declares {} decoded bytes, more than the header's scene can need ({max_raw})", info.raw_len),
+            ));
+        }
+        total = total.saturating_add(info.stored_len);
+        infos.push(info);
+    }
+    if total != bytes.len() as u64 {
+        return Err(bad(
+            "length".into(),
+            format!(
+                "the table accounts for {total} bytes but the file has {}{}",
+                bytes.len(),
+                if total > bytes.len() as u64 { " (truncated)" } else { " (trailing bytes)" }
+            ),
+        ));
+    }
+    let mut offset = table_end + 4;
+    let mut slices = Vec::with_capacity(infos.len());
+    for info in &infos {
+        let end = offset + info.stored_len as usize;
+        let stored = &bytes[offset..end];
+        let computed = crc32fast::hash(stored);
+        if computed != info.crc {
+            return Err(Error::Checksum {
+                path: path.into(),
+                section: format!("stream {}", tag_name(&info.tag)),
+                stored: info.crc,
+                computed,
+            });
+        }
+        slices.push((*info, stored));
+        offset = end;
+    }
+    use rayon::prelude::*;
+    let streams = slices
+        .into_par_iter()
+        .map(|(info, stored)| {
+            let data = match info.coding {
+                Coding::Raw => stored.to_vec(),
+                Coding::Zstd => {
+                    let d = zstd::bulk::decompress(stored, info.raw_len as usize).map_err(|e| {
+                        bad(format!("stream {}", tag_name(&info.tag)), format!("zstd: {e}"))
+                    })?;
+                    if d.len() as u64 != info.raw_len {
+                        return Err(bad(
+                            format!("stream {}", tag_name(&info.tag)),
+                            format!("decodes to {} bytes, the table says {}", d.len(), info.raw_len),
+                        ));
+                    }
+                    d
+                }
+            };
+            Ok((info, data))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Container { header, streams })
+}
+
+/// Reads the header and stream table of a file without decoding streams
+/// (for `info`): checks the header and table checksums and the length.
+pub fn read_table(bytes: &[u8], path: &Path) -> Result<(Header, Vec<StreamInfo>)> {
+    let (header, n) = parse_header(bytes, path)?;
+    let table_end = HEADER_LEN + n as usize * ENTRY_LEN;
+    if bytes.len() < table_end + 4 {
+        return Err(Error::format(path, "stream table", "truncated"));
+    }
+    let table = &bytes[HEADER_LEN..table_end];
+    let stored = u32_at(bytes, table_end);
+    let computed = crc32fast::hash(table);
+    if stored != computed {
+        return Err(Error::Checksum {
+            path: path.into(),
+            section: "stream table".into(),
+            stored,
+            computed,
+        });
+    }
+    let infos = table
+        .chunks_exact(ENTRY_LEN)
+        .map(|e| StreamInfo {
+            tag: e[0..4].try_into().unwrap(),
+            coding: if e[4] == 1 { Coding::Zstd } else { Coding::Raw },
+            raw_len: u64_at(e, 8),
+            stored_len: u64_at(e, 16),
+            crc: u32_at(e, 24),
+        })
+        .collect();
+    Ok((header, infos))
+}
