@@ -467,6 +467,27 @@ fn compact_streams(scene: &Scene, order: &[u32], bits: AttrBits, chunk: usize) -
     planed
 }
 
+/// The input indices of the stored Gaussians, in storage order: the
+/// Gaussians kept by pruning, in their original order (exact profile) or in
+/// Morton order (compact profile). Stored Gaussian k is input Gaussian
+/// `storage_order(..)[k]`.
+pub fn storage_order(scene: &Scene, opts: &CompressOptions) -> Vec<u32> {
+    let kept: Vec<u32> = match opts.prune_opacity {
+        None => (0..scene.len() as u32).collect(),
+        Some(tau) => (0..scene.len() as u32)
+            .into_par_iter()
+            .filter(|&i| sigmoid(scene.opacity[i as usize]) >= tau)
+            .collect(),
+    };
+    match opts.profile {
+        Profile::Exact => kept,
+        Profile::Compact => {
+            let pts: Vec<[f32; 3]> = kept.par_iter().map(|&i| scene.positions[i as usize]).collect();
+            attributes::morton_order(&pts).into_par_iter().map(|k| kept[k as usize]).collect()
+        }
+    }
+}
+
 /// Compresses a scene. The output is a function of the scene and the
 /// options alone: the same bytes on every run, thread count and platform.
 pub fn compress(scene: &Scene, opts: &CompressOptions) -> Result<Compressed> {
@@ -494,22 +515,8 @@ pub fn compress(scene: &Scene, opts: &CompressOptions) -> Result<Compressed> {
     }
     let mut timings = Timings::default();
 
-    // Prune, then order: original order (exact) or Morton order (compact).
     let t = Instant::now();
-    let kept: Vec<u32> = match opts.prune_opacity {
-        None => (0..scene.len() as u32).collect(),
-        Some(tau) => (0..scene.len() as u32)
-            .into_par_iter()
-            .filter(|&i| sigmoid(scene.opacity[i as usize]) >= tau)
-            .collect(),
-    };
-    let order = match opts.profile {
-        Profile::Exact => kept,
-        Profile::Compact => {
-            let pts: Vec<[f32; 3]> = kept.par_iter().map(|&i| scene.positions[i as usize]).collect();
-            attributes::morton_order(&pts).into_par_iter().map(|k| kept[k as usize]).collect()
-        }
-    };
+    let order = storage_order(scene, opts);
     timings.prune_and_order = t.elapsed();
 
     let degree = opts.sh_degree.map_or(scene.sh_degree, |l| l.min(scene.sh_degree));

@@ -1,78 +1,24 @@
-//! `tq3d`: the turboquant3d command line.
+//! The vector commands: `encode`, `decode`, `codebook` and `info` on `.tqv`.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::ValueEnum;
 use half::f16;
 use indicatif::{ProgressBar, ProgressStyle};
 use turboquant3d::codec::quantizer::CHUNK;
 use turboquant3d::format::{npy, tqv};
-use turboquant3d::gpu::{DeviceChoice, Engine, Ran};
+use turboquant3d::gpu::{Engine, Ran};
 use turboquant3d::packing::packed_len;
 use turboquant3d::{
     Codebook, Encoded, Error, Quantizer, QuantizerConfig, RotationKind, Rows, ScaleFormat,
     ScaleMode, Scales, theory,
 };
 
-#[derive(Parser)]
-#[command(
-    name = "tq3d",
-    version,
-    about = "TurboQuant compression of 3D reconstruction model parameters"
-)]
-#[command(
-    long_about = "TurboQuant compression of 3D reconstruction model parameters.\n\n\
-Each d-dimensional vector keeps one scale; its direction is rotated by a fixed random \
-orthogonal matrix and every coordinate is quantised with the Lloyd–Max codebook of the \
-sphere's coordinate density. Nothing is trained: the codebook depends on (d, b) alone, and \
-the expected error d·C(d, b) is known before compressing."
-)]
-struct Cli {
-    /// Worker threads (default: all cores). The output is identical for any count.
-    #[arg(long, global = true)]
-    threads: Option<usize>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Encode a 2-D f32/f16 .npy of shape [N, D] into a .tqv file.
-    Encode(EncodeArgs),
-    /// Decode a .tqv file into an f32 .npy of shape [N, D].
-    Decode {
-        /// The .tqv file.
-        input: PathBuf,
-        /// Where to write the .npy.
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Where to run: auto (a hardware GPU if present, else the CPU), gpu (strictly), cpu.
-        #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
-        device: DeviceArg,
-    },
-    /// Print the Lloyd–Max codebook for (d, b) with its distortion and bounds.
-    Codebook {
-        /// Vector dimension d (2..=65536).
-        #[arg(long)]
-        dim: usize,
-        /// Bits per coordinate b (1..=8).
-        #[arg(long)]
-        bits: u32,
-        /// Print JSON (keys: dim, bits, centroids, boundaries, distortion, lower_bound, upper_bound).
-        #[arg(long)]
-        json: bool,
-    },
-    /// Describe a .tqv file: its parameters, sizes and expected error.
-    Info {
-        /// The .tqv file.
-        input: PathBuf,
-    },
-}
+use crate::{DeviceArg, human};
 
 #[derive(clap::Args)]
-struct EncodeArgs {
+pub struct EncodeArgs {
     /// Input .npy, 2-D [N, D], float32 or float16.
     #[arg(short, long)]
     input: PathBuf,
@@ -108,23 +54,6 @@ struct EncodeArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum DeviceArg {
-    Auto,
-    Gpu,
-    Cpu,
-}
-
-impl From<DeviceArg> for DeviceChoice {
-    fn from(d: DeviceArg) -> DeviceChoice {
-        match d {
-            DeviceArg::Auto => DeviceChoice::Auto,
-            DeviceArg::Gpu => DeviceChoice::Gpu,
-            DeviceArg::Cpu => DeviceChoice::Cpu,
-        }
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum RotationArg {
     Auto,
     Dense,
@@ -143,41 +72,7 @@ enum ScaleFormatArg {
     F16,
 }
 
-fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
-    if let Some(n) = cli.threads
-        && let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-    {
-        eprintln!("error: cannot start {n} threads: {e}");
-        return ExitCode::FAILURE;
-    }
-    let result = match cli.command {
-        Command::Encode(args) => encode(args),
-        Command::Decode {
-            input,
-            output,
-            device,
-        } => decode(input, output, device),
-        Command::Codebook { dim, bits, json } => codebook(dim, bits, json),
-        Command::Info { input } => info(input),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn human(bytes: u64) -> String {
-    indicatif::HumanBytes(bytes).to_string()
-}
-
-fn encode(args: EncodeArgs) -> Result<(), Error> {
+pub fn encode(args: EncodeArgs) -> Result<(), Error> {
     let t0 = Instant::now();
     let m = npy::read_matrix(&args.input)?;
     if let Some(d) = args.dim
@@ -284,7 +179,7 @@ fn encode(args: EncodeArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn decode(input: PathBuf, output: PathBuf, device: DeviceArg) -> Result<(), Error> {
+pub fn decode(input: PathBuf, output: PathBuf, device: DeviceArg) -> Result<(), Error> {
     let t = Instant::now();
     let f = tqv::read(&input)?;
     let engine = Engine::new(device.into())?;
@@ -363,7 +258,7 @@ fn encode_cpu_with_progress(
     Encoded::from_parts(d, bits, n, codes, scales)
 }
 
-fn codebook(dim: usize, bits: u32, json: bool) -> Result<(), Error> {
+pub fn codebook(dim: usize, bits: u32, json: bool) -> Result<(), Error> {
     let cb = Codebook::get(dim, bits)?;
     if json {
         let v = serde_json::json!({
@@ -400,11 +295,7 @@ fn codebook(dim: usize, bits: u32, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
-fn info(input: PathBuf) -> Result<(), Error> {
-    let bytes = std::fs::read(&input).map_err(|e| Error::Io {
-        path: input.clone(),
-        source: e,
-    })?;
+pub fn info_bytes(input: PathBuf, bytes: Vec<u8>) -> Result<(), Error> {
     let f = tqv::from_bytes(&bytes, &input)?;
     let q = &f.quantizer;
     let (n, d, b) = (f.encoded.len(), q.dim(), q.bits());

@@ -1,0 +1,150 @@
+//! `tq3d`: the turboquant3d command line.
+
+mod scene;
+mod vectors;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use turboquant3d::Error;
+use turboquant3d::gpu::DeviceChoice;
+
+#[derive(Parser)]
+#[command(
+    name = "tq3d",
+    version,
+    about = "TurboQuant compression of 3D Gaussian Splatting scenes and other model parameters"
+)]
+#[command(
+    long_about = "TurboQuant compression of 3D Gaussian Splatting scenes and other model parameters.\n\n\
+Each d-dimensional vector (45 SH-rest coefficients per Gaussian at degree 3) keeps one scale; \
+its direction is rotated by a fixed random orthogonal matrix and every coordinate is quantised \
+with the Lloyd–Max codebook of the sphere's coordinate density. Nothing is trained: the codebook \
+depends on (d, b) alone, and the expected error d·C(d, b) is known before compressing.\n\n\
+Scenes: `compress`, `decompress`, `info`, `demo`. Raw vectors (.npy): `encode`, `decode`, \
+`codebook`, `info`."
+)]
+struct Cli {
+    /// Worker threads (default: all cores). The output is identical for any count.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compress a 3DGS scene (.ply, or antimatter15 .splat) into a .tq3s file.
+    Compress(scene::CompressArgs),
+    /// Decompress a .tq3s file into a standard 3DGS PLY (or a .splat).
+    Decompress(scene::DecompressArgs),
+    /// Generate a procedural 1M-Gaussian scene, compress, decompress and check it.
+    Demo(scene::DemoArgs),
+    /// Encode a 2-D f32/f16 .npy of shape [N, D] into a .tqv file.
+    Encode(vectors::EncodeArgs),
+    /// Decode a .tqv file into an f32 .npy of shape [N, D].
+    Decode {
+        /// The .tqv file.
+        input: PathBuf,
+        /// Where to write the .npy.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Where to run: auto (a hardware GPU if present, else the CPU), gpu (strictly), cpu.
+        #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+        device: DeviceArg,
+    },
+    /// Print the Lloyd–Max codebook for (d, b) with its distortion and bounds.
+    Codebook {
+        /// Vector dimension d (2..=65536).
+        #[arg(long)]
+        dim: usize,
+        /// Bits per coordinate b (1..=8).
+        #[arg(long)]
+        bits: u32,
+        /// Print JSON (keys: dim, bits, centroids, boundaries, distortion, lower_bound, upper_bound).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Describe a .tq3s scene or a .tqv vector file: header, streams, sizes, expected error.
+    Info {
+        /// The .tq3s or .tqv file.
+        input: PathBuf,
+        /// Print JSON (.tq3s files).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The `--device` choice.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DeviceArg {
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+impl From<DeviceArg> for DeviceChoice {
+    fn from(d: DeviceArg) -> DeviceChoice {
+        match d {
+            DeviceArg::Auto => DeviceChoice::Auto,
+            DeviceArg::Gpu => DeviceChoice::Gpu,
+            DeviceArg::Cpu => DeviceChoice::Cpu,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads
+        && let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+    {
+        eprintln!("error: cannot start {n} threads: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
+        Command::Compress(args) => scene::compress(args),
+        Command::Decompress(args) => scene::decompress(args),
+        Command::Demo(args) => scene::demo(args),
+        Command::Encode(args) => vectors::encode(args),
+        Command::Decode {
+            input,
+            output,
+            device,
+        } => vectors::decode(input, output, device),
+        Command::Codebook { dim, bits, json } => vectors::codebook(dim, bits, json),
+        Command::Info { input, json } => info(input, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `info` on either kind of file, told apart by the magic.
+fn info(input: PathBuf, json: bool) -> Result<(), Error> {
+    let bytes = std::fs::read(&input).map_err(|e| Error::Io {
+        path: input.clone(),
+        source: e,
+    })?;
+    if bytes.starts_with(&turboquant3d::splat::container::MAGIC) {
+        scene::info(input, bytes, json)
+    } else if json {
+        Err(Error::InvalidArgument(
+            "--json is available for .tq3s scene files".into(),
+        ))
+    } else {
+        vectors::info_bytes(input, bytes)
+    }
+}
+
+/// Bytes for people.
+pub fn human(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}

@@ -1,0 +1,621 @@
+//! The scene commands: `compress`, `decompress`, `info` on `.tq3s`, `demo`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use turboquant3d::splat::attributes::AttrBits;
+use turboquant3d::splat::codec::{self, CompressOptions, Compressed, SizePrediction};
+use turboquant3d::splat::container::{self, Coding, Normals, Profile, tag_name};
+use turboquant3d::splat::ply::{self, PlyEncoding};
+use turboquant3d::splat::scene::sigmoid;
+use turboquant3d::splat::{Scene, antimatter, synth};
+use turboquant3d::{Error, ScaleMode, theory};
+
+use crate::{DeviceArg, human};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ProfileArg {
+    /// Quantised positions (16 bits in Morton-ordered chunks), log-scales,
+    /// opacity and DC colour (8 bits), smallest-three quaternions (10 bits),
+    /// then zstd. Gaussians are stored in Morton order.
+    Compact,
+    /// Every attribute but SH-rest stays bit-exact f32, in the input order.
+    Exact,
+}
+
+impl From<ProfileArg> for Profile {
+    fn from(p: ProfileArg) -> Profile {
+        match p {
+            ProfileArg::Compact => Profile::Compact,
+            ProfileArg::Exact => Profile::Exact,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct CompressArgs {
+    /// The scene: a 3DGS .ply (binary or ASCII), or an antimatter15 .splat.
+    input: PathBuf,
+    /// The .tq3s file to write (not needed with --dry-run).
+    #[arg(short, long, required_unless_present = "dry_run")]
+    output: Option<PathBuf>,
+    /// SH-rest bits per coefficient b, 1..=8. The expected relative SH error
+    /// is d·C(d, b): about 0.36, 0.117, 0.034, 0.0095 for b = 1..4.
+    #[arg(long, default_value_t = 3)]
+    sh_bits: u32,
+    /// How the other attributes are stored.
+    #[arg(long, value_enum, default_value_t = ProfileArg::Compact)]
+    profile: ProfileArg,
+    /// Drop Gaussians whose sigmoid(opacity) is below τ (0 ≤ τ < 1).
+    #[arg(long, value_name = "TAU")]
+    prune_opacity: Option<f32>,
+    /// Keep SH bands up to degree L (0..=3); lower than the input's truncates.
+    #[arg(long, value_name = "L")]
+    sh_degree: Option<u8>,
+    /// Where to run. The scene codec currently runs its CPU reference for
+    /// every choice, so the bytes never depend on the device; see the README.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+    /// Print the predicted size and exit without compressing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print one JSON object instead of text (and no progress).
+    #[arg(long)]
+    json: bool,
+    /// Seed of the SH rotation (the rotation itself is stored in the file).
+    #[arg(long, default_value_t = codec::DEFAULT_SEED)]
+    seed: u64,
+    /// SH scale: least squares (lower error, same size) or the norm.
+    #[arg(long, value_enum, default_value_t = ScaleArg::Ls)]
+    scale: ScaleArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ScaleArg {
+    Ls,
+    Norm,
+}
+
+#[derive(clap::Args)]
+pub struct DecompressArgs {
+    /// The .tq3s file.
+    input: PathBuf,
+    /// Where to write: a .ply (3DGS layout), or a .splat.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// PLY body encoding.
+    #[arg(long, value_enum, default_value_t = EncodingArg::BinaryLittleEndian)]
+    encoding: EncodingArg,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum EncodingArg {
+    BinaryLittleEndian,
+    BinaryBigEndian,
+    Ascii,
+}
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Gaussians in the procedural scene.
+    #[arg(long, default_value_t = 1_000_000)]
+    count: usize,
+    /// SH degree of the procedural scene.
+    #[arg(long, default_value_t = 3)]
+    sh_degree: u8,
+    /// SH-rest bits per coefficient.
+    #[arg(long, default_value_t = 3)]
+    sh_bits: u32,
+    /// Profile of the other attributes.
+    #[arg(long, value_enum, default_value_t = ProfileArg::Compact)]
+    profile: ProfileArg,
+    /// Seed of the procedural scene.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Keep the generated .ply, .tq3s and decompressed .ply in this folder
+    /// (default: a temporary folder, removed afterwards).
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn spinner(msg: String, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").unwrap());
+    bar.set_message(msg);
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+fn file_len(path: &Path) -> Result<u64, Error> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| Error::Io {
+            path: path.into(),
+            source: e,
+        })
+}
+
+/// Reads a .ply or a .splat, by extension.
+pub fn read_scene(path: &Path, quiet: bool) -> Result<Scene, Error> {
+    let bar = spinner(format!("reading {}", path.display()), quiet);
+    let scene = if antimatter::is_splat_path(path) {
+        antimatter::read_splat(path)
+    } else {
+        ply::read_ply(path)
+    };
+    bar.finish_and_clear();
+    scene
+}
+
+fn options(a: &CompressArgs) -> CompressOptions {
+    CompressOptions {
+        profile: a.profile.into(),
+        sh_bits: a.sh_bits,
+        sh_degree: a.sh_degree,
+        prune_opacity: a.prune_opacity,
+        seed: a.seed,
+        scale_mode: match a.scale {
+            ScaleArg::Ls => ScaleMode::LeastSquares,
+            ScaleArg::Norm => ScaleMode::Norm,
+        },
+        ..Default::default()
+    }
+}
+
+fn prediction_json(p: &SizePrediction) -> serde_json::Value {
+    json!({
+        "count": p.count,
+        "input_count": p.input_count,
+        "dim": p.dim,
+        "fixed_bytes": p.fixed(),
+        "entropy_bound_bytes": p.entropy_bound(),
+        "total_bound_bytes": p.total_bound(),
+        "streams": p.streams.iter().map(|s| json!({"tag": s.tag, "bytes": s.bytes, "exact": s.exact})).collect::<Vec<_>>(),
+    })
+}
+
+fn print_prediction(p: &SizePrediction, input_bytes: u64) {
+    println!(
+        "  predicted: {} Gaussians kept of {}; fixed-rate part {} (exact), entropy-coded part ≤ {}, file ≤ {} (≥ {:.2}x)",
+        p.count,
+        p.input_count,
+        human(p.fixed()),
+        human(p.entropy_bound()),
+        human(p.total_bound()),
+        input_bytes as f64 / p.total_bound() as f64
+    );
+}
+
+/// Expected relative SH-rest error for (d, b), if there is SH-rest.
+fn expected_sh_error(d: usize, b: u32) -> Option<f64> {
+    (d > 0).then(|| theory::expected_error(d, b).ok()).flatten()
+}
+
+pub fn compress(a: CompressArgs) -> Result<(), Error> {
+    let t0 = Instant::now();
+    let opts = options(&a);
+    let input_bytes = file_len(&a.input)?;
+    let scene = read_scene(&a.input, a.json)?;
+    let t_read = t0.elapsed();
+    let p = codec::predict_size(&scene, &opts)?;
+    let sh_err = expected_sh_error(p.dim, opts.sh_bits);
+    if a.dry_run {
+        if a.json {
+            let v = json!({"input": a.input, "input_bytes": input_bytes, "dry_run": true,
+                "prediction": prediction_json(&p), "sh_expected_relative_error": sh_err});
+            println!("{}", serde_json::to_string_pretty(&v).unwrap());
+        } else {
+            println!(
+                "{}: {} Gaussians, SH degree {}, {}",
+                a.input.display(),
+                scene.len(),
+                scene.sh_degree,
+                human(input_bytes)
+            );
+            print_prediction(&p, input_bytes);
+            for s in &p.streams {
+                println!(
+                    "    {:<5} {} {}",
+                    s.tag,
+                    if s.exact { " =" } else { " ≤" },
+                    human(s.bytes)
+                );
+            }
+            if let Some(e) = sh_err {
+                println!("  expected SH-rest error ‖x − x̂‖²/‖x‖² = d·C(d,b) = {e:.5} (norm scale; least squares is lower)");
+            }
+        }
+        return Ok(());
+    }
+    let output = a.output.clone().expect("clap requires -o without --dry-run");
+    let _ = a.device; // see the flag's help: the CPU reference runs for every choice
+    let bar = spinner(format!("compressing {} Gaussians", scene.len()), a.json);
+    let t1 = Instant::now();
+    let c = codec::compress(&scene, &opts)?;
+    let t_compress = t1.elapsed();
+    bar.set_message(format!("writing {}", output.display()));
+    let t2 = Instant::now();
+    c.write(&output)?;
+    let t_write = t2.elapsed();
+    bar.finish_and_clear();
+    report_compress(&a, &c, input_bytes, sh_err, [t_read, t_compress, t_write]);
+    Ok(())
+}
+
+fn report_compress(a: &CompressArgs, c: &Compressed, input_bytes: u64, sh_err: Option<f64>, t: [Duration; 3]) {
+    let size = c.size();
+    let p = &c.prediction;
+    if a.json {
+        let v = json!({
+            "input": a.input, "output": a.output, "input_bytes": input_bytes, "output_bytes": size,
+            "ratio": input_bytes as f64 / size as f64,
+            "count": c.header.count, "input_count": c.header.input_count,
+            "sh_degree": c.header.sh_degree, "dim": c.header.dim, "sh_bits": c.header.sh_bits,
+            "profile": c.header.profile.name(), "device": "CPU",
+            "prediction": prediction_json(p),
+            "streams": c.streams.iter().map(|s| json!({"tag": tag_name(&s.info.tag),
+                "coding": if s.info.coding == Coding::Zstd {"zstd"} else {"raw"},
+                "raw_bytes": s.info.raw_len, "stored_bytes": s.info.stored_len})).collect::<Vec<_>>(),
+            "sh_expected_relative_error": sh_err,
+            "seconds": {"read": t[0].as_secs_f64(), "compress": t[1].as_secs_f64(), "write": t[2].as_secs_f64()},
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+        return;
+    }
+    println!(
+        "{} -> {}: {} Gaussians{}, SH degree {} (d = {}, b = {}), profile {}",
+        a.input.display(),
+        a.output.as_ref().unwrap().display(),
+        c.header.count,
+        if c.header.count < c.header.input_count {
+            format!(" (pruned from {} at τ = {})", c.header.input_count, c.header.prune_opacity)
+        } else {
+            String::new()
+        },
+        c.header.sh_degree,
+        c.header.dim,
+        c.header.sh_bits,
+        c.header.profile.name()
+    );
+    println!(
+        "  {} -> {}: ratio {:.2}x, {:.1} bits per Gaussian",
+        human(input_bytes),
+        human(size),
+        input_bytes as f64 / size as f64,
+        size as f64 * 8.0 / c.header.count as f64
+    );
+    println!(
+        "  predicted {} fixed + ≤ {} entropy-coded = ≤ {}; actual {} fixed + {} entropy-coded = {}",
+        human(p.fixed()),
+        human(p.entropy_bound()),
+        human(p.total_bound()),
+        human(p.fixed()),
+        human(size - p.fixed()),
+        human(size)
+    );
+    if let Some(e) = sh_err {
+        println!("  expected SH-rest error ‖x − x̂‖²/‖x‖² = d·C(d,b) = {e:.5} (norm scale; least squares is lower)");
+    }
+    if c.header.normals == Normals::Dropped {
+        println!("  normals: dropped by the compact profile (they were not all zero); use --profile exact to keep them");
+    }
+    println!(
+        "  read {:.2?}, compress {:.2?} on the CPU (order {:.2?}, SH {:.2?}, attributes {:.2?}, zstd {:.2?}), write {:.2?}",
+        t[0], t[1], c.timings.prune_and_order, c.timings.sh, c.timings.attributes, c.timings.entropy, t[2]
+    );
+}
+
+fn ply_encoding(e: EncodingArg) -> PlyEncoding {
+    match e {
+        EncodingArg::BinaryLittleEndian => PlyEncoding::BinaryLittleEndian,
+        EncodingArg::BinaryBigEndian => PlyEncoding::BinaryBigEndian,
+        EncodingArg::Ascii => PlyEncoding::Ascii,
+    }
+}
+
+/// Writes a scene as .splat or .ply, by extension.
+fn write_scene(path: &Path, scene: &Scene, encoding: PlyEncoding) -> Result<(), Error> {
+    if antimatter::is_splat_path(path) {
+        antimatter::write_splat(path, scene)
+    } else {
+        ply::write_ply(path, scene, encoding)
+    }
+}
+
+pub fn decompress(a: DecompressArgs) -> Result<(), Error> {
+    let t0 = Instant::now();
+    let bar = spinner(format!("decompressing {}", a.input.display()), a.json);
+    let scene = codec::read(&a.input)?;
+    let t_decode = t0.elapsed();
+    bar.set_message(format!("writing {}", a.output.display()));
+    let t1 = Instant::now();
+    write_scene(&a.output, &scene, ply_encoding(a.encoding))?;
+    let t_write = t1.elapsed();
+    bar.finish_and_clear();
+    let out_bytes = file_len(&a.output)?;
+    if a.json {
+        let v = json!({"input": a.input, "output": a.output, "count": scene.len(), "sh_degree": scene.sh_degree,
+            "output_bytes": out_bytes, "seconds": {"decode": t_decode.as_secs_f64(), "write": t_write.as_secs_f64()}});
+        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+    } else {
+        println!(
+            "{} -> {}: {} Gaussians, SH degree {}, {}; decode {:.2?}, write {:.2?}",
+            a.input.display(),
+            a.output.display(),
+            scene.len(),
+            scene.sh_degree,
+            human(out_bytes),
+            t_decode,
+            t_write
+        );
+    }
+    Ok(())
+}
+
+pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> {
+    // Decoding the whole file checks every checksum and length.
+    codec::decompress(&bytes, &input)?;
+    let (h, infos) = container::read_table(&bytes, &input)?;
+    let n = h.count;
+    let sh_err = expected_sh_error(h.dim as usize, h.sh_bits as u32);
+    let normals = match h.normals {
+        Normals::Absent => "absent in the input",
+        Normals::Zero => "all zero in the input; restored exactly at no cost",
+        Normals::Stored => "stored bit-exact",
+        Normals::Dropped => "dropped (the input's were not all zero; the output PLY has none)",
+    };
+    let ab = AttrBits::from_array(h.attr_bits);
+    if as_json {
+        let v = json!({
+            "file": input, "bytes": bytes.len(), "version": container::VERSION,
+            "count": n, "input_count": h.input_count, "sh_degree": h.sh_degree, "dim": h.dim,
+            "sh_bits": h.sh_bits, "profile": h.profile.name(),
+            "rotation": if h.rotation_kind == 0 {"dense"} else {"hadamard"},
+            "scale": if h.scale_mode == 0 {"norm"} else {"least squares"},
+            "order": if h.order == 1 {"morton"} else {"input"},
+            "normals": normals, "prune_opacity": h.prune_opacity, "seed": h.seed,
+            "chunk_size": h.chunk_size,
+            "attribute_bits": if h.profile == Profile::Compact { json!({"position": ab.position, "scale": ab.scale,
+                "rotation": ab.rotation, "opacity": ab.opacity, "dc": ab.dc}) } else { json!(null) },
+            "extra_properties": h.extra_count,
+            "streams": infos.iter().map(|s| json!({"tag": tag_name(&s.tag),
+                "coding": if s.coding == Coding::Zstd {"zstd"} else {"raw"},
+                "raw_bytes": s.raw_len, "stored_bytes": s.stored_len,
+                "bits_per_gaussian": s.stored_len as f64 * 8.0 / n as f64})).collect::<Vec<_>>(),
+            "sh_expected_relative_error": sh_err,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+        return Ok(());
+    }
+    println!(
+        "{}: .tq3s version {}, {}, all checksums verified",
+        input.display(),
+        container::VERSION,
+        human(bytes.len() as u64)
+    );
+    println!(
+        "  {} Gaussians{}, {:.1} bits each",
+        n,
+        if n < h.input_count {
+            format!(" (pruned from {} at sigmoid(opacity) < {})", h.input_count, h.prune_opacity)
+        } else {
+            String::new()
+        },
+        bytes.len() as f64 * 8.0 / n as f64
+    );
+    if h.dim > 0 {
+        println!(
+            "  SH degree {}: SH-rest d = {}, b = {}, {} rotation (seed {:#x}, stored), {} scale as f16",
+            h.sh_degree,
+            h.dim,
+            h.sh_bits,
+            if h.rotation_kind == 0 { "dense Haar" } else { "randomized Hadamard" },
+            h.seed,
+            if h.scale_mode == 0 { "norm" } else { "least-squares" }
+        );
+    } else {
+        println!("  SH degree 0: no SH-rest");
+    }
+    match h.profile {
+        Profile::Exact => println!("  profile exact: the other attributes are bit-exact f32, in the input order"),
+        Profile::Compact => println!(
+            "  profile compact: Morton order, chunks of {}; bits: position {}, log-scale {}, quaternion {}×3 (+2), opacity {}, DC {}",
+            h.chunk_size, ab.position, ab.scale, ab.rotation, ab.opacity, ab.dc
+        ),
+    }
+    println!("  normals: {normals}");
+    if h.extra_count > 0 {
+        println!("  {} extra per-vertex properties, kept losslessly", h.extra_count);
+    }
+    println!("  streams:");
+    for s in &infos {
+        println!(
+            "    {:<5} {:<4} {:>10} -> {:>10}  {:6.2} bits/Gaussian",
+            tag_name(&s.tag),
+            if s.coding == Coding::Zstd { "zstd" } else { "raw" },
+            human(s.raw_len),
+            human(s.stored_len),
+            s.stored_len as f64 * 8.0 / n as f64
+        );
+    }
+    if let Some(e) = sh_err {
+        println!(
+            "  expected SH-rest error ‖x − x̂‖²/‖x‖² = d·C(d,b) = {e:.5} (bounds {:.5} .. {:.5}; least squares is lower)",
+            theory::lower_bound(h.sh_bits as u32),
+            theory::upper_bound(h.sh_bits as u32)
+        );
+    }
+    Ok(())
+}
+
+/// Measured ‖x − x̂‖²/‖x‖² of the SH-rest, matched through the storage order.
+fn sh_relative_error(orig: &Scene, back: &Scene, order: &[u32]) -> f64 {
+    let d = back.rest_dim();
+    let (k_in, k_out) = (
+        turboquant3d::splat::rest_per_channel(orig.sh_degree),
+        turboquant3d::splat::rest_per_channel(back.sh_degree),
+    );
+    let (mut err, mut energy) = (0f64, 0f64);
+    for (k, &i) in order.iter().enumerate() {
+        let x = orig.rest(i as usize);
+        let y = &back.sh_rest[k * d..(k + 1) * d];
+        for c in 0..3 {
+            for j in 0..k_out {
+                let (a, b) = (x[c * k_in + j] as f64, y[c * k_out + j] as f64);
+                err += (a - b) * (a - b);
+                energy += a * a;
+            }
+        }
+    }
+    err / energy
+}
+
+pub fn demo(a: DemoArgs) -> Result<(), Error> {
+    let quiet = a.json;
+    let tmp;
+    let dir = match &a.keep {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| Error::Io { path: d.clone(), source: e })?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::tempdir().map_err(|e| Error::Io { path: std::env::temp_dir(), source: e })?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let (ply_in, packed, ply_out) = (dir.join("demo.ply"), dir.join("demo.tq3s"), dir.join("demo.out.ply"));
+
+    let bar = spinner(format!("generating {} procedural Gaussians", a.count), quiet);
+    let t = Instant::now();
+    let scene = synth::generate(&synth::SynthConfig {
+        count: a.count,
+        sh_degree: a.sh_degree,
+        seed: a.seed,
+    });
+    let t_gen = t.elapsed();
+    bar.set_message(format!("writing {}", ply_in.display()));
+    ply::write_ply(&ply_in, &scene, PlyEncoding::BinaryLittleEndian)?;
+    bar.finish_and_clear();
+    drop(scene);
+    let ply_bytes = file_len(&ply_in)?;
+
+    // The timed pipeline: PLY file in, .tq3s out, and back.
+    let opts = CompressOptions {
+        profile: a.profile.into(),
+        sh_bits: a.sh_bits,
+        ..Default::default()
+    };
+    let bar = spinner("compressing".into(), quiet);
+    let t = Instant::now();
+    let scene = ply::read_ply(&ply_in)?;
+    let c = codec::compress(&scene, &opts)?;
+    c.write(&packed)?;
+    let t_compress = t.elapsed();
+    bar.set_message("decompressing".to_string());
+    let t = Instant::now();
+    let back = codec::read(&packed)?;
+    ply::write_ply(&ply_out, &back, PlyEncoding::BinaryLittleEndian)?;
+    let t_decompress = t.elapsed();
+    bar.set_message("checking".to_string());
+    let packed_bytes = file_len(&packed)?;
+
+    // Check: the PLY written reads back as the decoded scene; the SH error
+    // is the theory's; every Gaussian is there.
+    let reread = ply::read_ply(&ply_out)?;
+    let mut failures = Vec::new();
+    if reread != back {
+        failures.push("the decompressed PLY does not read back as the decoded scene".to_string());
+    }
+    if back.len() != scene.len() {
+        failures.push(format!("{} Gaussians in, {} out", scene.len(), back.len()));
+    }
+    let order = codec::storage_order(&scene, &opts);
+    let expected = expected_sh_error(back.rest_dim(), a.sh_bits);
+    let measured = (back.rest_dim() > 0).then(|| sh_relative_error(&scene, &back, &order));
+    if let (Some(e), Some(m)) = (expected, measured)
+        && !(m <= e * 1.03 && m >= e * 0.80)
+    {
+        failures.push(format!("SH error {m:.5} is not within [0.80, 1.03] × theory {e:.5}"));
+    }
+    let alpha_err = order
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| (sigmoid(back.opacity[k]) - sigmoid(scene.opacity[i as usize])).abs())
+        .fold(0f32, f32::max);
+    if opts.profile == Profile::Compact && alpha_err > 0.5 / 255.0 + 1e-6 {
+        failures.push(format!("opacity error {alpha_err} exceeds the 8-bit bound"));
+    }
+    bar.finish_and_clear();
+
+    let ratio = ply_bytes as f64 / packed_bytes as f64;
+    if a.json {
+        let v = json!({
+            "count": a.count, "sh_degree": a.sh_degree, "sh_bits": a.sh_bits, "profile": opts.profile.name(),
+            "ply_bytes": ply_bytes, "compressed_bytes": packed_bytes, "ratio": ratio,
+            "predicted_total_bound": c.prediction.total_bound(), "predicted_fixed": c.prediction.fixed(),
+            "sh_expected_relative_error": expected, "sh_measured_relative_error": measured,
+            "max_alpha_error": alpha_err, "device": "CPU",
+            "seconds": {"generate": t_gen.as_secs_f64(), "compress": t_compress.as_secs_f64(), "decompress": t_decompress.as_secs_f64()},
+            "checks_passed": failures.is_empty(), "failures": failures,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+    } else {
+        println!(
+            "demo: {} procedural Gaussians, SH degree {} (d = {}), b = {}, profile {}",
+            a.count,
+            a.sh_degree,
+            back.rest_dim(),
+            a.sh_bits,
+            opts.profile.name()
+        );
+        println!(
+            "  PLY {} -> .tq3s {}: {ratio:.2}x smaller ({:.1} bits per Gaussian)",
+            human(ply_bytes),
+            human(packed_bytes),
+            packed_bytes as f64 * 8.0 / a.count as f64
+        );
+        println!(
+            "  predicted ≤ {} ({} of it exact); actual {}",
+            human(c.prediction.total_bound()),
+            human(c.prediction.fixed()),
+            human(packed_bytes)
+        );
+        if let (Some(e), Some(m)) = (expected, measured) {
+            println!(
+                "  SH-rest error ‖x − x̂‖²/‖x‖²: measured {m:.5}, theory d·C(d,b) = {e:.5} ({:+.1} %, least-squares scale)",
+                100.0 * (m / e - 1.0)
+            );
+        }
+        println!("  largest opacity (alpha) error {alpha_err:.5}");
+        println!(
+            "  compress (read PLY + encode + write) {:.2?}, decompress (read + decode + write PLY) {:.2?} on the CPU, {} threads",
+            t_compress,
+            t_decompress,
+            rayon::current_num_threads()
+        );
+        if a.keep.is_some() {
+            println!("  files kept in {}", dir.display());
+        }
+        if failures.is_empty() {
+            println!("  checks passed: count, PLY round trip, SH error against theory, opacity bound");
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("demo checks failed: {}", failures.join("; "))))
+    }
+}
+
