@@ -316,6 +316,14 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
     if version != VERSION {
         return Err(bad("version", format!("{version}; this build reads version {VERSION}")));
     }
+    for (lo, hi) in [(10, 12), (20, 24), (61, 64), (80, HEADER_LEN - 4)] {
+        if b[lo..hi].iter().any(|&x| x != 0) {
+            return Err(bad(
+                "reserved bytes",
+                format!("bytes {lo}..{hi} must be zero (a newer writer, or a damaged file)"),
+            ));
+        }
+    }
     if u32_at(b, 12) as usize != HEADER_LEN {
         return Err(bad("header length", format!("{}, expected {HEADER_LEN}", u32_at(b, 12))));
     }
@@ -419,6 +427,9 @@ pub fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Container> 
     let mut total: u64 = (table_end + 4) as u64;
     for (k, e) in table.chunks_exact(ENTRY_LEN).enumerate() {
         let tag: [u8; 4] = e[0..4].try_into().unwrap();
+        if e[5..8].iter().chain(&e[28..32]).any(|&x| x != 0) {
+            return Err(bad(format!("stream {k} ({})", tag_name(&tag)), "reserved bytes must be zero".into()));
+        }
         let coding = match e[4] {
             0 => Coding::Raw,
             1 => Coding::Zstd,
