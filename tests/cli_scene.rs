@@ -1,0 +1,236 @@
+//! The scene commands of `tq3d` as a separate process: compress → info →
+//! decompress, the dry-run prediction against the real size, JSON output,
+//! `.splat` input, the demo's own checks, and bad input.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use turboquant3d::splat::ply::{self, PlyEncoding};
+use turboquant3d::splat::{Scene, synth};
+
+fn tq3d<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Command::new(env!("CARGO_BIN_EXE_tq3d"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("cannot run tq3d")
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: &Output, what: &str) {
+    assert!(o.status.success(), "{what}: exit {:?}\n{}\n{}", o.status.code(), out(o), err(o));
+}
+
+/// Fails with a one-line message on stderr mentioning every needle.
+fn fails(o: &Output, needles: &[&str], what: &str) {
+    let e = err(o);
+    assert!(!o.status.success(), "{what}: succeeded\n{}", out(o));
+    assert!(!e.contains("panicked"), "{what}: panicked\n{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{what}: not one line:\n{e}");
+    for n in needles {
+        assert!(e.to_lowercase().contains(&n.to_lowercase()), "{what}: no {n:?} in\n{e}");
+    }
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_str(&out(o)).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", out(o)))
+}
+
+fn write_scene(dir: &Path, n: usize) -> (std::path::PathBuf, Scene) {
+    let scene = synth::generate(&synth::SynthConfig {
+        count: n,
+        sh_degree: 3,
+        seed: 5,
+    });
+    let p = dir.join("in.ply");
+    ply::write_ply(&p, &scene, PlyEncoding::BinaryLittleEndian).unwrap();
+    (p, scene)
+}
+
+#[test]
+fn compress_info_decompress_exact_keeps_every_other_property() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, scene) = write_scene(dir.path(), 5000);
+    let packed = dir.path().join("s.tq3s");
+    let o = tq3d([
+        OsStr::new("compress"),
+        input.as_os_str(),
+        OsStr::new("-o"),
+        packed.as_os_str(),
+        OsStr::new("--profile"),
+        OsStr::new("exact"),
+        OsStr::new("--sh-bits"),
+        OsStr::new("4"),
+    ]);
+    ok(&o, "compress");
+    assert!(out(&o).contains("5000 Gaussians"), "{}", out(&o));
+
+    let o = tq3d([OsStr::new("info"), packed.as_os_str()]);
+    ok(&o, "info");
+    let text = out(&o);
+    for needle in ["all checksums verified", "b = 4", "profile exact", "normals", "d·C(d,b)"] {
+        assert!(text.contains(needle), "info lacks {needle:?}:\n{text}");
+    }
+
+    let back_path = dir.path().join("out.ply");
+    let o = tq3d([OsStr::new("decompress"), packed.as_os_str(), OsStr::new("-o"), back_path.as_os_str()]);
+    ok(&o, "decompress");
+    let back = ply::read_ply(&back_path).unwrap();
+    assert_eq!(back.len(), scene.len());
+    let bits = |v: &[[f32; 3]]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&back.positions), bits(&scene.positions));
+    assert_eq!(bits(&back.scales), bits(&scene.scales));
+    assert_eq!(bits(&back.dc), bits(&scene.dc));
+    assert_eq!(back.opacity.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), scene.opacity.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+    assert_eq!(back.normals, scene.normals);
+    // SH: relative error near d·C(45, 4) = 0.0095 (LS scale: a little less).
+    let (mut e, mut n) = (0f64, 0f64);
+    for (a, b) in scene.sh_rest.iter().zip(&back.sh_rest) {
+        e += ((a - b) as f64).powi(2);
+        n += (*a as f64).powi(2);
+    }
+    let rel = e / n;
+    assert!(rel > 0.007 && rel < 0.0100, "relative SH error {rel}");
+}
+
+#[test]
+fn dry_run_predicts_and_writes_nothing_and_json_matches_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = write_scene(dir.path(), 3000);
+    let packed = dir.path().join("s.tq3s");
+    let o = tq3d([
+        OsStr::new("compress"),
+        input.as_os_str(),
+        OsStr::new("-o"),
+        packed.as_os_str(),
+        OsStr::new("--dry-run"),
+        OsStr::new("--json"),
+        OsStr::new("--prune-opacity"),
+        OsStr::new("0.1"),
+    ]);
+    ok(&o, "dry run");
+    assert!(!packed.exists(), "--dry-run wrote a file");
+    let p = json(&o);
+    let fixed = p["prediction"]["fixed_bytes"].as_u64().unwrap();
+    let bound = p["prediction"]["total_bound_bytes"].as_u64().unwrap();
+
+    let o = tq3d([
+        OsStr::new("compress"),
+        input.as_os_str(),
+        OsStr::new("-o"),
+        packed.as_os_str(),
+        OsStr::new("--json"),
+        OsStr::new("--prune-opacity"),
+        OsStr::new("0.1"),
+    ]);
+    ok(&o, "compress --json");
+    let r = json(&o);
+    let size = std::fs::metadata(&packed).unwrap().len();
+    assert_eq!(r["output_bytes"].as_u64().unwrap(), size);
+    assert!(fixed <= size && size <= bound, "{fixed} ≤ {size} ≤ {bound}");
+    assert_eq!(r["count"], p["prediction"]["count"]);
+    assert!(r["count"].as_u64().unwrap() < 3000, "τ = 0.1 should prune some");
+    // The fixed-rate streams are exactly as predicted.
+    for s in r["streams"].as_array().unwrap() {
+        let tag = s["tag"].as_str().unwrap();
+        let pred = p["prediction"]["streams"].as_array().unwrap().iter().find(|x| x["tag"] == tag).unwrap();
+        if pred["exact"].as_bool().unwrap() {
+            assert_eq!(pred["bytes"], s["stored_bytes"], "stream {tag}");
+        }
+    }
+    let o = tq3d([OsStr::new("info"), packed.as_os_str(), OsStr::new("--json")]);
+    ok(&o, "info --json");
+    assert_eq!(json(&o)["count"], r["count"]);
+}
+
+#[test]
+fn same_bytes_for_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = write_scene(dir.path(), 20_000);
+    let mut files = Vec::new();
+    for t in ["1", "2", "3"] {
+        let p = dir.path().join(format!("t{t}.tq3s"));
+        ok(&tq3d([OsStr::new("--threads"), OsStr::new(t), OsStr::new("compress"), input.as_os_str(), OsStr::new("-o"), p.as_os_str()]), "compress");
+        files.push(std::fs::read(&p).unwrap());
+    }
+    assert!(files.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn demo_runs_its_own_checks() {
+    let o = tq3d(["demo", "--count", "30000", "--json"]);
+    ok(&o, "demo");
+    let v = json(&o);
+    assert_eq!(v["checks_passed"], true, "{v}");
+    let m = v["sh_measured_relative_error"].as_f64().unwrap();
+    let e = v["sh_expected_relative_error"].as_f64().unwrap();
+    // Independent: d·C(45, 3) from the reference table is 0.0329.
+    assert!((e - 0.0329).abs() < 5e-4, "{e}");
+    assert!(m < e && m > 0.8 * e, "{m} vs {e}");
+    assert!(v["ratio"].as_f64().unwrap() > 5.0);
+}
+
+#[test]
+fn splat_input_compresses_and_decompresses_to_splat() {
+    let plant = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/plant.splat");
+    if !plant.exists() {
+        eprintln!("skipping: {} not present", plant.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let packed = dir.path().join("plant.tq3s");
+    ok(&tq3d([OsStr::new("compress"), plant.as_os_str(), OsStr::new("-o"), packed.as_os_str()]), "compress .splat");
+    let o = tq3d([OsStr::new("info"), packed.as_os_str()]);
+    ok(&o, "info");
+    assert!(out(&o).contains("113648 Gaussians"), "{}", out(&o));
+    assert!(out(&o).contains("SH degree 0"), "{}", out(&o));
+    let back = dir.path().join("plant.out.splat");
+    ok(&tq3d([OsStr::new("decompress"), packed.as_os_str(), OsStr::new("-o"), back.as_os_str()]), "decompress");
+    assert_eq!(std::fs::metadata(&back).unwrap().len(), 113_648 * 32);
+}
+
+#[test]
+fn bad_input_fails_with_one_line_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = write_scene(dir.path(), 200);
+    let missing = dir.path().join("missing.ply");
+    let o = tq3d([OsStr::new("compress"), missing.as_os_str(), OsStr::new("-o"), OsStr::new("x.tq3s")]);
+    fails(&o, &["missing.ply"], "missing input");
+
+    // A truncated PLY.
+    let bytes = std::fs::read(&input).unwrap();
+    let cut = dir.path().join("cut.ply");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let o = tq3d([OsStr::new("compress"), cut.as_os_str(), OsStr::new("-o"), dir.path().join("c.tq3s").as_os_str()]);
+    fails(&o, &["cut.ply"], "truncated PLY");
+    assert!(!dir.path().join("c.tq3s").exists());
+
+    let o = tq3d([OsStr::new("compress"), input.as_os_str(), OsStr::new("-o"), OsStr::new("x.tq3s"), OsStr::new("--sh-bits"), OsStr::new("9")]);
+    fails(&o, &["b = 9"], "bits");
+
+    // A corrupted container.
+    let packed = dir.path().join("s.tq3s");
+    ok(&tq3d([OsStr::new("compress"), input.as_os_str(), OsStr::new("-o"), packed.as_os_str()]), "compress");
+    let mut b = std::fs::read(&packed).unwrap();
+    let k = b.len() - 10;
+    b[k] ^= 1;
+    std::fs::write(&packed, &b).unwrap();
+    let outp = dir.path().join("o.ply");
+    let o = tq3d([OsStr::new("decompress"), packed.as_os_str(), OsStr::new("-o"), outp.as_os_str()]);
+    fails(&o, &["s.tq3s", "checksum"], "corrupted container");
+    assert!(!outp.exists());
+    let o = tq3d([OsStr::new("info"), packed.as_os_str()]);
+    fails(&o, &["checksum"], "info on a corrupted container");
+}
