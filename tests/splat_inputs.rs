@@ -87,8 +87,8 @@ fn hand_built_records_decode_to_expected_values() {
     assert_eq!(s.rotations[0], [1.0, 0.0, 0.0, 0.0]);
     // (192,64,128,160) → (0.5, −0.5, 0, 0.25), norm 0.75.
     let want = [2.0 / 3.0, -2.0 / 3.0, 0.0, 1.0 / 3.0];
-    for k in 0..4 {
-        close(s.rotations[1][k] as f64, want[k], 1e-6, "rotation");
+    for (got, want) in s.rotations[1].iter().zip(want) {
+        close(*got as f64, want, 1e-6, "rotation");
     }
 }
 
@@ -140,11 +140,11 @@ fn write_read_round_trip_within_quantisation() {
             .sum::<f64>()
             .sqrt();
         close(rnorm, 1.0, 1e-6, "read quaternion norm");
-        for k in 0..4 {
-            let e = (back.rotations[i][k] as f64 - q[k] as f64 / norm).abs();
-            worst_rot = worst_rot.max(e);
+        for (got, orig) in back.rotations[i].iter().zip(q) {
+            worst_rot = worst_rot.max((*got as f64 - orig as f64 / norm).abs());
         }
     }
+    eprintln!("worst rotation error {:.3} / 128", worst_rot * 128.0);
     assert!(
         worst_rot <= 1.0 / 128.0,
         "rotation error {worst_rot} > 1/128"
@@ -523,51 +523,4 @@ fn synthesize_sh_matches_generate_and_truncation() {
     }
     synthesize_sh(&mut base, 0, 1);
     assert!(base.sh_rest.is_empty() && base.sh_degree == 0);
-}
-
-/// Timings: `cargo test --release --test splat_inputs -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn timings() {
-    use std::time::Instant;
-    for (count, l) in [(1_000_000, 3u8), (1_000_000, 0), (10_000_000, 3)] {
-        let cfg = SynthConfig {
-            count,
-            sh_degree: l,
-            seed: 1,
-        };
-        let t = Instant::now();
-        let s = generate(&cfg);
-        eprintln!(
-            "generate {count} at degree {l}: {:.3} s",
-            t.elapsed().as_secs_f64()
-        );
-        drop(s);
-    }
-    let path = plant_path();
-    if path.exists() {
-        let bytes = std::fs::read(&path).unwrap();
-        let t = Instant::now();
-        let reps = 50;
-        for _ in 0..reps {
-            std::hint::black_box(read_splat_bytes(&bytes, &path).unwrap());
-        }
-        eprintln!(
-            "decode plant.splat (in memory): {:.2} ms",
-            t.elapsed().as_secs_f64() * 1e3 / reps as f64
-        );
-        let t = Instant::now();
-        let s = read_splat(&path).unwrap();
-        eprintln!(
-            "read_splat plant.splat (cold-ish, incl. file read): {:.2} ms",
-            t.elapsed().as_secs_f64() * 1e3
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let t = Instant::now();
-        write_splat(&dir.path().join("p.splat"), &s).unwrap();
-        eprintln!(
-            "write_splat plant (incl. fsync): {:.2} ms",
-            t.elapsed().as_secs_f64() * 1e3
-        );
-    }
 }

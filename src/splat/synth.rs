@@ -126,7 +126,7 @@ pub fn generate(cfg: &SynthConfig) -> Scene {
 /// updated in training); otherwise coefficient k of channel c is
 /// `m · g_c · r_band · (0.9·s_k + 0.44·e_{c,k})`, where `s_k` (shared by the
 /// channels) and `e_{c,k}` are unit-variance Laplace, `m` is a log-normal
-/// energy multiplier (σ = 0.7 in log space, E[m²] = 1, so norms span about
+/// energy multiplier (σ = 0.7 in log space, `E[m²] = 1`, so norms span about
 /// an order of magnitude), `g_c` a small log-normal channel gain, and
 /// `r_band` the per-band RMS of [`BAND_RMS`] (0.07, 0.06, 0.05) corrected
 /// for the zeros. A further [`ZERO_COEFF_FRACTION`] of the coefficients are
@@ -295,11 +295,11 @@ impl Layout {
             (o.tint, 0.0)
         };
 
-        let base = -4.35 + size + 0.65 * normal(rng);
-        *scale = std::array::from_fn(|_| base + 0.45 * normal(rng));
+        let base = -4.45 + size + 0.55 * normal(rng);
+        *scale = std::array::from_fn(|_| base + 0.4 * normal(rng));
         if rng.random::<f32>() < 0.6 {
             let flat: f32 = Exp1.sample(rng);
-            scale[rng.random_range(0..3usize)] -= 0.3 + flat;
+            scale[rng.random_range(0..3usize)] -= 0.3 + 0.7 * flat;
         }
 
         let w: f32 = rng.random();
@@ -346,4 +346,42 @@ fn rotation_matrix([w, x, y, z]: [f32; 4]) -> [[f32; 3]; 3] {
             1.0 - 2.0 * (x * x + y * y),
         ],
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_matrix_is_orthonormal() {
+        let r = rotation_matrix(unit([0.3, -0.5, 0.7, 0.2]));
+        for a in 0..3 {
+            for b in 0..3 {
+                let dot: f32 = (0..3).map(|k| r[a][k] * r[b][k]).sum();
+                let want = if a == b { 1.0 } else { 0.0 };
+                assert!((dot - want).abs() < 1e-5, "rows {a}, {b}: {dot}");
+            }
+        }
+    }
+
+    #[test]
+    fn sh_rows_of_lower_degree_are_prefixes() {
+        let mut full = [0f32; 45];
+        let mut low = [0f32; 9];
+        for row in 0..200 {
+            sh_row(&mut block_rng(5, DOMAIN_SH, row), &mut full, 15);
+            sh_row(&mut block_rng(5, DOMAIN_SH, row), &mut low, 3);
+            for c in 0..3 {
+                assert_eq!(low[3 * c..3 * c + 3], full[15 * c..15 * c + 3]);
+            }
+        }
+    }
+
+    #[test]
+    fn layout_is_clustered() {
+        let layout = Layout::new(1);
+        assert!((8..=32).contains(&layout.objects.len()));
+        assert!((layout.cdf.last().unwrap() - 1.0).abs() < 1e-6);
+        assert!(layout.cdf.windows(2).all(|w| w[0] <= w[1]));
+    }
 }
