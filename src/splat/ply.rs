@@ -60,7 +60,7 @@ const CHUNK_BYTES: usize = 4 << 20;
 /// At most this many vertices per chunk.
 const MAX_CHUNK_ROWS: usize = 1 << 16;
 /// When the body length is unknown, reserve at most this much up front.
-const MAX_RESERVE_BYTES: usize = 256 << 20;
+const MAX_RESERVE_BYTES: usize = 16 << 20;
 /// Smallest number of rows worth handing to another thread.
 const MIN_PIECE_ROWS: usize = 512;
 /// Whether this machine stores `f32` little-endian.
@@ -352,8 +352,8 @@ impl Layout {
     }
 }
 
-/// Empty scene arrays for `layout`: `n` zeroed Gaussians if `exact`, else
-/// none with room for up to `reserve`.
+/// Scene arrays for `layout`: `n` zeroed Gaussians if `exact`, else none
+/// with room for `n`.
 fn new_scene(layout: &Layout, comments: Vec<String>, n: usize, exact: bool) -> Scene {
     let k = layout.widths[REST] / 4;
     let es = layout.widths[EXT];
@@ -883,11 +883,16 @@ fn read_binary(
         let got = read_full(reader, &mut buf[..want]).map_err(|e| Error::io(path, e))?;
         if got < want {
             let at = start + got / stride;
+            let ends = if got % stride == 0 {
+                format!("after {at} complete vertices")
+            } else {
+                format!("inside vertex {at}")
+            };
             return Err(Error::format(
                 path,
                 format!("vertex {at}"),
                 format!(
-                    "truncated: header says {n} vertices of {stride} bytes but the body ends inside vertex {at}"
+                    "truncated: header says {n} vertices of {stride} bytes but the body ends {ends}"
                 ),
             ));
         }
@@ -1039,7 +1044,7 @@ fn read_ascii(
                     path,
                     format!("line {lineno}"),
                     format!(
-                        "truncated: header says {n} vertices but the file ends after {}",
+                        "truncated: header says {n} vertices but the file ends after {} vertex lines",
                         start + i
                     ),
                 ));
@@ -1244,4 +1249,113 @@ fn write_with(
         }
     }
     w.flush().map_err(io_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(list: &[(&str, ScalarType)]) -> Vec<(String, ScalarType, String)> {
+        list.iter()
+            .map(|(n, t)| ((*n).to_owned(), *t, t.ply_name().to_owned()))
+            .collect()
+    }
+
+    fn base() -> Vec<(&'static str, ScalarType)> {
+        REQUIRED.iter().map(|n| (*n, ScalarType::F32)).collect()
+    }
+
+    #[test]
+    fn only_canonical_f_rest_names_are_known() {
+        assert_eq!(classify("f_rest_0"), Some((REST, 0)));
+        assert_eq!(classify("f_rest_44"), Some((REST, 44)));
+        assert_eq!(classify("rot_3"), Some((ROT, 3)));
+        for name in [
+            "f_rest_01",
+            "f_rest_+1",
+            "f_rest_",
+            "f_rest_x",
+            "rot_4",
+            "X",
+            "f_dc_3",
+        ] {
+            assert_eq!(classify(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_standard_layout_is_seven_copies() {
+        let scene = Scene {
+            sh_degree: 3,
+            normals: Some(Vec::new()),
+            ..Scene::default()
+        };
+        let layout = Layout::canonical(&scene).unwrap();
+        assert_eq!(layout.stride, 62 * 4);
+        let runs = layout.runs(false, false);
+        let lens: Vec<usize> = runs.iter().map(|r| r.len).collect();
+        assert_eq!(lens, [12, 12, 12, 180, 4, 12, 16]);
+        assert!(runs.iter().all(|r| r.unit == 1 && r.dst == 0));
+        assert!(layout.runs(true, false).iter().all(|r| r.unit == 4));
+    }
+
+    #[test]
+    fn extras_merge_unless_swapped_sizes_differ() {
+        let mut p = base();
+        p.extend([
+            ("a", ScalarType::U8),
+            ("b", ScalarType::I16),
+            ("c", ScalarType::I16),
+            ("d", ScalarType::F64),
+        ]);
+        let layout = Layout::new(&props(&p)).unwrap();
+        assert_eq!(layout.widths[EXT], 13);
+        let ext = |swap| -> Vec<(usize, usize, usize)> {
+            layout
+                .runs(false, swap)
+                .into_iter()
+                .filter(|r| r.arr == EXT)
+                .map(|r| (r.dst, r.len, r.unit))
+                .collect()
+        };
+        assert_eq!(ext(false), [(0, 13, 1)]);
+        assert_eq!(ext(true), [(0, 1, 1), (1, 4, 2), (5, 8, 8)]);
+    }
+
+    #[test]
+    fn swapped_fields_map_to_their_columns() {
+        let mut p = base();
+        p.reverse();
+        let layout = Layout::new(&props(&p)).unwrap();
+        let x = layout.fields.iter().find(|f| f.name == "x").unwrap();
+        assert_eq!((x.src, x.arr, x.dst), (13 * 4, POS, 0));
+        let rot3 = layout.fields.iter().find(|f| f.name == "rot_3").unwrap();
+        assert_eq!((rot3.src, rot3.arr, rot3.dst), (0, ROT, 12));
+        // Reversed neighbours never merge.
+        assert_eq!(layout.runs(false, false).len(), 14);
+    }
+
+    #[test]
+    fn header_keeps_comments_and_counts_bytes() {
+        let text = "ply\r\nformat ascii 1.0\r\ncomment  spaced \r\ncomment\r\nelement vertex 2\r\nend_header\r\n1 2\n";
+        let mut r = text.as_bytes();
+        let h = read_header(&mut r, Path::new("h.ply")).unwrap();
+        assert_eq!(h.comments, [" spaced ", ""]);
+        assert_eq!(h.count, 2);
+        assert_eq!(h.encoding, PlyEncoding::Ascii);
+        assert_eq!(h.lines, 6);
+        assert_eq!(h.len as usize, text.len() - 4);
+        assert_eq!(r, b"1 2\n");
+    }
+
+    #[test]
+    fn pieces_cover_every_row_once() {
+        let widths = [12, 0, 12, 36, 4, 12, 16, 3];
+        let mut bufs: [Vec<u8>; NARR] = widths.map(|w| vec![0u8; w * 1000]);
+        let slices = bufs.each_mut().map(|v| v.as_mut_slice());
+        let pieces = split_mut(slices, &widths, 1000, 300);
+        let rows: Vec<usize> = pieces.iter().map(|p| p[POS].len() / 12).collect();
+        assert_eq!(rows, [300, 300, 300, 100]);
+        assert!(pieces.iter().all(|p| p[EXT].len() == p[POS].len() / 4));
+    }
 }
