@@ -17,6 +17,18 @@ override TILE_LEN: u32;
 // WG·D·BITS / 32.
 override CODE_WORDS: u32;
 
+// Tie flags, for GpuQuantizer::encode_exact (0 disables them). A vector with
+// a rotated coordinate within TIE_EPS of a decision boundary, or whose scale
+// lies within a relative TIE_REL of an f16 rounding midpoint, may round the
+// other way on the CPU, whose sums run in another order. Such a vector is
+// flagged by the sign bit of its stored scale (scales are never negative),
+// and the host re-encodes it on the CPU.
+override TIE_EPS: f32 = 0.0;
+override TIE_REL: f32 = 0.0;
+// Tests only: perturbs every rotated coordinate by ±SIM_ERR and the scale by
+// a relative 2·SIM_ERR, imitating a device that rounds differently.
+override SIM_ERR: f32 = 0.0;
+
 const MAX_D: u32 = 128u;
 
 @group(0) @binding(5) var<storage, read_write> codes: array<u32>;
@@ -89,6 +101,7 @@ fn encode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let norm = r * p.y;
 
     // Rotate, quantise, pack.
+    var tie = false;
     var yc = 0.0;
     var cc = 0.0;
     let bit0 = t * D * BITS;
@@ -97,8 +110,20 @@ fn encode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         for (var k = 0u; k < D; k++) {
             y += mat_at(j * D + k) * u[k];
         }
+        if SIM_ERR != 0.0 {
+            y += select(-SIM_ERR, SIM_ERR, ((j + t) & 1u) == 0u);
+        }
         let code = quantise(y);
         let c = centroid(code);
+        if TIE_EPS > 0.0 {
+            let nb = 1u << BITS;
+            if code > 0u && y - tables[nb + code - 1u] <= TIE_EPS {
+                tie = true;
+            }
+            if code + 1u < nb && tables[nb + code] - y <= TIE_EPS {
+                tie = true;
+            }
+        }
         yc += y * c;
         cc += c * c;
         if t < count {
@@ -113,6 +138,14 @@ fn encode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var s = norm;
     if SCALE_LS {
         s = norm * (yc / cc);
+    }
+    s *= 1.0 + 2.0 * SIM_ERR;
+    if TIE_REL > 0.0 && SCALE_F16 && f32_to_f16_bits(s * (1.0 + TIE_REL)) != f32_to_f16_bits(s * (1.0 - TIE_REL)) {
+        tie = true;
+    }
+    // A zero vector rotates to exact zeros on every device: never a tie.
+    if tie && r > 0.0 {
+        s = -s;
     }
     wscale[t] = s;
     workgroupBarrier();

@@ -645,3 +645,60 @@ fn a_host_device_records_encode_and_decode_into_its_own_encoder() {
         );
     }
 }
+
+/// Whole scenes: the SH-rest encoded on the GPU with the near-tie repair
+/// gives the CPU's file byte for byte, for every SH degree and b = 1..4.
+#[test]
+fn scene_files_are_identical_on_gpu_and_cpu() {
+    use turboquant3d::splat::codec::{self, CompressOptions};
+    use turboquant3d::splat::synth;
+    let Some(codec) = codec() else { return };
+    let engine = Engine::with_gpu(codec, true);
+    for (degree, count) in [(3u8, 60_000usize), (2, 20_000), (1, 20_000)] {
+        let scene = synth::generate(&synth::SynthConfig {
+            count,
+            sh_degree: degree,
+            seed: 21,
+        });
+        for bits in 1..=4 {
+            let opts = CompressOptions {
+                sh_bits: bits,
+                ..Default::default()
+            };
+            let cpu = codec::compress(&scene, &opts).unwrap().to_bytes().unwrap();
+            let gpu = codec::compress_on(&scene, &opts, &engine).unwrap();
+            assert!(matches!(gpu.sh_run.ran, Ran::Gpu(_)), "{:?}", gpu.sh_run);
+            let ties = gpu.sh_run.ties;
+            eprintln!("degree {degree}, b = {bits}: {ties} of {count} vectors re-encoded on the CPU as near-ties");
+            // The margins of TIE_EPS and TIE_REL flag a few percent; all
+            // Gaussians with zero SH (about 5 %) are flagged too.
+            assert!(ties < count / 4, "{ties} near-ties of {count}");
+            assert!(gpu.to_bytes().unwrap() == cpu, "degree {degree}, b = {bits}: files differ");
+        }
+    }
+}
+
+/// The near-tie repair on a simulated device that rounds worse than any
+/// real one (every coordinate off by TIE_EPS/2, every scale by TIE_REL/2.5):
+/// with the margins the bytes are still the CPU's; without them they are
+/// not, so the repair is what makes them equal.
+#[test]
+fn exact_encoding_repairs_a_device_that_rounds_differently() {
+    use turboquant3d::gpu::{TIE_EPS, TIE_REL};
+    let Some(codec) = codec() else { return };
+    assert!(2.0 * (TIE_EPS / 2.0) < TIE_REL);
+    for (d, bits) in [(45, 3), (45, 1), (24, 4), (9, 2)] {
+        let q = quantizer(d, bits, RotationKind::Dense, ScaleMode::LeastSquares, ScaleFormat::F16);
+        let x = gaussian(20_000, d, 40 + d as u64);
+        let cpu = q.encode(&x).unwrap();
+        let g = codec.prepare(&q).unwrap();
+        let (repaired, ties) = g.encode_exact_simulating(&x, TIE_EPS / 2.0, true).unwrap();
+        assert!(repaired == cpu, "d = {d}, b = {bits}: the repair missed a tie");
+        let (raw, none) = g.encode_exact_simulating(&x, TIE_EPS / 2.0, false).unwrap();
+        assert_eq!(none, 0);
+        assert!(raw != cpu, "d = {d}, b = {bits}: the simulated error changed nothing");
+        let (exact, real_ties) = g.encode_exact(&x).unwrap();
+        assert!(exact == cpu);
+        eprintln!("d = {d}, b = {bits}: {real_ties} near-ties of 20000 ({ties} with the simulated error)");
+    }
+}

@@ -260,6 +260,11 @@ impl Encoded {
         &self.scales
     }
 
+    /// The packed codes and the scales, giving up the rest.
+    pub fn into_parts(self) -> (Vec<u8>, Scales) {
+        (self.codes, self.scales)
+    }
+
     /// Codes plus scales, in bytes.
     pub fn payload_bytes(&self) -> usize {
         self.codes.len() + self.count * self.scales.format().bytes()

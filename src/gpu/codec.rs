@@ -104,6 +104,20 @@ impl Element for half::f16 {
     }
 }
 
+/// The code tie margin of [`GpuQuantizer::encode_exact`], absolute on the
+/// unit sphere's coordinates. A rotated coordinate y_j = Σ_k Π_jk·u_k summed
+/// in any order is within d·2⁻²⁴·Σ_k|Π_jk·u_k| ≤ d·2⁻²⁴ of the exact sum
+/// (Cauchy–Schwarz: Σ|Π_jk·u_k| ≤ ‖Π_j‖·‖u‖ = 1), so the GPU and the CPU
+/// differ by at most 2·d·2⁻²⁴ = 5.4·10⁻⁶ at d = 45, plus a few ulps from
+/// normalising u. In practice the difference is about 10⁻⁷.
+pub const TIE_EPS: f32 = 2e-5;
+
+/// The scale tie margin of [`GpuQuantizer::encode_exact`], relative. The
+/// least-squares scale ‖x‖·⟨y, ĉ⟩/‖ĉ‖² inherits the coordinates' error
+/// through ⟨y, ĉ⟩: at most 2·d·2⁻²⁴·Σ|ĉ_j|/‖ĉ‖ ≤ 2·d^1.5·2⁻²⁴ = 3.6·10⁻⁵
+/// relative at d = 45, plus a few ulps.
+pub const TIE_REL: f32 = 5e-5;
+
 /// The kernel family and specialisation constants for a quantizer on a
 /// device with the given limits. This is all the variant selection there
 /// is: the CPU-only shader test validates exactly these constants.
@@ -1013,6 +1027,84 @@ impl GpuQuantizer {
             }
         }
         Encoded::from_parts(d, q.bits(), n, out_codes, scales)
+    }
+
+    /// Encodes on the GPU with exactly the CPU's result: the same codes and
+    /// scale bytes as [`Quantizer::encode`], whatever order the device sums
+    /// in. The kernel flags each vector that has a rotated coordinate within
+    /// [`TIE_EPS`] of a decision boundary, or a scale within a relative
+    /// [`TIE_REL`] of an f16 rounding midpoint; those, and only those, are
+    /// re-encoded on the CPU. Returns the encoding and the number of vectors
+    /// re-encoded. Needs the dense kernel and f16 scales (an f32 scale would
+    /// carry the device's rounding in every vector).
+    pub fn encode_exact(&self, data: &[f32]) -> Result<(Encoded, usize)> {
+        self.encode_exact_simulating(data, 0.0, true)
+    }
+
+    /// [`GpuQuantizer::encode_exact`] on a simulated device whose rotated
+    /// coordinates are off by ±`sim_err` and scales by a relative
+    /// 2·`sim_err`, with the tie margins on or off. Tests use it to show
+    /// that the repair covers errors below the margins and is needed.
+    #[doc(hidden)]
+    pub fn encode_exact_simulating(
+        &self,
+        data: &[f32],
+        sim_err: f32,
+        margins: bool,
+    ) -> Result<(Encoded, usize)> {
+        let q = &self.quantizer;
+        if self.family != Family::Dense || q.scale_format() != ScaleFormat::F16 {
+            return Err(Error::GpuUnsupported(format!(
+                "exact encoding needs the dense kernel and f16 scales (have the {:?} kernel, {} scales)",
+                self.family,
+                q.scale_format().name()
+            )));
+        }
+        let mut constants = self.constants.clone();
+        if margins {
+            constants.push(("TIE_EPS", (TIE_EPS as f64).to_bits()));
+            constants.push(("TIE_REL", (TIE_REL as f64).to_bits()));
+        }
+        if sim_err != 0.0 {
+            constants.push(("SIM_ERR", (sim_err as f64).to_bits()));
+        }
+        let flagged = GpuQuantizer {
+            codec: self.codec.clone(),
+            quantizer: q.clone(),
+            family: self.family,
+            subgroups: self.subgroups,
+            constants,
+            rot: self.rot.clone(),
+            perm: self.perm.clone(),
+            tables: self.tables.clone(),
+        };
+        let enc = flagged.encode(data)?;
+        let (d, n, bits) = (q.dim(), enc.len(), q.bits());
+        let (mut codes, scales) = enc.into_parts();
+        let Scales::F16(mut s) = scales else {
+            unreachable!("f16 scales were asked for")
+        };
+        let ties: Vec<usize> = (0..n).filter(|&i| s[i].is_sign_negative()).collect();
+        if !ties.is_empty() {
+            let rows: Vec<f32> = ties
+                .iter()
+                .flat_map(|&i| data[i * d..(i + 1) * d].iter().copied())
+                .collect();
+            let cpu = q.encode(&rows).map_err(|e| match e {
+                Error::ScaleUnrepresentable { row, scale, format, why } => {
+                    Error::ScaleUnrepresentable { row: ties[row], scale, format, why }
+                }
+                e => e,
+            })?;
+            let Scales::F16(cs) = cpu.scales() else {
+                unreachable!("the quantizer stores f16 scales")
+            };
+            for (k, &i) in ties.iter().enumerate() {
+                crate::packing::copy_codes(cpu.codes(), k * d, &mut codes, i * d, d, bits);
+                s[i] = cs[k];
+            }
+        }
+        Ok((Encoded::from_parts(d, bits, n, codes, Scales::F16(s))?, ties.len()))
     }
 
     /// The async form of [`GpuQuantizer::decode`].

@@ -112,6 +112,23 @@ impl Engine {
         Ok((q.encode(data)?, Ran::Cpu))
     }
 
+    /// Encodes contiguous rows with exactly the CPU's bytes (see
+    /// [`GpuQuantizer::encode_exact`](crate::gpu::GpuQuantizer::encode_exact)):
+    /// on the GPU where the kernel supports it, on the CPU otherwise. Also
+    /// returns how many vectors the GPU left to the CPU as near-ties.
+    pub fn encode_exact(&self, q: &Quantizer, data: &[f32]) -> Result<(Encoded, Ran, usize)> {
+        if let Some(codec) = &self.gpu {
+            match codec.prepare(q).and_then(|g| g.encode_exact(data)) {
+                Ok((e, ties)) => return Ok((e, Ran::Gpu(codec.context().describe()), ties)),
+                Err(e @ (Error::Gpu(_) | Error::GpuUnsupported(_))) => {
+                    self.fallback::<()>("exact encoding", e)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((q.encode(data)?, Ran::Cpu, 0))
+    }
+
     /// Decodes into contiguous rows.
     pub fn decode(&self, q: &Quantizer, enc: &Encoded) -> Result<(Vec<f32>, Ran)> {
         if let Some(codec) = &self.gpu {

@@ -15,6 +15,7 @@ use crate::splat::container::{
     self, Coding, Container, Header, Normals, Packed, Profile, Stream, tag_name,
 };
 use crate::splat::scene::{ExtraProperty, Extras, ScalarType, Scene, rest_dim, rest_per_channel, sigmoid};
+use crate::gpu::{Engine, Ran};
 use crate::{
     Encoded, Error, Quantizer, QuantizerConfig, Result, Rotation, RotationKind, Rows, RowsMut,
     ScaleFormat, ScaleMode, Scales,
@@ -146,6 +147,8 @@ pub struct Compressed {
     pub streams: Vec<Packed>,
     pub prediction: SizePrediction,
     pub timings: Timings,
+    /// Where the SH-rest was encoded.
+    pub sh_run: ShRun,
 }
 
 impl Compressed {
@@ -336,20 +339,85 @@ fn normals_mode(scene: &Scene, profile: Profile) -> Normals {
 /// on a byte boundary.
 const SLAB: usize = 8192;
 
+/// Gathers the SH-rest rows of `idx` (input indices), truncated from the
+/// scene's degree to `degree`, into `buf`.
+fn gather_rows(scene: &Scene, idx: &[u32], degree: u8, buf: &mut Vec<f32>) {
+    let (kin, kout) = (rest_per_channel(scene.sh_degree), rest_per_channel(degree));
+    let din = scene.rest_dim();
+    buf.clear();
+    for &i in idx {
+        let row = &scene.sh_rest[i as usize * din..(i as usize + 1) * din];
+        for c in 0..3 {
+            buf.extend_from_slice(&row[c * kin..c * kin + kout]);
+        }
+    }
+}
+
+/// Maps a row index of a slab back to the input's Gaussian index.
+fn remap_row(e: Error, idx: &[u32]) -> Error {
+    match e {
+        Error::ScaleUnrepresentable {
+            row,
+            scale,
+            format,
+            why,
+        } => Error::ScaleUnrepresentable {
+            row: idx[row] as usize,
+            scale,
+            format,
+            why,
+        },
+        e => e,
+    }
+}
+
+/// Where the SH-rest was encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShRun {
+    /// The device.
+    pub ran: Ran,
+    /// Vectors the GPU left to the CPU as near-ties (see
+    /// [`GpuQuantizer::encode_exact`](crate::gpu::GpuQuantizer::encode_exact)).
+    pub ties: usize,
+}
+
+/// Vectors per GPU submission of the scene codec (a multiple of 8).
+const GPU_SLAB: usize = 1 << 18;
+
 /// Encodes the SH-rest of the Gaussians `order` (storage order), truncated
-/// to `degree`, into packed codes and f16 scales.
+/// to `degree`, into packed codes and f16 scale bytes: on the CPU, or on the
+/// engine's GPU with the CPU's exact bytes.
 fn encode_sh(
     scene: &Scene,
     order: &[u32],
     degree: u8,
     q: &Quantizer,
-) -> Result<(Vec<u8>, Vec<u8>)> {
+    engine: Option<&Engine>,
+) -> Result<(Vec<u8>, Vec<u8>, ShRun)> {
     let d = rest_dim(degree);
-    let (kin, kout) = (rest_per_channel(scene.sh_degree), rest_per_channel(degree));
-    let din = scene.rest_dim();
     let n = order.len();
     let b = q.bits() as usize;
     let mut codes = vec![0u8; packed_len(n * d, q.bits())];
+    if let Some(engine) = engine.filter(|e| e.has_gpu()) {
+        let mut scale_bytes = Vec::with_capacity(2 * n);
+        let mut run = ShRun { ran: Ran::Cpu, ties: 0 };
+        let mut buf = Vec::new();
+        for (s, idx) in order.chunks(GPU_SLAB).enumerate() {
+            gather_rows(scene, idx, degree, &mut buf);
+            let (enc, ran, ties) = if s > 0 && run.ran == Ran::Cpu {
+                // The GPU already failed over to the CPU: stay there.
+                (q.encode(&buf).map_err(|e| remap_row(e, idx))?, Ran::Cpu, 0)
+            } else {
+                engine.encode_exact(q, &buf).map_err(|e| remap_row(e, idx))?
+            };
+            run.ran = ran;
+            run.ties += ties;
+            let start = s * GPU_SLAB * d * b / 8;
+            codes[start..start + enc.codes().len()].copy_from_slice(enc.codes());
+            scale_bytes.extend_from_slice(&enc.scales().to_le_bytes());
+        }
+        return Ok((codes, scale_bytes, run));
+    }
     let mut scales = vec![0f32; n];
     let slab_bytes = SLAB * d * b / 8;
     codes
@@ -359,32 +427,15 @@ fn encode_sh(
         .try_for_each(|(s, (codes, scales))| {
             let idx = &order[s * SLAB..s * SLAB + scales.len()];
             let mut buf = Vec::with_capacity(idx.len() * d);
-            for &i in idx {
-                let row = &scene.sh_rest[i as usize * din..(i as usize + 1) * din];
-                for c in 0..3 {
-                    buf.extend_from_slice(&row[c * kin..c * kin + kout]);
-                }
-            }
-            q.encode_into(Rows::new(&buf, d)?, codes, scales).map_err(|e| match e {
-                Error::ScaleUnrepresentable {
-                    row,
-                    scale,
-                    format,
-                    why,
-                } => Error::ScaleUnrepresentable {
-                    row: idx[row] as usize,
-                    scale,
-                    format,
-                    why,
-                },
-                e => e,
-            })
+            gather_rows(scene, idx, degree, &mut buf);
+            q.encode_into(Rows::new(&buf, d)?, codes, scales)
+                .map_err(|e| remap_row(e, idx))
         })?;
     let scale_bytes = scales
         .iter()
         .flat_map(|&s| f16::from_f32(s).to_bits().to_le_bytes())
         .collect();
-    Ok((codes, scale_bytes))
+    Ok((codes, scale_bytes, ShRun { ran: Ran::Cpu, ties: 0 }))
 }
 
 fn f32_planes<const K: usize>(v: &[[f32; K]], order: &[u32]) -> Vec<u8> {
@@ -491,6 +542,16 @@ pub fn storage_order(scene: &Scene, opts: &CompressOptions) -> Vec<u32> {
 /// Compresses a scene. The output is a function of the scene and the
 /// options alone: the same bytes on every run, thread count and platform.
 pub fn compress(scene: &Scene, opts: &CompressOptions) -> Result<Compressed> {
+    compress_with(scene, opts, None)
+}
+
+/// [`compress`], with the SH-rest encoded on the engine's device: a GPU
+/// when it has one. The bytes are the same as [`compress`]'s.
+pub fn compress_on(scene: &Scene, opts: &CompressOptions, engine: &Engine) -> Result<Compressed> {
+    compress_with(scene, opts, Some(engine))
+}
+
+fn compress_with(scene: &Scene, opts: &CompressOptions, engine: Option<&Engine>) -> Result<Compressed> {
     check_options(opts)?;
     scene.check_consistent().map_err(Error::InvalidArgument)?;
     if scene.is_empty() {
@@ -525,6 +586,7 @@ pub fn compress(scene: &Scene, opts: &CompressOptions) -> Result<Compressed> {
     let mut push = |tag: [u8; 4], coding: Coding, data: Vec<u8>| raw.push(Stream { tag, coding, data });
     let t = Instant::now();
     let mut rotation_kind = 0;
+    let mut sh_run = ShRun { ran: Ran::Cpu, ties: 0 };
     if d > 0 {
         let mut cfg = QuantizerConfig::new(d, opts.sh_bits);
         cfg.seed = opts.seed;
@@ -535,7 +597,8 @@ pub fn compress(scene: &Scene, opts: &CompressOptions) -> Result<Compressed> {
             RotationKind::Dense => 0,
             RotationKind::Hadamard => 1,
         };
-        let (codes, scales) = encode_sh(scene, &order, degree, &q)?;
+        let (codes, scales, run) = encode_sh(scene, &order, degree, &q, engine)?;
+        sh_run = run;
         let mut cbk = vec![1u8, opts.sh_bits as u8];
         for v in q.centroids().iter().chain(q.boundaries()) {
             cbk.extend_from_slice(&v.to_le_bytes());
@@ -619,6 +682,7 @@ pub fn compress(scene: &Scene, opts: &CompressOptions) -> Result<Compressed> {
         streams,
         prediction,
         timings,
+        sh_run,
     })
 }
 
