@@ -12,6 +12,7 @@ use turboquant3d::splat::container::{self, Coding, Normals, Profile, tag_name};
 use turboquant3d::splat::ply::{self, PlyEncoding};
 use turboquant3d::splat::scene::sigmoid;
 use turboquant3d::splat::{Scene, antimatter, synth};
+use turboquant3d::gpu::{DeviceChoice, Engine};
 use turboquant3d::{Error, ScaleMode, theory};
 
 use crate::{DeviceArg, human};
@@ -55,8 +56,10 @@ pub struct CompressArgs {
     /// Keep SH bands up to degree L (0..=3); lower than the input's truncates.
     #[arg(long, value_name = "L")]
     sh_degree: Option<u8>,
-    /// Where to run. The scene codec currently runs its CPU reference for
-    /// every choice, so the bytes never depend on the device; see the README.
+    /// Where to encode SH-rest: auto (a hardware GPU if present, else the
+    /// CPU; never a software rasteriser), gpu (any adapter, strictly), cpu.
+    /// The file is byte-identical whichever runs: the GPU leaves near-ties
+    /// to the CPU reference.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
     /// Print the predicted size and exit without compressing.
@@ -240,10 +243,10 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
         return Ok(());
     }
     let output = a.output.clone().expect("clap requires -o without --dry-run");
-    let _ = a.device; // see the flag's help: the CPU reference runs for every choice
+    let engine = Engine::new(a.device.into())?;
     let bar = spinner(format!("compressing {} Gaussians", scene.len()), a.json);
     let t1 = Instant::now();
-    let c = codec::compress(&scene, &opts)?;
+    let c = codec::compress_on(&scene, &opts, &engine)?;
     let t_compress = t1.elapsed();
     bar.set_message(format!("writing {}", output.display()));
     let t2 = Instant::now();
@@ -263,7 +266,8 @@ fn report_compress(a: &CompressArgs, c: &Compressed, input_bytes: u64, sh_err: O
             "ratio": input_bytes as f64 / size as f64,
             "count": c.header.count, "input_count": c.header.input_count,
             "sh_degree": c.header.sh_degree, "dim": c.header.dim, "sh_bits": c.header.sh_bits,
-            "profile": c.header.profile.name(), "device": "CPU",
+            "profile": c.header.profile.name(), "device": c.sh_run.ran.to_string(),
+            "sh_near_ties_on_cpu": c.sh_run.ties,
             "prediction": prediction_json(p),
             "streams": c.streams.iter().map(|s| json!({"tag": tag_name(&s.info.tag),
                 "coding": if s.info.coding == Coding::Zstd {"zstd"} else {"raw"},
@@ -312,8 +316,16 @@ fn report_compress(a: &CompressArgs, c: &Compressed, input_bytes: u64, sh_err: O
         println!("  normals: dropped by the compact profile (they were not all zero); use --profile exact to keep them");
     }
     println!(
-        "  read {:.2?}, compress {:.2?} on the CPU (order {:.2?}, SH {:.2?}, attributes {:.2?}, zstd {:.2?}), write {:.2?}",
-        t[0], t[1], c.timings.prune_and_order, c.timings.sh, c.timings.attributes, c.timings.entropy, t[2]
+        "  read {:.2?}, compress {:.2?} (order {:.2?}, SH {:.2?} on {}{}, attributes {:.2?}, zstd {:.2?}), write {:.2?}",
+        t[0],
+        t[1],
+        c.timings.prune_and_order,
+        c.timings.sh,
+        c.sh_run.ran,
+        if c.sh_run.ties > 0 { format!(" with {} near-ties on the CPU", c.sh_run.ties) } else { String::new() },
+        c.timings.attributes,
+        c.timings.entropy,
+        t[2]
     );
 }
 
@@ -517,10 +529,11 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
         sh_bits: a.sh_bits,
         ..Default::default()
     };
+    let engine = Engine::new(DeviceChoice::Auto)?;
     let bar = spinner("compressing".into(), quiet);
     let t = Instant::now();
     let scene = ply::read_ply(&ply_in)?;
-    let c = codec::compress(&scene, &opts)?;
+    let c = codec::compress_on(&scene, &opts, &engine)?;
     c.write(&packed)?;
     let t_compress = t.elapsed();
     bar.set_message("decompressing".to_string());
@@ -566,7 +579,7 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
             "ply_bytes": ply_bytes, "compressed_bytes": packed_bytes, "ratio": ratio,
             "predicted_total_bound": c.prediction.total_bound(), "predicted_fixed": c.prediction.fixed(),
             "sh_expected_relative_error": expected, "sh_measured_relative_error": measured,
-            "max_alpha_error": alpha_err, "device": "CPU",
+            "max_alpha_error": alpha_err, "device": c.sh_run.ran.to_string(),
             "seconds": {"generate": t_gen.as_secs_f64(), "compress": t_compress.as_secs_f64(), "decompress": t_decompress.as_secs_f64()},
             "checks_passed": failures.is_empty(), "failures": failures,
         });
@@ -600,8 +613,9 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
         }
         println!("  largest opacity (alpha) error {alpha_err:.5}");
         println!(
-            "  compress (read PLY + encode + write) {:.2?}, decompress (read + decode + write PLY) {:.2?} on the CPU, {} threads",
+            "  compress (read PLY + encode + write) {:.2?}, SH-rest on {}; decompress (read + decode + write PLY) {:.2?} on the CPU; {} threads",
             t_compress,
+            c.sh_run.ran,
             t_decompress,
             rayon::current_num_threads()
         );
