@@ -113,7 +113,11 @@ fn main() {
     }
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
-    let (ply_in, packed, ply_out) = (dir.join("bench.ply"), dir.join("bench.tq3s"), dir.join("bench.out.ply"));
+    let (ply_in, packed, ply_out) = (
+        dir.join("bench.ply"),
+        dir.join("bench.tq3s"),
+        dir.join("bench.out.ply"),
+    );
     let s = |p: &Path| p.to_str().unwrap().to_string();
 
     let (gen_s, _) = run_stage(&["generate", &n.to_string(), &s(&ply_in)]);

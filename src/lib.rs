@@ -20,8 +20,10 @@
 //! assert!(err / (45.0 / 16.0) < theory::upper_bound(3));
 //! ```
 //!
-//! Layers: [`codec`] (codebook, rotation, packing, quantizer, theory) and
-//! [`format`] (the `.tqv` vector file and `.npy` I/O).
+//! Layers: [`codec`] (codebook, rotation, packing, quantizer, theory),
+//! [`format`](mod@format) (the `.tqv` vector file and `.npy` I/O), [`gpu`] (the
+//! wgpu codec) and
+//! [`splat`] (3D Gaussian Splatting scenes: PLY, the `.tq3s` container).
 
 pub mod codec;
 mod error;

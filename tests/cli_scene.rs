@@ -30,7 +30,13 @@ fn err(o: &Output) -> String {
 }
 
 fn ok(o: &Output, what: &str) {
-    assert!(o.status.success(), "{what}: exit {:?}\n{}\n{}", o.status.code(), out(o), err(o));
+    assert!(
+        o.status.success(),
+        "{what}: exit {:?}\n{}\n{}",
+        o.status.code(),
+        out(o),
+        err(o)
+    );
 }
 
 /// Fails with a one-line message on stderr mentioning every needle.
@@ -38,9 +44,16 @@ fn fails(o: &Output, needles: &[&str], what: &str) {
     let e = err(o);
     assert!(!o.status.success(), "{what}: succeeded\n{}", out(o));
     assert!(!e.contains("panicked"), "{what}: panicked\n{e}");
-    assert_eq!(e.trim_end().lines().count(), 1, "{what}: not one line:\n{e}");
+    assert_eq!(
+        e.trim_end().lines().count(),
+        1,
+        "{what}: not one line:\n{e}"
+    );
     for n in needles {
-        assert!(e.to_lowercase().contains(&n.to_lowercase()), "{what}: no {n:?} in\n{e}");
+        assert!(
+            e.to_lowercase().contains(&n.to_lowercase()),
+            "{what}: no {n:?} in\n{e}"
+        );
     }
 }
 
@@ -80,12 +93,23 @@ fn compress_info_decompress_exact_keeps_every_other_property() {
     let o = tq3d([OsStr::new("info"), packed.as_os_str()]);
     ok(&o, "info");
     let text = out(&o);
-    for needle in ["all checksums verified", "b = 4", "profile exact", "normals", "d·C(d,b)"] {
+    for needle in [
+        "all checksums verified",
+        "b = 4",
+        "profile exact",
+        "normals",
+        "d·C(d,b)",
+    ] {
         assert!(text.contains(needle), "info lacks {needle:?}:\n{text}");
     }
 
     let back_path = dir.path().join("out.ply");
-    let o = tq3d([OsStr::new("decompress"), packed.as_os_str(), OsStr::new("-o"), back_path.as_os_str()]);
+    let o = tq3d([
+        OsStr::new("decompress"),
+        packed.as_os_str(),
+        OsStr::new("-o"),
+        back_path.as_os_str(),
+    ]);
     ok(&o, "decompress");
     let back = ply::read_ply(&back_path).unwrap();
     assert_eq!(back.len(), scene.len());
@@ -93,7 +117,14 @@ fn compress_info_decompress_exact_keeps_every_other_property() {
     assert_eq!(bits(&back.positions), bits(&scene.positions));
     assert_eq!(bits(&back.scales), bits(&scene.scales));
     assert_eq!(bits(&back.dc), bits(&scene.dc));
-    assert_eq!(back.opacity.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), scene.opacity.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+    assert_eq!(
+        back.opacity.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        scene
+            .opacity
+            .iter()
+            .map(|x| x.to_bits())
+            .collect::<Vec<_>>()
+    );
     assert_eq!(back.normals, scene.normals);
     // SH: relative error near d·C(45, 4) = 0.0095 (LS scale: a little less).
     let (mut e, mut n) = (0f64, 0f64);
@@ -141,11 +172,19 @@ fn dry_run_predicts_and_writes_nothing_and_json_matches_the_file() {
     assert_eq!(r["output_bytes"].as_u64().unwrap(), size);
     assert!(fixed <= size && size <= bound, "{fixed} ≤ {size} ≤ {bound}");
     assert_eq!(r["count"], p["prediction"]["count"]);
-    assert!(r["count"].as_u64().unwrap() < 3000, "τ = 0.1 should prune some");
+    assert!(
+        r["count"].as_u64().unwrap() < 3000,
+        "τ = 0.1 should prune some"
+    );
     // The fixed-rate streams are exactly as predicted.
     for s in r["streams"].as_array().unwrap() {
         let tag = s["tag"].as_str().unwrap();
-        let pred = p["prediction"]["streams"].as_array().unwrap().iter().find(|x| x["tag"] == tag).unwrap();
+        let pred = p["prediction"]["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["tag"] == tag)
+            .unwrap();
         if pred["exact"].as_bool().unwrap() {
             assert_eq!(pred["bytes"], s["stored_bytes"], "stream {tag}");
         }
@@ -162,7 +201,17 @@ fn same_bytes_for_any_thread_count() {
     let mut files = Vec::new();
     for t in ["1", "2", "3"] {
         let p = dir.path().join(format!("t{t}.tq3s"));
-        ok(&tq3d([OsStr::new("--threads"), OsStr::new(t), OsStr::new("compress"), input.as_os_str(), OsStr::new("-o"), p.as_os_str()]), "compress");
+        ok(
+            &tq3d([
+                OsStr::new("--threads"),
+                OsStr::new(t),
+                OsStr::new("compress"),
+                input.as_os_str(),
+                OsStr::new("-o"),
+                p.as_os_str(),
+            ]),
+            "compress",
+        );
         files.push(std::fs::read(&p).unwrap());
     }
     assert!(files.windows(2).all(|w| w[0] == w[1]));
@@ -191,13 +240,29 @@ fn splat_input_compresses_and_decompresses_to_splat() {
     }
     let dir = tempfile::tempdir().unwrap();
     let packed = dir.path().join("plant.tq3s");
-    ok(&tq3d([OsStr::new("compress"), plant.as_os_str(), OsStr::new("-o"), packed.as_os_str()]), "compress .splat");
+    ok(
+        &tq3d([
+            OsStr::new("compress"),
+            plant.as_os_str(),
+            OsStr::new("-o"),
+            packed.as_os_str(),
+        ]),
+        "compress .splat",
+    );
     let o = tq3d([OsStr::new("info"), packed.as_os_str()]);
     ok(&o, "info");
     assert!(out(&o).contains("113648 Gaussians"), "{}", out(&o));
     assert!(out(&o).contains("SH degree 0"), "{}", out(&o));
     let back = dir.path().join("plant.out.splat");
-    ok(&tq3d([OsStr::new("decompress"), packed.as_os_str(), OsStr::new("-o"), back.as_os_str()]), "decompress");
+    ok(
+        &tq3d([
+            OsStr::new("decompress"),
+            packed.as_os_str(),
+            OsStr::new("-o"),
+            back.as_os_str(),
+        ]),
+        "decompress",
+    );
     assert_eq!(std::fs::metadata(&back).unwrap().len(), 113_648 * 32);
 }
 
@@ -206,29 +271,59 @@ fn bad_input_fails_with_one_line_naming_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let (input, _) = write_scene(dir.path(), 200);
     let missing = dir.path().join("missing.ply");
-    let o = tq3d([OsStr::new("compress"), missing.as_os_str(), OsStr::new("-o"), OsStr::new("x.tq3s")]);
+    let o = tq3d([
+        OsStr::new("compress"),
+        missing.as_os_str(),
+        OsStr::new("-o"),
+        OsStr::new("x.tq3s"),
+    ]);
     fails(&o, &["missing.ply"], "missing input");
 
     // A truncated PLY.
     let bytes = std::fs::read(&input).unwrap();
     let cut = dir.path().join("cut.ply");
     std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
-    let o = tq3d([OsStr::new("compress"), cut.as_os_str(), OsStr::new("-o"), dir.path().join("c.tq3s").as_os_str()]);
+    let o = tq3d([
+        OsStr::new("compress"),
+        cut.as_os_str(),
+        OsStr::new("-o"),
+        dir.path().join("c.tq3s").as_os_str(),
+    ]);
     fails(&o, &["cut.ply"], "truncated PLY");
     assert!(!dir.path().join("c.tq3s").exists());
 
-    let o = tq3d([OsStr::new("compress"), input.as_os_str(), OsStr::new("-o"), OsStr::new("x.tq3s"), OsStr::new("--sh-bits"), OsStr::new("9")]);
+    let o = tq3d([
+        OsStr::new("compress"),
+        input.as_os_str(),
+        OsStr::new("-o"),
+        OsStr::new("x.tq3s"),
+        OsStr::new("--sh-bits"),
+        OsStr::new("9"),
+    ]);
     fails(&o, &["b = 9"], "bits");
 
     // A corrupted container.
     let packed = dir.path().join("s.tq3s");
-    ok(&tq3d([OsStr::new("compress"), input.as_os_str(), OsStr::new("-o"), packed.as_os_str()]), "compress");
+    ok(
+        &tq3d([
+            OsStr::new("compress"),
+            input.as_os_str(),
+            OsStr::new("-o"),
+            packed.as_os_str(),
+        ]),
+        "compress",
+    );
     let mut b = std::fs::read(&packed).unwrap();
     let k = b.len() - 10;
     b[k] ^= 1;
     std::fs::write(&packed, &b).unwrap();
     let outp = dir.path().join("o.ply");
-    let o = tq3d([OsStr::new("decompress"), packed.as_os_str(), OsStr::new("-o"), outp.as_os_str()]);
+    let o = tq3d([
+        OsStr::new("decompress"),
+        packed.as_os_str(),
+        OsStr::new("-o"),
+        outp.as_os_str(),
+    ]);
     fails(&o, &["s.tq3s", "checksum"], "corrupted container");
     assert!(!outp.exists());
     let o = tq3d([OsStr::new("info"), packed.as_os_str()]);

@@ -669,11 +669,16 @@ fn scene_files_are_identical_on_gpu_and_cpu() {
             let gpu = codec::compress_on(&scene, &opts, &engine).unwrap();
             assert!(matches!(gpu.sh_run.ran, Ran::Gpu(_)), "{:?}", gpu.sh_run);
             let ties = gpu.sh_run.ties;
-            eprintln!("degree {degree}, b = {bits}: {ties} of {count} vectors re-encoded on the CPU as near-ties");
+            eprintln!(
+                "degree {degree}, b = {bits}: {ties} of {count} vectors re-encoded on the CPU as near-ties"
+            );
             // The margins of TIE_EPS and TIE_REL flag a few percent; all
             // Gaussians with zero SH (about 5 %) are flagged too.
             assert!(ties < count / 4, "{ties} near-ties of {count}");
-            assert!(gpu.to_bytes().unwrap() == cpu, "degree {degree}, b = {bits}: files differ");
+            assert!(
+                gpu.to_bytes().unwrap() == cpu,
+                "degree {degree}, b = {bits}: files differ"
+            );
         }
     }
 }
@@ -686,19 +691,33 @@ fn scene_files_are_identical_on_gpu_and_cpu() {
 fn exact_encoding_repairs_a_device_that_rounds_differently() {
     use turboquant3d::gpu::{TIE_EPS, TIE_REL};
     let Some(codec) = codec() else { return };
-    assert!(2.0 * (TIE_EPS / 2.0) < TIE_REL);
+    const { assert!(2.0 * (TIE_EPS / 2.0) < TIE_REL) };
     for (d, bits) in [(45, 3), (45, 1), (24, 4), (9, 2)] {
-        let q = quantizer(d, bits, RotationKind::Dense, ScaleMode::LeastSquares, ScaleFormat::F16);
+        let q = quantizer(
+            d,
+            bits,
+            RotationKind::Dense,
+            ScaleMode::LeastSquares,
+            ScaleFormat::F16,
+        );
         let x = gaussian(20_000, d, 40 + d as u64);
         let cpu = q.encode(&x).unwrap();
         let g = codec.prepare(&q).unwrap();
         let (repaired, ties) = g.encode_exact_simulating(&x, TIE_EPS / 2.0, true).unwrap();
-        assert!(repaired == cpu, "d = {d}, b = {bits}: the repair missed a tie");
+        assert!(
+            repaired == cpu,
+            "d = {d}, b = {bits}: the repair missed a tie"
+        );
         let (raw, none) = g.encode_exact_simulating(&x, TIE_EPS / 2.0, false).unwrap();
         assert_eq!(none, 0);
-        assert!(raw != cpu, "d = {d}, b = {bits}: the simulated error changed nothing");
+        assert!(
+            raw != cpu,
+            "d = {d}, b = {bits}: the simulated error changed nothing"
+        );
         let (exact, real_ties) = g.encode_exact(&x).unwrap();
         assert!(exact == cpu);
-        eprintln!("d = {d}, b = {bits}: {real_ties} near-ties of 20000 ({ties} with the simulated error)");
+        eprintln!(
+            "d = {d}, b = {bits}: {real_ties} near-ties of 20000 ({ties} with the simulated error)"
+        );
     }
 }

@@ -25,7 +25,8 @@ fn scene(n: usize, degree: u8, seed: u64) -> Scene {
     };
     for i in 0..n {
         let cluster = (i % 7) as f32 * 3.0;
-        s.positions.push([cluster + g(), g() * 0.5, g() * 2.0 - cluster]);
+        s.positions
+            .push([cluster + g(), g() * 0.5, g() * 2.0 - cluster]);
         s.normals.get_or_insert_with(Vec::new).push([g(), g(), g()]);
         s.dc.push([g(), g(), g()]);
         let energy = (g() * 0.7).exp() * 0.06;
@@ -84,7 +85,10 @@ fn exact_profile_keeps_every_non_sh_property_bit_exact_and_in_order() {
     assert_eq!(bits3(&back.positions), bits3(&s.positions));
     assert_eq!(bits3(&back.scales), bits3(&s.scales));
     assert_eq!(bits3(&back.dc), bits3(&s.dc));
-    assert_eq!(bits3(back.normals.as_ref().unwrap()), bits3(s.normals.as_ref().unwrap()));
+    assert_eq!(
+        bits3(back.normals.as_ref().unwrap()),
+        bits3(s.normals.as_ref().unwrap())
+    );
     let rot = |v: &[[f32; 4]]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(rot(&back.rotations), rot(&s.rotations));
     let opa = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -110,7 +114,9 @@ fn compact_profile_stays_within_its_stated_bounds() {
     // Chunk ranges are at most the scene's ranges, so the scene-wide step
     // bounds every chunk's step.
     let span = |f: &dyn Fn(usize) -> f32| {
-        let (lo, hi) = (0..s.len()).map(f).fold((f32::MAX, f32::MIN), |(l, h), v| (l.min(v), h.max(v)));
+        let (lo, hi) = (0..s.len())
+            .map(f)
+            .fold((f32::MAX, f32::MIN), |(l, h), v| (l.min(v), h.max(v)));
         (hi - lo) as f64
     };
     for k in 0..back.len() {
@@ -121,7 +127,8 @@ fn compact_profile_stays_within_its_stated_bounds() {
         assert_eq!(back.extras.data[k * 5 + 4], (i % 251) as u8);
         for a in 0..3 {
             let m = ((1u32 << bits.position) - 1) as f64;
-            let tol = span(&|j| s.positions[j][a]) / (2.0 * m) + 1e-6 * (1.0 + s.positions[i][a].abs() as f64);
+            let tol = span(&|j| s.positions[j][a]) / (2.0 * m)
+                + 1e-6 * (1.0 + s.positions[i][a].abs() as f64);
             let err = (back.positions[k][a] - s.positions[i][a]).abs() as f64;
             assert!(err <= tol, "position {i}.{a}: error {err} > {tol}");
             let m = ((1u32 << bits.scale) - 1) as f64;
@@ -146,7 +153,10 @@ fn compact_profile_stays_within_its_stated_bounds() {
         // |q − r| ≤ 4·(1/(√2·M)) covers the three small components and the
         // largest one recomputed from them.
         let dist = (2.0 - 2.0 * dot.abs()).max(0.0).sqrt();
-        assert!(dist <= 4.0 / (std::f64::consts::SQRT_2 * m), "quaternion {i}: distance {dist}");
+        assert!(
+            dist <= 4.0 / (std::f64::consts::SQRT_2 * m),
+            "quaternion {i}: distance {dist}"
+        );
         assert!((r.iter().map(|c| c * c).sum::<f64>() - 1.0).abs() < 1e-6);
     }
     assert!(seen.iter().all(|&x| x));
@@ -175,14 +185,22 @@ fn sh_error_matches_theory_for_each_bit_width() {
         println!("b = {b}: measured/theory = {ratio:.4}");
         // Per-vector errors weighted by ‖x‖²: the log-normal energies make
         // the effective sample a few thousand vectors, hence ±4 %.
-        assert!((ratio - 1.0).abs() < 0.04, "b = {b}: measured/theory = {ratio}");
+        assert!(
+            (ratio - 1.0).abs() < 0.04,
+            "b = {b}: measured/theory = {ratio}"
+        );
         // Least squares is never worse.
         let ls = CompressOptions {
             scale_mode: ScaleMode::LeastSquares,
             ..opts
         };
         let (_, back_ls) = roundtrip(&s, &ls);
-        let err_ls: f64 = s.sh_rest.iter().zip(&back_ls.sh_rest).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        let err_ls: f64 = s
+            .sh_rest
+            .iter()
+            .zip(&back_ls.sh_rest)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum();
         assert!(err_ls <= err * 1.0001, "b = {b}: LS {err_ls} > norm {err}");
     }
 }
@@ -190,9 +208,18 @@ fn sh_error_matches_theory_for_each_bit_width() {
 #[test]
 fn zero_sh_vectors_decode_to_exact_zeros() {
     let s = scene(500, 3, 4);
-    let (_, back) = roundtrip(&s, &CompressOptions { profile: Profile::Exact, ..Default::default() });
+    let (_, back) = roundtrip(
+        &s,
+        &CompressOptions {
+            profile: Profile::Exact,
+            ..Default::default()
+        },
+    );
     for i in (0..500).step_by(13) {
-        assert!(back.rest(i).iter().all(|&v| v.to_bits() == 0), "Gaussian {i}");
+        assert!(
+            back.rest(i).iter().all(|&v| v.to_bits() == 0),
+            "Gaussian {i}"
+        );
     }
 }
 
@@ -211,7 +238,10 @@ fn sh_degree_truncation_keeps_each_channels_low_bands() {
         let k = (l as usize + 1).pow(2) - 1;
         for i in 0..s.len() {
             // Independent selection: f_rest index c·15 + j for j < k.
-            let want: Vec<f32> = (0..3).flat_map(|c| (0..k).map(move |j| c * 15 + j)).map(|j| s.rest(i)[j]).collect();
+            let want: Vec<f32> = (0..3)
+                .flat_map(|c| (0..k).map(move |j| c * 15 + j))
+                .map(|j| s.rest(i)[j])
+                .collect();
             let got = back.rest(i);
             let e: f32 = want.iter().zip(got).map(|(a, b)| (a - b) * (a - b)).sum();
             let n: f32 = want.iter().map(|a| a * a).sum();
@@ -224,7 +254,11 @@ fn sh_degree_truncation_keeps_each_channels_low_bands() {
 #[test]
 fn predicted_size_is_exact_for_fixed_streams_and_bounds_the_rest() {
     let s = scene(4000, 3, 6);
-    for (profile, b, tau) in [(Profile::Compact, 3, None), (Profile::Exact, 2, Some(0.2)), (Profile::Compact, 1, Some(0.5))] {
+    for (profile, b, tau) in [
+        (Profile::Compact, 3, None),
+        (Profile::Exact, 2, Some(0.2)),
+        (Profile::Compact, 1, Some(0.5)),
+    ] {
         let opts = CompressOptions {
             profile,
             sh_bits: b,
@@ -234,7 +268,11 @@ fn predicted_size_is_exact_for_fixed_streams_and_bounds_the_rest() {
         let p = codec::predict_size(&s, &opts).unwrap();
         let c = codec::compress(&s, &opts).unwrap();
         // Independent count of the kept Gaussians.
-        let kept = s.opacity.iter().filter(|&&o| 1.0 / (1.0 + (-o).exp()) >= tau.unwrap_or(0.0)).count();
+        let kept = s
+            .opacity
+            .iter()
+            .filter(|&&o| 1.0 / (1.0 + (-o).exp()) >= tau.unwrap_or(0.0))
+            .count();
         assert_eq!(p.count as usize, kept);
         assert_eq!(c.header.count as usize, kept);
         assert_eq!(p.streams.len(), c.streams.len());
@@ -248,7 +286,10 @@ fn predicted_size_is_exact_for_fixed_streams_and_bounds_the_rest() {
         }
         // The SH codes: ⌈N·d·b/8⌉ bytes, computed here independently.
         let shc = c.streams.iter().find(|s| &s.info.tag == b"SHC ").unwrap();
-        assert_eq!(shc.info.stored_len as usize, (kept * 45 * b as usize).div_ceil(8));
+        assert_eq!(
+            shc.info.stored_len as usize,
+            (kept * 45 * b as usize).div_ceil(8)
+        );
         assert!(c.size() <= p.total_bound());
         assert!(c.size() >= p.fixed());
     }
@@ -265,7 +306,9 @@ fn pruning_drops_exactly_the_faint_gaussians() {
     let (_, back) = roundtrip(&s, &opts);
     let mut ids: Vec<usize> = (0..back.len()).map(|k| id_of(&back, k)).collect();
     ids.sort();
-    let want: Vec<usize> = (0..s.len()).filter(|&i| sigmoid(s.opacity[i]) >= tau).collect();
+    let want: Vec<usize> = (0..s.len())
+        .filter(|&i| sigmoid(s.opacity[i]) >= tau)
+        .collect();
     assert_eq!(ids, want);
     let all = CompressOptions {
         prune_opacity: Some(0.999_999),
@@ -281,7 +324,14 @@ fn pruning_drops_exactly_the_faint_gaussians() {
 fn any_corrupted_byte_or_truncation_is_reported() {
     let s = scene(40, 2, 8);
     for profile in [Profile::Exact, Profile::Compact] {
-        let c = codec::compress(&s, &CompressOptions { profile, ..Default::default() }).unwrap();
+        let c = codec::compress(
+            &s,
+            &CompressOptions {
+                profile,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let bytes = c.to_bytes().unwrap();
         for k in 0..bytes.len() {
             let mut bad = bytes.clone();
@@ -299,7 +349,9 @@ fn any_corrupted_byte_or_truncation_is_reported() {
         }
         let mut long = bytes.clone();
         long.push(0);
-        let e = codec::decompress(&long, Path::new("c.tq3s")).unwrap_err().to_string();
+        let e = codec::decompress(&long, Path::new("c.tq3s"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("trailing"), "{e}");
     }
 }
@@ -308,25 +360,57 @@ fn any_corrupted_byte_or_truncation_is_reported() {
 fn bad_scenes_get_clear_errors() {
     let mut s = scene(100, 3, 9);
     s.sh_rest[57 * 45 + 7] = f32::NAN;
-    let e = codec::compress(&s, &CompressOptions::default()).unwrap_err().to_string();
+    let e = codec::compress(&s, &CompressOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("Gaussian 57") && e.contains("f_rest_7"), "{e}");
     let mut s = scene(100, 3, 9);
     s.opacity[3] = f32::INFINITY;
-    let e = codec::compress(&s, &CompressOptions::default()).unwrap_err().to_string();
+    let e = codec::compress(&s, &CompressOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("Gaussian 3") && e.contains("opacity"), "{e}");
-    let e = codec::compress(&Scene::default(), &CompressOptions::default()).unwrap_err().to_string();
+    let e = codec::compress(&Scene::default(), &CompressOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no Gaussians"), "{e}");
     let s = scene(10, 3, 9);
     for (opts, needle) in [
-        (CompressOptions { sh_bits: 0, ..Default::default() }, "b = 0"),
-        (CompressOptions { sh_bits: 9, ..Default::default() }, "b = 9"),
-        (CompressOptions { prune_opacity: Some(1.5), ..Default::default() }, "τ"),
-        (CompressOptions { sh_degree: Some(4), ..Default::default() }, "degree 4"),
+        (
+            CompressOptions {
+                sh_bits: 0,
+                ..Default::default()
+            },
+            "b = 0",
+        ),
+        (
+            CompressOptions {
+                sh_bits: 9,
+                ..Default::default()
+            },
+            "b = 9",
+        ),
+        (
+            CompressOptions {
+                prune_opacity: Some(1.5),
+                ..Default::default()
+            },
+            "τ",
+        ),
+        (
+            CompressOptions {
+                sh_degree: Some(4),
+                ..Default::default()
+            },
+            "degree 4",
+        ),
     ] {
         let e = codec::compress(&s, &opts).unwrap_err().to_string();
         assert!(e.contains(needle), "{e}");
     }
-    let e = codec::decompress(b"ply\nformat binary", Path::new("x.tq3s")).unwrap_err().to_string();
+    let e = codec::decompress(b"ply\nformat binary", Path::new("x.tq3s"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("x.tq3s") && e.contains("TQ3D-SCN"), "{e}");
 }
 
@@ -364,8 +448,15 @@ fn a_failed_write_leaves_no_file() {
         Err(turboquant3d::Error::InvalidArgument("interrupted".into()))
     });
     assert!(r.is_err());
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(left.iter().all(|n| n != "out.tq3s" && !n.to_string_lossy().ends_with(".tmp")), "{left:?}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.iter()
+            .all(|n| n != "out.tq3s" && !n.to_string_lossy().ends_with(".tmp")),
+        "{left:?}"
+    );
     c.write(&target).unwrap();
     assert_eq!(std::fs::read(&target).unwrap(), bytes);
 }

@@ -95,7 +95,14 @@ pub fn unpack_into(packed: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
 /// Copies `count` b-bit codes from code index `src_index` of the packed
 /// stream `src` to code index `dst_index` of `dst`, overwriting what was
 /// there. Bit by bit: meant for splicing a few vectors, not bulk work.
-pub fn copy_codes(src: &[u8], src_index: usize, dst: &mut [u8], dst_index: usize, count: usize, bits: u32) {
+pub fn copy_codes(
+    src: &[u8],
+    src_index: usize,
+    dst: &mut [u8],
+    dst_index: usize,
+    count: usize,
+    bits: u32,
+) {
     let n = count * bits as usize;
     let (s0, d0) = (src_index * bits as usize, dst_index * bits as usize);
     for t in 0..n {

@@ -449,7 +449,7 @@ impl HadamardRotation {
         &self.signs
     }
 
-    /// The permutation applied after the first round: y[j] = x[perm[j]].
+    /// The permutation applied after the first round: `y[j] = x[perm[j]]`.
     pub fn permutation(&self) -> &[u32] {
         &self.perm
     }

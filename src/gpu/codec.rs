@@ -1091,9 +1091,17 @@ impl GpuQuantizer {
                 .flat_map(|&i| data[i * d..(i + 1) * d].iter().copied())
                 .collect();
             let cpu = q.encode(&rows).map_err(|e| match e {
-                Error::ScaleUnrepresentable { row, scale, format, why } => {
-                    Error::ScaleUnrepresentable { row: ties[row], scale, format, why }
-                }
+                Error::ScaleUnrepresentable {
+                    row,
+                    scale,
+                    format,
+                    why,
+                } => Error::ScaleUnrepresentable {
+                    row: ties[row],
+                    scale,
+                    format,
+                    why,
+                },
                 e => e,
             })?;
             let Scales::F16(cs) = cpu.scales() else {
@@ -1104,7 +1112,10 @@ impl GpuQuantizer {
                 s[i] = cs[k];
             }
         }
-        Ok((Encoded::from_parts(d, bits, n, codes, Scales::F16(s))?, ties.len()))
+        Ok((
+            Encoded::from_parts(d, bits, n, codes, Scales::F16(s))?,
+            ties.len(),
+        ))
     }
 
     /// The async form of [`GpuQuantizer::decode`].

@@ -8,8 +8,8 @@ pub mod context;
 pub mod engine;
 
 pub use codec::{
-    DataFormat, DecodeBuffers, Element, EncodeBuffers, Family, GpuCodec, GpuQuantizer, KernelConfig,
-    TIE_EPS, TIE_REL,
+    DataFormat, DecodeBuffers, Element, EncodeBuffers, Family, GpuCodec, GpuQuantizer,
+    KernelConfig, TIE_EPS, TIE_REL,
 };
 pub use context::{AdapterPolicy, GpuContext};
 pub use engine::{DeviceChoice, Engine, Ran};

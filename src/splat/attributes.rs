@@ -35,7 +35,13 @@ impl Default for AttrBits {
 impl AttrBits {
     /// As stored in the header: position, scale, rotation, opacity, DC.
     pub fn to_array(self) -> [u8; 5] {
-        [self.position, self.scale, self.rotation, self.opacity, self.dc]
+        [
+            self.position,
+            self.scale,
+            self.rotation,
+            self.opacity,
+            self.dc,
+        ]
     }
 
     /// From the header's five bytes.
@@ -235,11 +241,13 @@ pub fn to_byte_planes(bytes: &[u8], elem: usize) -> Vec<u8> {
     }
     let n = bytes.len() / elem;
     let mut out = vec![0u8; bytes.len()];
-    out.par_chunks_mut(n.max(1)).enumerate().for_each(|(k, plane)| {
-        for (i, o) in plane.iter_mut().enumerate() {
-            *o = bytes[i * elem + k];
-        }
-    });
+    out.par_chunks_mut(n.max(1))
+        .enumerate()
+        .for_each(|(k, plane)| {
+            for (i, o) in plane.iter_mut().enumerate() {
+                *o = bytes[i * elem + k];
+            }
+        });
     out
 }
 
@@ -250,14 +258,15 @@ pub fn from_byte_planes(planes: &[u8], elem: usize) -> Vec<u8> {
     }
     let n = planes.len() / elem;
     let mut out = vec![0u8; planes.len()];
-    out.par_chunks_mut(elem * 4096).enumerate().for_each(|(c, dst)| {
-        for (j, rec) in dst.chunks_exact_mut(elem).enumerate() {
-            let i = c * 4096 + j;
-            for (k, o) in rec.iter_mut().enumerate() {
-                *o = planes[k * n + i];
+    out.par_chunks_mut(elem * 4096)
+        .enumerate()
+        .for_each(|(c, dst)| {
+            for (j, rec) in dst.chunks_exact_mut(elem).enumerate() {
+                let i = c * 4096 + j;
+                for (k, o) in rec.iter_mut().enumerate() {
+                    *o = planes[k * n + i];
+                }
             }
-        }
-    });
+        });
     out
 }
-

@@ -10,12 +10,14 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::codec::packing::packed_len;
+use crate::gpu::{Engine, Ran};
 use crate::splat::attributes::{self, AttrBits};
 use crate::splat::container::{
     self, Coding, Container, Header, Normals, Packed, Profile, Stream, tag_name,
 };
-use crate::splat::scene::{ExtraProperty, Extras, ScalarType, Scene, rest_dim, rest_per_channel, sigmoid};
-use crate::gpu::{Engine, Ran};
+use crate::splat::scene::{
+    ExtraProperty, Extras, ScalarType, Scene, rest_dim, rest_per_channel, sigmoid,
+};
 use crate::{
     Encoded, Error, Quantizer, QuantizerConfig, Result, Rotation, RotationKind, Rows, RowsMut,
     ScaleFormat, ScaleMode, Scales,
@@ -41,7 +43,7 @@ pub mod tags {
 
 /// The default seed of the SH rotation (any fixed value; the rotation itself
 /// is stored in the file).
-pub const DEFAULT_SEED: u64 = 0x3D7_0_2504_19874;
+pub const DEFAULT_SEED: u64 = 0x0003_D702_5041_9874;
 
 /// Gaussians per chunk of the compact profile.
 pub const DEFAULT_CHUNK: u32 = 256;
@@ -116,13 +118,23 @@ pub struct SizePrediction {
 impl SizePrediction {
     /// The exact bytes: header, table and fixed-rate streams.
     pub fn fixed(&self) -> u64 {
-        self.overhead + self.streams.iter().filter(|s| s.exact).map(|s| s.bytes).sum::<u64>()
+        self.overhead
+            + self
+                .streams
+                .iter()
+                .filter(|s| s.exact)
+                .map(|s| s.bytes)
+                .sum::<u64>()
     }
 
     /// Upper bound of the entropy-coded streams (their raw lengths: a stream
     /// zstd cannot shrink is stored raw).
     pub fn entropy_bound(&self) -> u64 {
-        self.streams.iter().filter(|s| !s.exact).map(|s| s.bytes).sum()
+        self.streams
+            .iter()
+            .filter(|s| !s.exact)
+            .map(|s| s.bytes)
+            .sum()
     }
 
     /// Upper bound of the whole file.
@@ -167,7 +179,9 @@ impl Compressed {
 
     /// Writes the file atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
-        crate::format::write_atomic(path, |w| container::write_to(w, &self.header, &self.streams, path))
+        crate::format::write_atomic(path, |w| {
+            container::write_to(w, &self.header, &self.streams, path)
+        })
     }
 }
 
@@ -243,7 +257,11 @@ pub fn check_finite(scene: &Scene) -> Result<()> {
 pub fn kept_count(scene: &Scene, tau: Option<f32>) -> usize {
     match tau {
         None => scene.len(),
-        Some(t) => scene.opacity.par_iter().filter(|&&o| sigmoid(o) >= t).count(),
+        Some(t) => scene
+            .opacity
+            .par_iter()
+            .filter(|&&o| sigmoid(o) >= t)
+            .count(),
     }
 }
 
@@ -258,7 +276,10 @@ fn extras_schema(extras: &Extras) -> Vec<u8> {
 }
 
 fn comments_bytes(comments: &[String]) -> Vec<u8> {
-    comments.iter().flat_map(|c| c.bytes().chain([b'\n'])).collect()
+    comments
+        .iter()
+        .flat_map(|c| c.bytes().chain([b'\n']))
+        .collect()
 }
 
 fn codebook_len(bits: u32) -> u64 {
@@ -270,7 +291,9 @@ fn codebook_len(bits: u32) -> u64 {
 pub fn predict_size(scene: &Scene, opts: &CompressOptions) -> Result<SizePrediction> {
     check_options(opts)?;
     let n = kept_count(scene, opts.prune_opacity) as u64;
-    let degree = opts.sh_degree.map_or(scene.sh_degree, |l| l.min(scene.sh_degree));
+    let degree = opts
+        .sh_degree
+        .map_or(scene.sh_degree, |l| l.min(scene.sh_degree));
     let d = rest_dim(degree) as u64;
     let b = opts.sh_bits as u64;
     let mut s: Vec<StreamSize> = Vec::new();
@@ -301,7 +324,11 @@ pub fn predict_size(scene: &Scene, opts: &CompressOptions) -> Result<SizePredict
         Profile::Compact => {
             let ab = opts.attr_bits;
             let cb = |bits: u8| attributes::code_bytes(bits) as u64;
-            add(&tags::CHNK, n.div_ceil(opts.chunk_size as u64) * CHUNK_RECORD as u64, true);
+            add(
+                &tags::CHNK,
+                n.div_ceil(opts.chunk_size as u64) * CHUNK_RECORD as u64,
+                true,
+            );
             add(&tags::POS, 3 * cb(ab.position) * n, false);
             add(&tags::SCL, 3 * cb(ab.scale) * n, false);
             add(&tags::QUAT, 4 * n, false);
@@ -314,7 +341,11 @@ pub fn predict_size(scene: &Scene, opts: &CompressOptions) -> Result<SizePredict
         add(&tags::EXTD, scene.extras.stride() as u64 * n, false);
     }
     if !scene.comments.is_empty() {
-        add(&tags::CMNT, comments_bytes(&scene.comments).len() as u64, true);
+        add(
+            &tags::CMNT,
+            comments_bytes(&scene.comments).len() as u64,
+            true,
+        );
     }
     Ok(SizePrediction {
         input_count: scene.len() as u64,
@@ -400,7 +431,10 @@ fn encode_sh(
     let mut codes = vec![0u8; packed_len(n * d, q.bits())];
     if let Some(engine) = engine.filter(|e| e.has_gpu()) {
         let mut scale_bytes = Vec::with_capacity(2 * n);
-        let mut run = ShRun { ran: Ran::Cpu, ties: 0 };
+        let mut run = ShRun {
+            ran: Ran::Cpu,
+            ties: 0,
+        };
         let mut buf = Vec::new();
         for (s, idx) in order.chunks(GPU_SLAB).enumerate() {
             gather_rows(scene, idx, degree, &mut buf);
@@ -408,7 +442,9 @@ fn encode_sh(
                 // The GPU already failed over to the CPU: stay there.
                 (q.encode(&buf).map_err(|e| remap_row(e, idx))?, Ran::Cpu, 0)
             } else {
-                engine.encode_exact(q, &buf).map_err(|e| remap_row(e, idx))?
+                engine
+                    .encode_exact(q, &buf)
+                    .map_err(|e| remap_row(e, idx))?
             };
             run.ran = ran;
             run.ties += ties;
@@ -435,7 +471,14 @@ fn encode_sh(
         .iter()
         .flat_map(|&s| f16::from_f32(s).to_bits().to_le_bytes())
         .collect();
-    Ok((codes, scale_bytes, ShRun { ran: Ran::Cpu, ties: 0 }))
+    Ok((
+        codes,
+        scale_bytes,
+        ShRun {
+            ran: Ran::Cpu,
+            ties: 0,
+        },
+    ))
 }
 
 fn f32_planes<const K: usize>(v: &[[f32; K]], order: &[u32]) -> Vec<u8> {
@@ -487,15 +530,31 @@ fn compact_streams(scene: &Scene, order: &[u32], bits: AttrBits, chunk: usize) -
             for &i in idx {
                 let i = i as usize;
                 for a in 0..3 {
-                    let qp = attributes::quantise_range(scene.positions[i][a], pos.0[a], pos.1[a], bits.position);
+                    let qp = attributes::quantise_range(
+                        scene.positions[i][a],
+                        pos.0[a],
+                        pos.1[a],
+                        bits.position,
+                    );
                     put(&mut p, qp, bits.position);
-                    let qs = attributes::quantise_range(scene.scales[i][a], scl.0[a], scl.1[a], bits.scale);
+                    let qs = attributes::quantise_range(
+                        scene.scales[i][a],
+                        scl.0[a],
+                        scl.1[a],
+                        bits.scale,
+                    );
                     put(&mut s, qs, bits.scale);
                     let qc = attributes::quantise_range(scene.dc[i][a], dc.0[a], dc.1[a], bits.dc);
                     put(&mut c, qc, bits.dc);
                 }
-                r.extend_from_slice(&attributes::quantise_quat(scene.rotations[i], bits.rotation).to_le_bytes());
-                put(&mut o, attributes::quantise_opacity(scene.opacity[i], bits.opacity), bits.opacity);
+                r.extend_from_slice(
+                    &attributes::quantise_quat(scene.rotations[i], bits.rotation).to_le_bytes(),
+                );
+                put(
+                    &mut o,
+                    attributes::quantise_opacity(scene.opacity[i], bits.opacity),
+                    bits.opacity,
+                );
             }
             [rec, p, s, r, o, c]
         })
@@ -509,11 +568,22 @@ fn compact_streams(scene: &Scene, order: &[u32], bits: AttrBits, chunk: usize) -
         }
     }
     let cb = |b: u8| attributes::code_bytes(b);
-    let elems = [CHUNK_RECORD, 3 * cb(bits.position), 3 * cb(bits.scale), 4, cb(bits.opacity), 3 * cb(bits.dc)];
+    let elems = [
+        CHUNK_RECORD,
+        3 * cb(bits.position),
+        3 * cb(bits.scale),
+        4,
+        cb(bits.opacity),
+        3 * cb(bits.dc),
+    ];
     debug_assert_eq!(out[3].len(), 4 * n);
     let mut planed: [Vec<u8>; 6] = Default::default();
     for (k, v) in out.into_iter().enumerate() {
-        planed[k] = if k == 0 { v } else { attributes::to_byte_planes(&v, elems[k]) };
+        planed[k] = if k == 0 {
+            v
+        } else {
+            attributes::to_byte_planes(&v, elems[k])
+        };
     }
     planed
 }
@@ -533,8 +603,14 @@ pub fn storage_order(scene: &Scene, opts: &CompressOptions) -> Vec<u32> {
     match opts.profile {
         Profile::Exact => kept,
         Profile::Compact => {
-            let pts: Vec<[f32; 3]> = kept.par_iter().map(|&i| scene.positions[i as usize]).collect();
-            attributes::morton_order(&pts).into_par_iter().map(|k| kept[k as usize]).collect()
+            let pts: Vec<[f32; 3]> = kept
+                .par_iter()
+                .map(|&i| scene.positions[i as usize])
+                .collect();
+            attributes::morton_order(&pts)
+                .into_par_iter()
+                .map(|k| kept[k as usize])
+                .collect()
         }
     }
 }
@@ -551,7 +627,11 @@ pub fn compress_on(scene: &Scene, opts: &CompressOptions, engine: &Engine) -> Re
     compress_with(scene, opts, Some(engine))
 }
 
-fn compress_with(scene: &Scene, opts: &CompressOptions, engine: Option<&Engine>) -> Result<Compressed> {
+fn compress_with(
+    scene: &Scene,
+    opts: &CompressOptions,
+    engine: Option<&Engine>,
+) -> Result<Compressed> {
     check_options(opts)?;
     scene.check_consistent().map_err(Error::InvalidArgument)?;
     if scene.is_empty() {
@@ -580,13 +660,19 @@ fn compress_with(scene: &Scene, opts: &CompressOptions, engine: Option<&Engine>)
     let order = storage_order(scene, opts);
     timings.prune_and_order = t.elapsed();
 
-    let degree = opts.sh_degree.map_or(scene.sh_degree, |l| l.min(scene.sh_degree));
+    let degree = opts
+        .sh_degree
+        .map_or(scene.sh_degree, |l| l.min(scene.sh_degree));
     let d = rest_dim(degree);
     let mut raw: Vec<Stream> = Vec::new();
-    let mut push = |tag: [u8; 4], coding: Coding, data: Vec<u8>| raw.push(Stream { tag, coding, data });
+    let mut push =
+        |tag: [u8; 4], coding: Coding, data: Vec<u8>| raw.push(Stream { tag, coding, data });
     let t = Instant::now();
     let mut rotation_kind = 0;
-    let mut sh_run = ShRun { ran: Ran::Cpu, ties: 0 };
+    let mut sh_run = ShRun {
+        ran: Ran::Cpu,
+        ties: 0,
+    };
     if d > 0 {
         let mut cfg = QuantizerConfig::new(d, opts.sh_bits);
         cfg.seed = opts.seed;
@@ -615,13 +701,25 @@ fn compress_with(scene: &Scene, opts: &CompressOptions, engine: Option<&Engine>)
     match opts.profile {
         Profile::Exact => {
             let opa: Vec<[f32; 1]> = scene.opacity.iter().map(|&o| [o]).collect();
-            push(tags::POS, Coding::Zstd, f32_planes(&scene.positions, &order));
+            push(
+                tags::POS,
+                Coding::Zstd,
+                f32_planes(&scene.positions, &order),
+            );
             push(tags::SCL, Coding::Zstd, f32_planes(&scene.scales, &order));
-            push(tags::QUAT, Coding::Zstd, f32_planes(&scene.rotations, &order));
+            push(
+                tags::QUAT,
+                Coding::Zstd,
+                f32_planes(&scene.rotations, &order),
+            );
             push(tags::OPA, Coding::Zstd, f32_planes(&opa, &order));
             push(tags::DC, Coding::Zstd, f32_planes(&scene.dc, &order));
             if normals == Normals::Stored {
-                push(tags::NRM, Coding::Zstd, f32_planes(scene.normals.as_ref().unwrap(), &order));
+                push(
+                    tags::NRM,
+                    Coding::Zstd,
+                    f32_planes(scene.normals.as_ref().unwrap(), &order),
+                );
             }
         }
         Profile::Compact => {
@@ -639,7 +737,9 @@ fn compress_with(scene: &Scene, opts: &CompressOptions, engine: Option<&Engine>)
         let stride = scene.extras.stride();
         let mut data = Vec::with_capacity(order.len() * stride);
         for &i in &order {
-            data.extend_from_slice(&scene.extras.data[i as usize * stride..(i as usize + 1) * stride]);
+            data.extend_from_slice(
+                &scene.extras.data[i as usize * stride..(i as usize + 1) * stride],
+            );
         }
         push(tags::EXTS, Coding::Raw, extras_schema(&scene.extras));
         push(tags::EXTD, Coding::Zstd, data);
@@ -671,8 +771,16 @@ fn compress_with(scene: &Scene, opts: &CompressOptions, engine: Option<&Engine>)
         normals,
         order: (opts.profile == Profile::Compact) as u8,
         dim: d as u32,
-        chunk_size: if opts.profile == Profile::Compact { opts.chunk_size } else { 0 },
-        attr_bits: if opts.profile == Profile::Compact { opts.attr_bits.to_array() } else { [0; 5] },
+        chunk_size: if opts.profile == Profile::Compact {
+            opts.chunk_size
+        } else {
+            0
+        },
+        attr_bits: if opts.profile == Profile::Compact {
+            opts.attr_bits.to_array()
+        } else {
+            [0; 5]
+        },
         prune_opacity: opts.prune_opacity.unwrap_or(0.0),
         seed: opts.seed,
         extra_count: scene.extras.properties.len() as u32,
@@ -720,7 +828,9 @@ pub fn read(path: &Path) -> Result<Scene> {
 fn f32s_from_planes<const K: usize>(bytes: &[u8]) -> Vec<[f32; K]> {
     attributes::from_byte_planes(bytes, K * 4)
         .chunks_exact(K * 4)
-        .map(|r| std::array::from_fn(|k| f32::from_le_bytes(r[k * 4..k * 4 + 4].try_into().unwrap())))
+        .map(|r| {
+            std::array::from_fn(|k| f32::from_le_bytes(r[k * 4..k * 4 + 4].try_into().unwrap()))
+        })
         .collect()
 }
 
@@ -730,7 +840,9 @@ fn codes_from_planes(bytes: &[u8], comps: usize, bits: u8) -> Vec<u16> {
     if cb == 1 {
         aos.iter().map(|&b| b as u16).collect()
     } else {
-        aos.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()
+        aos.chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect()
     }
 }
 
@@ -747,10 +859,17 @@ pub fn decompress(bytes: &[u8], path: &Path) -> Result<Scene> {
             .validate()
             .map_err(|why| bad("attribute bits", why))?;
         if h.chunk_size == 0 || h.chunk_size > 65536 {
-            return Err(bad("chunk size", format!("{} must be in 1..=65536", h.chunk_size)));
+            return Err(bad(
+                "chunk size",
+                format!("{} must be in 1..=65536", h.chunk_size),
+            ));
         }
     }
-    let chunk_count = if compact { h.count.div_ceil(h.chunk_size as u64) } else { 0 };
+    let chunk_count = if compact {
+        h.count.div_ceil(h.chunk_size as u64)
+    } else {
+        0
+    };
     // Every stream's decoded length is checked against the header before
     // anything is decompressed or allocated.
     for info in &infos {
@@ -760,7 +879,10 @@ pub fn decompress(bytes: &[u8], path: &Path) -> Result<Scene> {
             // Bounded below by max_raw; its exact length needs the schema.
             tags::EXTD => None,
             t => Some(expected_len(&h, &t, chunk_count).ok_or_else(|| {
-                bad(&format!("stream {}", tag_name(&t)), "unknown to this version".into())
+                bad(
+                    &format!("stream {}", tag_name(&t)),
+                    "unknown to this version".into(),
+                )
             })?),
         };
         if let Some(w) = want
@@ -768,14 +890,23 @@ pub fn decompress(bytes: &[u8], path: &Path) -> Result<Scene> {
         {
             return Err(bad(
                 &format!("stream {}", tag_name(&info.tag)),
-                format!("declares {} decoded bytes, the header implies {w}", info.raw_len),
+                format!(
+                    "declares {} decoded bytes, the header implies {w}",
+                    info.raw_len
+                ),
             ));
         }
     }
     let max_extd = h.count.saturating_mul(8 * h.extra_count as u64);
     let max_raw = infos
         .iter()
-        .map(|i| if i.tag == tags::EXTD { max_extd } else { i.raw_len })
+        .map(|i| {
+            if i.tag == tags::EXTD {
+                max_extd
+            } else {
+                i.raw_len
+            }
+        })
         .max()
         .unwrap_or(0);
     let c: Container = container::from_bytes(bytes, path, max_raw)?;
@@ -788,40 +919,69 @@ pub fn decompress(bytes: &[u8], path: &Path) -> Result<Scene> {
     };
     let d = h.dim as usize;
     if d > 0 {
-        let kind = if h.rotation_kind == 0 { RotationKind::Dense } else { RotationKind::Hadamard };
-        let rotation = Rotation::from_bytes(kind, d, req(&tags::ROT)?).map_err(|why| bad("stream ROT", why))?;
+        let kind = if h.rotation_kind == 0 {
+            RotationKind::Dense
+        } else {
+            RotationKind::Hadamard
+        };
+        let rotation = Rotation::from_bytes(kind, d, req(&tags::ROT)?)
+            .map_err(|why| bad("stream ROT", why))?;
         let cbk = req(&tags::CBK)?;
         let b = h.sh_bits as u32;
         if cbk[0] != 1 || cbk[1] as u32 != b {
-            return Err(bad("stream CBK", format!("holds {} table(s) for b = {}, expected one for b = {b}", cbk[0], cbk[1])));
+            return Err(bad(
+                "stream CBK",
+                format!(
+                    "holds {} table(s) for b = {}, expected one for b = {b}",
+                    cbk[0], cbk[1]
+                ),
+            ));
         }
-        let tables: Vec<f32> = cbk[2..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let tables: Vec<f32> = cbk[2..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         let m = 1usize << b;
         let q = Quantizer::from_parts(
             Arc::new(rotation),
             b,
             tables[..m].to_vec(),
             tables[m..].to_vec(),
-            if h.scale_mode == 0 { ScaleMode::Norm } else { ScaleMode::LeastSquares },
+            if h.scale_mode == 0 {
+                ScaleMode::Norm
+            } else {
+                ScaleMode::LeastSquares
+            },
             ScaleFormat::F16,
         )
         .map_err(|e| bad("stream CBK", e.to_string()))?;
-        let scales = Scales::from_le_bytes(ScaleFormat::F16, req(&tags::SHS)?).map_err(|e| bad("stream SHS", e.to_string()))?;
+        let scales = Scales::from_le_bytes(ScaleFormat::F16, req(&tags::SHS)?)
+            .map_err(|e| bad("stream SHS", e.to_string()))?;
         let codes = req(&tags::SHC)?;
         let used = (n as u128 * d as u128 * b as u128 % 8) as u32;
         if used != 0 && codes.last().is_some_and(|&l| l >> used != 0) {
-            return Err(bad("stream SHC", "the unused high bits of the last byte must be zero".into()));
+            return Err(bad(
+                "stream SHC",
+                "the unused high bits of the last byte must be zero".into(),
+            ));
         }
-        let enc = Encoded::from_parts(d, b, n, codes.to_vec(), scales).map_err(|e| bad("stream SHS", e.to_string()))?;
+        let enc = Encoded::from_parts(d, b, n, codes.to_vec(), scales)
+            .map_err(|e| bad("stream SHS", e.to_string()))?;
         scene.sh_rest = vec![0f32; n * d];
         q.decode_into(&enc, RowsMut::new(&mut scene.sh_rest, d)?)?;
     }
 
     if compact {
         let ab = AttrBits::from_array(h.attr_bits);
-        let chnk: Vec<f32> = req(&tags::CHNK)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let chnk: Vec<f32> = req(&tags::CHNK)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         if let Some(k) = chnk.iter().position(|v| !v.is_finite()) {
-            return Err(bad("stream CHNK", format!("chunk {} has a non-finite range", k / 18)));
+            return Err(bad(
+                "stream CHNK",
+                format!("chunk {} has a non-finite range", k / 18),
+            ));
         }
         let pos = codes_from_planes(req(&tags::POS)?, 3, ab.position);
         let scl = codes_from_planes(req(&tags::SCL)?, 3, ab.scale);
@@ -832,14 +992,25 @@ pub fn decompress(bytes: &[u8], path: &Path) -> Result<Scene> {
             .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
             .collect();
         let limit = |bits: u8| ((1u32 << bits) - 1) as u16;
-        for (name, v, bits) in [("POS", &pos, ab.position), ("SCL", &scl, ab.scale), ("DC", &dc, ab.dc), ("OPA", &opa, ab.opacity)] {
+        for (name, v, bits) in [
+            ("POS", &pos, ab.position),
+            ("SCL", &scl, ab.scale),
+            ("DC", &dc, ab.dc),
+            ("OPA", &opa, ab.opacity),
+        ] {
             if let Some(i) = v.iter().position(|&q| q > limit(bits)) {
-                return Err(bad(&format!("stream {name}"), format!("code {} at index {i} exceeds {bits} bits", v[i])));
+                return Err(bad(
+                    &format!("stream {name}"),
+                    format!("code {} at index {i} exceeds {bits} bits", v[i]),
+                ));
             }
         }
         let qmax = 3 * ab.rotation as u32 + 2;
         if let Some(i) = quat.iter().position(|&q| qmax < 32 && q >> qmax != 0) {
-            return Err(bad("stream QUAT", format!("code at index {i} exceeds {qmax} bits")));
+            return Err(bad(
+                "stream QUAT",
+                format!("code at index {i} exceeds {qmax} bits"),
+            ));
         }
         let cs = h.chunk_size as usize;
         let range = |i: usize, off: usize, a: usize| {
@@ -848,32 +1019,47 @@ pub fn decompress(bytes: &[u8], path: &Path) -> Result<Scene> {
         };
         scene.positions = (0..n)
             .into_par_iter()
-            .map(|i| std::array::from_fn(|a| {
-                let (lo, hi) = range(i, 0, a);
-                attributes::dequantise_range(pos[3 * i + a], lo, hi, ab.position)
-            }))
+            .map(|i| {
+                std::array::from_fn(|a| {
+                    let (lo, hi) = range(i, 0, a);
+                    attributes::dequantise_range(pos[3 * i + a], lo, hi, ab.position)
+                })
+            })
             .collect();
         scene.scales = (0..n)
             .into_par_iter()
-            .map(|i| std::array::from_fn(|a| {
-                let (lo, hi) = range(i, 6, a);
-                attributes::dequantise_range(scl[3 * i + a], lo, hi, ab.scale)
-            }))
+            .map(|i| {
+                std::array::from_fn(|a| {
+                    let (lo, hi) = range(i, 6, a);
+                    attributes::dequantise_range(scl[3 * i + a], lo, hi, ab.scale)
+                })
+            })
             .collect();
         scene.dc = (0..n)
             .into_par_iter()
-            .map(|i| std::array::from_fn(|a| {
-                let (lo, hi) = range(i, 12, a);
-                attributes::dequantise_range(dc[3 * i + a], lo, hi, ab.dc)
-            }))
+            .map(|i| {
+                std::array::from_fn(|a| {
+                    let (lo, hi) = range(i, 12, a);
+                    attributes::dequantise_range(dc[3 * i + a], lo, hi, ab.dc)
+                })
+            })
             .collect();
-        scene.opacity = opa.par_iter().map(|&q| attributes::dequantise_opacity(q, ab.opacity)).collect();
-        scene.rotations = quat.par_iter().map(|&q| attributes::dequantise_quat(q, ab.rotation)).collect();
+        scene.opacity = opa
+            .par_iter()
+            .map(|&q| attributes::dequantise_opacity(q, ab.opacity))
+            .collect();
+        scene.rotations = quat
+            .par_iter()
+            .map(|&q| attributes::dequantise_quat(q, ab.rotation))
+            .collect();
     } else {
         scene.positions = f32s_from_planes::<3>(req(&tags::POS)?);
         scene.scales = f32s_from_planes::<3>(req(&tags::SCL)?);
         scene.rotations = f32s_from_planes::<4>(req(&tags::QUAT)?);
-        scene.opacity = f32s_from_planes::<1>(req(&tags::OPA)?).into_iter().map(|[o]| o).collect();
+        scene.opacity = f32s_from_planes::<1>(req(&tags::OPA)?)
+            .into_iter()
+            .map(|[o]| o)
+            .collect();
         scene.dc = f32s_from_planes::<3>(req(&tags::DC)?);
     }
     scene.normals = match h.normals {
@@ -884,15 +1070,20 @@ pub fn decompress(bytes: &[u8], path: &Path) -> Result<Scene> {
 
     if h.extra_count > 0 {
         let schema = c.require(&tags::EXTS, None, path)?;
-        scene.extras.properties = parse_schema(schema, h.extra_count).map_err(|why| bad("stream EXTS", why))?;
+        scene.extras.properties =
+            parse_schema(schema, h.extra_count).map_err(|why| bad("stream EXTS", why))?;
         let stride = scene.extras.stride() as u64;
-        scene.extras.data = c.require(&tags::EXTD, Some(stride * h.count), path)?.to_vec();
+        scene.extras.data = c
+            .require(&tags::EXTD, Some(stride * h.count), path)?
+            .to_vec();
     }
     if let Some(cm) = c.stream(&tags::CMNT) {
         let text = std::str::from_utf8(cm).map_err(|_| bad("stream CMNT", "not UTF-8".into()))?;
         scene.comments = text.lines().map(str::to_string).collect();
     }
-    scene.check_consistent().map_err(|why| bad("streams", why))?;
+    scene
+        .check_consistent()
+        .map_err(|why| bad("streams", why))?;
     Ok(scene)
 }
 
@@ -906,7 +1097,8 @@ fn parse_schema(b: &[u8], count: u32) -> std::result::Result<Vec<ExtraProperty>,
         if b.len() < at + 3 {
             return Err(format!("property {k} is truncated"));
         }
-        let ty = ScalarType::from_code(b[at]).ok_or_else(|| format!("property {k} has unknown type code {}", b[at]))?;
+        let ty = ScalarType::from_code(b[at])
+            .ok_or_else(|| format!("property {k} has unknown type code {}", b[at]))?;
         let len = u16::from_le_bytes([b[at + 1], b[at + 2]]) as usize;
         at += 3;
         let name = b

@@ -160,7 +160,10 @@ pub fn pack_stream(stream: Stream) -> Result<Packed> {
         Coding::Raw => (Coding::Raw, stream.data),
         Coding::Zstd => {
             let z = zstd::bulk::compress(&stream.data, ZSTD_LEVEL).map_err(|e| {
-                Error::InvalidArgument(format!("zstd failed on stream {}: {e}", tag_name(&stream.tag)))
+                Error::InvalidArgument(format!(
+                    "zstd failed on stream {}: {e}",
+                    tag_name(&stream.tag)
+                ))
             })?;
             if z.len() < stream.data.len() {
                 (Coding::Zstd, z)
@@ -230,13 +233,15 @@ pub fn overhead(streams: usize) -> u64 {
 /// Writes a container: header, table, streams.
 pub fn write_to(w: &mut dyn Write, header: &Header, streams: &[Packed], path: &Path) -> Result<()> {
     let io = |e| Error::io(path, e);
-    w.write_all(&header_bytes(header, streams.len() as u32)).map_err(io)?;
+    w.write_all(&header_bytes(header, streams.len() as u32))
+        .map_err(io)?;
     let mut table = Vec::with_capacity(streams.len() * ENTRY_LEN);
     for s in streams {
         table.extend_from_slice(&entry_bytes(&s.info));
     }
     w.write_all(&table).map_err(io)?;
-    w.write_all(&crc32fast::hash(&table).to_le_bytes()).map_err(io)?;
+    w.write_all(&crc32fast::hash(&table).to_le_bytes())
+        .map_err(io)?;
     for s in streams {
         w.write_all(&s.stored).map_err(io)?;
     }
@@ -298,7 +303,10 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
     if bytes.len() < HEADER_LEN {
         return Err(bad(
             "header",
-            format!("truncated: {} bytes, the header alone is {HEADER_LEN}", bytes.len()),
+            format!(
+                "truncated: {} bytes, the header alone is {HEADER_LEN}",
+                bytes.len()
+            ),
         ));
     }
     let b = &bytes[..HEADER_LEN];
@@ -314,7 +322,10 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
     }
     let version = u16::from_le_bytes([b[8], b[9]]);
     if version != VERSION {
-        return Err(bad("version", format!("{version}; this build reads version {VERSION}")));
+        return Err(bad(
+            "version",
+            format!("{version}; this build reads version {VERSION}"),
+        ));
     }
     for (lo, hi) in [(10, 12), (20, 24), (61, 64), (80, HEADER_LEN - 4)] {
         if b[lo..hi].iter().any(|&x| x != 0) {
@@ -325,11 +336,17 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
         }
     }
     if u32_at(b, 12) as usize != HEADER_LEN {
-        return Err(bad("header length", format!("{}, expected {HEADER_LEN}", u32_at(b, 12))));
+        return Err(bad(
+            "header length",
+            format!("{}, expected {HEADER_LEN}", u32_at(b, 12)),
+        ));
     }
     let stream_count = u32_at(b, 16);
     if stream_count > MAX_STREAMS {
-        return Err(bad("stream count", format!("{stream_count} exceeds {MAX_STREAMS}")));
+        return Err(bad(
+            "stream count",
+            format!("{stream_count} exceeds {MAX_STREAMS}"),
+        ));
     }
     let profile = match b[41] {
         0 => Profile::Exact,
@@ -367,7 +384,12 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
     if h.dim as usize != crate::splat::rest_dim(h.sh_degree) {
         return Err(bad(
             "d",
-            format!("{} does not match SH degree {} (expected {})", h.dim, h.sh_degree, crate::splat::rest_dim(h.sh_degree)),
+            format!(
+                "{} does not match SH degree {} (expected {})",
+                h.dim,
+                h.sh_degree,
+                crate::splat::rest_dim(h.sh_degree)
+            ),
         ));
     }
     if h.sh_bits > 8 || (h.dim > 0) != (h.sh_bits > 0) {
@@ -376,7 +398,10 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
     if h.sh_width_mode != 0 {
         return Err(bad(
             "SH width mode",
-            format!("{} (per-Gaussian widths) is not supported by this version", h.sh_width_mode),
+            format!(
+                "{} (per-Gaussian widths) is not supported by this version",
+                h.sh_width_mode
+            ),
         ));
     }
     if h.rotation_kind > 1 || h.scale_mode > 1 || h.order > 1 {
@@ -389,7 +414,13 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
         ));
     }
     if h.count > h.input_count {
-        return Err(bad("count", format!("{} stored Gaussians exceed the input's {}", h.count, h.input_count)));
+        return Err(bad(
+            "count",
+            format!(
+                "{} stored Gaussians exceed the input's {}",
+                h.count, h.input_count
+            ),
+        ));
     }
     if h.count == 0 {
         return Err(bad("count", "the file holds no Gaussians".into()));
@@ -409,7 +440,11 @@ pub fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Container> 
     if bytes.len() < table_end + 4 {
         return Err(bad(
             "stream table".into(),
-            format!("truncated: the file has {} bytes, the table ends at {}", bytes.len(), table_end + 4),
+            format!(
+                "truncated: the file has {} bytes, the table ends at {}",
+                bytes.len(),
+                table_end + 4
+            ),
         ));
     }
     let table = &bytes[table_start..table_end];
@@ -428,12 +463,20 @@ pub fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Container> 
     for (k, e) in table.chunks_exact(ENTRY_LEN).enumerate() {
         let tag: [u8; 4] = e[0..4].try_into().unwrap();
         if e[5..8].iter().chain(&e[28..32]).any(|&x| x != 0) {
-            return Err(bad(format!("stream {k} ({})", tag_name(&tag)), "reserved bytes must be zero".into()));
+            return Err(bad(
+                format!("stream {k} ({})", tag_name(&tag)),
+                "reserved bytes must be zero".into(),
+            ));
         }
         let coding = match e[4] {
             0 => Coding::Raw,
             1 => Coding::Zstd,
-            c => return Err(bad(format!("stream {k} ({})", tag_name(&tag)), format!("unknown coding {c}"))),
+            c => {
+                return Err(bad(
+                    format!("stream {k} ({})", tag_name(&tag)),
+                    format!("unknown coding {c}"),
+                ));
+            }
         };
         let info = StreamInfo {
             tag,
@@ -443,18 +486,27 @@ pub fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Container> 
             crc: u32_at(e, 24),
         };
         if infos.iter().any(|i: &StreamInfo| i.tag == tag) {
-            return Err(bad(format!("stream {}", tag_name(&tag)), "appears twice".into()));
+            return Err(bad(
+                format!("stream {}", tag_name(&tag)),
+                "appears twice".into(),
+            ));
         }
         if coding == Coding::Raw && info.raw_len != info.stored_len {
             return Err(bad(
                 format!("stream {}", tag_name(&tag)),
-                format!("raw stream with raw length {} ≠ stored length {}", info.raw_len, info.stored_len),
+                format!(
+                    "raw stream with raw length {} ≠ stored length {}",
+                    info.raw_len, info.stored_len
+                ),
             ));
         }
         if info.raw_len > max_raw {
             return Err(bad(
                 format!("stream {}", tag_name(&tag)),
-                format!("declares {} decoded bytes, more than the header's scene can need ({max_raw})", info.raw_len),
+                format!(
+                    "declares {} decoded bytes, more than the header's scene can need ({max_raw})",
+                    info.raw_len
+                ),
             ));
         }
         total = total.saturating_add(info.stored_len);
@@ -466,7 +518,11 @@ pub fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Container> 
             format!(
                 "the table accounts for {total} bytes but the file has {}{}",
                 bytes.len(),
-                if total > bytes.len() as u64 { " (truncated)" } else { " (trailing bytes)" }
+                if total > bytes.len() as u64 {
+                    " (truncated)"
+                } else {
+                    " (trailing bytes)"
+                }
             ),
         ));
     }
@@ -495,12 +551,19 @@ pub fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Container> 
                 Coding::Raw => stored.to_vec(),
                 Coding::Zstd => {
                     let d = zstd::bulk::decompress(stored, info.raw_len as usize).map_err(|e| {
-                        bad(format!("stream {}", tag_name(&info.tag)), format!("zstd: {e}"))
+                        bad(
+                            format!("stream {}", tag_name(&info.tag)),
+                            format!("zstd: {e}"),
+                        )
                     })?;
                     if d.len() as u64 != info.raw_len {
                         return Err(bad(
                             format!("stream {}", tag_name(&info.tag)),
-                            format!("decodes to {} bytes, the table says {}", d.len(), info.raw_len),
+                            format!(
+                                "decodes to {} bytes, the table says {}",
+                                d.len(),
+                                info.raw_len
+                            ),
                         ));
                     }
                     d

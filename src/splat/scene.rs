@@ -184,7 +184,10 @@ impl Scene {
         if let Some(nrm) = &self.normals
             && nrm.len() != n
         {
-            return Err(format!("normals has {} entries, positions has {n}", nrm.len()));
+            return Err(format!(
+                "normals has {} entries, positions has {n}",
+                nrm.len()
+            ));
         }
         if self.sh_rest.len() != n * self.rest_dim() {
             return Err(format!(
@@ -227,7 +230,11 @@ impl Scene {
     pub fn retain_indices(&mut self, keep: &[bool]) {
         assert_eq!(keep.len(), self.len(), "mask length");
         fn filt<T: Copy>(v: &[T], keep: &[bool]) -> Vec<T> {
-            v.iter().zip(keep).filter(|(_, k)| **k).map(|(x, _)| *x).collect()
+            v.iter()
+                .zip(keep)
+                .filter(|(_, k)| **k)
+                .map(|(x, _)| *x)
+                .collect()
         }
         let d = self.rest_dim();
         let stride = self.extras.stride();

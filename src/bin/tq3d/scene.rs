@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use turboquant3d::gpu::{DeviceChoice, Engine};
 use turboquant3d::splat::attributes::AttrBits;
 use turboquant3d::splat::codec::{self, CompressOptions, Compressed, SizePrediction};
 use turboquant3d::splat::container::{self, Coding, Normals, Profile, tag_name};
 use turboquant3d::splat::ply::{self, PlyEncoding};
 use turboquant3d::splat::scene::sigmoid;
 use turboquant3d::splat::{Scene, antimatter, synth};
-use turboquant3d::gpu::{DeviceChoice, Engine};
 use turboquant3d::{Error, ScaleMode, theory};
 
 use crate::{DeviceArg, human};
@@ -237,12 +237,17 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
                 );
             }
             if let Some(e) = sh_err {
-                println!("  expected SH-rest error ‖x − x̂‖²/‖x‖² = d·C(d,b) = {e:.5} (norm scale; least squares is lower)");
+                println!(
+                    "  expected SH-rest error ‖x − x̂‖²/‖x‖² = d·C(d,b) = {e:.5} (norm scale; least squares is lower)"
+                );
             }
         }
         return Ok(());
     }
-    let output = a.output.clone().expect("clap requires -o without --dry-run");
+    let output = a
+        .output
+        .clone()
+        .expect("clap requires -o without --dry-run");
     let engine = Engine::new(a.device.into())?;
     let bar = spinner(format!("compressing {} Gaussians", scene.len()), a.json);
     let t1 = Instant::now();
@@ -257,7 +262,13 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn report_compress(a: &CompressArgs, c: &Compressed, input_bytes: u64, sh_err: Option<f64>, t: [Duration; 3]) {
+fn report_compress(
+    a: &CompressArgs,
+    c: &Compressed,
+    input_bytes: u64,
+    sh_err: Option<f64>,
+    t: [Duration; 3],
+) {
     let size = c.size();
     let p = &c.prediction;
     if a.json {
@@ -284,7 +295,10 @@ fn report_compress(a: &CompressArgs, c: &Compressed, input_bytes: u64, sh_err: O
         a.output.as_ref().unwrap().display(),
         c.header.count,
         if c.header.count < c.header.input_count {
-            format!(" (pruned from {} at τ = {})", c.header.input_count, c.header.prune_opacity)
+            format!(
+                " (pruned from {} at τ = {})",
+                c.header.input_count, c.header.prune_opacity
+            )
         } else {
             String::new()
         },
@@ -310,10 +324,14 @@ fn report_compress(a: &CompressArgs, c: &Compressed, input_bytes: u64, sh_err: O
         human(size)
     );
     if let Some(e) = sh_err {
-        println!("  expected SH-rest error ‖x − x̂‖²/‖x‖² = d·C(d,b) = {e:.5} (norm scale; least squares is lower)");
+        println!(
+            "  expected SH-rest error ‖x − x̂‖²/‖x‖² = d·C(d,b) = {e:.5} (norm scale; least squares is lower)"
+        );
     }
     if c.header.normals == Normals::Dropped {
-        println!("  normals: dropped by the compact profile (they were not all zero); use --profile exact to keep them");
+        println!(
+            "  normals: dropped by the compact profile (they were not all zero); use --profile exact to keep them"
+        );
     }
     println!(
         "  read {:.2?}, compress {:.2?} (order {:.2?}, SH {:.2?} on {}{}, attributes {:.2?}, zstd {:.2?}), write {:.2?}",
@@ -322,7 +340,11 @@ fn report_compress(a: &CompressArgs, c: &Compressed, input_bytes: u64, sh_err: O
         c.timings.prune_and_order,
         c.timings.sh,
         c.sh_run.ran,
-        if c.sh_run.ties > 0 { format!(" with {} near-ties on the CPU", c.sh_run.ties) } else { String::new() },
+        if c.sh_run.ties > 0 {
+            format!(" with {} near-ties on the CPU", c.sh_run.ties)
+        } else {
+            String::new()
+        },
         c.timings.attributes,
         c.timings.entropy,
         t[2]
@@ -421,7 +443,10 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
         "  {} Gaussians{}, {:.1} bits each",
         n,
         if n < h.input_count {
-            format!(" (pruned from {} at sigmoid(opacity) < {})", h.input_count, h.prune_opacity)
+            format!(
+                " (pruned from {} at sigmoid(opacity) < {})",
+                h.input_count, h.prune_opacity
+            )
         } else {
             String::new()
         },
@@ -433,15 +458,25 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
             h.sh_degree,
             h.dim,
             h.sh_bits,
-            if h.rotation_kind == 0 { "dense Haar" } else { "randomized Hadamard" },
+            if h.rotation_kind == 0 {
+                "dense Haar"
+            } else {
+                "randomized Hadamard"
+            },
             h.seed,
-            if h.scale_mode == 0 { "norm" } else { "least-squares" }
+            if h.scale_mode == 0 {
+                "norm"
+            } else {
+                "least-squares"
+            }
         );
     } else {
         println!("  SH degree 0: no SH-rest");
     }
     match h.profile {
-        Profile::Exact => println!("  profile exact: the other attributes are bit-exact f32, in the input order"),
+        Profile::Exact => {
+            println!("  profile exact: the other attributes are bit-exact f32, in the input order")
+        }
         Profile::Compact => println!(
             "  profile compact: Morton order, chunks of {}; bits: position {}, log-scale {}, quaternion {}×3 (+2), opacity {}, DC {}",
             h.chunk_size, ab.position, ab.scale, ab.rotation, ab.opacity, ab.dc
@@ -449,14 +484,21 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
     }
     println!("  normals: {normals}");
     if h.extra_count > 0 {
-        println!("  {} extra per-vertex properties, kept losslessly", h.extra_count);
+        println!(
+            "  {} extra per-vertex properties, kept losslessly",
+            h.extra_count
+        );
     }
     println!("  streams:");
     for s in &infos {
         println!(
             "    {:<5} {:<4} {:>10} -> {:>10}  {:6.2} bits/Gaussian",
             tag_name(&s.tag),
-            if s.coding == Coding::Zstd { "zstd" } else { "raw" },
+            if s.coding == Coding::Zstd {
+                "zstd"
+            } else {
+                "raw"
+            },
             human(s.raw_len),
             human(s.stored_len),
             s.stored_len as f64 * 8.0 / n as f64
@@ -499,17 +541,30 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
     let tmp;
     let dir = match &a.keep {
         Some(d) => {
-            std::fs::create_dir_all(d).map_err(|e| Error::Io { path: d.clone(), source: e })?;
+            std::fs::create_dir_all(d).map_err(|e| Error::Io {
+                path: d.clone(),
+                source: e,
+            })?;
             d.clone()
         }
         None => {
-            tmp = tempfile::tempdir().map_err(|e| Error::Io { path: std::env::temp_dir(), source: e })?;
+            tmp = tempfile::tempdir().map_err(|e| Error::Io {
+                path: std::env::temp_dir(),
+                source: e,
+            })?;
             tmp.path().to_path_buf()
         }
     };
-    let (ply_in, packed, ply_out) = (dir.join("demo.ply"), dir.join("demo.tq3s"), dir.join("demo.out.ply"));
+    let (ply_in, packed, ply_out) = (
+        dir.join("demo.ply"),
+        dir.join("demo.tq3s"),
+        dir.join("demo.out.ply"),
+    );
 
-    let bar = spinner(format!("generating {} procedural Gaussians", a.count), quiet);
+    let bar = spinner(
+        format!("generating {} procedural Gaussians", a.count),
+        quiet,
+    );
     let t = Instant::now();
     let scene = synth::generate(&synth::SynthConfig {
         count: a.count,
@@ -560,7 +615,9 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
     if let (Some(e), Some(m)) = (expected, measured)
         && !(m <= e * 1.03 && m >= e * 0.80)
     {
-        failures.push(format!("SH error {m:.5} is not within [0.80, 1.03] × theory {e:.5}"));
+        failures.push(format!(
+            "SH error {m:.5} is not within [0.80, 1.03] × theory {e:.5}"
+        ));
     }
     let alpha_err = order
         .iter()
@@ -623,13 +680,17 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
             println!("  files kept in {}", dir.display());
         }
         if failures.is_empty() {
-            println!("  checks passed: count, PLY round trip, SH error against theory, opacity bound");
+            println!(
+                "  checks passed: count, PLY round trip, SH error against theory, opacity bound"
+            );
         }
     }
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("demo checks failed: {}", failures.join("; "))))
+        Err(Error::InvalidArgument(format!(
+            "demo checks failed: {}",
+            failures.join("; ")
+        )))
     }
 }
-
