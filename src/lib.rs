@@ -29,6 +29,7 @@ pub mod codec;
 mod error;
 pub mod format;
 pub mod gpu;
+pub mod render;
 pub mod splat;
 
 pub use codec::codebook::Codebook;

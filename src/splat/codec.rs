@@ -848,6 +848,30 @@ fn codes_from_planes(bytes: &[u8], comps: usize, bits: u8) -> Vec<u16> {
 
 /// Decodes a `.tq3s` file's bytes into a scene (`path` names it in errors).
 pub fn decompress(bytes: &[u8], path: &Path) -> Result<Scene> {
+    decode_file(bytes, path, true).map(|(scene, _)| scene)
+}
+
+/// The SH-rest of a file as stored: the quantizer rebuilt from the file's
+/// rotation and tables, and the codes and scales, in storage order.
+#[derive(Debug, Clone)]
+pub struct CompressedSh {
+    /// SH degree L of the vectors (d = 3·((L+1)² − 1)).
+    pub sh_degree: u8,
+    /// Rotation, codebook and scale convention.
+    pub quantizer: Quantizer,
+    /// Codes and f16 scales.
+    pub encoded: Encoded,
+}
+
+/// Decodes a file but leaves SH-rest compressed: the scene comes back with
+/// SH degree 0 and no SH-rest, and the SH-rest as stored (`None` when the
+/// file has none). A renderer uploads the codes and decodes them in its own
+/// shader.
+pub fn decompress_split(bytes: &[u8], path: &Path) -> Result<(Scene, Option<CompressedSh>)> {
+    decode_file(bytes, path, false)
+}
+
+fn decode_file(bytes: &[u8], path: &Path, decode_sh: bool) -> Result<(Scene, Option<CompressedSh>)> {
     let (h, infos) = container::read_table(bytes, path)?;
     let bad = |field: &str, why: String| Error::format(path, field, why);
     if h.count > u32::MAX as u64 {
@@ -918,6 +942,7 @@ pub fn decompress(bytes: &[u8], path: &Path) -> Result<Scene> {
         ..Scene::default()
     };
     let d = h.dim as usize;
+    let mut kept_sh = None;
     if d > 0 {
         let kind = if h.rotation_kind == 0 {
             RotationKind::Dense
@@ -967,8 +992,17 @@ pub fn decompress(bytes: &[u8], path: &Path) -> Result<Scene> {
         }
         let enc = Encoded::from_parts(d, b, n, codes.to_vec(), scales)
             .map_err(|e| bad("stream SHS", e.to_string()))?;
-        scene.sh_rest = vec![0f32; n * d];
-        q.decode_into(&enc, RowsMut::new(&mut scene.sh_rest, d)?)?;
+        if decode_sh {
+            scene.sh_rest = vec![0f32; n * d];
+            q.decode_into(&enc, RowsMut::new(&mut scene.sh_rest, d)?)?;
+        } else {
+            scene.sh_degree = 0;
+            kept_sh = Some(CompressedSh {
+                sh_degree: h.sh_degree,
+                quantizer: q,
+                encoded: enc,
+            });
+        }
     }
 
     if compact {
@@ -1084,7 +1118,7 @@ pub fn decompress(bytes: &[u8], path: &Path) -> Result<Scene> {
     scene
         .check_consistent()
         .map_err(|why| bad("streams", why))?;
-    Ok(scene)
+    Ok((scene, kept_sh))
 }
 
 fn parse_schema(b: &[u8], count: u32) -> std::result::Result<Vec<ExtraProperty>, String> {
