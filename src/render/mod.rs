@@ -15,6 +15,7 @@ pub mod cpu;
 pub mod gpu;
 pub mod image;
 pub mod metrics;
+pub mod predict;
 
 pub use camera::{Camera, orbit};
 
