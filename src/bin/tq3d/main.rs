@@ -1,5 +1,7 @@
 //! `tq3d`: the turboquant3d command line.
 
+mod eval;
+mod plan;
 mod scene;
 mod vectors;
 
@@ -22,7 +24,7 @@ Each d-dimensional vector (45 SH-rest coefficients per Gaussian at degree 3) kee
 its direction is rotated by a fixed random orthogonal matrix and every coordinate is quantised \
 with the Lloyd–Max codebook of the sphere's coordinate density. Nothing is trained: the codebook \
 depends on (d, b) alone, and the expected error d·C(d, b) is known before compressing.\n\n\
-Scenes: `compress`, `decompress`, `info`, `demo`. Raw vectors (.npy): `encode`, `decode`, \
+Scenes: `compress`, `decompress`, `info`, `demo`, `eval`, `plan`. Raw vectors (.npy): `encode`, `decode`, \
 `codebook`, `info`."
 )]
 struct Cli {
@@ -41,6 +43,10 @@ enum Command {
     Decompress(scene::DecompressArgs),
     /// Generate a procedural 1M-Gaussian scene, compress, decompress and check it.
     Demo(scene::DemoArgs),
+    /// Render original and compressed scenes; report size, PSNR/SSIM, predicted and measured error.
+    Eval(eval::EvalArgs),
+    /// Before compressing: the quantiser each parameter group should get and the SH bits a PSNR target needs.
+    Plan(plan::PlanArgs),
     /// Encode a 2-D f32/f16 .npy of shape [N, D] into a .tqv file.
     Encode(vectors::EncodeArgs),
     /// Decode a .tqv file into an f32 .npy of shape [N, D].
@@ -109,6 +115,8 @@ fn main() -> ExitCode {
         Command::Compress(args) => scene::compress(args),
         Command::Decompress(args) => scene::decompress(args),
         Command::Demo(args) => scene::demo(args),
+        Command::Eval(args) => eval::eval(args),
+        Command::Plan(args) => plan::plan(args),
         Command::Encode(args) => vectors::encode(args),
         Command::Decode {
             input,

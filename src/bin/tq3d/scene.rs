@@ -130,7 +130,7 @@ pub struct DemoArgs {
     json: bool,
 }
 
-fn spinner(msg: String, quiet: bool) -> ProgressBar {
+pub fn spinner(msg: String, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }

@@ -1,0 +1,273 @@
+//! `tq3d plan`: before compressing anything, which quantiser each parameter
+//! group should get (the dimension criterion) and which SH bit width meets a
+//! PSNR-loss target (the norm-separation bound). docs/THEORY.md §10–11.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use turboquant3d::render::{Camera, cpu, predict};
+use turboquant3d::splat::Scene;
+use turboquant3d::splat::scene::{SH_C0, rest_per_channel};
+use turboquant3d::theory::{Criterion, Verdict, range_factor};
+use turboquant3d::{Codebook, Error};
+
+use crate::eval::{Resolution, load_views};
+use crate::scene::read_scene;
+
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    /// The scene: a 3DGS .ply or a .splat.
+    input: PathBuf,
+    /// Allowed loss in PSNR against ground truth, in dB.
+    #[arg(long, default_value_t = 0.1)]
+    target_psnr_loss: f64,
+    /// The uncompressed scene's PSNR against ground truth, in dB (the loss
+    /// depends on it: ΔPSNR = 10·log10(1 + MSE_q/MSE_base)).
+    #[arg(long, default_value_t = 30.0)]
+    baseline_psnr: f64,
+    /// Orbit views used to weigh each Gaussian by how much it shows.
+    #[arg(long, default_value_t = 4)]
+    views: usize,
+    /// Resolution of those views, WxH.
+    #[arg(long, default_value = "256x256")]
+    resolution: Resolution,
+    /// Use these cameras (3DGS cameras.json) instead of an orbit.
+    #[arg(long)]
+    cameras: Option<PathBuf>,
+    /// Replace the scene's SH-rest with synthetic SH of this degree (for
+    /// captures without SH, such as .splat files); reports say so.
+    #[arg(long, value_name = "L")]
+    synth_sh: Option<u8>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The visibility sums Σ_p Σ_i w_i·a_i and Σ_p Σ_i w_i²·a_i over all views,
+/// for several per-Gaussian value arrays, and the total pixel count.
+pub fn visibility(scene: &Scene, views: &[Camera], values: &[&[f32]]) -> (Vec<(f64, f64)>, u64) {
+    let mut sums = vec![(0.0, 0.0); values.len()];
+    let mut pixels = 0u64;
+    for cam in views {
+        let splats = cpu::preprocess_all(scene, cam);
+        let order = cpu::depth_order(&splats);
+        for (s, v) in sums.iter_mut().zip(values) {
+            let (a, b) = predict::weight_sums(&splats, &order, cam.width, cam.height, v);
+            s.0 += a;
+            s.1 += b;
+        }
+        pixels += cam.width as u64 * cam.height as u64;
+    }
+    (sums, pixels)
+}
+
+/// γ_i² of the SH-rest truncated to degree `l`.
+pub fn gamma2(scene: &Scene, l: u8) -> Vec<f32> {
+    let (k_in, k) = (rest_per_channel(scene.sh_degree), rest_per_channel(l));
+    (0..scene.len())
+        .map(|i| {
+            let r = scene.rest(i);
+            (0..3).flat_map(|c| &r[c * k_in..c * k_in + k]).map(|v| v * v).sum()
+        })
+        .collect()
+}
+
+fn truncated_rest(scene: &Scene, l: u8) -> Vec<f32> {
+    let (k_in, k) = (rest_per_channel(scene.sh_degree), rest_per_channel(l));
+    (0..scene.len())
+        .flat_map(|i| {
+            let r = scene.rest(i);
+            (0..3).flat_map(move |c| r[c * k_in..c * k_in + k].to_vec())
+        })
+        .collect()
+}
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::TurboQuant => "rotation + Lloyd-Max",
+        Verdict::FixedPoint => "fixed point",
+        Verdict::Close => "close: measure",
+    }
+}
+
+pub fn plan(a: PlanArgs) -> Result<(), Error> {
+    let scene = read_scene(&a.input, a.json)?;
+    let mut scene = scene;
+    if let Some(l) = a.synth_sh {
+        if l > 3 {
+            return Err(Error::InvalidArgument(format!("--synth-sh {l}: the SH degree must be in 0..=3")));
+        }
+        turboquant3d::splat::synth::synthesize_sh(&mut scene, l, 7);
+    }
+    if scene.is_empty() {
+        return Err(Error::EmptyInput {
+            what: format!("{} has no Gaussians", a.input.display()),
+        });
+    }
+    turboquant3d::splat::codec::check_finite(&scene)?;
+    let views = load_views(&scene, a.cameras.as_deref(), a.views, a.resolution)?;
+    let allowed = predict::allowed_mse(a.baseline_psnr, a.target_psnr_loss);
+
+    // Visibility weights of γ² per SH degree, and of 1 (for DC).
+    let degrees: Vec<u8> = (1..=scene.sh_degree).rev().collect();
+    let g2: Vec<Vec<f32>> = degrees.iter().map(|&l| gamma2(&scene, l)).collect();
+    let ones = vec![1f32; scene.len()];
+    let mut values: Vec<&[f32]> = g2.iter().map(|v| v.as_slice()).collect();
+    values.push(&ones);
+    let (sums, pixels) = visibility(&scene, &views, &values);
+
+    // SH-rest, per degree: criterion, predicted loss per b, the b that fits.
+    let mut sh_rows = Vec::new();
+    for (k, &l) in degrees.iter().enumerate() {
+        let d = 3 * rest_per_channel(l);
+        let rest = truncated_rest(&scene, l);
+        let kappa2 = range_factor(&rest, d);
+        let mut per_b = Vec::new();
+        let (mut b_bound, mut b_estimate) = (None, None);
+        for b in 1..=8u32 {
+            let dist = Codebook::get(d, b)?.distortion();
+            let p = predict::predict_mse(sums[k], pixels, dist);
+            let base = 10f64.powf(-a.baseline_psnr / 10.0);
+            if b_bound.is_none() && p.bound <= allowed {
+                b_bound = Some(b);
+            }
+            if b_estimate.is_none() && p.estimate <= allowed {
+                b_estimate = Some(b);
+            }
+            per_b.push(json!({
+                "bits": b, "bits_per_gaussian": d as u32 * b + 16, "distortion": dist,
+                "mse_bound": p.bound, "mse_estimate": p.estimate,
+                "fidelity_psnr_bound": -10.0 * p.bound.log10(), "fidelity_psnr_estimate": -10.0 * p.estimate.log10(),
+                "psnr_loss_bound": predict::psnr_loss(p.bound, base), "psnr_loss_estimate": predict::psnr_loss(p.estimate, base),
+            }));
+        }
+        let crit = kappa2.map(|k2| Criterion::new(d, 3, 16, k2)).transpose()?;
+        sh_rows.push(json!({
+            "degree": l, "dim": d, "kappa2": kappa2,
+            "criterion_at_b3": crit.as_ref().map(|c| json!({"turboquant": c.turboquant, "fixed_point": c.fixed_point,
+                "threshold": c.threshold(), "verdict": verdict_name(c.verdict())})),
+            "per_bits": per_b, "bits_by_bound": b_bound, "bits_by_estimate": b_estimate,
+        }));
+    }
+
+    // The other groups: the criterion at b = 3 and, for DC colour, the
+    // fixed-point bits that meet the target (colour error maps to the image
+    // through the same weights).
+    let dc: Vec<f32> = scene.dc.iter().flatten().copied().collect();
+    let scales: Vec<f32> = scene.scales.iter().flatten().copied().collect();
+    let positions: Vec<f32> = scene.positions.iter().flatten().copied().collect();
+    let rotations: Vec<f32> = scene
+        .rotations
+        .iter()
+        .flat_map(|q| {
+            let n = q.iter().map(|c| c * c).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+            let s = if q[0] < 0.0 { -1.0 } else { 1.0 };
+            q.map(|c| s * c / n)
+        })
+        .collect();
+    let groups: [(&str, usize, u32, &[f32]); 4] = [
+        ("DC colour", 3, 16, &dc),
+        ("log-scales", 3, 16, &scales),
+        ("rotation (unit quaternion, no scale needed)", 4, 0, &rotations),
+        ("position", 3, 16, &positions),
+    ];
+    let mut group_rows = Vec::new();
+    for (name, d, s, data) in groups {
+        let kappa2 = range_factor(data, d);
+        let crit = kappa2.map(|k2| Criterion::new(d, 3, s, k2)).transpose()?;
+        group_rows.push(json!({"group": name, "dim": d, "scale_bits": s, "kappa2": kappa2,
+            "turboquant": crit.as_ref().map(|c| c.turboquant), "fixed_point": crit.as_ref().map(|c| c.fixed_point),
+            "verdict": crit.as_ref().map(|c| verdict_name(c.verdict())).unwrap_or("constant group")}));
+    }
+    group_rows.push(json!({"group": "opacity", "dim": 1, "verdict": "fixed point (d = 1: the scale would be the value itself)"}));
+    // DC at B bits over each channel's range: error per Gaussian
+    // SH_C0²·Σ_c Δ_c²/12, Δ_c = range_c/2^B.
+    let mut dc_range2 = 0.0f64;
+    for c in 0..3 {
+        let (lo, hi) = scene.dc.iter().fold((f32::MAX, f32::MIN), |(l, h), v| (l.min(v[c]), h.max(v[c])));
+        dc_range2 += ((hi - lo) as f64).powi(2);
+    }
+    let w = sums[sums.len() - 1];
+    let dc_bits = (4..=16u32).find(|&b| {
+        let e = (SH_C0 as f64).powi(2) * dc_range2 / 12.0 / 4f64.powi(b as i32);
+        w.0 * e / (3.0 * pixels as f64) <= allowed
+    });
+
+    let report = json!({
+        "input": a.input, "count": scene.len(), "sh_degree": scene.sh_degree, "sh_synthesised": a.synth_sh.is_some(),
+        "views": views.len(), "resolution": format!("{}x{}", views[0].width, views[0].height),
+        "target_psnr_loss": a.target_psnr_loss, "baseline_psnr": a.baseline_psnr, "allowed_mse": allowed,
+        "sh_rest": sh_rows, "groups": group_rows, "dc_bits_global_range": dc_bits,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap());
+        return Ok(());
+    }
+    println!(
+        "{}: {} Gaussians, SH degree {}{}; weights from {} views at {}",
+        a.input.display(),
+        scene.len(),
+        scene.sh_degree,
+        if a.synth_sh.is_some() { " (SH synthesised)" } else { "" },
+        views.len(),
+        report["resolution"].as_str().unwrap()
+    );
+    println!(
+        "target: ΔPSNR ≤ {} dB at a {} dB baseline → added image MSE ≤ {:.3e} (fidelity PSNR ≥ {:.1} dB)",
+        a.target_psnr_loss,
+        a.baseline_psnr,
+        allowed,
+        -10.0 * allowed.log10()
+    );
+    for row in &sh_rows {
+        println!(
+            "\nSH-rest at degree {} (d = {}): κ² = {}; at b = 3 {}",
+            row["degree"],
+            row["dim"],
+            row["kappa2"].as_f64().map_or("n/a".into(), |k| format!("{k:.1}")),
+            row["criterion_at_b3"]
+                .get("verdict")
+                .map_or("n/a".to_string(), |v| format!(
+                    "{} (TQ {:.4} vs fixed point {:.4} of the energy)",
+                    v.as_str().unwrap(),
+                    row["criterion_at_b3"]["turboquant"].as_f64().unwrap(),
+                    row["criterion_at_b3"]["fixed_point"].as_f64().unwrap()
+                ))
+        );
+        println!("   b  bits/G  d·C(d,b)   MSE bound  MSE estimate  PSNR est.  ΔPSNR est. (bound)");
+        for p in row["per_bits"].as_array().unwrap() {
+            println!(
+                "   {}  {:>6}  {:.6}  {:.3e}  {:.3e}     {:6.2} dB  {:.3} dB ({:.3})",
+                p["bits"],
+                p["bits_per_gaussian"],
+                p["distortion"].as_f64().unwrap(),
+                p["mse_bound"].as_f64().unwrap(),
+                p["mse_estimate"].as_f64().unwrap(),
+                p["fidelity_psnr_estimate"].as_f64().unwrap(),
+                p["psnr_loss_estimate"].as_f64().unwrap(),
+                p["psnr_loss_bound"].as_f64().unwrap()
+            );
+        }
+        println!(
+            "   → b = {} meets the target by the estimate, b = {} by the bound",
+            row["bits_by_estimate"],
+            row["bits_by_bound"]
+        );
+    }
+    println!("\nother groups (dimension criterion at b = 3):");
+    for g in &group_rows {
+        println!(
+            "   {:<46} d = {}  κ² = {:<10} → {}",
+            g["group"].as_str().unwrap(),
+            g["dim"],
+            g["kappa2"].as_f64().map_or("-".into(), |k| format!("{k:.2}")),
+            g["verdict"].as_str().unwrap()
+        );
+    }
+    match dc_bits {
+        Some(b) => println!("   DC colour: {b} bits per channel over the scene's range meet the target (per-chunk ranges need fewer)"),
+        None => println!("   DC colour: even 16 bits over the scene's range miss the target"),
+    }
+    println!("   geometry (positions, scales, rotations, opacity) moves and reshapes splats: its image error is not linear, so eval measures it");
+    Ok(())
+}
