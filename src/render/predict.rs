@@ -82,6 +82,74 @@ pub fn weight_sums(splats: &[Splat2D], order: &[u32], width: u32, height: u32, v
         .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
+/// Each splat's total blending weight over the image, Σ_p w_i(p): how much
+/// of the picture it makes (its expected screen coverage), indexed like
+/// `splats`. With γ_i²·d·C(d, b_i) it is Gaussian i's share of the bound.
+pub fn coverage(splats: &[Splat2D], order: &[u32], width: u32, height: u32) -> Vec<f64> {
+    let tiles_x = width.div_ceil(TILE);
+    let tiles_y = height.div_ceil(TILE);
+    let mut bins: Vec<Vec<u32>> = vec![Vec::new(); (tiles_x * tiles_y) as usize];
+    for &i in order {
+        let s = &splats[i as usize];
+        if s.radius <= 0.0 {
+            continue;
+        }
+        let x0 = ((s.mean[0] - s.radius).floor().max(0.0) as u32).min(width - 1) / TILE;
+        let x1 = ((s.mean[0] + s.radius).ceil().max(0.0) as u32).min(width - 1) / TILE;
+        let y0 = ((s.mean[1] - s.radius).floor().max(0.0) as u32).min(height - 1) / TILE;
+        let y1 = ((s.mean[1] + s.radius).ceil().max(0.0) as u32).min(height - 1) / TILE;
+        for ty in y0..=y1 {
+            for tx in x0..=x1 {
+                bins[(ty * tiles_x + tx) as usize].push(i);
+            }
+        }
+    }
+    // Per row of tiles, (splat, weight) contributions; summed in a fixed
+    // order afterwards so the result does not depend on the thread count.
+    let parts: Vec<Vec<(u32, f64)>> = (0..tiles_y)
+        .into_par_iter()
+        .map(|ty| {
+            let mut acc: std::collections::BTreeMap<u32, f64> = Default::default();
+            for py in ty * TILE..((ty + 1) * TILE).min(height) {
+                for px in 0..width {
+                    let bin = &bins[(ty * tiles_x + px / TILE) as usize];
+                    let mut t = 1f32;
+                    for &i in bin {
+                        let s = &splats[i as usize];
+                        let (pxf, pyf) = (px as f32, py as f32);
+                        if (pxf - s.mean[0]).abs() > s.radius || (pyf - s.mean[1]).abs() > s.radius {
+                            continue;
+                        }
+                        let (dx, dy) = (s.mean[0] - pxf, s.mean[1] - pyf);
+                        let power = -0.5 * (s.conic[0] * dx * dx + s.conic[2] * dy * dy) - s.conic[1] * dx * dy;
+                        if power > 0.0 {
+                            continue;
+                        }
+                        let alpha = (s.opacity * power.exp()).min(0.99);
+                        if alpha < 1.0 / 255.0 {
+                            continue;
+                        }
+                        let test_t = t * (1.0 - alpha);
+                        if test_t < 1e-4 {
+                            break;
+                        }
+                        *acc.entry(i).or_default() += (alpha * t) as f64;
+                        t = test_t;
+                    }
+                }
+            }
+            acc.into_iter().collect()
+        })
+        .collect();
+    let mut out = vec![0f64; splats.len()];
+    for part in parts {
+        for (i, w) in part {
+            out[i as usize] += w;
+        }
+    }
+    out
+}
+
 /// The predicted image MSE (per channel, as [`metrics::mse`](crate::render::metrics::mse)
 /// measures it) of an SH-rest error whose expectation is γ_i²·`distortion`
 /// for Gaussian i, from the weight sums of one view of P pixels.

@@ -1,0 +1,529 @@
+//! The wgpu renderer against the CPU reference (`render::cpu`), and the
+//! compressed path (SH-rest decoded in the shader) against rendering the
+//! decompressed scene.
+//!
+//! Locally, a machine with no adapter prints a skip message; under CI (or
+//! with REQUIRE_GPU=1) a missing adapter fails. The WGSL checks need no
+//! adapter.
+//!
+//! Tolerances (derivations in `src/render/gpu.rs`):
+//!
+//! - preprocess: every field within 1e-4 relative (|g − c| ≤ 1e-4·max(1,
+//!   |c|); the conic relative to its largest entry, widened to κ·1e-6 for
+//!   ill-conditioned 2D covariances, κ = a·c/det, since det = a·c − b²
+//!   cancels). Both sides are f32 with the same operation order, so the
+//!   differences are a few ulps from FMA contraction and exp/sqrt
+//!   implementations: ≤ 5e-5 measured on lavapipe. Radius and culling must
+//!   agree except at most 2 splats per view (ceil or the screen test at a
+//!   rounding boundary; 0 measured).
+//! - render with an f32 target: the early stop the GPU cannot make costs at
+//!   most T_s·max|colour − bg| per pixel with T_s < 1e-4/(1 − α_s) ≤ 1e-2;
+//!   colours here are ≤ 2, so max 2e-2; it touches few pixels, so mean 5e-5
+//!   (measured: max 4e-3, mean 5e-6).
+//! - render with the f16 target: each blend rounds C and A to binary16
+//!   (2⁻¹¹ relative), growing with the number of fragments per pixel (tens
+//!   here): max 3e-2, mean 2e-3 (measured: max 7e-3, mean 6e-4).
+//! - compressed vs decompressed: the same attributes, SH-rest decoded in the
+//!   shader (x = s·Πᵀ·c in f32, summed in the CPU decoder's j order; FMA
+//!   contraction may differ), so colours agree to 1e-5 and the images to
+//!   max 1e-3, mean 1e-5 (measured on lavapipe: bit-identical).
+
+use std::sync::{Arc, OnceLock};
+
+use glam::Vec3;
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use turboquant3d::gpu::{AdapterPolicy, GpuContext};
+use turboquant3d::render::gpu::{
+    GpuRenderer, PREPROCESS_WGSL, RASTER_WGSL, SH_DECODE_WGSL, preprocess_source,
+};
+use turboquant3d::render::{Camera, Image, Splat2D, cpu};
+use turboquant3d::splat::codec::{self, CompressOptions};
+use turboquant3d::splat::{Scene, rest_dim};
+use turboquant3d::wgpu;
+
+fn required() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var_os("REQUIRE_GPU").is_some()
+}
+
+fn no_adapter(e: impl std::fmt::Display) -> Option<Arc<GpuRenderer>> {
+    if required() {
+        panic!("a GPU adapter is required here (CI or REQUIRE_GPU): {e}");
+    }
+    eprintln!("SKIPPED: no GPU adapter ({e}); set REQUIRE_GPU=1 to make this a failure");
+    None
+}
+
+/// The library's own device: no features, so an `Rgba16Float` target
+/// unless the platform enables float32 blending by itself.
+fn renderer() -> Option<Arc<GpuRenderer>> {
+    static R: OnceLock<Option<Arc<GpuRenderer>>> = OnceLock::new();
+    R.get_or_init(|| match GpuContext::request(AdapterPolicy::AllowSoftware) {
+        Ok(ctx) => {
+            let r = GpuRenderer::new(&ctx).expect("renderer");
+            eprintln!(
+                "GPU tests on {} ({:?} target)",
+                ctx.describe(),
+                r.target_format()
+            );
+            Some(Arc::new(r))
+        }
+        Err(e) => no_adapter(e),
+    })
+    .clone()
+}
+
+/// A host-style device with `FLOAT32_BLENDABLE` enabled when the adapter
+/// has it (an `Rgba32Float` target); `None` (skipped) when it does not.
+fn renderer_f32() -> Option<Arc<GpuRenderer>> {
+    static R: OnceLock<Option<Arc<GpuRenderer>>> = OnceLock::new();
+    R.get_or_init(|| {
+        renderer()?;
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let adapter = adapters
+            .into_iter()
+            .find(|a| a.features().contains(wgpu::Features::FLOAT32_BLENDABLE));
+        let Some(adapter) = adapter else {
+            eprintln!("SKIPPED (f32 target): no adapter with FLOAT32_BLENDABLE");
+            return None;
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("render_gpu f32 host"),
+            required_features: wgpu::Features::FLOAT32_BLENDABLE,
+            required_limits: wgpu::Limits::default(),
+            ..Default::default()
+        }))
+        .expect("device");
+        let r = GpuRenderer::new(&GpuContext::from_device(device, queue)).expect("renderer");
+        assert_eq!(r.target_format(), wgpu::TextureFormat::Rgba32Float);
+        Some(Arc::new(r))
+    })
+    .clone()
+}
+
+/// A random scene: positions in a box in front of the camera (some behind
+/// it and off-screen), anisotropic log scales, random unnormalised
+/// quaternions (one zero), opacities across the range, SH of `degree`.
+fn random_scene(n: usize, degree: u8, seed: u64, box_half: f32, log_scale_mean: f32) -> Scene {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut g = || -> f32 { StandardNormal.sample(&mut rng) };
+    let mut scene = Scene {
+        sh_degree: degree,
+        ..Scene::default()
+    };
+    let d = rest_dim(degree);
+    for i in 0..n {
+        scene
+            .positions
+            .push([g() * box_half, g() * box_half, g() * box_half]);
+        // Anisotropic: the three axes spread by e^±1.5 around the mean.
+        scene.scales.push([
+            log_scale_mean + 0.8 * g(),
+            log_scale_mean + 0.8 * g(),
+            log_scale_mean + 0.8 * g(),
+        ]);
+        let q = [g(), g(), g(), g()];
+        let f = 0.5 + g().abs();
+        scene
+            .rotations
+            .push(if i == 7 { [0.0; 4] } else { q.map(|v| v * f) });
+        scene.opacity.push(1.5 * g() + 1.0);
+        scene.dc.push([0.8 * g(), 0.8 * g(), 0.8 * g()]);
+        for _ in 0..d {
+            let v = 0.15 * g();
+            scene.sh_rest.push(v);
+        }
+    }
+    scene
+}
+
+fn camera(w: u32, h: u32) -> Camera {
+    Camera::look_at(
+        "test".into(),
+        Vec3::new(0.8, -1.5, -6.0),
+        Vec3::new(0.0, 0.0, 0.0),
+        Vec3::NEG_Y,
+        50f32.to_radians(),
+        w,
+        h,
+    )
+}
+
+fn validator() -> Validator {
+    Validator::new(ValidationFlags::all(), Capabilities::default())
+}
+
+fn validate(src: &str, what: &str) -> (naga::Module, naga::valid::ModuleInfo) {
+    let module = naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(src)));
+    let info = validator()
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(src)));
+    (module, info)
+}
+
+fn specialise(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    stage: naga::ShaderStage,
+    entry: &str,
+    constants: &[(&str, f64)],
+) {
+    let c: naga::back::PipelineConstants =
+        constants.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    naga::back::pipeline_constants::process_overrides(module, info, Some((stage, entry)), &c)
+        .unwrap_or_else(|e| panic!("{entry} {constants:?}: {e:?}"));
+}
+
+#[test]
+fn wgsl_sources_validate_with_naga() {
+    // The decoder alone (a library module: overrides, bindings, functions).
+    let (module, _) = validate(SH_DECODE_WGSL, "sh_decode.wgsl");
+    assert!(module.entry_points.is_empty());
+    let names: Vec<_> = module
+        .overrides
+        .iter()
+        .filter_map(|(_, o)| o.name.clone())
+        .collect();
+    assert_eq!(names, ["TQ_D", "TQ_BITS"]);
+    // As a host would use it: its own shader calling tq_sh_decode.
+    let host = format!(
+        "{SH_DECODE_WGSL}\n@group(0) @binding(0) var<storage, read_write> out: array<f32>;\n\
+         @compute @workgroup_size(64) fn host(@builtin(global_invocation_id) id: vec3<u32>) {{\n\
+           var rest: array<f32, 45>;\n  tq_sh_decode(id.x, &rest);\n  out[id.x] = rest[0];\n}}\n"
+    );
+    let (module, info) = validate(&host, "host shader with sh_decode.wgsl");
+    for (d, b) in [(9, 1), (24, 3), (45, 3), (45, 4), (45, 8)] {
+        specialise(
+            &module,
+            &info,
+            naga::ShaderStage::Compute,
+            "host",
+            &[("TQ_D", d as f64), ("TQ_BITS", b as f64)],
+        );
+    }
+
+    // The preprocess module, both entry points, every degree.
+    assert!(preprocess_source().contains(PREPROCESS_WGSL));
+    let (module, info) = validate(&preprocess_source(), "render_preprocess.wgsl");
+    let entries: Vec<_> = module
+        .entry_points
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(entries, ["preprocess", "preprocess_compressed"]);
+    for degree in 0..=3u8 {
+        let d = rest_dim(degree).max(1) as f64;
+        for entry in ["preprocess", "preprocess_compressed"] {
+            specialise(
+                &module,
+                &info,
+                naga::ShaderStage::Compute,
+                entry,
+                &[("SH_DEGREE", degree as f64), ("TQ_D", d), ("TQ_BITS", 3.0)],
+            );
+        }
+    }
+
+    // The raster module.
+    let (module, info) = validate(RASTER_WGSL, "render_raster.wgsl");
+    let entries: Vec<_> = module
+        .entry_points
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(entries, ["vs_main", "fs_main"]);
+    specialise(&module, &info, naga::ShaderStage::Vertex, "vs_main", &[]);
+    specialise(&module, &info, naga::ShaderStage::Fragment, "fs_main", &[]);
+}
+
+/// Relative tolerance of the preprocess comparison.
+const PRE_REL: f32 = 1e-4;
+
+/// Largest |g − c| / max(scale, |c|).
+fn rel(g: f32, c: f32, scale: f32) -> f32 {
+    (g - c).abs() / scale.max(c.abs())
+}
+
+/// Compares GPU and CPU splats: every field within [`PRE_REL`]. Returns
+/// the number that differ in culling or radius (allowed only where the
+/// value sits within rounding of a threshold, which the caller bounds) and
+/// the largest relative difference of the others.
+fn compare_splats(gpu: &[Splat2D], cpu: &[Splat2D], what: &str) -> (usize, f32) {
+    assert_eq!(gpu.len(), cpu.len());
+    let mut flips = 0;
+    let mut worst = 0f32;
+    for (i, (g, c)) in gpu.iter().zip(cpu).enumerate() {
+        if g.radius != c.radius {
+            // ceil(3·√λ) at an integer, or the screen test at its edge.
+            assert!(
+                (g.radius - c.radius).abs() <= 1.0 || c.radius == 0.0 || g.radius == 0.0,
+                "{what}: splat {i} radius {} vs {}",
+                g.radius,
+                c.radius
+            );
+            flips += 1;
+            continue;
+        }
+        if c.radius == 0.0 {
+            assert_eq!(g, c, "{what}: culled splat {i} is all zero");
+            continue;
+        }
+        // The conic is (c, −b, a)/det with det = a·c − b², which cancels
+        // for thin splats: all three entries share a relative error of about
+        // κ·2⁻²⁴ with κ = a·c/det = conic₀·conic₂/(conic₀·conic₂ − conic₁²).
+        // They are compared relative to the largest entry, with the
+        // tolerance widened to κ·10⁻⁶ where that exceeds 10⁻⁴ (κ reaches a
+        // few hundred for needle-like splats here).
+        let [c0, c1, c2] = c.conic.map(f64::from);
+        let kappa = (c0 * c2 / (c0 * c2 - c1 * c1)).abs() as f32;
+        let conic_scale =
+            c.conic.iter().fold(0f32, |m, v| m.max(v.abs())) * (kappa * 1e-6 / PRE_REL).max(1.0);
+        let errs = [
+            rel(g.mean[0], c.mean[0], 1.0),
+            rel(g.mean[1], c.mean[1], 1.0),
+            rel(g.depth, c.depth, 1.0),
+            rel(g.conic[0], c.conic[0], conic_scale),
+            rel(g.conic[1], c.conic[1], conic_scale),
+            rel(g.conic[2], c.conic[2], conic_scale),
+            rel(g.opacity, c.opacity, 1.0),
+            rel(g.color[0], c.color[0], 1.0),
+            rel(g.color[1], c.color[1], 1.0),
+            rel(g.color[2], c.color[2], 1.0),
+        ];
+        let e = errs.iter().fold(0f32, |m, v| m.max(*v));
+        assert!(
+            e <= PRE_REL,
+            "{what}: splat {i} differs by {e:e}\n gpu {g:?}\n cpu {c:?}"
+        );
+        worst = worst.max(e);
+    }
+    (flips, worst)
+}
+
+#[test]
+fn preprocess_matches_the_cpu_reference_for_every_sh_degree() {
+    let Some(r) = renderer() else { return };
+    for degree in 0..=3u8 {
+        let scene = random_scene(3000, degree, 11 + degree as u64, 2.5, -2.5);
+        let splats = r.upload(&scene).unwrap();
+        assert_eq!(splats.len(), 3000);
+        assert_eq!(splats.sh_bytes(), (4 * 3000 * rest_dim(degree)) as u64);
+        for cam in [camera(64, 48), camera(200, 120)] {
+            let gpu = r.preprocess(&splats, &cam).unwrap();
+            let cpu = cpu::preprocess_all(&scene, &cam);
+            let visible = cpu.iter().filter(|s| s.radius > 0.0).count();
+            let culled = cpu.len() - visible;
+            assert!(
+                visible > 1000 && culled > 100,
+                "degree {degree}: {visible} visible, {culled} culled"
+            );
+            let what = format!("degree {degree} {}×{}", cam.width, cam.height);
+            let (flips, worst) = compare_splats(&gpu, &cpu, &what);
+            eprintln!(
+                "preprocess {what}: {visible} visible, largest relative difference {worst:.1e}, {flips} radius flips"
+            );
+            assert!(
+                flips <= 2,
+                "degree {degree}: {flips} radius/culling differences"
+            );
+        }
+    }
+}
+
+/// Max and mean absolute difference over all channels.
+fn diff(a: &Image, b: &Image) -> (f32, f32) {
+    assert_eq!((a.width, a.height), (b.width, b.height));
+    let max = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    let mean = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .sum::<f64>()
+        / a.data.len() as f64;
+    (max, mean as f32)
+}
+
+/// Render tolerances (max, mean) per target format; see the module docs.
+fn render_tolerance(format: wgpu::TextureFormat) -> (f32, f32) {
+    match format {
+        // Early stop: T_s·max|colour − bg| ≤ 1e-2·2 for the colours
+        // here (≤ 2); plus a few ulps.
+        wgpu::TextureFormat::Rgba32Float => (2e-2, 5e-5),
+        // f16: 2⁻¹¹ relative per blend over up to ~30 blends of colours ≤ 2,
+        // on top of the early stop.
+        _ => (3e-2, 2e-3),
+    }
+}
+
+fn check_render_against_cpu(r: &GpuRenderer) {
+    let bg = [0.2, 0.3, 0.1];
+    let mut worst = (0f32, 0f32);
+    for degree in 0..=3u8 {
+        // A few hundred overlapping Gaussians, large enough to cover many
+        // pixels each.
+        let scene = random_scene(400, degree, 100 + degree as u64, 1.2, -2.0);
+        let splats = r.upload(&scene).unwrap();
+        for cam in [camera(64, 48), camera(97, 61)] {
+            let gpu = r.render(&splats, &cam, bg).unwrap();
+            let cpu = cpu::render(&scene, &cam, bg);
+            let (max, mean) = diff(&gpu, &cpu);
+            let covered = cpu
+                .data
+                .chunks(3)
+                .filter(|p| (p[0] - bg[0]).abs() > 1e-3)
+                .count();
+            eprintln!(
+                "{:?} degree {degree} {}×{}: max |Δ| {max:.2e}, mean {mean:.2e}, {covered} covered pixels",
+                r.target_format(),
+                cam.width,
+                cam.height
+            );
+            assert!(
+                covered > (cam.width * cam.height / 2) as usize,
+                "the scene must cover the image"
+            );
+            let (tmax, tmean) = render_tolerance(r.target_format());
+            assert!(
+                max <= tmax && mean <= tmean,
+                "degree {degree}: max {max} (≤ {tmax}), mean {mean} (≤ {tmean})"
+            );
+            worst = (worst.0.max(max), worst.1.max(mean));
+        }
+    }
+    eprintln!(
+        "{:?}: worst max {:.2e}, worst mean {:.2e}",
+        r.target_format(),
+        worst.0,
+        worst.1
+    );
+}
+
+#[test]
+fn render_matches_the_cpu_reference() {
+    let Some(r) = renderer() else { return };
+    check_render_against_cpu(&r);
+}
+
+#[test]
+fn render_with_an_f32_target_matches_the_cpu_reference() {
+    let Some(r) = renderer_f32() else { return };
+    check_render_against_cpu(&r);
+}
+
+#[test]
+fn empty_scene_and_empty_view_give_the_background() {
+    let Some(r) = renderer() else { return };
+    let bg = [0.25, 0.5, 0.75];
+    let empty = r.upload(&Scene::default()).unwrap();
+    assert!(empty.is_empty());
+    let img = r.render(&empty, &camera(16, 8), bg).unwrap();
+    assert!(img.data.chunks(3).all(|p| p == bg));
+    // Everything behind the camera.
+    let mut scene = random_scene(50, 1, 3, 0.1, -2.0);
+    for p in &mut scene.positions {
+        p[2] -= 20.0;
+    }
+    let splats = r.upload(&scene).unwrap();
+    assert!(
+        r.preprocess(&splats, &camera(16, 8))
+            .unwrap()
+            .iter()
+            .all(|s| s.radius == 0.0)
+    );
+    let img = r.render(&splats, &camera(16, 8), bg).unwrap();
+    assert!(img.data.chunks(3).all(|p| p == bg));
+}
+
+fn check_compressed(r: &GpuRenderer, degree: u8, n: usize) {
+    let scene = random_scene(n, degree, 40 + degree as u64, 1.2, -2.0);
+    let opts = CompressOptions {
+        sh_bits: 3,
+        ..CompressOptions::default()
+    };
+    let bytes = codec::compress(&scene, &opts).unwrap().to_bytes().unwrap();
+    let path = std::path::Path::new("test.tq3s");
+    let (split, sh) = codec::decompress_split(&bytes, path).unwrap();
+    let sh = sh.expect("the file has SH-rest");
+    assert!(split.sh_rest.is_empty());
+    let full = codec::decompress(&bytes, path).unwrap();
+    let compressed = r.upload_compressed(&split, &sh).unwrap();
+    let plain = r.upload(&full).unwrap();
+    assert!(compressed.is_compressed() && !plain.is_compressed());
+    assert!(
+        compressed.sh_bytes() * 5 < plain.sh_bytes(),
+        "compressed SH {} bytes vs f32 {}",
+        compressed.sh_bytes(),
+        plain.sh_bytes()
+    );
+    let cam = camera(64, 48);
+    // The decoded colours agree with the CPU decoder's to f32 rounding.
+    let a = r.preprocess(&compressed, &cam).unwrap();
+    let b = r.preprocess(&plain, &cam).unwrap();
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x.radius, y.radius, "splat {i}");
+        assert_eq!(x.mean, y.mean, "splat {i}");
+        for k in 0..3 {
+            assert!(
+                (x.color[k] - y.color[k]).abs() <= 1e-5,
+                "splat {i}: {:?} vs {:?}",
+                x.color,
+                y.color
+            );
+        }
+    }
+    let bg = [0.1, 0.1, 0.1];
+    let ia = r.render(&compressed, &cam, bg).unwrap();
+    let ib = r.render(&plain, &cam, bg).unwrap();
+    let (max, mean) = diff(&ia, &ib);
+    eprintln!(
+        "{:?} compressed vs decompressed, degree {degree}: max {max:.2e}, mean {mean:.2e}",
+        r.target_format()
+    );
+    assert!(
+        max <= 1e-3 && mean <= 1e-5,
+        "degree {degree}: max {max}, mean {mean}"
+    );
+    // The decoded SH-rest matters: without it (the split scene at degree 0)
+    // the image is visibly different.
+    let no_sh = r.upload(&split).unwrap();
+    assert_eq!(no_sh.sh_bytes(), 0);
+    let (max_no_sh, _) = diff(&ia, &r.render(&no_sh, &cam, bg).unwrap());
+    assert!(
+        max_no_sh > 0.05,
+        "degree {degree}: SH-rest changes the image by only {max_no_sh}"
+    );
+    // And the decompressed scene on the CPU, for scale.
+    let (max_cpu, _) = diff(&ib, &cpu::render(&full, &cam, bg));
+    let (tmax, _) = render_tolerance(r.target_format());
+    assert!(max_cpu <= tmax);
+}
+
+#[test]
+fn compressed_sh_decoded_in_the_shader_matches_the_decompressed_scene() {
+    let Some(r) = renderer() else { return };
+    for degree in 1..=3u8 {
+        check_compressed(&r, degree, 500);
+    }
+    if let Some(r) = renderer_f32() {
+        check_compressed(&r, 3, 500);
+    }
+}
+
+#[test]
+fn upload_checks_shapes() {
+    let Some(r) = renderer() else { return };
+    let mut scene = random_scene(10, 2, 1, 1.0, -2.0);
+    scene.sh_rest.pop();
+    assert!(r.upload(&scene).is_err());
+}
