@@ -2,6 +2,7 @@
 //! procedural scene generator, the attribute codecs and the `.tq3s` scene
 //! container.
 
+pub mod allocate;
 pub mod antimatter;
 pub mod attributes;
 pub mod codec;
