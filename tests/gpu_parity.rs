@@ -721,3 +721,27 @@ fn exact_encoding_repairs_a_device_that_rounds_differently() {
         );
     }
 }
+
+/// Mixed per-Gaussian widths, b = 0 included: the GPU's file is the CPU's.
+#[test]
+fn scene_files_with_mixed_widths_are_identical_on_gpu_and_cpu() {
+    use turboquant3d::splat::codec::{self, CompressOptions};
+    use turboquant3d::splat::synth;
+    let Some(codec) = codec() else { return };
+    let engine = Engine::with_gpu(codec, true);
+    let scene = synth::generate(&synth::SynthConfig {
+        count: 30_000,
+        sh_degree: 3,
+        seed: 22,
+    });
+    let widths: Vec<u8> = (0..scene.len()).map(|i| ((i * 7919 + i / 3) % 9) as u8).collect();
+    assert!(widths.contains(&0) && widths.contains(&8));
+    let opts = CompressOptions {
+        sh_widths: Some(widths),
+        ..Default::default()
+    };
+    let cpu = codec::compress(&scene, &opts).unwrap().to_bytes().unwrap();
+    let gpu = codec::compress_on(&scene, &opts, &engine).unwrap();
+    assert!(matches!(gpu.sh_run.ran, Ran::Gpu(_)), "{:?}", gpu.sh_run);
+    assert!(gpu.to_bytes().unwrap() == cpu, "files differ");
+}

@@ -48,3 +48,28 @@ fn rejects_codes_too_wide_bad_widths_and_short_buffers() {
     assert!(unpack(&[0u8; 2], 3, 6).is_err());
     assert_eq!(packed_len(45, 3), 17);
 }
+
+proptest! {
+    /// copy_bits against a bit-by-bit copy, at any alignment and length.
+    #[test]
+    fn copy_bits_matches_a_bit_by_bit_copy(
+        src in proptest::collection::vec(any::<u8>(), 1..40),
+        dst0 in proptest::collection::vec(any::<u8>(), 1..40),
+        s in 0usize..320, d in 0usize..320, n in 0usize..320,
+    ) {
+        let sb = src.len() * 8;
+        let db = dst0.len() * 8;
+        let s = s % sb;
+        let d = d % db;
+        let n = n.min(sb - s).min(db - d);
+        let mut got = dst0.clone();
+        turboquant3d::packing::copy_bits(&src, s, &mut got, d, n);
+        let mut want = dst0.clone();
+        for t in 0..n {
+            let bit = (src[(s + t) / 8] >> ((s + t) % 8)) & 1;
+            let k = d + t;
+            want[k / 8] = (want[k / 8] & !(1 << (k % 8))) | (bit << (k % 8));
+        }
+        prop_assert_eq!(got, want);
+    }
+}

@@ -472,3 +472,97 @@ fn all_zero_normals_are_restored_for_free() {
     assert_eq!(back.sh_degree, 0);
     assert!(back.sh_rest.is_empty());
 }
+
+/// Per-Gaussian widths 0..=8: order and count kept, width 0 decodes to
+/// zeros, each width's error is its own d·C(d, b), and the fixed-rate
+/// streams are exactly as predicted.
+#[test]
+fn per_gaussian_widths_round_trip_with_each_widths_error() {
+    let s = scene(18_000, 3, 13);
+    let widths: Vec<u8> = (0..s.len()).map(|i| (i * 7 % 9) as u8).collect();
+    let opts = CompressOptions {
+        profile: Profile::Exact,
+        sh_widths: Some(widths.clone()),
+        scale_mode: ScaleMode::Norm,
+        ..Default::default()
+    };
+    let p = codec::predict_size(&s, &opts).unwrap();
+    let c = codec::compress(&s, &opts).unwrap();
+    for (ps, cs) in p.streams.iter().zip(&c.streams) {
+        assert_eq!(ps.tag, String::from_utf8_lossy(&cs.info.tag).trim_end());
+        if ps.exact {
+            assert_eq!(ps.bytes, cs.info.stored_len, "stream {}", ps.tag);
+        }
+    }
+    // SHC: Σ 45·b_i bits, computed here.
+    let bits: u64 = widths.iter().map(|&b| 45 * b as u64).sum();
+    let shc = c.streams.iter().find(|x| &x.info.tag == b"SHC ").unwrap();
+    assert_eq!(shc.info.stored_len, bits.div_ceil(8));
+    let bytes = c.to_bytes().unwrap();
+    let back = codec::decompress(&bytes, Path::new("w.tq3s")).unwrap();
+    assert_eq!(back.len(), s.len());
+    assert_eq!(back.extras, s.extras, "order or count changed");
+    // Mean per-vector relative error per width (the energies are
+    // log-normal, so an energy-weighted total rests on few vectors).
+    let mut rel = [0f64; 9];
+    let mut count = [0usize; 9];
+    for i in 0..s.len() {
+        let b = widths[i] as usize;
+        let (mut e, mut n) = (0f64, 0f64);
+        for (x, y) in s.rest(i).iter().zip(back.rest(i)) {
+            e += ((x - y) as f64).powi(2);
+            n += (*x as f64).powi(2);
+        }
+        if n > 0.0 {
+            rel[b] += e / n;
+            count[b] += 1;
+        }
+        if b == 0 {
+            assert!(back.rest(i).iter().all(|v| v.to_bits() == 0), "Gaussian {i}");
+        }
+    }
+    for b in 1..=8u32 {
+        let theory = Codebook::get(45, b).unwrap().distortion();
+        let r = rel[b as usize] / count[b as usize] as f64 / theory;
+        assert!((r - 1.0).abs() < 0.08, "b = {b}: measured/theory = {r}");
+    }
+    // Every corrupted byte of a small file is still caught.
+    let small = scene(30, 1, 14);
+    let w: Vec<u8> = (0..30).map(|i| (i % 4) as u8).collect();
+    let bytes = codec::compress(&small, &CompressOptions { sh_widths: Some(w), ..Default::default() })
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let ok = codec::decompress(&bytes, Path::new("s")).unwrap();
+    assert_eq!(ok.len(), 30);
+    for k in 0..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[k] ^= 0x21;
+        assert!(codec::decompress(&bad, Path::new("s")).is_err(), "byte {k} of {}", bytes.len());
+    }
+}
+
+#[test]
+fn widths_are_checked_and_all_zero_widths_work() {
+    let s = scene(50, 3, 15);
+    let e = codec::compress(&s, &CompressOptions { sh_widths: Some(vec![1; 49]), ..Default::default() })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("49") && e.contains("50"), "{e}");
+    let mut w = vec![2u8; 50];
+    w[17] = 9;
+    let e = codec::compress(&s, &CompressOptions { sh_widths: Some(w), ..Default::default() })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Gaussian 17"), "{e}");
+    let c = codec::compress(&s, &CompressOptions { sh_widths: Some(vec![0; 50]), ..Default::default() }).unwrap();
+    let back = codec::decompress(&c.to_bytes().unwrap(), Path::new("z")).unwrap();
+    assert_eq!(back.sh_degree, 3);
+    assert!(back.sh_rest.iter().all(|v| v.to_bits() == 0));
+    // Same bytes for any thread count with widths too.
+    let w: Vec<u8> = (0..50).map(|i| (i % 9) as u8).collect();
+    let o = CompressOptions { sh_widths: Some(w), ..Default::default() };
+    let a = codec::compress(&s, &o).unwrap().to_bytes().unwrap();
+    let b = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| codec::compress(&s, &o).unwrap().to_bytes().unwrap());
+    assert_eq!(a, b);
+}

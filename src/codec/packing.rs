@@ -94,21 +94,34 @@ pub fn unpack_into(packed: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
 
 /// Copies `count` b-bit codes from code index `src_index` of the packed
 /// stream `src` to code index `dst_index` of `dst`, overwriting what was
-/// there. Bit by bit: meant for splicing a few vectors, not bulk work.
-pub fn copy_codes(
-    src: &[u8],
-    src_index: usize,
-    dst: &mut [u8],
-    dst_index: usize,
-    count: usize,
-    bits: u32,
-) {
-    let n = count * bits as usize;
-    let (s0, d0) = (src_index * bits as usize, dst_index * bits as usize);
-    for t in 0..n {
-        let (s, d) = (s0 + t, d0 + t);
-        let bit = (src[s / 8] >> (s % 8)) & 1;
-        dst[d / 8] = (dst[d / 8] & !(1 << (d % 8))) | (bit << (d % 8));
+/// there.
+pub fn copy_codes(src: &[u8], src_index: usize, dst: &mut [u8], dst_index: usize, count: usize, bits: u32) {
+    let b = bits as usize;
+    copy_bits(src, src_index * b, dst, dst_index * b, count * b);
+}
+
+/// Copies `n` bits from bit `src_bit` of `src` to bit `dst_bit` of `dst`
+/// (LSB-first bit order, as in the code streams), overwriting what was
+/// there. Byte-aligned runs move a byte at a time.
+pub fn copy_bits(src: &[u8], src_bit: usize, dst: &mut [u8], dst_bit: usize, n: usize) {
+    let mut t = 0;
+    while t < n {
+        let (s, d) = (src_bit + t, dst_bit + t);
+        if s % 8 == 0 && d % 8 == 0 && n - t >= 8 {
+            let k = (n - t) / 8;
+            dst[d / 8..d / 8 + k].copy_from_slice(&src[s / 8..s / 8 + k]);
+            t += 8 * k;
+            continue;
+        }
+        // Up to the next byte boundary of the destination, at most 8 bits.
+        let take = (8 - d % 8).min(n - t);
+        // Read `take` bits from src at s (may straddle two bytes).
+        let lo = src[s / 8] as u16;
+        let hi = src.get(s / 8 + 1).copied().unwrap_or(0) as u16;
+        let v = (((hi << 8) | lo) >> (s % 8)) as u8 & ((1u16 << take) - 1) as u8;
+        let mask = (((1u16 << take) - 1) as u8) << (d % 8);
+        dst[d / 8] = (dst[d / 8] & !mask) | (v << (d % 8));
+        t += take;
     }
 }
 

@@ -532,21 +532,22 @@ impl GpuRenderer {
                 self.check_binding("SH-rest", (4 * n * d) as u64, n)?;
             }
             Some(sh) => {
-                let q = &sh.quantizer;
-                if d == 0 || q.dim() != d || sh.encoded.dim() != d {
+                let (q, encoded) = uniform_parts(sh)?;
+                let q = &q;
+                if d == 0 || q.dim() != d || encoded.dim() != d {
                     return Err(Error::Shape(format!(
                         "compressed SH has d = {} (quantizer {}), SH degree {sh_degree} needs d = {d} > 0",
-                        sh.encoded.dim(),
+                        encoded.dim(),
                         q.dim()
                     )));
                 }
-                if sh.encoded.len() != n {
+                if encoded.len() != n {
                     return Err(Error::Shape(format!(
                         "compressed SH has {} vectors, the scene {n} Gaussians",
-                        sh.encoded.len()
+                        encoded.len()
                     )));
                 }
-                if !matches!(sh.encoded.scales(), Scales::F16(_)) {
+                if !matches!(encoded.scales(), Scales::F16(_)) {
                     return Err(Error::GpuUnsupported(
                         "tq_sh_decode reads f16 scales; these are f32".into(),
                     ));
@@ -603,13 +604,14 @@ impl GpuRenderer {
                 )
             }
             Some(sh) => {
-                let q = &sh.quantizer;
+                let (q, encoded) = uniform_parts(sh)?;
+                let q = &q;
                 let codes =
-                    init_buffer(device, "turboquant3d tq_codes", sh.encoded.codes(), storage)?;
+                    init_buffer(device, "turboquant3d tq_codes", encoded.codes(), storage)?;
                 let scales = init_buffer(
                     device,
                     "turboquant3d tq_scales",
-                    &sh.encoded.scales().to_le_bytes(),
+                    &encoded.scales().to_le_bytes(),
                     storage,
                 )?;
                 let rotation = init_buffer(
@@ -1147,4 +1149,14 @@ mod tests {
             }
         }
     }
+}
+
+/// The uniform-width SH of a file as a quantizer and its encoding.
+fn uniform_parts(sh: &CompressedSh) -> Result<(crate::Quantizer, crate::Encoded)> {
+    let b = sh.uniform.ok_or_else(|| {
+        Error::GpuUnsupported("per-Gaussian SH widths are not decoded in the shader yet".into())
+    })?;
+    let q = sh.quantizer(b)?;
+    let enc = crate::Encoded::from_parts(sh.dim(), b as u32, sh.len(), sh.codes.clone(), Scales::F16(sh.scales.clone()))?;
+    Ok((q, enc))
 }

@@ -3,30 +3,29 @@
 //! before doing any of it. The reverse builds a [`Scene`] again.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use half::f16;
 use rayon::prelude::*;
 
-use crate::codec::packing::packed_len;
 use crate::gpu::{Engine, Ran};
 use crate::splat::attributes::{self, AttrBits};
+use crate::splat::sh;
+pub use crate::splat::sh::{CompressedSh, ShRun};
 use crate::splat::container::{
     self, Coding, Container, Header, Normals, Packed, Profile, Stream, tag_name,
 };
 use crate::splat::scene::{
-    ExtraProperty, Extras, ScalarType, Scene, rest_dim, rest_per_channel, sigmoid,
+    ExtraProperty, Extras, ScalarType, Scene, rest_dim, sigmoid,
 };
 use crate::{
-    Encoded, Error, Quantizer, QuantizerConfig, Result, Rotation, RotationKind, Rows, RowsMut,
-    ScaleFormat, ScaleMode, Scales,
+    Error, Result, Rotation, RotationKind, ScaleMode,
 };
 
 /// Stream tags, in file order.
 pub mod tags {
     pub const ROT: [u8; 4] = *b"ROT ";
     pub const CBK: [u8; 4] = *b"CBK ";
+    pub const SHW: [u8; 4] = *b"SHW ";
     pub const SHS: [u8; 4] = *b"SHS ";
     pub const SHC: [u8; 4] = *b"SHC ";
     pub const CHNK: [u8; 4] = *b"CHNK";
@@ -71,6 +70,10 @@ pub struct CompressOptions {
     pub attr_bits: AttrBits,
     /// Gaussians per chunk (compact profile), 1..=65536.
     pub chunk_size: u32,
+    /// A SH-rest width b_i ∈ 0..=8 per input Gaussian (see
+    /// [`allocate`](crate::splat::allocate)); when set it replaces
+    /// `sh_bits`, and b_i = 0 drops that Gaussian's SH-rest.
+    pub sh_widths: Option<Vec<u8>>,
 }
 
 impl Default for CompressOptions {
@@ -84,6 +87,7 @@ impl Default for CompressOptions {
             scale_mode: ScaleMode::LeastSquares,
             attr_bits: AttrBits::default(),
             chunk_size: DEFAULT_CHUNK,
+            sh_widths: None,
         }
     }
 }
@@ -290,6 +294,21 @@ fn codebook_len(bits: u32) -> u64 {
 /// fixed-rate streams, bounded by the raw length for the entropy-coded ones.
 pub fn predict_size(scene: &Scene, opts: &CompressOptions) -> Result<SizePrediction> {
     check_options(opts)?;
+    if let Some(w) = &opts.sh_widths {
+        if w.len() != scene.len() {
+            return Err(Error::Shape(format!(
+                "{} SH widths for {} Gaussians",
+                w.len(),
+                scene.len()
+            )));
+        }
+        if let Some(i) = w.iter().position(|&b| b > 8) {
+            return Err(Error::InvalidArgument(format!(
+                "Gaussian {i}: SH width {} is above 8",
+                w[i]
+            )));
+        }
+    }
     let n = kept_count(scene, opts.prune_opacity) as u64;
     let degree = opts
         .sh_degree
@@ -306,9 +325,28 @@ pub fn predict_size(scene: &Scene, opts: &CompressOptions) -> Result<SizePredict
     };
     if d > 0 {
         add(&tags::ROT, d * d * 4, true);
-        add(&tags::CBK, codebook_len(opts.sh_bits), true);
-        add(&tags::SHS, 2 * n, true);
-        add(&tags::SHC, (n * d * b).div_ceil(8), true);
+        match &opts.sh_widths {
+            None => {
+                add(&tags::CBK, codebook_len(opts.sh_bits), true);
+                add(&tags::SHS, 2 * n, true);
+                add(&tags::SHC, (n * d * b).div_ceil(8), true);
+            }
+            Some(w) => {
+                let kept: Vec<u8> = match opts.prune_opacity {
+                    None => w.clone(),
+                    Some(t) => (0..scene.len())
+                        .filter(|&i| sigmoid(scene.opacity[i]) >= t)
+                        .map(|i| w[i])
+                        .collect(),
+                };
+                let used: Vec<u8> = (1..=8u8).filter(|b| kept.contains(b)).collect();
+                let nonzero = kept.iter().filter(|&&b| b > 0).count() as u64;
+                add(&tags::CBK, sh::codebook_len(&used), true);
+                add(&tags::SHW, n.div_ceil(2), false);
+                add(&tags::SHS, 2 * nonzero, true);
+                add(&tags::SHC, sh::codes_len(d as usize, kept.iter().copied()), true);
+            }
+        }
     }
     match opts.profile {
         Profile::Exact => {
@@ -364,121 +402,6 @@ fn normals_mode(scene: &Scene, profile: Profile) -> Normals {
         Some(_) if profile == Profile::Exact => Normals::Stored,
         Some(_) => Normals::Dropped,
     }
-}
-
-/// Vectors per SH encoding slab: a multiple of 8, so each slab's codes start
-/// on a byte boundary.
-const SLAB: usize = 8192;
-
-/// Gathers the SH-rest rows of `idx` (input indices), truncated from the
-/// scene's degree to `degree`, into `buf`.
-fn gather_rows(scene: &Scene, idx: &[u32], degree: u8, buf: &mut Vec<f32>) {
-    let (kin, kout) = (rest_per_channel(scene.sh_degree), rest_per_channel(degree));
-    let din = scene.rest_dim();
-    buf.clear();
-    for &i in idx {
-        let row = &scene.sh_rest[i as usize * din..(i as usize + 1) * din];
-        for c in 0..3 {
-            buf.extend_from_slice(&row[c * kin..c * kin + kout]);
-        }
-    }
-}
-
-/// Maps a row index of a slab back to the input's Gaussian index.
-fn remap_row(e: Error, idx: &[u32]) -> Error {
-    match e {
-        Error::ScaleUnrepresentable {
-            row,
-            scale,
-            format,
-            why,
-        } => Error::ScaleUnrepresentable {
-            row: idx[row] as usize,
-            scale,
-            format,
-            why,
-        },
-        e => e,
-    }
-}
-
-/// Where the SH-rest was encoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShRun {
-    /// The device.
-    pub ran: Ran,
-    /// Vectors the GPU left to the CPU as near-ties (see
-    /// [`GpuQuantizer::encode_exact`](crate::gpu::GpuQuantizer::encode_exact)).
-    pub ties: usize,
-}
-
-/// Vectors per GPU submission of the scene codec (a multiple of 8).
-const GPU_SLAB: usize = 1 << 18;
-
-/// Encodes the SH-rest of the Gaussians `order` (storage order), truncated
-/// to `degree`, into packed codes and f16 scale bytes: on the CPU, or on the
-/// engine's GPU with the CPU's exact bytes.
-fn encode_sh(
-    scene: &Scene,
-    order: &[u32],
-    degree: u8,
-    q: &Quantizer,
-    engine: Option<&Engine>,
-) -> Result<(Vec<u8>, Vec<u8>, ShRun)> {
-    let d = rest_dim(degree);
-    let n = order.len();
-    let b = q.bits() as usize;
-    let mut codes = vec![0u8; packed_len(n * d, q.bits())];
-    if let Some(engine) = engine.filter(|e| e.has_gpu()) {
-        let mut scale_bytes = Vec::with_capacity(2 * n);
-        let mut run = ShRun {
-            ran: Ran::Cpu,
-            ties: 0,
-        };
-        let mut buf = Vec::new();
-        for (s, idx) in order.chunks(GPU_SLAB).enumerate() {
-            gather_rows(scene, idx, degree, &mut buf);
-            let (enc, ran, ties) = if s > 0 && run.ran == Ran::Cpu {
-                // The GPU already failed over to the CPU: stay there.
-                (q.encode(&buf).map_err(|e| remap_row(e, idx))?, Ran::Cpu, 0)
-            } else {
-                engine
-                    .encode_exact(q, &buf)
-                    .map_err(|e| remap_row(e, idx))?
-            };
-            run.ran = ran;
-            run.ties += ties;
-            let start = s * GPU_SLAB * d * b / 8;
-            codes[start..start + enc.codes().len()].copy_from_slice(enc.codes());
-            scale_bytes.extend_from_slice(&enc.scales().to_le_bytes());
-        }
-        return Ok((codes, scale_bytes, run));
-    }
-    let mut scales = vec![0f32; n];
-    let slab_bytes = SLAB * d * b / 8;
-    codes
-        .par_chunks_mut(slab_bytes)
-        .zip(scales.par_chunks_mut(SLAB))
-        .enumerate()
-        .try_for_each(|(s, (codes, scales))| {
-            let idx = &order[s * SLAB..s * SLAB + scales.len()];
-            let mut buf = Vec::with_capacity(idx.len() * d);
-            gather_rows(scene, idx, degree, &mut buf);
-            q.encode_into(Rows::new(&buf, d)?, codes, scales)
-                .map_err(|e| remap_row(e, idx))
-        })?;
-    let scale_bytes = scales
-        .iter()
-        .flat_map(|&s| f16::from_f32(s).to_bits().to_le_bytes())
-        .collect();
-    Ok((
-        codes,
-        scale_bytes,
-        ShRun {
-            ran: Ran::Cpu,
-            ties: 0,
-        },
-    ))
 }
 
 fn f32_planes<const K: usize>(v: &[[f32; K]], order: &[u32]) -> Vec<u8> {
@@ -673,26 +596,28 @@ fn compress_with(
         ran: Ran::Cpu,
         ties: 0,
     };
+    let mut max_width = 0u8;
     if d > 0 {
-        let mut cfg = QuantizerConfig::new(d, opts.sh_bits);
-        cfg.seed = opts.seed;
-        cfg.scale_mode = opts.scale_mode;
-        cfg.scale_format = ScaleFormat::F16;
-        let q = Quantizer::new(&cfg)?;
-        rotation_kind = match q.rotation().kind() {
-            RotationKind::Dense => 0,
-            RotationKind::Hadamard => 1,
+        let widths = match &opts.sh_widths {
+            Some(w) => {
+                max_width = order.iter().map(|&i| w[i as usize]).max().unwrap_or(0);
+                sh::Widths::PerGaussian(w)
+            }
+            None => {
+                max_width = opts.sh_bits as u8;
+                sh::Widths::Uniform(opts.sh_bits)
+            }
         };
-        let (codes, scales, run) = encode_sh(scene, &order, degree, &q, engine)?;
-        sh_run = run;
-        let mut cbk = vec![1u8, opts.sh_bits as u8];
-        for v in q.centroids().iter().chain(q.boundaries()) {
-            cbk.extend_from_slice(&v.to_le_bytes());
+        let st = sh::encode(scene, &order, degree, widths, opts.seed, opts.scale_mode, engine)?;
+        rotation_kind = st.rotation_kind;
+        sh_run = st.run;
+        push(tags::ROT, Coding::Raw, st.rot);
+        push(tags::CBK, Coding::Raw, st.cbk);
+        if let Some(w) = st.shw {
+            push(tags::SHW, Coding::Zstd, w);
         }
-        push(tags::ROT, Coding::Raw, q.rotation().to_bytes());
-        push(tags::CBK, Coding::Raw, cbk);
-        push(tags::SHS, Coding::Raw, scales);
-        push(tags::SHC, Coding::Raw, codes);
+        push(tags::SHS, Coding::Raw, st.shs);
+        push(tags::SHC, Coding::Raw, st.shc);
     }
     timings.sh = t.elapsed();
 
@@ -761,8 +686,8 @@ fn compress_with(
         input_count: scene.len() as u64,
         sh_degree: degree,
         profile: opts.profile,
-        sh_bits: if d > 0 { opts.sh_bits as u8 } else { 0 },
-        sh_width_mode: 0,
+        sh_bits: if d > 0 { max_width } else { 0 },
+        sh_width_mode: (d > 0 && opts.sh_widths.is_some()) as u8,
         rotation_kind,
         scale_mode: match opts.scale_mode {
             ScaleMode::Norm => 0,
@@ -851,18 +776,6 @@ pub fn decompress(bytes: &[u8], path: &Path) -> Result<Scene> {
     decode_file(bytes, path, true).map(|(scene, _)| scene)
 }
 
-/// The SH-rest of a file as stored: the quantizer rebuilt from the file's
-/// rotation and tables, and the codes and scales, in storage order.
-#[derive(Debug, Clone)]
-pub struct CompressedSh {
-    /// SH degree L of the vectors (d = 3·((L+1)² − 1)).
-    pub sh_degree: u8,
-    /// Rotation, codebook and scale convention.
-    pub quantizer: Quantizer,
-    /// Codes and f16 scales.
-    pub encoded: Encoded,
-}
-
 /// Decodes a file but leaves SH-rest compressed: the scene comes back with
 /// SH degree 0 and no SH-rest, and the SH-rest as stored (`None` when the
 /// file has none). A renderer uploads the codes and decodes them in its own
@@ -902,6 +815,23 @@ fn decode_file(bytes: &[u8], path: &Path, decode_sh: bool) -> Result<(Scene, Opt
             tags::EXTS | tags::CMNT => None,
             // Bounded below by max_raw; its exact length needs the schema.
             tags::EXTD => None,
+            // Per-Gaussian widths: the lengths depend on the widths, and
+            // sh::parse checks them exactly; here only their upper bounds.
+            t @ (tags::CBK | tags::SHS | tags::SHC) if h.sh_width_mode == 1 => {
+                let most = match t {
+                    tags::CBK => sh::codebook_len(&[1, 2, 3, 4, 5, 6, 7, 8]),
+                    tags::SHS => 2 * h.count,
+                    _ => h.count * h.dim as u64,
+                };
+                if info.raw_len > most {
+                    return Err(bad(
+                        &format!("stream {}", tag_name(&t)),
+                        format!("declares {} decoded bytes, at most {most} possible", info.raw_len),
+                    ));
+                }
+                None
+            }
+            tags::SHW if h.sh_width_mode == 1 => Some(h.count.div_ceil(2)),
             t => Some(expected_len(&h, &t, chunk_count).ok_or_else(|| {
                 bad(
                     &format!("stream {}", tag_name(&t)),
@@ -951,57 +881,37 @@ fn decode_file(bytes: &[u8], path: &Path, decode_sh: bool) -> Result<(Scene, Opt
         };
         let rotation = Rotation::from_bytes(kind, d, req(&tags::ROT)?)
             .map_err(|why| bad("stream ROT", why))?;
-        let cbk = req(&tags::CBK)?;
-        let b = h.sh_bits as u32;
-        if cbk[0] != 1 || cbk[1] as u32 != b {
-            return Err(bad(
-                "stream CBK",
-                format!(
-                    "holds {} table(s) for b = {}, expected one for b = {b}",
-                    cbk[0], cbk[1]
-                ),
-            ));
-        }
-        let tables: Vec<f32> = cbk[2..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        let m = 1usize << b;
-        let q = Quantizer::from_parts(
-            Arc::new(rotation),
-            b,
-            tables[..m].to_vec(),
-            tables[m..].to_vec(),
-            if h.scale_mode == 0 {
-                ScaleMode::Norm
-            } else {
-                ScaleMode::LeastSquares
-            },
-            ScaleFormat::F16,
+        let scale_mode = if h.scale_mode == 0 {
+            ScaleMode::Norm
+        } else {
+            ScaleMode::LeastSquares
+        };
+        let variable = h.sh_width_mode == 1;
+        let present = |tag: &[u8; 4]| c.require(tag, None, path);
+        let shw = if variable { Some(present(&tags::SHW)?) } else { None };
+        let parsed = sh::parse(
+            n,
+            h.sh_degree,
+            (!variable).then_some(h.sh_bits),
+            rotation,
+            scale_mode,
+            present(&tags::CBK)?,
+            shw,
+            present(&tags::SHS)?,
+            present(&tags::SHC)?,
         )
-        .map_err(|e| bad("stream CBK", e.to_string()))?;
-        let scales = Scales::from_le_bytes(ScaleFormat::F16, req(&tags::SHS)?)
-            .map_err(|e| bad("stream SHS", e.to_string()))?;
-        let codes = req(&tags::SHC)?;
-        let used = (n as u128 * d as u128 * b as u128 % 8) as u32;
-        if used != 0 && codes.last().is_some_and(|&l| l >> used != 0) {
+        .map_err(|(field, why)| Error::format(path, field, why))?;
+        if variable && parsed.widths.iter().copied().max().unwrap_or(0) != h.sh_bits {
             return Err(bad(
-                "stream SHC",
-                "the unused high bits of the last byte must be zero".into(),
+                "SH bits",
+                format!("the header's b = {} is not the widest width", h.sh_bits),
             ));
         }
-        let enc = Encoded::from_parts(d, b, n, codes.to_vec(), scales)
-            .map_err(|e| bad("stream SHS", e.to_string()))?;
         if decode_sh {
-            scene.sh_rest = vec![0f32; n * d];
-            q.decode_into(&enc, RowsMut::new(&mut scene.sh_rest, d)?)?;
+            scene.sh_rest = parsed.decode()?;
         } else {
             scene.sh_degree = 0;
-            kept_sh = Some(CompressedSh {
-                sh_degree: h.sh_degree,
-                quantizer: q,
-                encoded: enc,
-            });
+            kept_sh = Some(parsed);
         }
     }
 

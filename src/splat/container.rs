@@ -392,16 +392,18 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
             ),
         ));
     }
-    if h.sh_bits > 8 || (h.dim > 0) != (h.sh_bits > 0) {
+    // Uniform mode needs b ≥ 1 when there is SH-rest; per-Gaussian widths
+    // store the widest, which may be 0.
+    if h.sh_bits > 8
+        || (h.dim == 0 && h.sh_bits != 0)
+        || (h.dim > 0 && h.sh_width_mode == 0 && h.sh_bits == 0)
+    {
         return Err(bad("SH bits", format!("{} with d = {}", h.sh_bits, h.dim)));
     }
-    if h.sh_width_mode != 0 {
+    if h.sh_width_mode > 1 || (h.sh_width_mode == 1 && h.dim == 0) {
         return Err(bad(
             "SH width mode",
-            format!(
-                "{} (per-Gaussian widths) is not supported by this version",
-                h.sh_width_mode
-            ),
+            format!("{} with d = {} (0: uniform, 1: per-Gaussian widths)", h.sh_width_mode, h.dim),
         ));
     }
     if h.rotation_kind > 1 || h.scale_mode > 1 || h.order > 1 {

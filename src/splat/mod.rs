@@ -9,6 +9,7 @@ pub mod codec;
 pub mod container;
 pub mod ply;
 pub mod scene;
+pub mod sh;
 pub mod synth;
 
 pub use scene::{ExtraProperty, Extras, ScalarType, Scene, rest_dim, rest_per_channel};

@@ -1,0 +1,480 @@
+//! The SH-rest streams of a `.tq3s` file (`ROT `, `CBK `, `SHW `, `SHS `,
+//! `SHC `): encoding with one width for every Gaussian or a width per
+//! Gaussian (b_i ∈ 0..=8, 0 dropping its SH-rest), and decoding.
+//!
+//! With per-Gaussian widths, Gaussian k's d·b_k code bits follow Gaussian
+//! k−1's in one stream, scales are stored only for b_k > 0, and `CBK ` holds
+//! a codebook for each width used. All widths share one rotation.
+
+use std::sync::Arc;
+
+use half::f16;
+use rayon::prelude::*;
+
+use crate::codec::packing::{copy_bits, packed_len};
+use crate::gpu::{Engine, Ran};
+use crate::splat::scene::{Scene, rest_dim, rest_per_channel};
+use crate::{Encoded, Error, Quantizer, QuantizerConfig, Result, Rotation, Rows, ScaleFormat, ScaleMode, Scales};
+
+/// Where the SH-rest was encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShRun {
+    /// The device.
+    pub ran: Ran,
+    /// Vectors the GPU left to the CPU as near-ties (see
+    /// [`GpuQuantizer::encode_exact`](crate::gpu::GpuQuantizer::encode_exact)).
+    pub ties: usize,
+}
+
+/// The SH-rest of a file, still compressed: what a renderer uploads to
+/// decode in its own shader, and what [`CompressedSh::decode`] expands.
+#[derive(Debug, Clone)]
+pub struct CompressedSh {
+    /// SH degree L (d = 3·((L+1)² − 1)).
+    pub sh_degree: u8,
+    /// The rotation Π shared by every width.
+    pub rotation: Arc<Rotation>,
+    /// Scale convention (informational; decoding is the same).
+    pub scale_mode: ScaleMode,
+    /// Centroids and boundaries for each width b (index b), `None` for
+    /// widths not used.
+    pub tables: Vec<Option<(Vec<f32>, Vec<f32>)>>,
+    /// b_i per Gaussian, in storage order.
+    pub widths: Vec<u8>,
+    /// Some(b) when every Gaussian has width b (the file's uniform mode).
+    pub uniform: Option<u8>,
+    /// The code stream: Gaussian i's d·b_i codes start at bit
+    /// d·Σ_{k<i} b_k, packed LSB-first.
+    pub codes: Vec<u8>,
+    /// The f16 scale of each Gaussian (+0 for width 0).
+    pub scales: Vec<f16>,
+}
+
+impl CompressedSh {
+    /// SH-rest dimension d.
+    pub fn dim(&self) -> usize {
+        rest_dim(self.sh_degree)
+    }
+
+    /// Number of Gaussians.
+    pub fn len(&self) -> usize {
+        self.widths.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.widths.is_empty()
+    }
+
+    /// The first code bit of each Gaussian (a prefix sum of d·b_i).
+    pub fn bit_offsets(&self) -> Vec<u64> {
+        let d = self.dim() as u64;
+        let mut at = 0u64;
+        self.widths
+            .iter()
+            .map(|&b| {
+                let o = at;
+                at += d * b as u64;
+                o
+            })
+            .collect()
+    }
+
+    /// The quantizer of width b (1..=8), if the file uses it.
+    pub fn quantizer(&self, b: u8) -> Result<Quantizer> {
+        let (c, t) = self
+            .tables
+            .get(b as usize)
+            .and_then(|t| t.as_ref())
+            .ok_or_else(|| Error::InvalidArgument(format!("no codebook for b = {b}")))?;
+        Quantizer::from_parts(self.rotation.clone(), b as u32, c.clone(), t.clone(), self.scale_mode, ScaleFormat::F16)
+    }
+
+    /// Decodes every Gaussian's SH-rest (zeros for width 0), N × d values.
+    pub fn decode(&self) -> Result<Vec<f32>> {
+        let d = self.dim();
+        let n = self.len();
+        if let Some(b) = self.uniform {
+            let q = self.quantizer(b)?;
+            let enc = Encoded::from_parts(d, b as u32, n, self.codes.clone(), Scales::F16(self.scales.clone()))?;
+            return q.decode(&enc);
+        }
+        let mut out = vec![0f32; n * d];
+        let offsets = self.bit_offsets();
+        for b in 1..=8u8 {
+            let members: Vec<usize> = (0..n).filter(|&i| self.widths[i] == b).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let q = self.quantizer(b)?;
+            let mut codes = vec![0u8; packed_len(members.len() * d, b as u32)];
+            for (k, &i) in members.iter().enumerate() {
+                copy_bits(&self.codes, offsets[i] as usize, &mut codes, k * d * b as usize, d * b as usize);
+            }
+            let scales = Scales::F16(members.iter().map(|&i| self.scales[i]).collect());
+            let enc = Encoded::from_parts(d, b as u32, members.len(), codes, scales)?;
+            let rows = q.decode(&enc)?;
+            for (k, &i) in members.iter().enumerate() {
+                out[i * d..(i + 1) * d].copy_from_slice(&rows[k * d..(k + 1) * d]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The streams of an encoding.
+#[derive(Debug, Clone)]
+pub struct ShStreams {
+    /// `ROT `: the rotation's parameters.
+    pub rot: Vec<u8>,
+    /// `CBK `: the codebooks of the widths used.
+    pub cbk: Vec<u8>,
+    /// `SHW `: 4-bit widths (variable mode only).
+    pub shw: Option<Vec<u8>>,
+    /// `SHS `: f16 scales of the Gaussians with b > 0.
+    pub shs: Vec<u8>,
+    /// `SHC `: the codes.
+    pub shc: Vec<u8>,
+    /// Rotation kind code for the header.
+    pub rotation_kind: u8,
+    /// Where it ran.
+    pub run: ShRun,
+}
+
+/// Gathers the SH-rest rows of `idx` (input indices), truncated from the
+/// scene's degree to `degree`, into `buf`.
+pub fn gather_rows(scene: &Scene, idx: &[u32], degree: u8, buf: &mut Vec<f32>) {
+    let (kin, kout) = (rest_per_channel(scene.sh_degree), rest_per_channel(degree));
+    let din = scene.rest_dim();
+    buf.clear();
+    for &i in idx {
+        let row = &scene.sh_rest[i as usize * din..(i as usize + 1) * din];
+        for c in 0..3 {
+            buf.extend_from_slice(&row[c * kin..c * kin + kout]);
+        }
+    }
+}
+
+/// Maps a slab's row index in an error back to the input's Gaussian index.
+fn remap_row(e: Error, idx: &[u32]) -> Error {
+    match e {
+        Error::ScaleUnrepresentable { row, scale, format, why } => Error::ScaleUnrepresentable {
+            row: idx[row] as usize,
+            scale,
+            format,
+            why,
+        },
+        e => e,
+    }
+}
+
+/// Vectors per CPU encoding slab (a multiple of 8: each slab's codes start
+/// on a byte boundary).
+const SLAB: usize = 8192;
+/// Vectors per GPU submission (a multiple of 8).
+const GPU_SLAB: usize = 1 << 18;
+
+/// Encodes the rows `idx` (input indices, in storage order) at width `q.bits()`
+/// into contiguous packed codes and f16 scales, on the engine's GPU (with the
+/// CPU's exact bytes) or on the CPU.
+fn encode_group(scene: &Scene, idx: &[u32], degree: u8, q: &Quantizer, engine: Option<&Engine>, run: &mut ShRun) -> Result<(Vec<u8>, Vec<f16>)> {
+    let d = rest_dim(degree);
+    let n = idx.len();
+    let b = q.bits() as usize;
+    let mut codes = vec![0u8; packed_len(n * d, q.bits())];
+    if let Some(engine) = engine.filter(|e| e.has_gpu()) {
+        let mut scales = Vec::with_capacity(n);
+        let mut buf = Vec::new();
+        for (s, part) in idx.chunks(GPU_SLAB).enumerate() {
+            gather_rows(scene, part, degree, &mut buf);
+            let (enc, ran, ties) = if run.ran == Ran::Cpu && run.ties == usize::MAX {
+                (q.encode(&buf).map_err(|e| remap_row(e, part))?, Ran::Cpu, 0)
+            } else {
+                engine.encode_exact(q, &buf).map_err(|e| remap_row(e, part))?
+            };
+            if ran == Ran::Cpu {
+                // The GPU failed over to the CPU: stay there.
+                run.ties = usize::MAX;
+            } else {
+                run.ties += ties;
+            }
+            run.ran = ran;
+            let start = s * GPU_SLAB * d * b / 8;
+            codes[start..start + enc.codes().len()].copy_from_slice(enc.codes());
+            match enc.scales() {
+                Scales::F16(v) => scales.extend_from_slice(v),
+                Scales::F32(v) => scales.extend(v.iter().map(|&x| f16::from_f32(x))),
+            }
+        }
+        return Ok((codes, scales));
+    }
+    let mut scales = vec![0f32; n];
+    let slab_bytes = SLAB * d * b / 8;
+    codes
+        .par_chunks_mut(slab_bytes)
+        .zip(scales.par_chunks_mut(SLAB))
+        .enumerate()
+        .try_for_each(|(s, (codes, scales))| {
+            let part = &idx[s * SLAB..s * SLAB + scales.len()];
+            let mut buf = Vec::with_capacity(part.len() * d);
+            gather_rows(scene, part, degree, &mut buf);
+            q.encode_into(Rows::new(&buf, d)?, codes, scales).map_err(|e| remap_row(e, part))
+        })?;
+    Ok((codes, scales.iter().map(|&s| f16::from_f32(s)).collect()))
+}
+
+/// Widths for [`encode`].
+#[derive(Debug, Clone, Copy)]
+pub enum Widths<'a> {
+    /// Every Gaussian at b bits (1..=8).
+    Uniform(u32),
+    /// b_i per Gaussian of the input (input order, 0..=8).
+    PerGaussian(&'a [u8]),
+}
+
+/// The CBK stream for the given widths' quantizers.
+fn codebook_stream(qs: &[(u8, Quantizer)]) -> Vec<u8> {
+    let mut cbk = vec![qs.len() as u8];
+    for (b, q) in qs {
+        cbk.push(*b);
+        for v in q.centroids().iter().chain(q.boundaries()) {
+            cbk.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    cbk
+}
+
+/// Packs widths 4 bits each, Gaussian 2k in the low nibble of byte k.
+pub fn pack_widths(w: &[u8]) -> Vec<u8> {
+    w.chunks(2).map(|p| p[0] | (p.get(1).copied().unwrap_or(0) << 4)).collect()
+}
+
+/// Inverse of [`pack_widths`]; widths above 8 and a non-zero unused nibble
+/// are errors.
+pub fn unpack_widths(bytes: &[u8], n: usize) -> std::result::Result<Vec<u8>, String> {
+    if bytes.len() != n.div_ceil(2) {
+        return Err(format!("{} bytes for {n} widths, expected {}", bytes.len(), n.div_ceil(2)));
+    }
+    let w: Vec<u8> = (0..n).map(|i| (bytes[i / 2] >> (4 * (i % 2))) & 15).collect();
+    if let Some(i) = w.iter().position(|&b| b > 8) {
+        return Err(format!("Gaussian {i} has width {} (at most 8)", w[i]));
+    }
+    if n % 2 == 1 && bytes[n / 2] >> 4 != 0 {
+        return Err("the unused nibble of the last byte must be zero".into());
+    }
+    Ok(w)
+}
+
+/// Encodes the SH-rest of the Gaussians `order` (input indices, storage
+/// order), truncated to `degree`.
+pub fn encode(
+    scene: &Scene,
+    order: &[u32],
+    degree: u8,
+    widths: Widths<'_>,
+    seed: u64,
+    scale_mode: ScaleMode,
+    engine: Option<&Engine>,
+) -> Result<ShStreams> {
+    let d = rest_dim(degree);
+    let per: Vec<u8> = match widths {
+        Widths::Uniform(b) => vec![b as u8; order.len()],
+        Widths::PerGaussian(w) => order.iter().map(|&i| w[i as usize]).collect(),
+    };
+    let mut used: Vec<u8> = (1..=8u8).filter(|b| per.contains(b)).collect();
+    if used.is_empty() {
+        // Every width is 0: keep one codebook so the file stays decodable
+        // by the same code path.
+        used.push(1);
+    }
+    let mut cfg = QuantizerConfig::new(d, used[0] as u32);
+    cfg.seed = seed;
+    cfg.scale_mode = scale_mode;
+    cfg.scale_format = ScaleFormat::F16;
+    let first = Quantizer::new(&cfg)?;
+    let rotation = first.rotation().clone();
+    let qs: Vec<(u8, Quantizer)> = used
+        .iter()
+        .map(|&b| Ok((b, Quantizer::with_rotation(rotation.clone(), b as u32, scale_mode, ScaleFormat::F16)?)))
+        .collect::<Result<_>>()?;
+    let mut run = ShRun { ran: Ran::Cpu, ties: 0 };
+    let rotation_kind = match rotation.kind() {
+        crate::RotationKind::Dense => 0,
+        crate::RotationKind::Hadamard => 1,
+    };
+    if let Widths::Uniform(_) = widths {
+        let (codes, scales) = encode_group(scene, order, degree, &qs[0].1, engine, &mut run)?;
+        if run.ties == usize::MAX {
+            run.ties = 0;
+        }
+        return Ok(ShStreams {
+            rot: rotation.to_bytes(),
+            cbk: codebook_stream(&qs),
+            shw: None,
+            shs: scales.iter().flat_map(|s| s.to_bits().to_le_bytes()).collect(),
+            shc: codes,
+            rotation_kind,
+            run,
+        });
+    }
+    // Per-Gaussian widths: encode each width's Gaussians together, then lay
+    // the codes out in storage order.
+    let total_bits: u64 = per.iter().map(|&b| d as u64 * b as u64).sum();
+    let mut shc = vec![0u8; total_bits.div_ceil(8) as usize];
+    let mut scale_of = vec![f16::ZERO; order.len()];
+    let mut offsets = Vec::with_capacity(order.len());
+    let mut at = 0u64;
+    for &b in &per {
+        offsets.push(at);
+        at += d as u64 * b as u64;
+    }
+    for (b, q) in &qs {
+        let members: Vec<usize> = (0..order.len()).filter(|&k| per[k] == *b).collect();
+        if members.is_empty() {
+            continue;
+        }
+        let idx: Vec<u32> = members.iter().map(|&k| order[k]).collect();
+        let (codes, scales) = encode_group(scene, &idx, degree, q, engine, &mut run)?;
+        for (m, &k) in members.iter().enumerate() {
+            copy_bits(&codes, m * d * *b as usize, &mut shc, offsets[k] as usize, d * *b as usize);
+            scale_of[k] = scales[m];
+        }
+    }
+    if run.ties == usize::MAX {
+        run.ties = 0;
+    }
+    let shs = per
+        .iter()
+        .zip(&scale_of)
+        .filter(|(b, _)| **b > 0)
+        .flat_map(|(_, s)| s.to_bits().to_le_bytes())
+        .collect();
+    Ok(ShStreams {
+        rot: rotation.to_bytes(),
+        cbk: codebook_stream(&qs),
+        shw: Some(pack_widths(&per)),
+        shs,
+        shc,
+        rotation_kind,
+        run,
+    })
+}
+
+/// Parses the SH streams of a file with `n` Gaussians at degree `degree`.
+/// `shw` is present exactly in the variable-width mode. Lengths are checked
+/// here, against the widths.
+#[allow(clippy::too_many_arguments)]
+pub fn parse(
+    n: usize,
+    degree: u8,
+    uniform_bits: Option<u8>,
+    rotation: Rotation,
+    scale_mode: ScaleMode,
+    cbk: &[u8],
+    shw: Option<&[u8]>,
+    shs: &[u8],
+    shc: &[u8],
+) -> std::result::Result<CompressedSh, (String, String)> {
+    let bad = |s: &str, why: String| (format!("stream {s}"), why);
+    let d = rest_dim(degree);
+    let widths = match (uniform_bits, shw) {
+        (Some(b), None) => vec![b; n],
+        (None, Some(w)) => unpack_widths(w, n).map_err(|why| bad("SHW", why))?,
+        _ => return Err(bad("SHW", "present without per-Gaussian widths, or missing with them".into())),
+    };
+    // CBK: count, then (b, 2^b centroids, 2^b − 1 boundaries).
+    let mut tables: Vec<Option<(Vec<f32>, Vec<f32>)>> = vec![None; 9];
+    let count = *cbk.first().ok_or_else(|| bad("CBK", "empty".into()))? as usize;
+    let mut at = 1;
+    for t in 0..count {
+        let b = *cbk.get(at).ok_or_else(|| bad("CBK", format!("table {t} is truncated")))? as usize;
+        if !(1..=8).contains(&b) || tables[b].is_some() {
+            return Err(bad("CBK", format!("table {t} has width {b}, out of range or repeated")));
+        }
+        let m = 1usize << b;
+        let len = 4 * (2 * m - 1);
+        let body = cbk.get(at + 1..at + 1 + len).ok_or_else(|| bad("CBK", format!("table {t} (b = {b}) is truncated")))?;
+        let v: Vec<f32> = body.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        tables[b] = Some((v[..m].to_vec(), v[m..].to_vec()));
+        at += 1 + len;
+    }
+    if at != cbk.len() {
+        return Err(bad("CBK", format!("{} bytes after the last table", cbk.len() - at)));
+    }
+    if let Some(i) = widths.iter().position(|&b| b > 0 && tables[b as usize].is_none()) {
+        return Err(bad("CBK", format!("no table for width {} of Gaussian {i}", widths[i])));
+    }
+    let nonzero = widths.iter().filter(|&&b| b > 0).count();
+    if shs.len() != 2 * nonzero {
+        return Err(bad("SHS", format!("{} bytes for {nonzero} scales", shs.len())));
+    }
+    let total_bits: u64 = widths.iter().map(|&b| d as u64 * b as u64).sum();
+    if shc.len() as u64 != total_bits.div_ceil(8) {
+        return Err(bad("SHC", format!("{} bytes, the widths need {}", shc.len(), total_bits.div_ceil(8))));
+    }
+    let used = (total_bits % 8) as u32;
+    if used != 0 && shc.last().is_some_and(|&l| l >> used != 0) {
+        return Err(bad("SHC", "the unused high bits of the last byte must be zero".into()));
+    }
+    let mut stored = shs.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])));
+    let scales: Vec<f16> = widths
+        .iter()
+        .map(|&b| if b > 0 { stored.next().unwrap() } else { f16::ZERO })
+        .collect();
+    if let Some(i) = scales.iter().position(|s| !s.is_finite()) {
+        return Err(bad("SHS", format!("the scale of Gaussian {i} is not finite")));
+    }
+    // Codebooks must be what a quantizer accepts (ascending, finite).
+    for (b, t) in tables.iter().enumerate() {
+        if let Some((c, bd)) = t {
+            Quantizer::from_parts(Arc::new(rotation.clone()), b as u32, c.clone(), bd.clone(), scale_mode, ScaleFormat::F16)
+                .map_err(|e| bad("CBK", e.to_string()))?;
+        }
+    }
+    Ok(CompressedSh {
+        sh_degree: degree,
+        rotation: Arc::new(rotation),
+        scale_mode,
+        tables,
+        widths,
+        uniform: uniform_bits,
+        codes: shc.to_vec(),
+        scales,
+    })
+}
+
+/// Exact length of `SHC ` for widths.
+pub fn codes_len(dim: usize, widths: impl Iterator<Item = u8>) -> u64 {
+    widths.map(|b| dim as u64 * b as u64).sum::<u64>().div_ceil(8)
+}
+
+/// Exact length of `CBK ` for the set of widths used.
+pub fn codebook_len(used: &[u8]) -> u64 {
+    let used: Vec<u8> = if used.is_empty() { vec![1] } else { used.to_vec() };
+    1 + used.iter().map(|&b| 1 + 4 * ((2u64 << b) - 1)).sum::<u64>()
+}
+
+/// Expands a uniform quantizer's output into the per-Gaussian form (used by
+/// tests and tools that hold an [`Encoded`]).
+pub fn from_uniform(degree: u8, q: &Quantizer, enc: &Encoded) -> Result<CompressedSh> {
+    let b = q.bits() as u8;
+    let mut tables = vec![None; 9];
+    tables[b as usize] = Some((q.centroids().to_vec(), q.boundaries().to_vec()));
+    let scales = match enc.scales() {
+        Scales::F16(v) => v.clone(),
+        Scales::F32(v) => v.iter().map(|&x| f16::from_f32(x)).collect(),
+    };
+    if rest_dim(degree) != q.dim() {
+        return Err(Error::Shape(format!("degree {degree} is not d = {}", q.dim())));
+    }
+    Ok(CompressedSh {
+        sh_degree: degree,
+        rotation: q.rotation().clone(),
+        scale_mode: q.scale_mode(),
+        tables,
+        widths: vec![b; enc.len()],
+        uniform: Some(b),
+        codes: enc.codes().to_vec(),
+        scales,
+    })
+}
