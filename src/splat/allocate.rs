@@ -8,7 +8,10 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use crate::{Codebook, Result};
+use rayon::prelude::*;
+
+use crate::splat::scene::{Scene, rest_per_channel, sigmoid};
+use crate::{Codebook, Error, Result};
 
 /// Widest per-Gaussian code.
 pub const MAX_BITS: u8 = 8;
@@ -159,6 +162,95 @@ impl Weight {
         }
     }
 }
+
+/// v_i = w_i·γ_i² for every Gaussian of the input: γ_i² is the energy of
+/// its SH-rest truncated to `degree`, w_i the weight. `coverage` (one value
+/// per Gaussian, from a renderer) is needed for [`Weight::Coverage`].
+pub fn importance(scene: &Scene, degree: u8, weight: Weight, coverage: Option<&[f64]>) -> Result<Vec<f64>> {
+    let (k_in, k) = (rest_per_channel(scene.sh_degree), rest_per_channel(degree.min(scene.sh_degree)));
+    if weight == Weight::Coverage && coverage.is_none_or(|c| c.len() != scene.len()) {
+        return Err(Error::InvalidArgument(
+            "the coverage weight needs one coverage value per Gaussian (render views first)".into(),
+        ));
+    }
+    Ok((0..scene.len())
+        .into_par_iter()
+        .map(|i| {
+            let r = scene.rest(i);
+            let g2: f64 = (0..3)
+                .flat_map(|c| &r[c * k_in..c * k_in + k])
+                .map(|&v| (v as f64) * (v as f64))
+                .sum();
+            let alpha = sigmoid(scene.opacity[i]) as f64;
+            let w = match weight {
+                Weight::Energy => 1.0,
+                Weight::Opacity => alpha,
+                Weight::OpacityFootprint => {
+                    let mut s = scene.scales[i];
+                    s.sort_by(f32::total_cmp);
+                    alpha * ((s[1] + s[2]) as f64).exp()
+                }
+                Weight::Coverage => coverage.unwrap()[i],
+            };
+            w * g2
+        })
+        .collect())
+}
+
+/// Widths for an average of `avg_bits` code bits per SH coefficient over
+/// the Gaussians kept (`kept[i]`), counting the scales: the budget is
+/// N_kept·(d·b̄ + 16) bits, which is exactly the size of uniform b̄ when b̄ is
+/// an integer. Gaussians not kept get width 0.
+pub fn for_average_bits(values: &[f64], kept: &[bool], dim: usize, avg_bits: f64) -> Result<Allocation> {
+    if !(0.0..=8.0).contains(&avg_bits) || !avg_bits.is_finite() {
+        return Err(Error::InvalidArgument(format!(
+            "average SH bits {avg_bits} must be in 0..=8"
+        )));
+    }
+    let n = kept.iter().filter(|&&k| k).count() as u64;
+    let budget = (n as f64 * (dim as f64 * avg_bits + SCALE_BITS as f64)).floor() as u64;
+    let v: Vec<f64> = values.iter().zip(kept).map(|(&v, &k)| if k { v } else { 0.0 }).collect();
+    allocate(&v, dim, SCALE_BITS, budget, MAX_BITS)
+}
+
+/// The fewest bits whose allocation brings Σ v_i·D(d, b_i) to `target` or
+/// below, by the same greedy order (so it is the allocation of its own
+/// budget). Widths for Gaussians with v_i = 0 stay 0.
+pub fn for_objective(values: &[f64], dim: usize, target: f64) -> Result<Allocation> {
+    let dist = distortions(dim)?;
+    let h = hull(dim, SCALE_BITS, &dist, MAX_BITS);
+    let mut pos = vec![0usize; values.len()];
+    let mut objective: f64 = values.iter().sum();
+    let gain = |v: f64, k: usize| {
+        let (a, b) = (h[k], h[k + 1]);
+        v * (dist[a as usize] - dist[b as usize]) / (cost(dim, b, SCALE_BITS) - cost(dim, a, SCALE_BITS)) as f64
+    };
+    let mut heap: BinaryHeap<Step> = values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| **v > 0.0)
+        .map(|(i, &v)| Step { gain: gain(v, 0), index: i as u32 })
+        .collect();
+    let mut spent = 0u64;
+    while objective > target {
+        let Some(step) = heap.pop() else { break };
+        let i = step.index as usize;
+        let k = pos[i];
+        let (a, b) = (h[k], h[k + 1]);
+        spent += cost(dim, b, SCALE_BITS) - cost(dim, a, SCALE_BITS);
+        objective -= values[i] * (dist[a as usize] - dist[b as usize]);
+        pos[i] = k + 1;
+        if k + 2 < h.len() {
+            heap.push(Step { gain: gain(values[i], k + 1), index: step.index });
+        }
+    }
+    let widths: Vec<u8> = pos.iter().map(|&k| h[k]).collect();
+    let objective = widths.iter().zip(values).map(|(&b, &v)| v * dist[b as usize]).sum();
+    Ok(Allocation { widths, bits: spent, objective })
+}
+
+/// Bits of the f16 scale a Gaussian with b > 0 stores.
+pub const SCALE_BITS: u32 = 16;
 
 #[cfg(test)]
 mod tests {

@@ -58,9 +58,16 @@ pub fn load_views(scene: &Scene, cameras: Option<&Path>, n: usize, res: Resoluti
 pub struct EvalArgs {
     /// The scene: a 3DGS .ply or a .splat.
     input: PathBuf,
-    /// SH-rest bit widths to evaluate, comma-separated.
+    /// SH-rest bits to evaluate, comma-separated: widths 1..=8, or averages
+    /// (1.5) for per-Gaussian widths.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
-    sh_bits: Vec<u32>,
+    sh_bits: Vec<f64>,
+    /// Uniform widths, per-Gaussian (allocated) widths, or both, at each
+    /// --sh-bits value (uniform rows need whole numbers).
+    #[arg(long, value_enum, default_value_t = Allocation::Uniform)]
+    allocation: Allocation,
+    #[command(flatten)]
+    alloc: crate::alloc::AllocArgs,
     /// Profile of the other attributes.
     #[arg(long, value_enum, default_value_t = ProfileArg::Compact)]
     profile: ProfileArg,
@@ -98,6 +105,14 @@ pub struct EvalArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// Which widths eval compares.
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq, Debug)]
+pub enum Allocation {
+    Uniform,
+    Allocated,
+    Both,
 }
 
 /// Renders with the wgpu renderer or the CPU reference.
@@ -193,8 +208,10 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         ply::ply_size(&scene, PlyEncoding::BinaryLittleEndian).unwrap_or(input_bytes)
     };
     for &b in &a.sh_bits {
-        if !(1..=8).contains(&b) {
-            return Err(Error::InvalidBits { bits: b });
+        if !(0.0..=8.0).contains(&b) || (a.allocation == Allocation::Uniform && (b.fract() != 0.0 || b < 1.0)) {
+            return Err(Error::InvalidArgument(format!(
+                "--sh-bits {b}: uniform rows need a width in 1..=8; averages (0..=8) need --allocation allocated or both"
+            )));
         }
     }
     let views = load_views(&scene, a.cameras.as_deref(), a.views, a.resolution)?;
@@ -246,21 +263,39 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         }
     }
 
-    let mut rows = Vec::new();
+    // The settings: (label, average bits, options).
+    let mut settings = Vec::new();
     for &b in &a.sh_bits {
-        let opts = CompressOptions {
+        let base = CompressOptions {
             profile: a.profile.into(),
-            sh_bits: b,
+            sh_bits: (b.round() as u32).clamp(1, 8),
             prune_opacity: a.prune_opacity,
             ..Default::default()
         };
-        let bar = spinner(format!("b = {b}: compressing"), quiet);
+        if a.allocation != Allocation::Allocated && b.fract() == 0.0 && b >= 1.0 {
+            settings.push((format!("uniform b = {b}"), b, base.clone()));
+        }
+        if a.allocation != Allocation::Uniform && scene.sh_degree > 0 {
+            let mut args = a.alloc.clone();
+            args.weight.get_or_insert(crate::alloc::DEFAULT_WEIGHT);
+            let w = crate::alloc::widths(&scene, scene.sh_degree, a.prune_opacity, b, &args)?
+                .expect("a weight is set");
+            settings.push((
+                format!("allocated b̄ = {b} ({:?})", args.weight.unwrap()).to_lowercase(),
+                b,
+                CompressOptions { sh_widths: Some(w.widths), ..base },
+            ));
+        }
+    }
+    let mut rows = Vec::new();
+    for (label, b, opts) in settings {
+        let bar = spinner(format!("{label}: compressing"), quiet);
         let t = Instant::now();
         let c = codec::compress_on(&scene, &opts, &engine)?;
         let bytes = c.to_bytes()?;
         let encode_s = t.elapsed().as_secs_f64();
         let back = codec::decompress(&bytes, Path::new("<memory>"))?;
-        bar.set_message(format!("b = {b}: rendering"));
+        bar.set_message(format!("{label}: rendering"));
         let renders = renderer.render_all(&back, &views)?;
         let mse = mse_all(&originals, &renders)?;
         let psnr: Vec<f64> = mse.iter().map(|&m| metrics::psnr_from_mse(m)).collect();
@@ -270,14 +305,22 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
             .map(|(x, y)| metrics::ssim(x, y))
             .collect::<Result<_, _>>()?;
         let d = back.rest_dim();
-        let predicted = (d > 0)
-            .then(|| Codebook::get(d, b).map(|cb| predict::predict_mse(sums[0], pixels, cb.distortion())))
-            .transpose()?;
+        let predicted = match &opts.sh_widths {
+            _ if d == 0 => None,
+            None => Some(predict::predict_mse(sums[0], pixels, Codebook::get(d, opts.sh_bits)?.distortion())),
+            // Per-Gaussian widths: the weight sums of γ_i²·d·C(d, b_i).
+            Some(w) => {
+                let dist = turboquant3d::splat::allocate::distortions(d)?;
+                let v: Vec<f32> = g2.iter().zip(w).map(|(&g, &b)| (g as f64 * dist[b as usize]) as f32).collect();
+                let (s, px) = visibility(&scene, &views, &[&v]);
+                Some(predict::predict_mse(s[0], px, 1.0))
+            }
+        };
         let measured_mse = mse.iter().sum::<f64>() / mse.len() as f64;
         let (psnr_mean, psnr_worst) = mean_min(&psnr);
         let (ssim_mean, ssim_worst) = mean_min(&ssim);
         let mut row = json!({
-            "sh_bits": b, "bytes": bytes.len(), "ratio": ply_bytes as f64 / bytes.len() as f64,
+            "setting": label, "sh_bits": b, "bytes": bytes.len(), "ratio": ply_bytes as f64 / bytes.len() as f64,
             "count": c.header.count, "psnr_mean": psnr_mean, "psnr_worst": psnr_worst,
             "ssim_mean": ssim_mean, "ssim_worst": ssim_worst, "mse_measured": measured_mse,
             "mse_predicted_sh_estimate": predicted.map(|p| p.estimate), "mse_predicted_sh_bound": predicted.map(|p| p.bound),
@@ -293,7 +336,7 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
             row["delta_psnr_from_fidelity"] = json!(predict::psnr_loss(measured_mse, bm));
         }
         if a.split && c.header.profile == Profile::Compact {
-            bar.set_message(format!("b = {b}: splitting the error by attribute"));
+            bar.set_message(format!("{label}: splitting the error by attribute"));
             let order = codec::storage_order(&scene, &opts);
             let orig = in_storage_order(&scene, &order, back.sh_degree);
             let mut split = serde_json::Map::new();
@@ -323,7 +366,8 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         }
         if let Some(dir) = &a.save_renders {
             for (cam, img) in views.iter().zip(&renders) {
-                image::write_png(&dir.join(format!("{}_b{b}.png", cam.name)), img)?;
+                let tag: String = label.chars().map(|ch| if ch.is_ascii_alphanumeric() || ch == '.' { ch } else { '_' }).collect();
+                image::write_png(&dir.join(format!("{}_{tag}.png", cam.name)), img)?;
             }
         }
         bar.finish_and_clear();
@@ -358,11 +402,11 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         Profile::from(a.profile).name(),
         a.prune_opacity.map(|t| format!(", pruned at τ = {t}")).unwrap_or_default()
     );
-    println!(" b      size   ratio  PSNR mean/worst   SSIM mean/worst   MSE measured  SH predicted (est. / bound)  encode");
+    println!(" setting                          size   ratio  PSNR mean/worst   SSIM mean/worst   MSE measured  SH predicted (est. / bound)  encode");
     for r in &rows {
         println!(
-            " {}  {:>9}  {:5.2}x  {:6.2} / {:6.2}   {:.4} / {:.4}    {:.3e}     {} / {}   {:.2} s",
-            r["sh_bits"],
+            " {:<28} {:>9}  {:5.2}x  {:6.2} / {:6.2}   {:.4} / {:.4}    {:.3e}     {} / {}   {:.2} s",
+            r["setting"].as_str().unwrap(),
             crate::human(r["bytes"].as_u64().unwrap()),
             r["ratio"].as_f64().unwrap(),
             r["psnr_mean"].as_f64().unwrap(),

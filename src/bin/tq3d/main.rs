@@ -1,5 +1,6 @@
 //! `tq3d`: the turboquant3d command line.
 
+mod alloc;
 mod eval;
 mod plan;
 mod scene;

@@ -44,9 +44,13 @@ pub struct CompressArgs {
     #[arg(short, long, required_unless_present = "dry_run")]
     output: Option<PathBuf>,
     /// SH-rest bits per coefficient b, 1..=8. The expected relative SH error
-    /// is d·C(d, b): about 0.36, 0.117, 0.034, 0.0095 for b = 1..4.
-    #[arg(long, default_value_t = 3)]
-    sh_bits: u32,
+    /// is d·C(d, b): about 0.36, 0.117, 0.034, 0.0095 for b = 1..4. A
+    /// fractional value (1.5) is an average: each Gaussian gets its own
+    /// width 0..=8 where its error shows most (see --weight).
+    #[arg(long, default_value_t = 3.0)]
+    sh_bits: f64,
+    #[command(flatten)]
+    alloc: crate::alloc::AllocArgs,
     /// How the other attributes are stored.
     #[arg(long, value_enum, default_value_t = ProfileArg::Compact)]
     profile: ProfileArg,
@@ -165,7 +169,7 @@ pub fn read_scene(path: &Path, quiet: bool) -> Result<Scene, Error> {
 fn options(a: &CompressArgs) -> CompressOptions {
     CompressOptions {
         profile: a.profile.into(),
-        sh_bits: a.sh_bits,
+        sh_bits: a.sh_bits.round().clamp(1.0, 8.0) as u32,
         sh_degree: a.sh_degree,
         prune_opacity: a.prune_opacity,
         seed: a.seed,
@@ -208,10 +212,23 @@ fn expected_sh_error(d: usize, b: u32) -> Option<f64> {
 
 pub fn compress(a: CompressArgs) -> Result<(), Error> {
     let t0 = Instant::now();
-    let opts = options(&a);
+    let mut opts = options(&a);
+    if a.alloc.target_psnr_loss.is_none()
+        && (!(0.0..=8.0).contains(&a.sh_bits) || (a.sh_bits.fract() == 0.0 && a.sh_bits < 1.0) || a.sh_bits.is_nan())
+    {
+        return Err(Error::InvalidArgument(format!(
+            "--sh-bits {}: b = {} must be in 1..=8, or an average in 0..=8",
+            a.sh_bits, a.sh_bits
+        )));
+    }
     let input_bytes = file_len(&a.input)?;
     let scene = read_scene(&a.input, a.json)?;
     let t_read = t0.elapsed();
+    let degree = opts.sh_degree.map_or(scene.sh_degree, |l| l.min(scene.sh_degree));
+    let allocation = crate::alloc::widths(&scene, degree, opts.prune_opacity, a.sh_bits, &a.alloc)?;
+    if let Some(w) = &allocation {
+        opts.sh_widths = Some(w.widths.clone());
+    }
     let p = codec::predict_size(&scene, &opts)?;
     let sh_err = expected_sh_error(p.dim, opts.sh_bits);
     if a.dry_run {
@@ -258,7 +275,7 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
     c.write(&output)?;
     let t_write = t2.elapsed();
     bar.finish_and_clear();
-    report_compress(&a, &c, input_bytes, sh_err, [t_read, t_compress, t_write]);
+    report_compress(&a, &c, input_bytes, sh_err, allocation.as_ref(), [t_read, t_compress, t_write]);
     Ok(())
 }
 
@@ -267,12 +284,15 @@ fn report_compress(
     c: &Compressed,
     input_bytes: u64,
     sh_err: Option<f64>,
+    allocation: Option<&crate::alloc::Widths>,
     t: [Duration; 3],
 ) {
     let size = c.size();
     let p = &c.prediction;
+    let sh_err = if allocation.is_some() { None } else { sh_err };
     if a.json {
         let v = json!({
+            "sh_allocation": allocation.map(|w| json!({"description": w.describe, "average_bits": w.average_bits})),
             "input": a.input, "output": a.output, "input_bytes": input_bytes, "output_bytes": size,
             "ratio": input_bytes as f64 / size as f64,
             "count": c.header.count, "input_count": c.header.input_count,
@@ -327,6 +347,9 @@ fn report_compress(
         println!(
             "  expected SH-rest error ‖x − x̂‖²/‖x‖² = d·C(d,b) = {e:.5} (norm scale; least squares is lower)"
         );
+    }
+    if let Some(w) = allocation {
+        println!("  SH widths per Gaussian: {}", w.describe);
     }
     if c.header.normals == Normals::Dropped {
         println!(
@@ -403,7 +426,30 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
     codec::decompress(&bytes, &input)?;
     let (h, infos) = container::read_table(&bytes, &input)?;
     let n = h.count;
-    let sh_err = expected_sh_error(h.dim as usize, h.sh_bits as u32);
+    // Per-Gaussian widths: the histogram, the average, and the mean of
+    // d·C(d, b_i) over the Gaussians (relative error per vector).
+    let widths = if h.sh_width_mode == 1 {
+        let (_, sh) = codec::decompress_split(&bytes, &input)?;
+        sh.map(|s| s.widths)
+    } else {
+        None
+    };
+    let histogram: Option<[u64; 9]> = widths.as_ref().map(|w| {
+        let mut hist = [0u64; 9];
+        for &b in w {
+            hist[b as usize] += 1;
+        }
+        hist
+    });
+    let sh_err = match &histogram {
+        None => expected_sh_error(h.dim as usize, h.sh_bits as u32),
+        Some(hist) => {
+            let dist = turboquant3d::splat::allocate::distortions(h.dim as usize)?;
+            Some(hist.iter().zip(dist).map(|(&c, d)| c as f64 * d).sum::<f64>() / n as f64)
+        }
+    };
+    let average_bits = histogram
+        .map(|hist| hist.iter().enumerate().map(|(b, &c)| b as f64 * c as f64).sum::<f64>() / n as f64);
     let normals = match h.normals {
         Normals::Absent => "absent in the input",
         Normals::Zero => "all zero in the input; restored exactly at no cost",
@@ -429,6 +475,7 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
                 "raw_bytes": s.raw_len, "stored_bytes": s.stored_len,
                 "bits_per_gaussian": s.stored_len as f64 * 8.0 / n as f64})).collect::<Vec<_>>(),
             "sh_expected_relative_error": sh_err,
+            "sh_width_histogram": histogram, "sh_average_bits": average_bits,
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap());
         return Ok(());
@@ -454,9 +501,10 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
     );
     if h.dim > 0 {
         println!(
-            "  SH degree {}: SH-rest d = {}, b = {}, {} rotation (seed {:#x}, stored), {} scale as f16",
+            "  SH degree {}: SH-rest d = {}, b {} {}, {} rotation (seed {:#x}, stored), {} scale as f16",
             h.sh_degree,
             h.dim,
+            if h.sh_width_mode == 1 { "per Gaussian, at most" } else { "=" },
             h.sh_bits,
             if h.rotation_kind == 0 {
                 "dense Haar"
@@ -504,12 +552,21 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
             s.stored_len as f64 * 8.0 / n as f64
         );
     }
-    if let Some(e) = sh_err {
-        println!(
+    match (&histogram, sh_err) {
+        (Some(hist), Some(e)) => {
+            println!(
+                "  SH widths per Gaussian: average b̄ = {:.3}; Gaussians per width 0..8: {:?}",
+                average_bits.unwrap_or(0.0),
+                hist
+            );
+            println!("  expected SH-rest error per Gaussian, mean of d·C(d, b_i) = {e:.5} (b_i = 0 drops it: 1.0)");
+        }
+        (None, Some(e)) => println!(
             "  expected SH-rest error ‖x − x̂‖²/‖x‖² = d·C(d,b) = {e:.5} (bounds {:.5} .. {:.5}; least squares is lower)",
             theory::lower_bound(h.sh_bits as u32),
             theory::upper_bound(h.sh_bits as u32)
-        );
+        ),
+        _ => {}
     }
     Ok(())
 }

@@ -1,0 +1,136 @@
+//! Per-Gaussian SH widths from the command line: `--sh-bits` with a
+//! fractional average, `--weight`, and `--target-psnr-loss`.
+
+use std::path::PathBuf;
+
+use clap::ValueEnum;
+use turboquant3d::Error;
+use turboquant3d::render::{cpu, predict};
+use turboquant3d::splat::Scene;
+use turboquant3d::splat::allocate::{self, Weight};
+use turboquant3d::splat::scene::{rest_dim, sigmoid};
+
+use crate::eval::{Resolution, load_views};
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum WeightArg {
+    /// γ² alone.
+    Energy,
+    /// γ²·opacity.
+    Opacity,
+    /// γ²·opacity·(product of the two largest axes).
+    Footprint,
+    /// γ²·(screen coverage over the views): the norm-separation bound itself.
+    Coverage,
+}
+
+impl From<WeightArg> for Weight {
+    fn from(w: WeightArg) -> Weight {
+        match w {
+            WeightArg::Energy => Weight::Energy,
+            WeightArg::Opacity => Weight::Opacity,
+            WeightArg::Footprint => Weight::OpacityFootprint,
+            WeightArg::Coverage => Weight::Coverage,
+        }
+    }
+}
+
+/// The default weight for per-Gaussian widths (measured: README, "Bit
+/// allocation").
+pub const DEFAULT_WEIGHT: WeightArg = WeightArg::Footprint;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct AllocArgs {
+    /// Give each Gaussian its own SH width, weighted by how much it shows
+    /// (a fractional --sh-bits implies the default, footprint).
+    #[arg(long, value_enum)]
+    pub weight: Option<WeightArg>,
+    /// Choose the SH budget so that the predicted loss against ground truth
+    /// is at most this many dB (coverage weights; overrides --sh-bits).
+    #[arg(long, value_name = "DB")]
+    pub target_psnr_loss: Option<f64>,
+    /// Baseline PSNR against ground truth for --target-psnr-loss.
+    #[arg(long, default_value_t = 30.0)]
+    pub baseline_psnr: f64,
+    /// Orbit views for the coverage weight.
+    #[arg(long, default_value_t = 8)]
+    pub weight_views: usize,
+    /// Their resolution, WxH.
+    #[arg(long, default_value = "256x256")]
+    pub weight_resolution: Resolution,
+    /// Cameras (3DGS cameras.json) for the coverage weight instead of an orbit.
+    #[arg(long)]
+    pub weight_cameras: Option<PathBuf>,
+}
+
+/// Σ over views of each Gaussian's blending weight, and the pixel count.
+pub fn coverage(scene: &Scene, a: &AllocArgs) -> Result<(Vec<f64>, u64), Error> {
+    let views = load_views(scene, a.weight_cameras.as_deref(), a.weight_views, a.weight_resolution)?;
+    let mut total = vec![0f64; scene.len()];
+    let mut pixels = 0u64;
+    for cam in &views {
+        let splats = cpu::preprocess_all(scene, cam);
+        let order = cpu::depth_order(&splats);
+        for (t, c) in total.iter_mut().zip(predict::coverage(&splats, &order, cam.width, cam.height)) {
+            *t += c;
+        }
+        pixels += cam.width as u64 * cam.height as u64;
+    }
+    Ok((total, pixels))
+}
+
+/// What the widths are and how they were chosen.
+pub struct Widths {
+    pub widths: Vec<u8>,
+    pub describe: String,
+    pub average_bits: f64,
+}
+
+/// Per-Gaussian widths, or `None` for uniform `avg_bits`.
+pub fn widths(scene: &Scene, degree: u8, prune: Option<f32>, avg_bits: f64, a: &AllocArgs) -> Result<Option<Widths>, Error> {
+    let d = rest_dim(degree.min(scene.sh_degree));
+    if d == 0 {
+        return Ok(None);
+    }
+    let kept: Vec<bool> = scene.opacity.iter().map(|&o| prune.is_none_or(|t| sigmoid(o) >= t)).collect();
+    let n_kept = kept.iter().filter(|&&k| k).count().max(1) as f64;
+    let average = |w: &[u8]| w.iter().zip(&kept).filter(|(_, k)| **k).map(|(&b, _)| b as f64).sum::<f64>() / n_kept;
+    if let Some(loss) = a.target_psnr_loss {
+        if !(loss > 0.0 && loss.is_finite()) {
+            return Err(Error::InvalidArgument(format!("--target-psnr-loss {loss} must be positive")));
+        }
+        let (cov, pixels) = coverage(scene, a)?;
+        let values = allocate::importance(scene, degree, Weight::Coverage, Some(&cov))?;
+        let values: Vec<f64> = values.iter().zip(&kept).map(|(&v, &k)| if k { v } else { 0.0 }).collect();
+        // The bound is Σ c_i·γ_i²·D(b_i) / (4π·3P).
+        let target = predict::allowed_mse(a.baseline_psnr, loss) * 4.0 * std::f64::consts::PI * 3.0 * pixels as f64;
+        let al = allocate::for_objective(&values, d, target)?;
+        let avg = average(&al.widths);
+        return Ok(Some(Widths {
+            describe: format!(
+                "allocated for ΔPSNR ≤ {loss} dB at a {} dB baseline (coverage weight, predicted bound): b̄ = {avg:.3}",
+                a.baseline_psnr
+            ),
+            average_bits: avg,
+            widths: al.widths,
+        }));
+    }
+    let integer = avg_bits.fract() == 0.0;
+    if integer && a.weight.is_none() {
+        return Ok(None);
+    }
+    let weight = a.weight.unwrap_or(DEFAULT_WEIGHT);
+    let cov = if weight == WeightArg::Coverage { Some(coverage(scene, a)?.0) } else { None };
+    let values = allocate::importance(scene, degree, weight.into(), cov.as_deref())?;
+    let al = allocate::for_average_bits(&values, &kept, d, avg_bits)?;
+    let avg = average(&al.widths);
+    Ok(Some(Widths {
+        describe: format!(
+            "allocated, weight {}: b̄ = {avg:.3} ({} bits for {avg_bits} asked, scales included)",
+            Weight::from(weight).name(),
+            al.bits
+        ),
+        average_bits: avg,
+        widths: al.widths,
+    }))
+}
