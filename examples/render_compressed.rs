@@ -1,14 +1,17 @@
 //! A host renderer that keeps SH-rest compressed in VRAM and decodes it in
 //! its own shader, next to the same scene with f32 SH-rest:
 //!
-//!     cargo run --release --example render_compressed -- [COUNT] [WIDTH HEIGHT]
+//!     cargo run --release --example render_compressed -- [--widths] [COUNT] [WIDTH HEIGHT]
 //!     WGPU_BACKEND=vulkan cargo run --release --example render_compressed -- 20000
 //!
 //! It generates a synthetic scene (COUNT Gaussians, default 200 000, SH
-//! degree 3), compresses it (b = 3), splits the file with `decompress_split`
-//! and uploads the codes, scales, Π and centroids (`upload_compressed`); it
-//! also uploads the fully decompressed scene (`upload`, f32 SH-rest). Then,
-//! for one orbit view, it reports:
+//! degree 3), compresses it (b = 3 for every Gaussian; with `--widths`, a
+//! width b_i ∈ 0..=8 per Gaussian from `allocate::allocate` over the SH
+//! energies γ_i², for the bits of 1.5 per coefficient: N·(45·1.5 + 16)),
+//! splits the file with `decompress_split` and uploads the codes, scales,
+//! Π and centroids, and the widths (`upload_compressed`); it also uploads
+//! the fully decompressed scene (`upload`, f32 SH-rest). Then, for one
+//! orbit view, it reports:
 //!
 //! - GPU memory holding SH-rest on each path;
 //! - the median frame time over 10 frames after a warm-up frame, each
@@ -29,6 +32,7 @@ use std::time::Instant;
 use turboquant3d::gpu::GpuContext;
 use turboquant3d::render::gpu::{GpuRenderer, GpuSplats};
 use turboquant3d::render::{Camera, Image, metrics, orbit};
+use turboquant3d::splat::allocate::{self, Weight};
 use turboquant3d::splat::codec::{self, CompressOptions};
 use turboquant3d::splat::synth::{SynthConfig, generate};
 use turboquant3d::wgpu;
@@ -86,10 +90,15 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let per_gaussian = args.iter().any(|a| a == "--widths");
+    args.retain(|a| a != "--widths");
     let arg = |i: usize, default: usize| -> usize {
         args.get(i)
-            .map(|s| s.parse().expect("arguments: [COUNT] [WIDTH HEIGHT]"))
+            .map(|s| {
+                s.parse()
+                    .expect("arguments: [--widths] [COUNT] [WIDTH HEIGHT]")
+            })
             .unwrap_or(default)
     };
     let count = arg(0, 200_000);
@@ -106,9 +115,27 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
     let t = Instant::now();
-    let opts = CompressOptions {
+    let mut opts = CompressOptions {
         sh_bits: 3,
         ..CompressOptions::default()
+    };
+    let mode = if per_gaussian {
+        // v_i = γ_i², budget N·(45·1.5 + 16) bits (codes and f16 scales).
+        let values = allocate::importance(&scene, 3, Weight::Energy, None).expect("importance");
+        let budget = (count as f64 * (45.0 * 1.5 + 16.0)) as u64;
+        let a = allocate::allocate(&values, 45, 16, budget, 8).expect("allocate");
+        let mut histogram = [0usize; 9];
+        for &b in &a.widths {
+            histogram[b as usize] += 1;
+        }
+        println!(
+            "widths: {:.3} code bits per coefficient on average, Gaussians per width 0..=8: {histogram:?}",
+            a.widths.iter().map(|&b| b as f64).sum::<f64>() / count.max(1) as f64
+        );
+        opts.sh_widths = Some(a.widths);
+        "per-Gaussian widths, 1.5 bits on average"
+    } else {
+        "b = 3"
     };
     let bytes = codec::compress(&scene, &opts)
         .and_then(|c| c.to_bytes())
@@ -118,7 +145,7 @@ fn main() {
     let sh = sh.expect("the scene has SH-rest");
     let full = codec::decompress(&bytes, path).expect("decompress");
     println!(
-        "compressed: {:.2} MiB file (b = 3), split and decompressed in {:.2} s",
+        "compressed: {:.2} MiB file ({mode}), split and decompressed in {:.2} s",
         mib(bytes.len() as u64),
         t.elapsed().as_secs_f64()
     );
@@ -129,8 +156,9 @@ fn main() {
     let compressed = r.upload_compressed(&split, &sh).expect("upload_compressed");
     let plain = r.upload(&full).expect("upload");
     println!(
-        "SH-rest in VRAM: compressed {:.2} MiB (codes + f16 scales + Π + centroids), fp32 {:.2} MiB ({:.1}× smaller)",
+        "SH-rest in VRAM: compressed {:.2} MiB ({} B; codes + f16 scales + Π + centroids + widths), fp32 {:.2} MiB ({:.1}× smaller)",
         mib(compressed.sh_bytes()),
+        compressed.sh_bytes(),
         mib(plain.sh_bytes()),
         plain.sh_bytes() as f64 / compressed.sh_bytes() as f64
     );

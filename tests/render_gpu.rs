@@ -26,7 +26,8 @@
 //! - compressed vs decompressed: the same attributes, SH-rest decoded in the
 //!   shader (x = s·Πᵀ·c in f32, summed in the CPU decoder's j order; FMA
 //!   contraction may differ), so colours agree to 1e-5 and the images to
-//!   max 1e-3, mean 1e-5 (measured on lavapipe: bit-identical).
+//!   max 1e-3, mean 1e-5 (measured on lavapipe: bit-identical). The same
+//!   holds with a SH-rest width per Gaussian (0..=8, 0 decoding to zeros).
 
 use std::sync::{Arc, OnceLock};
 
@@ -41,6 +42,7 @@ use turboquant3d::render::gpu::{
 };
 use turboquant3d::render::{Camera, Image, Splat2D, cpu};
 use turboquant3d::splat::codec::{self, CompressOptions};
+use turboquant3d::splat::container::Profile;
 use turboquant3d::splat::{Scene, rest_dim};
 use turboquant3d::wgpu;
 
@@ -197,7 +199,17 @@ fn wgsl_sources_validate_with_naga() {
            var rest: array<f32, 45>;\n  tq_sh_decode(id.x, &rest);\n  out[id.x] = rest[0];\n}}\n"
     );
     let (module, info) = validate(&host, "host shader with sh_decode.wgsl");
-    for (d, b) in [(9, 1), (24, 3), (45, 3), (45, 4), (45, 8)] {
+    // TQ_BITS = 0: per-Gaussian widths.
+    for (d, b) in [
+        (9, 1),
+        (24, 3),
+        (45, 3),
+        (45, 4),
+        (45, 8),
+        (9, 0),
+        (24, 0),
+        (45, 0),
+    ] {
         specialise(
             &module,
             &info,
@@ -219,13 +231,15 @@ fn wgsl_sources_validate_with_naga() {
     for degree in 0..=3u8 {
         let d = rest_dim(degree).max(1) as f64;
         for entry in ["preprocess", "preprocess_compressed"] {
-            specialise(
-                &module,
-                &info,
-                naga::ShaderStage::Compute,
-                entry,
-                &[("SH_DEGREE", degree as f64), ("TQ_D", d), ("TQ_BITS", 3.0)],
-            );
+            for bits in [3.0, 0.0] {
+                specialise(
+                    &module,
+                    &info,
+                    naga::ShaderStage::Compute,
+                    entry,
+                    &[("SH_DEGREE", degree as f64), ("TQ_D", d), ("TQ_BITS", bits)],
+                );
+            }
         }
     }
 
@@ -517,6 +531,143 @@ fn compressed_sh_decoded_in_the_shader_matches_the_decompressed_scene() {
     }
     if let Some(r) = renderer_f32() {
         check_compressed(&r, 3, 500);
+    }
+}
+
+/// A file with a SH-rest width per Gaussian, `widths` in input order (the
+/// exact profile keeps the input order and the attributes bit-exact).
+fn compress_with_widths(scene: &Scene, widths: Vec<u8>) -> Vec<u8> {
+    let opts = CompressOptions {
+        sh_widths: Some(widths),
+        profile: Profile::Exact,
+        ..CompressOptions::default()
+    };
+    codec::compress(scene, &opts).unwrap().to_bytes().unwrap()
+}
+
+fn check_per_gaussian_widths(r: &GpuRenderer, degree: u8, n: usize) {
+    let scene = random_scene(n, degree, 60 + degree as u64, 1.2, -2.0);
+    // Every width 0..=8, interleaved (0 drops the SH-rest).
+    let widths: Vec<u8> = (0..n).map(|i| (i * 7 % 9) as u8).collect();
+    let bytes = compress_with_widths(&scene, widths.clone());
+    let path = std::path::Path::new("widths.tq3s");
+    let (split, sh) = codec::decompress_split(&bytes, path).unwrap();
+    let sh = sh.expect("the file has SH-rest");
+    assert_eq!(sh.uniform, None);
+    assert_eq!(sh.widths, widths, "the exact profile keeps the order");
+    let full = codec::decompress(&bytes, path).unwrap();
+    let d = rest_dim(degree);
+    for (i, &b) in widths.iter().enumerate() {
+        let zero = full.sh_rest[i * d..(i + 1) * d].iter().all(|&v| v == 0.0);
+        assert_eq!(zero, b == 0, "Gaussian {i}, width {b}");
+    }
+    let compressed = r.upload_compressed(&split, &sh).unwrap();
+    let plain = r.upload(&full).unwrap();
+    assert!(compressed.is_compressed());
+    // codes (d·Σb bits), f16 scales, 1 byte of widths per Gaussian, Π and
+    // the centroids of widths 1..=8 (2^9 − 2).
+    let sum_b: u64 = widths.iter().map(|&b| b as u64).sum();
+    let words = |bytes: u64| bytes.div_ceil(4).max(1) * 4;
+    let expected = words((d as u64 * sum_b).div_ceil(8))
+        + words(2 * n as u64)
+        + 8 * n.div_ceil(8) as u64
+        + 4 * (d * d) as u64
+        + 4 * 510;
+    assert_eq!(compressed.sh_bytes(), expected);
+    eprintln!(
+        "per-Gaussian widths, degree {degree}, {n} Gaussians: SH-rest in VRAM {} bytes compressed vs {} f32",
+        compressed.sh_bytes(),
+        plain.sh_bytes()
+    );
+
+    let cam = camera(64, 48);
+    // The GPU-decoded colours against the CPU reference on the
+    // decompressed scene (CompressedSh::decode), and against the GPU with
+    // f32 SH-rest.
+    let a = r.preprocess(&compressed, &cam).unwrap();
+    let cpu_splats = cpu::preprocess_all(&full, &cam);
+    let (flips, worst) = compare_splats(&a, &cpu_splats, "per-Gaussian widths");
+    assert!(flips <= 2, "{flips} radius/culling differences");
+    let b = r.preprocess(&plain, &cam).unwrap();
+    let mut visible = [0usize; 9];
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x.radius, y.radius, "splat {i}");
+        assert_eq!(x.mean, y.mean, "splat {i}");
+        for k in 0..3 {
+            assert!(
+                (x.color[k] - y.color[k]).abs() <= 1e-5,
+                "splat {i} (b = {}): {:?} vs {:?}",
+                widths[i],
+                x.color,
+                y.color
+            );
+        }
+        if x.radius > 0.0 {
+            visible[widths[i] as usize] += 1;
+        }
+    }
+    assert!(
+        visible.iter().all(|&v| v >= 10),
+        "visible splats per width: {visible:?}"
+    );
+    eprintln!("  colours vs CPU: largest relative difference {worst:.1e}");
+
+    let bg = [0.1, 0.1, 0.1];
+    let ia = r.render(&compressed, &cam, bg).unwrap();
+    let ib = r.render(&plain, &cam, bg).unwrap();
+    let (max, mean) = diff(&ia, &ib);
+    eprintln!(
+        "  {:?} compressed vs decompressed: max {max:.2e}, mean {mean:.2e}",
+        r.target_format()
+    );
+    assert!(
+        max <= 1e-3 && mean <= 1e-5,
+        "degree {degree}: max {max}, mean {mean}"
+    );
+    let no_sh = r.upload(&split).unwrap();
+    let (max_no_sh, _) = diff(&ia, &r.render(&no_sh, &cam, bg).unwrap());
+    assert!(
+        max_no_sh > 0.05,
+        "degree {degree}: SH-rest changes the image by only {max_no_sh}"
+    );
+    let (max_cpu, _) = diff(&ib, &cpu::render(&full, &cam, bg));
+    assert!(max_cpu <= render_tolerance(r.target_format()).0);
+
+    // Every width 0: the shader decodes zeros, the image is the one
+    // without SH-rest.
+    let bytes = compress_with_widths(&scene, vec![0; n]);
+    let (split0, sh0) = codec::decompress_split(&bytes, path).unwrap();
+    let zero = r.upload_compressed(&split0, &sh0.unwrap()).unwrap();
+    let i0 = r.render(&zero, &cam, bg).unwrap();
+    let (max0, mean0) = diff(&i0, &r.render(&no_sh, &cam, bg).unwrap());
+    assert!(max0 <= 1e-6 && mean0 <= 1e-7, "all widths 0: max {max0}");
+    // One width for all, in the per-Gaussian file mode: the uniform
+    // decode, no width buffer.
+    let bytes = compress_with_widths(&scene, vec![4; n]);
+    let (split4, sh4) = codec::decompress_split(&bytes, path).unwrap();
+    let sh4 = sh4.unwrap();
+    assert_eq!(sh4.uniform, None);
+    let four = r.upload_compressed(&split4, &sh4).unwrap();
+    assert_eq!(
+        four.sh_bytes(),
+        words((d * 4 * n) as u64 / 8) + words(2 * n as u64) + 4 + 4 * (d * d) as u64 + 4 * 16
+    );
+    let full4 = codec::decompress(&bytes, path).unwrap();
+    let (max4, _) = diff(
+        &r.render(&four, &cam, bg).unwrap(),
+        &r.render(&r.upload(&full4).unwrap(), &cam, bg).unwrap(),
+    );
+    assert!(max4 <= 1e-3, "all widths 4: max {max4}");
+}
+
+#[test]
+fn per_gaussian_sh_widths_decoded_in_the_shader_match_the_decompressed_scene() {
+    let Some(r) = renderer() else { return };
+    for degree in 1..=3u8 {
+        check_per_gaussian_widths(&r, degree, 500);
+    }
+    if let Some(r) = renderer_f32() {
+        check_per_gaussian_widths(&r, 3, 500);
     }
 }
 
