@@ -86,6 +86,8 @@ fn compress_info_decompress_exact_keeps_every_other_property() {
         OsStr::new("exact"),
         OsStr::new("--sh-bits"),
         OsStr::new("4"),
+        OsStr::new("--weight"),
+        OsStr::new("uniform"),
     ]);
     ok(&o, "compress");
     assert!(out(&o).contains("5000 Gaussians"), "{}", out(&o));

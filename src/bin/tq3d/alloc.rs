@@ -14,6 +14,8 @@ use crate::eval::{Resolution, load_views};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 pub enum WeightArg {
+    /// Every Gaussian at the same width (--sh-bits must be whole).
+    Uniform,
     /// γ² alone.
     Energy,
     /// γ²·opacity.
@@ -27,7 +29,7 @@ pub enum WeightArg {
 impl From<WeightArg> for Weight {
     fn from(w: WeightArg) -> Weight {
         match w {
-            WeightArg::Energy => Weight::Energy,
+            WeightArg::Uniform | WeightArg::Energy => Weight::Energy,
             WeightArg::Opacity => Weight::Opacity,
             WeightArg::Footprint => Weight::OpacityFootprint,
             WeightArg::Coverage => Weight::Coverage,
@@ -41,8 +43,9 @@ pub const DEFAULT_WEIGHT: WeightArg = WeightArg::Footprint;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct AllocArgs {
-    /// Give each Gaussian its own SH width, weighted by how much it shows
-    /// (a fractional --sh-bits implies the default, footprint).
+    /// How per-Gaussian SH widths are chosen: by γ² times a weight of how
+    /// much the Gaussian shows (default footprint; coverage renders views
+    /// and is the best measured), or uniform widths.
     #[arg(long, value_enum)]
     pub weight: Option<WeightArg>,
     /// Choose the SH budget so that the predicted loss against ground truth
@@ -115,11 +118,15 @@ pub fn widths(scene: &Scene, degree: u8, prune: Option<f32>, avg_bits: f64, a: &
             widths: al.widths,
         }));
     }
-    let integer = avg_bits.fract() == 0.0;
-    if integer && a.weight.is_none() {
+    let weight = a.weight.unwrap_or(DEFAULT_WEIGHT);
+    if weight == WeightArg::Uniform {
+        if avg_bits.fract() != 0.0 || !(1.0..=8.0).contains(&avg_bits) {
+            return Err(Error::InvalidArgument(format!(
+                "--weight uniform needs a whole --sh-bits in 1..=8, not {avg_bits}"
+            )));
+        }
         return Ok(None);
     }
-    let weight = a.weight.unwrap_or(DEFAULT_WEIGHT);
     let cov = if weight == WeightArg::Coverage { Some(coverage(scene, a)?.0) } else { None };
     let values = allocate::importance(scene, degree, weight.into(), cov.as_deref())?;
     let al = allocate::for_average_bits(&values, &kept, d, avg_bits)?;

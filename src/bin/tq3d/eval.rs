@@ -13,6 +13,7 @@ use turboquant3d::render::camera::load_cameras_json;
 use turboquant3d::render::gpu::GpuRenderer;
 use turboquant3d::render::{Camera, Image, cpu, image, metrics, orbit, predict};
 use turboquant3d::splat::Scene;
+use turboquant3d::splat::attributes::AttrBits;
 use turboquant3d::splat::codec::{self, CompressOptions};
 use turboquant3d::splat::container::Profile;
 use turboquant3d::splat::ply::{self, PlyEncoding};
@@ -74,6 +75,9 @@ pub struct EvalArgs {
     /// Drop Gaussians whose sigmoid(opacity) is below τ.
     #[arg(long, value_name = "TAU")]
     prune_opacity: Option<f32>,
+    /// Compact-profile attribute bits, e.g. `position=14,scale=7`.
+    #[arg(long)]
+    attr_bits: Option<AttrBitsArg>,
     /// Orbit views around the scene (ignored with --cameras).
     #[arg(long, default_value_t = 8)]
     views: usize,
@@ -105,6 +109,34 @@ pub struct EvalArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// Compact-profile attribute bits: `position=16,scale=8,rotation=10,opacity=8,dc=8`
+/// (any subset; the rest keep their defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttrBitsArg(pub AttrBits);
+
+impl FromStr for AttrBitsArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut b = AttrBits::default();
+        for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?} is not name=bits"))?;
+            let v: u8 = v.trim().parse().map_err(|_| format!("{part:?}: bits must be an integer"))?;
+            match k.trim() {
+                "position" | "pos" => b.position = v,
+                "scale" => b.scale = v,
+                "rotation" | "rot" => b.rotation = v,
+                "opacity" => b.opacity = v,
+                "dc" => b.dc = v,
+                other => return Err(format!("unknown attribute {other:?} (position, scale, rotation, opacity, dc)")),
+            }
+        }
+        b.validate()?;
+        Ok(AttrBitsArg(b))
+    }
 }
 
 /// Which widths eval compares.
@@ -270,6 +302,7 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
             profile: a.profile.into(),
             sh_bits: (b.round() as u32).clamp(1, 8),
             prune_opacity: a.prune_opacity,
+            attr_bits: a.attr_bits.map_or(AttrBits::default(), |x| x.0),
             ..Default::default()
         };
         if a.allocation != Allocation::Allocated && b.fract() == 0.0 && b >= 1.0 {
@@ -279,7 +312,7 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
             let mut args = a.alloc.clone();
             args.weight.get_or_insert(crate::alloc::DEFAULT_WEIGHT);
             let w = crate::alloc::widths(&scene, scene.sh_degree, a.prune_opacity, b, &args)?
-                .expect("a weight is set");
+                .ok_or_else(|| Error::InvalidArgument("allocated rows need a weight other than uniform".into()))?;
             settings.push((
                 format!("allocated b̄ = {b} ({:?})", args.weight.unwrap()).to_lowercase(),
                 b,

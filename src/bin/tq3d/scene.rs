@@ -43,11 +43,13 @@ pub struct CompressArgs {
     /// The .tq3s file to write (not needed with --dry-run).
     #[arg(short, long, required_unless_present = "dry_run")]
     output: Option<PathBuf>,
-    /// SH-rest bits per coefficient b, 1..=8. The expected relative SH error
-    /// is d·C(d, b): about 0.36, 0.117, 0.034, 0.0095 for b = 1..4. A
-    /// fractional value (1.5) is an average: each Gaussian gets its own
-    /// width 0..=8 where its error shows most (see --weight).
-    #[arg(long, default_value_t = 3.0)]
+    /// SH-rest bits per coefficient, on average over the Gaussians (0..=8;
+    /// fractions allowed): each Gaussian gets its own width 0..=8 where its
+    /// error shows most (see --weight), in exactly the bytes of uniform
+    /// widths. With --weight uniform every Gaussian gets b bits; the expected
+    /// relative error is then d·C(d, b): about 0.36, 0.117, 0.034, 0.0095
+    /// for b = 1..4.
+    #[arg(long, default_value_t = 1.0)]
     sh_bits: f64,
     #[command(flatten)]
     alloc: crate::alloc::AllocArgs,
@@ -57,6 +59,10 @@ pub struct CompressArgs {
     /// Drop Gaussians whose sigmoid(opacity) is below τ (0 ≤ τ < 1).
     #[arg(long, value_name = "TAU")]
     prune_opacity: Option<f32>,
+    /// Compact-profile attribute bits, e.g. `position=14,scale=7` (defaults:
+    /// position 16, scale 8, rotation 10, opacity 8, dc 8).
+    #[arg(long)]
+    attr_bits: Option<crate::eval::AttrBitsArg>,
     /// Keep SH bands up to degree L (0..=3); lower than the input's truncates.
     #[arg(long, value_name = "L")]
     sh_degree: Option<u8>,
@@ -173,6 +179,7 @@ fn options(a: &CompressArgs) -> CompressOptions {
         sh_degree: a.sh_degree,
         prune_opacity: a.prune_opacity,
         seed: a.seed,
+        attr_bits: a.attr_bits.map_or(AttrBits::default(), |x| x.0),
         scale_mode: match a.scale {
             ScaleArg::Ls => ScaleMode::LeastSquares,
             ScaleArg::Norm => ScaleMode::Norm,
@@ -213,11 +220,9 @@ fn expected_sh_error(d: usize, b: u32) -> Option<f64> {
 pub fn compress(a: CompressArgs) -> Result<(), Error> {
     let t0 = Instant::now();
     let mut opts = options(&a);
-    if a.alloc.target_psnr_loss.is_none()
-        && (!(0.0..=8.0).contains(&a.sh_bits) || (a.sh_bits.fract() == 0.0 && a.sh_bits < 1.0) || a.sh_bits.is_nan())
-    {
+    if a.alloc.target_psnr_loss.is_none() && !(0.0..=8.0).contains(&a.sh_bits) {
         return Err(Error::InvalidArgument(format!(
-            "--sh-bits {}: b = {} must be in 1..=8, or an average in 0..=8",
+            "--sh-bits {}: b = {} must be an average in 0..=8",
             a.sh_bits, a.sh_bits
         )));
     }
@@ -230,10 +235,15 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
         opts.sh_widths = Some(w.widths.clone());
     }
     let p = codec::predict_size(&scene, &opts)?;
-    let sh_err = expected_sh_error(p.dim, opts.sh_bits);
+    let sh_err = if allocation.is_some() {
+        None
+    } else {
+        expected_sh_error(p.dim, opts.sh_bits)
+    };
     if a.dry_run {
         if a.json {
             let v = json!({"input": a.input, "input_bytes": input_bytes, "dry_run": true,
+                "sh_allocation": allocation.as_ref().map(|w| json!({"description": w.describe, "average_bits": w.average_bits})),
                 "prediction": prediction_json(&p), "sh_expected_relative_error": sh_err});
             println!("{}", serde_json::to_string_pretty(&v).unwrap());
         } else {
@@ -257,6 +267,9 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
                 println!(
                     "  expected SH-rest error ‖x − x̂‖²/‖x‖² = d·C(d,b) = {e:.5} (norm scale; least squares is lower)"
                 );
+            }
+            if let Some(w) = &allocation {
+                println!("  SH widths per Gaussian: {}", w.describe);
             }
         }
         return Ok(());
@@ -681,8 +694,13 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
         .enumerate()
         .map(|(k, &i)| (sigmoid(back.opacity[k]) - sigmoid(scene.opacity[i as usize])).abs())
         .fold(0f32, f32::max);
-    if opts.profile == Profile::Compact && alpha_err > 0.5 / 255.0 + 1e-6 {
-        failures.push(format!("opacity error {alpha_err} exceeds the 8-bit bound"));
+    let m = ((1u32 << opts.attr_bits.opacity) - 1) as f32;
+    if opts.profile == Profile::Compact && alpha_err > 0.5 / m + 1e-6 {
+        failures.push(format!(
+            "opacity error {alpha_err} exceeds the {}-bit bound {}",
+            opts.attr_bits.opacity,
+            0.5 / m
+        ));
     }
     bar.finish_and_clear();
 
