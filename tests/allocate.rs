@@ -13,7 +13,11 @@ fn exhaustive(values: &[f64], d: usize, s: u32, budget: u64, max: u8) -> f64 {
     loop {
         let c: u64 = w.iter().map(|&b| cost(d, b, s)).sum();
         if c <= budget {
-            let obj: f64 = w.iter().zip(values).map(|(&b, &v)| v * dist[b as usize]).sum();
+            let obj: f64 = w
+                .iter()
+                .zip(values)
+                .map(|(&b, &v)| v * dist[b as usize])
+                .sum();
             best = best.min(obj);
         }
         // Next width vector (odometer).
@@ -43,13 +47,24 @@ fn the_allocation_is_optimal_for_the_bits_it_spends() {
             assert!(a.bits <= budget);
             // Everett: optimal among all allocations spending at most a.bits.
             let opt = exhaustive(&values, d, 16, a.bits, 4);
-            assert!((a.objective - opt).abs() <= 1e-12 * opt.max(1.0), "d = {d}, budget {budget}: {} vs optimum {opt}", a.objective);
+            assert!(
+                (a.objective - opt).abs() <= 1e-12 * opt.max(1.0),
+                "d = {d}, budget {budget}: {} vs optimum {opt}",
+                a.objective
+            );
             // And it leaves less than one upgrade unspent, unless every
             // Gaussian is already at the widest code.
             let full = a.widths.iter().all(|&b| b == 4);
-            assert!(full || budget - a.bits < cost(d, 4, 16), "d = {d}: {} of {budget} bits spent", a.bits);
+            assert!(
+                full || budget - a.bits < cost(d, 4, 16),
+                "d = {d}: {} of {budget} bits spent",
+                a.bits
+            );
             // The widths spend what it says.
-            assert_eq!(a.widths.iter().map(|&b| cost(d, b, 16)).sum::<u64>(), a.bits);
+            assert_eq!(
+                a.widths.iter().map(|&b| cost(d, b, 16)).sum::<u64>(),
+                a.bits
+            );
         }
     }
 }
@@ -58,19 +73,34 @@ fn the_allocation_is_optimal_for_the_bits_it_spends() {
 fn allocated_error_is_at_most_uniform_at_equal_bits() {
     // Importances like a trained scene: log-normal over many decades.
     let n = 5000;
-    let values: Vec<f64> = (0..n).map(|i| ((i as f64 * 0.7919).sin() * 6.0).exp()).collect();
+    let values: Vec<f64> = (0..n)
+        .map(|i| ((i as f64 * 0.7919).sin() * 6.0).exp())
+        .collect();
     let dist = distortions(45).unwrap();
     for b in 1..=4u8 {
         let budget = n as u64 * cost(45, b, 16);
         let a = allocate(&values, 45, 16, budget, 8).unwrap();
         let uniform: f64 = values.iter().map(|v| v * dist[b as usize]).sum();
-        assert!(a.objective <= uniform, "b = {b}: {} > uniform {uniform}", a.objective);
+        assert!(
+            a.objective <= uniform,
+            "b = {b}: {} > uniform {uniform}",
+            a.objective
+        );
         assert!(a.bits <= budget);
-        println!("b̄ = {b}: allocated/uniform predicted error = {:.4}", a.objective / uniform);
+        println!(
+            "b̄ = {b}: allocated/uniform predicted error = {:.4}",
+            a.objective / uniform
+        );
     }
     // Zero importance gets zero bits; a budget of zero gives all zeros.
     let a = allocate(&[0.0, 1.0], 45, 16, 10_000, 8).unwrap();
     assert_eq!(a.widths[0], 0);
-    assert!(allocate(&values, 45, 16, 0, 8).unwrap().widths.iter().all(|&b| b == 0));
+    assert!(
+        allocate(&values, 45, 16, 0, 8)
+            .unwrap()
+            .widths
+            .iter()
+            .all(|&b| b == 0)
+    );
     let _ = allocate::MAX_BITS;
 }

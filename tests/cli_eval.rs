@@ -33,7 +33,11 @@ fn json(o: &Output) -> serde_json::Value {
 }
 
 fn scene_file(dir: &Path, n: usize) -> std::path::PathBuf {
-    let scene = synth::generate(&synth::SynthConfig { count: n, sh_degree: 3, seed: 9 });
+    let scene = synth::generate(&synth::SynthConfig {
+        count: n,
+        sh_degree: 3,
+        seed: 9,
+    });
     let p = dir.join("s.ply");
     ply::write_ply(&p, &scene, PlyEncoding::BinaryLittleEndian).unwrap();
     p
@@ -69,13 +73,19 @@ fn eval_reports_fidelity_and_the_prediction_bounds_the_measurement() {
         assert!(f(r, "psnr_worst") <= f(r, "psnr_mean"));
         assert!(f(r, "ssim_mean") <= 1.0 && f(r, "ssim_mean") > 0.9);
         // Exact profile: only SH-rest changes, so the bound applies.
-        assert!(f(r, "mse_measured") <= f(r, "mse_predicted_sh_bound"), "{r}");
+        assert!(
+            f(r, "mse_measured") <= f(r, "mse_predicted_sh_bound"),
+            "{r}"
+        );
         // PSNR is the MSE's, independently: mean of −10·log10 per view ≥
         // −10·log10 of the mean MSE (Jensen).
         assert!(f(r, "psnr_mean") >= -10.0 * f(r, "mse_measured").log10() - 1e-9);
     }
     let est = f(&rows[1], "mse_predicted_sh_estimate") / f(&rows[1], "mse_measured");
-    assert!((0.5..=2.0).contains(&est), "estimate/measured at b = 3: {est}");
+    assert!(
+        (0.5..=2.0).contains(&est),
+        "estimate/measured at b = 3: {est}"
+    );
 }
 
 #[test]
@@ -131,7 +141,10 @@ fn eval_with_cameras_and_ground_truth_reports_the_loss() {
     let measured = r["delta_psnr_measured"].as_f64().unwrap();
     let predicted = r["delta_psnr_from_fidelity"].as_f64().unwrap();
     assert!(measured.abs() < 1.0 && predicted > 0.0, "{r}");
-    assert!((measured - predicted).abs() < 0.05 + 0.5 * predicted, "measured {measured}, predicted {predicted}");
+    assert!(
+        (measured - predicted).abs() < 0.05 + 0.5 * predicted,
+        "measured {measured}, predicted {predicted}"
+    );
 }
 
 #[test]
@@ -156,10 +169,20 @@ fn plan_names_quantisers_and_more_bits_for_tighter_targets() {
     let sh = &loose["sh_rest"][0];
     assert_eq!(sh["dim"], 45);
     assert_eq!(sh["criterion_at_b3"]["verdict"], "rotation + Lloyd-Max");
-    let pos = loose["groups"].as_array().unwrap().iter().find(|g| g["group"] == "position").unwrap();
+    let pos = loose["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == "position")
+        .unwrap();
     assert_eq!(pos["verdict"], "fixed point");
     let b = |v: &serde_json::Value| v["sh_rest"][0]["bits_by_estimate"].as_u64().unwrap();
-    assert!(b(&tight) > b(&loose), "tight {} vs loose {}", b(&tight), b(&loose));
+    assert!(
+        b(&tight) > b(&loose),
+        "tight {} vs loose {}",
+        b(&tight),
+        b(&loose)
+    );
     // The per-b predictions fall with b by the codebook distortion ratio.
     let per = sh["per_bits"].as_array().unwrap();
     for w in per.windows(2) {
@@ -177,9 +200,23 @@ fn eval_and_plan_refuse_bad_arguments() {
     let input = scene_file(dir.path(), 100);
     for args in [
         vec!["eval", input.to_str().unwrap(), "--resolution", "0x10"],
-        vec!["eval", input.to_str().unwrap(), "--sh-bits", "9", "--device", "cpu"],
+        vec![
+            "eval",
+            input.to_str().unwrap(),
+            "--sh-bits",
+            "9",
+            "--device",
+            "cpu",
+        ],
         vec!["plan", input.to_str().unwrap(), "--views", "0"],
-        vec!["eval", input.to_str().unwrap(), "--cameras", "/no/such/cameras.json", "--device", "cpu"],
+        vec![
+            "eval",
+            input.to_str().unwrap(),
+            "--cameras",
+            "/no/such/cameras.json",
+            "--device",
+            "cpu",
+        ],
     ] {
         let o = tq3d(&args);
         assert!(!o.status.success(), "{args:?} succeeded");

@@ -25,7 +25,9 @@ fn fixed_point_error(data: &[f32], d: usize, bits: u32) -> f64 {
     for row in data.chunks(d) {
         for j in 0..d {
             let step = (hi[j] - lo[j]) / cells;
-            let k = ((row[j] as f64 - lo[j]) / step).floor().clamp(0.0, cells - 1.0);
+            let k = ((row[j] as f64 - lo[j]) / step)
+                .floor()
+                .clamp(0.0, cells - 1.0);
             let r = lo[j] + (k + 0.5) * step;
             err += (row[j] as f64 - r).powi(2);
         }
@@ -56,7 +58,11 @@ fn turboquant_error(data: &[f32], d: usize, bits: u32) -> (f64, f64) {
             let mut total = 0.0;
             let mut rel = 0.0;
             for (xr, yr) in x.chunks(d).zip(y.chunks(d)) {
-                let e: f64 = xr.iter().zip(yr).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+                let e: f64 = xr
+                    .iter()
+                    .zip(yr)
+                    .map(|(a, b)| ((a - b) as f64).powi(2))
+                    .sum();
                 let n: f64 = xr.iter().map(|&a| (a as f64).powi(2)).sum();
                 total += e;
                 rel += e / n;
@@ -108,7 +114,11 @@ fn the_criterion_predicts_both_errors_and_the_winner() {
             // TurboQuant's error is ‖x‖²·d·C(d,b) in expectation for any
             // vector (the per-vector mean: the energy-weighted total of
             // log-normal norms rests on a few vectors and varies more).
-            assert!((tq_rel / c.turboquant - 1.0).abs() < 0.05, "{name} d={d} b={b}: TQ {tq_rel} vs {}", c.turboquant);
+            assert!(
+                (tq_rel / c.turboquant - 1.0).abs() < 0.05,
+                "{name} d={d} b={b}: TQ {tq_rel} vs {}",
+                c.turboquant
+            );
             // Fixed point: within the range the criterion states.
             let (best, worst) = c.fixed_point_range();
             assert!(

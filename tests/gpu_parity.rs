@@ -734,7 +734,9 @@ fn scene_files_with_mixed_widths_are_identical_on_gpu_and_cpu() {
         sh_degree: 3,
         seed: 22,
     });
-    let widths: Vec<u8> = (0..scene.len()).map(|i| ((i * 7919 + i / 3) % 9) as u8).collect();
+    let widths: Vec<u8> = (0..scene.len())
+        .map(|i| ((i * 7919 + i / 3) % 9) as u8)
+        .collect();
     assert!(widths.contains(&0) && widths.contains(&8));
     let opts = CompressOptions {
         sh_widths: Some(widths),

@@ -26,7 +26,9 @@ fn predicted_image_mse_bounds_and_estimates_the_measured_one() {
     for cam in &views {
         let splats = cpu::preprocess_all(&scene, cam);
         let order = cpu::depth_order(&splats);
-        sums.push(predict::weight_sums(&splats, &order, cam.width, cam.height, &gamma2));
+        sums.push(predict::weight_sums(
+            &splats, &order, cam.width, cam.height, &gamma2,
+        ));
         originals.push(cpu::rasterize(&splats, &order, cam.width, cam.height, bg));
     }
     for b in 1..=4u32 {
@@ -46,8 +48,15 @@ fn predicted_image_mse_bounds_and_estimates_the_measured_one() {
             bound += p.bound;
             estimate += p.estimate;
         }
-        println!("b = {b}: measured {measured:.3e}, estimate {estimate:.3e} ({:.2}×), bound {bound:.3e} ({:.2}×)", estimate / measured, bound / measured);
-        assert!(measured <= bound, "b = {b}: measured {measured} above the bound {bound}");
+        println!(
+            "b = {b}: measured {measured:.3e}, estimate {estimate:.3e} ({:.2}×), bound {bound:.3e} ({:.2}×)",
+            estimate / measured,
+            bound / measured
+        );
+        assert!(
+            measured <= bound,
+            "b = {b}: measured {measured} above the bound {bound}"
+        );
         if b >= 2 {
             let r = estimate / measured;
             assert!((0.5..=2.0).contains(&r), "b = {b}: estimate/measured = {r}");

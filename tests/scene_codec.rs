@@ -506,8 +506,8 @@ fn per_gaussian_widths_round_trip_with_each_widths_error() {
     // log-normal, so an energy-weighted total rests on few vectors).
     let mut rel = [0f64; 9];
     let mut count = [0usize; 9];
-    for i in 0..s.len() {
-        let b = widths[i] as usize;
+    for (i, &w) in widths.iter().enumerate() {
+        let b = w as usize;
         let (mut e, mut n) = (0f64, 0f64);
         for (x, y) in s.rest(i).iter().zip(back.rest(i)) {
             e += ((x - y) as f64).powi(2);
@@ -518,7 +518,10 @@ fn per_gaussian_widths_round_trip_with_each_widths_error() {
             count[b] += 1;
         }
         if b == 0 {
-            assert!(back.rest(i).iter().all(|v| v.to_bits() == 0), "Gaussian {i}");
+            assert!(
+                back.rest(i).iter().all(|v| v.to_bits() == 0),
+                "Gaussian {i}"
+            );
         }
     }
     for b in 1..=8u32 {
@@ -529,40 +532,76 @@ fn per_gaussian_widths_round_trip_with_each_widths_error() {
     // Every corrupted byte of a small file is still caught.
     let small = scene(30, 1, 14);
     let w: Vec<u8> = (0..30).map(|i| (i % 4) as u8).collect();
-    let bytes = codec::compress(&small, &CompressOptions { sh_widths: Some(w), ..Default::default() })
-        .unwrap()
-        .to_bytes()
-        .unwrap();
+    let bytes = codec::compress(
+        &small,
+        &CompressOptions {
+            sh_widths: Some(w),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .to_bytes()
+    .unwrap();
     let ok = codec::decompress(&bytes, Path::new("s")).unwrap();
     assert_eq!(ok.len(), 30);
     for k in 0..bytes.len() {
         let mut bad = bytes.clone();
         bad[k] ^= 0x21;
-        assert!(codec::decompress(&bad, Path::new("s")).is_err(), "byte {k} of {}", bytes.len());
+        assert!(
+            codec::decompress(&bad, Path::new("s")).is_err(),
+            "byte {k} of {}",
+            bytes.len()
+        );
     }
 }
 
 #[test]
 fn widths_are_checked_and_all_zero_widths_work() {
     let s = scene(50, 3, 15);
-    let e = codec::compress(&s, &CompressOptions { sh_widths: Some(vec![1; 49]), ..Default::default() })
-        .unwrap_err()
-        .to_string();
+    let e = codec::compress(
+        &s,
+        &CompressOptions {
+            sh_widths: Some(vec![1; 49]),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("49") && e.contains("50"), "{e}");
     let mut w = vec![2u8; 50];
     w[17] = 9;
-    let e = codec::compress(&s, &CompressOptions { sh_widths: Some(w), ..Default::default() })
-        .unwrap_err()
-        .to_string();
+    let e = codec::compress(
+        &s,
+        &CompressOptions {
+            sh_widths: Some(w),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("Gaussian 17"), "{e}");
-    let c = codec::compress(&s, &CompressOptions { sh_widths: Some(vec![0; 50]), ..Default::default() }).unwrap();
+    let c = codec::compress(
+        &s,
+        &CompressOptions {
+            sh_widths: Some(vec![0; 50]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let back = codec::decompress(&c.to_bytes().unwrap(), Path::new("z")).unwrap();
     assert_eq!(back.sh_degree, 3);
     assert!(back.sh_rest.iter().all(|v| v.to_bits() == 0));
     // Same bytes for any thread count with widths too.
     let w: Vec<u8> = (0..50).map(|i| (i % 9) as u8).collect();
-    let o = CompressOptions { sh_widths: Some(w), ..Default::default() };
+    let o = CompressOptions {
+        sh_widths: Some(w),
+        ..Default::default()
+    };
     let a = codec::compress(&s, &o).unwrap().to_bytes().unwrap();
-    let b = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| codec::compress(&s, &o).unwrap().to_bytes().unwrap());
+    let b = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(|| codec::compress(&s, &o).unwrap().to_bytes().unwrap());
     assert_eq!(a, b);
 }

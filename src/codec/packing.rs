@@ -95,7 +95,14 @@ pub fn unpack_into(packed: &[u8], bits: u32, out: &mut [u8]) -> Result<()> {
 /// Copies `count` b-bit codes from code index `src_index` of the packed
 /// stream `src` to code index `dst_index` of `dst`, overwriting what was
 /// there.
-pub fn copy_codes(src: &[u8], src_index: usize, dst: &mut [u8], dst_index: usize, count: usize, bits: u32) {
+pub fn copy_codes(
+    src: &[u8],
+    src_index: usize,
+    dst: &mut [u8],
+    dst_index: usize,
+    count: usize,
+    bits: u32,
+) {
     let b = bits as usize;
     copy_bits(src, src_index * b, dst, dst_index * b, count * b);
 }

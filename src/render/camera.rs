@@ -35,7 +35,15 @@ impl Camera {
     /// A camera at `eye` looking at `target`, with world "up" `up`, a
     /// vertical field of view `fov_y` (radians) and the given size. Camera
     /// y points down, opposite to `up`.
-    pub fn look_at(name: String, eye: Vec3, target: Vec3, up: Vec3, fov_y: f32, width: u32, height: u32) -> Camera {
+    pub fn look_at(
+        name: String,
+        eye: Vec3,
+        target: Vec3,
+        up: Vec3,
+        fov_y: f32,
+        width: u32,
+        height: u32,
+    ) -> Camera {
         let z = (target - eye).normalize();
         let x = (-up).cross(z).normalize();
         let y = z.cross(x);
@@ -76,7 +84,10 @@ impl Camera {
     /// A copy at another resolution, with the focal lengths scaled so the
     /// field of view is unchanged.
     pub fn resized(&self, width: u32, height: u32) -> Camera {
-        let (sx, sy) = (width as f32 / self.width as f32, height as f32 / self.height as f32);
+        let (sx, sy) = (
+            width as f32 / self.width as f32,
+            height as f32 / self.height as f32,
+        );
         Camera {
             width,
             height,
@@ -101,7 +112,10 @@ pub fn bounding_sphere(positions: &[[f32; 3]]) -> (Vec3, f32) {
         .map(|p| glam::DVec3::new(p[0] as f64, p[1] as f64, p[2] as f64))
         .sum();
     let c = (sum / positions.len() as f64).as_vec3();
-    let mut d: Vec<f32> = positions.iter().map(|p| (Vec3::from(*p) - c).length()).collect();
+    let mut d: Vec<f32> = positions
+        .iter()
+        .map(|p| (Vec3::from(*p) - c).length())
+        .collect();
     let k = (d.len() * 9 / 10).min(d.len() - 1);
     let (_, r, _) = d.select_nth_unstable_by(k, f32::total_cmp);
     (c, r.max(1e-6))
@@ -118,7 +132,15 @@ pub fn orbit(positions: &[[f32; 3]], n: usize, width: u32, height: u32) -> Vec<C
         .map(|k| {
             let a = std::f32::consts::TAU * k as f32 / n as f32;
             let dir = Vec3::new(a.cos() * elev.cos(), -elev.sin(), a.sin() * elev.cos());
-            Camera::look_at(format!("orbit_{k:03}"), c + dir * (2.2 * r), c, up, 50f32.to_radians(), width, height)
+            Camera::look_at(
+                format!("orbit_{k:03}"),
+                c + dir * (2.2 * r),
+                c,
+                up,
+                50f32.to_radians(),
+                width,
+                height,
+            )
         })
         .collect()
 }
@@ -135,10 +157,16 @@ pub fn load_cameras_json(path: &Path) -> Result<Vec<Camera>> {
 /// [`load_cameras_json`] on text (`path` names it in errors).
 pub fn parse_cameras_json(text: &str, path: &Path) -> Result<Vec<Camera>> {
     let bad = |field: String, why: String| Error::format(path, field, why);
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad("JSON".into(), e.to_string()))?;
-    let list = v.as_array().ok_or_else(|| bad("top level".into(), "expected a list of cameras".into()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| bad("JSON".into(), e.to_string()))?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| bad("top level".into(), "expected a list of cameras".into()))?;
     if list.is_empty() {
-        return Err(bad("top level".into(), "the list of cameras is empty".into()));
+        return Err(bad(
+            "top level".into(),
+            "the list of cameras is empty".into(),
+        ));
     }
     list.iter()
         .enumerate()
@@ -147,24 +175,49 @@ pub fn parse_cameras_json(text: &str, path: &Path) -> Result<Vec<Camera>> {
                 c.get(key)
                     .and_then(|x| x.as_f64())
                     .filter(|x| x.is_finite())
-                    .ok_or_else(|| bad(format!("camera {k}: {key}"), "missing or not a finite number".into()))
+                    .ok_or_else(|| {
+                        bad(
+                            format!("camera {k}: {key}"),
+                            "missing or not a finite number".into(),
+                        )
+                    })
             };
             let (w, h) = (num("width")?, num("height")?);
-            if !(1.0..=65536.0).contains(&w) || !(1.0..=65536.0).contains(&h) || w.fract() != 0.0 || h.fract() != 0.0 {
-                return Err(bad(format!("camera {k}: width/height"), format!("{w}×{h} is not a valid image size")));
+            if !(1.0..=65536.0).contains(&w)
+                || !(1.0..=65536.0).contains(&h)
+                || w.fract() != 0.0
+                || h.fract() != 0.0
+            {
+                return Err(bad(
+                    format!("camera {k}: width/height"),
+                    format!("{w}×{h} is not a valid image size"),
+                ));
             }
             let (fx, fy) = (num("fx")?, num("fy")?);
             if fx <= 0.0 || fy <= 0.0 {
-                return Err(bad(format!("camera {k}: fx/fy"), "focal lengths must be positive".into()));
+                return Err(bad(
+                    format!("camera {k}: fx/fy"),
+                    "focal lengths must be positive".into(),
+                ));
             }
             let vec3 = |x: Option<&serde_json::Value>, what: &str| -> Result<Vec3> {
                 let a = x
                     .and_then(|x| x.as_array())
                     .filter(|a| a.len() == 3)
-                    .ok_or_else(|| bad(format!("camera {k}: {what}"), "expected 3 numbers".into()))?;
-                let f: Vec<f32> = a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).filter(|x| x.is_finite()).collect();
+                    .ok_or_else(|| {
+                        bad(format!("camera {k}: {what}"), "expected 3 numbers".into())
+                    })?;
+                let f: Vec<f32> = a
+                    .iter()
+                    .filter_map(|x| x.as_f64())
+                    .map(|x| x as f32)
+                    .filter(|x| x.is_finite())
+                    .collect();
                 if f.len() != 3 {
-                    return Err(bad(format!("camera {k}: {what}"), "expected 3 finite numbers".into()));
+                    return Err(bad(
+                        format!("camera {k}: {what}"),
+                        "expected 3 finite numbers".into(),
+                    ));
                 }
                 Ok(Vec3::new(f[0], f[1], f[2]))
             };
@@ -173,7 +226,12 @@ pub fn parse_cameras_json(text: &str, path: &Path) -> Result<Vec<Camera>> {
                 .get("rotation")
                 .and_then(|r| r.as_array())
                 .filter(|r| r.len() == 3)
-                .ok_or_else(|| bad(format!("camera {k}: rotation"), "expected a 3×3 matrix".into()))?;
+                .ok_or_else(|| {
+                    bad(
+                        format!("camera {k}: rotation"),
+                        "expected a 3×3 matrix".into(),
+                    )
+                })?;
             let r0 = vec3(rows.first(), "rotation row 0")?;
             let r1 = vec3(rows.get(1), "rotation row 1")?;
             let r2 = vec3(rows.get(2), "rotation row 2")?;
@@ -206,7 +264,15 @@ mod tests {
 
     #[test]
     fn look_at_puts_the_target_at_the_principal_point() {
-        let cam = Camera::look_at("t".into(), Vec3::new(3.0, -1.0, 2.0), Vec3::new(0.5, 0.2, -0.3), Vec3::NEG_Y, 1.0, 64, 48);
+        let cam = Camera::look_at(
+            "t".into(),
+            Vec3::new(3.0, -1.0, 2.0),
+            Vec3::new(0.5, 0.2, -0.3),
+            Vec3::NEG_Y,
+            1.0,
+            64,
+            48,
+        );
         let p = cam.to_camera(Vec3::new(0.5, 0.2, -0.3));
         assert!(p.x.abs() < 1e-5 && p.y.abs() < 1e-5 && p.z > 0.0);
         assert!((cam.position() - Vec3::new(3.0, -1.0, 2.0)).length() < 1e-5);
@@ -226,7 +292,9 @@ mod tests {
         let c = &cams[0];
         assert_eq!((c.width, c.height, c.fx, c.fy), (100, 50, 80.0, 70.0));
         assert!((c.to_camera(Vec3::new(1.0, 2.0, 4.0)) - Vec3::new(0.0, 0.0, 1.0)).length() < 1e-6);
-        let e = parse_cameras_json("[{\"width\": 1}]", Path::new("c.json")).unwrap_err().to_string();
+        let e = parse_cameras_json("[{\"width\": 1}]", Path::new("c.json"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("c.json") && e.contains("camera 0"), "{e}");
     }
 }

@@ -25,7 +25,13 @@ const TILE: u32 = 16;
 /// is splat i's blending weight α·T at pixel p exactly as
 /// [`cpu::rasterize`](crate::render::cpu::rasterize) composites it, and
 /// `values[i]` = a_i is indexed like `splats`.
-pub fn weight_sums(splats: &[Splat2D], order: &[u32], width: u32, height: u32, values: &[f32]) -> (f64, f64) {
+pub fn weight_sums(
+    splats: &[Splat2D],
+    order: &[u32],
+    width: u32,
+    height: u32,
+    values: &[f32],
+) -> (f64, f64) {
     let tiles_x = width.div_ceil(TILE);
     let tiles_y = height.div_ceil(TILE);
     let mut bins: Vec<Vec<u32>> = vec![Vec::new(); (tiles_x * tiles_y) as usize];
@@ -58,7 +64,8 @@ pub fn weight_sums(splats: &[Splat2D], order: &[u32], width: u32, height: u32, v
                         continue;
                     }
                     let (dx, dy) = (s.mean[0] - pxf, s.mean[1] - pyf);
-                    let power = -0.5 * (s.conic[0] * dx * dx + s.conic[2] * dy * dy) - s.conic[1] * dx * dy;
+                    let power =
+                        -0.5 * (s.conic[0] * dx * dx + s.conic[2] * dy * dy) - s.conic[1] * dx * dy;
                     if power > 0.0 {
                         continue;
                     }
@@ -117,11 +124,13 @@ pub fn coverage(splats: &[Splat2D], order: &[u32], width: u32, height: u32) -> V
                     for &i in bin {
                         let s = &splats[i as usize];
                         let (pxf, pyf) = (px as f32, py as f32);
-                        if (pxf - s.mean[0]).abs() > s.radius || (pyf - s.mean[1]).abs() > s.radius {
+                        if (pxf - s.mean[0]).abs() > s.radius || (pyf - s.mean[1]).abs() > s.radius
+                        {
                             continue;
                         }
                         let (dx, dy) = (s.mean[0] - pxf, s.mean[1] - pyf);
-                        let power = -0.5 * (s.conic[0] * dx * dx + s.conic[2] * dy * dy) - s.conic[1] * dx * dy;
+                        let power = -0.5 * (s.conic[0] * dx * dx + s.conic[2] * dy * dy)
+                            - s.conic[1] * dx * dy;
                         if power > 0.0 {
                             continue;
                         }

@@ -27,7 +27,11 @@ pub fn distortions(dim: usize) -> Result<[f64; 9]> {
 
 /// Bits of one Gaussian's SH-rest at width b.
 pub fn cost(dim: usize, bits: u8, scale_bits: u32) -> u64 {
-    if bits == 0 { 0 } else { dim as u64 * bits as u64 + scale_bits as u64 }
+    if bits == 0 {
+        0
+    } else {
+        dim as u64 * bits as u64 + scale_bits as u64
+    }
 }
 
 /// The widths on the lower convex hull of (cost, D), from 0 up: only these
@@ -39,7 +43,8 @@ pub fn hull(dim: usize, scale_bits: u32, dist: &[f64; 9], max_bits: u8) -> Vec<u
         while h.len() >= 2 {
             let (p, q) = (h[h.len() - 2], h[h.len() - 1]);
             let slope = |x: u8, y: u8| {
-                (dist[x as usize] - dist[y as usize]) / (cost(dim, y, scale_bits) - cost(dim, x, scale_bits)) as f64
+                (dist[x as usize] - dist[y as usize])
+                    / (cost(dim, y, scale_bits) - cost(dim, x, scale_bits)) as f64
             };
             // q is not on the hull if going p → b directly gains more per bit.
             if slope(p, q) <= slope(p, b) {
@@ -93,14 +98,21 @@ pub struct Allocation {
 /// for some λ: exactly optimal for the bits it spends (Everett 1963), which
 /// fall short of the budget by less than one upgrade (d·8 + scale bits at
 /// most).
-pub fn allocate(values: &[f64], dim: usize, scale_bits: u32, budget: u64, max_bits: u8) -> Result<Allocation> {
+pub fn allocate(
+    values: &[f64],
+    dim: usize,
+    scale_bits: u32,
+    budget: u64,
+    max_bits: u8,
+) -> Result<Allocation> {
     let dist = distortions(dim)?;
     let h = hull(dim, scale_bits, &dist, max_bits.min(MAX_BITS));
     // pos[i]: index into the hull of Gaussian i's width.
     let mut pos = vec![0usize; values.len()];
     let gain = |v: f64, k: usize| {
         let (a, b) = (h[k], h[k + 1]);
-        v * (dist[a as usize] - dist[b as usize]) / (cost(dim, b, scale_bits) - cost(dim, a, scale_bits)) as f64
+        v * (dist[a as usize] - dist[b as usize])
+            / (cost(dim, b, scale_bits) - cost(dim, a, scale_bits)) as f64
     };
     let mut heap: BinaryHeap<Step> = values
         .iter()
@@ -129,7 +141,11 @@ pub fn allocate(values: &[f64], dim: usize, scale_bits: u32, budget: u64, max_bi
         }
     }
     let widths: Vec<u8> = pos.iter().map(|&k| h[k]).collect();
-    let objective = widths.iter().zip(values).map(|(&b, &v)| v * dist[b as usize]).sum();
+    let objective = widths
+        .iter()
+        .zip(values)
+        .map(|(&b, &v)| v * dist[b as usize])
+        .sum();
     Ok(Allocation {
         widths,
         bits: spent,
@@ -166,8 +182,16 @@ impl Weight {
 /// v_i = w_i·γ_i² for every Gaussian of the input: γ_i² is the energy of
 /// its SH-rest truncated to `degree`, w_i the weight. `coverage` (one value
 /// per Gaussian, from a renderer) is needed for [`Weight::Coverage`].
-pub fn importance(scene: &Scene, degree: u8, weight: Weight, coverage: Option<&[f64]>) -> Result<Vec<f64>> {
-    let (k_in, k) = (rest_per_channel(scene.sh_degree), rest_per_channel(degree.min(scene.sh_degree)));
+pub fn importance(
+    scene: &Scene,
+    degree: u8,
+    weight: Weight,
+    coverage: Option<&[f64]>,
+) -> Result<Vec<f64>> {
+    let (k_in, k) = (
+        rest_per_channel(scene.sh_degree),
+        rest_per_channel(degree.min(scene.sh_degree)),
+    );
     if weight == Weight::Coverage && coverage.is_none_or(|c| c.len() != scene.len()) {
         return Err(Error::InvalidArgument(
             "the coverage weight needs one coverage value per Gaussian (render views first)".into(),
@@ -201,7 +225,12 @@ pub fn importance(scene: &Scene, degree: u8, weight: Weight, coverage: Option<&[
 /// the Gaussians kept (`kept[i]`), counting the scales: the budget is
 /// N_kept·(d·b̄ + 16) bits, which is exactly the size of uniform b̄ when b̄ is
 /// an integer. Gaussians not kept get width 0.
-pub fn for_average_bits(values: &[f64], kept: &[bool], dim: usize, avg_bits: f64) -> Result<Allocation> {
+pub fn for_average_bits(
+    values: &[f64],
+    kept: &[bool],
+    dim: usize,
+    avg_bits: f64,
+) -> Result<Allocation> {
     if !(0.0..=8.0).contains(&avg_bits) || !avg_bits.is_finite() {
         return Err(Error::InvalidArgument(format!(
             "average SH bits {avg_bits} must be in 0..=8"
@@ -209,7 +238,11 @@ pub fn for_average_bits(values: &[f64], kept: &[bool], dim: usize, avg_bits: f64
     }
     let n = kept.iter().filter(|&&k| k).count() as u64;
     let budget = (n as f64 * (dim as f64 * avg_bits + SCALE_BITS as f64)).floor() as u64;
-    let v: Vec<f64> = values.iter().zip(kept).map(|(&v, &k)| if k { v } else { 0.0 }).collect();
+    let v: Vec<f64> = values
+        .iter()
+        .zip(kept)
+        .map(|(&v, &k)| if k { v } else { 0.0 })
+        .collect();
     allocate(&v, dim, SCALE_BITS, budget, MAX_BITS)
 }
 
@@ -223,13 +256,17 @@ pub fn for_objective(values: &[f64], dim: usize, target: f64) -> Result<Allocati
     let mut objective: f64 = values.iter().sum();
     let gain = |v: f64, k: usize| {
         let (a, b) = (h[k], h[k + 1]);
-        v * (dist[a as usize] - dist[b as usize]) / (cost(dim, b, SCALE_BITS) - cost(dim, a, SCALE_BITS)) as f64
+        v * (dist[a as usize] - dist[b as usize])
+            / (cost(dim, b, SCALE_BITS) - cost(dim, a, SCALE_BITS)) as f64
     };
     let mut heap: BinaryHeap<Step> = values
         .iter()
         .enumerate()
         .filter(|(_, v)| **v > 0.0)
-        .map(|(i, &v)| Step { gain: gain(v, 0), index: i as u32 })
+        .map(|(i, &v)| Step {
+            gain: gain(v, 0),
+            index: i as u32,
+        })
         .collect();
     let mut spent = 0u64;
     while objective > target {
@@ -241,12 +278,23 @@ pub fn for_objective(values: &[f64], dim: usize, target: f64) -> Result<Allocati
         objective -= values[i] * (dist[a as usize] - dist[b as usize]);
         pos[i] = k + 1;
         if k + 2 < h.len() {
-            heap.push(Step { gain: gain(values[i], k + 1), index: step.index });
+            heap.push(Step {
+                gain: gain(values[i], k + 1),
+                index: step.index,
+            });
         }
     }
     let widths: Vec<u8> = pos.iter().map(|&k| h[k]).collect();
-    let objective = widths.iter().zip(values).map(|(&b, &v)| v * dist[b as usize]).sum();
-    Ok(Allocation { widths, bits: spent, objective })
+    let objective = widths
+        .iter()
+        .zip(values)
+        .map(|(&b, &v)| v * dist[b as usize])
+        .sum();
+    Ok(Allocation {
+        widths,
+        bits: spent,
+        objective,
+    })
 }
 
 /// Bits of the f16 scale a Gaussian with b > 0 stores.
@@ -260,7 +308,11 @@ mod tests {
     fn the_hull_of_sh_dimensions_is_every_width() {
         for d in [9usize, 24, 45] {
             let dist = distortions(d).unwrap();
-            assert_eq!(hull(d, 16, &dist, 8), (0..=8).collect::<Vec<u8>>(), "d = {d}");
+            assert_eq!(
+                hull(d, 16, &dist, 8),
+                (0..=8).collect::<Vec<u8>>(),
+                "d = {d}"
+            );
         }
     }
 }

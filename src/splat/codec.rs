@@ -9,17 +9,13 @@ use rayon::prelude::*;
 
 use crate::gpu::{Engine, Ran};
 use crate::splat::attributes::{self, AttrBits};
-use crate::splat::sh;
-pub use crate::splat::sh::{CompressedSh, ShRun};
 use crate::splat::container::{
     self, Coding, Container, Header, Normals, Packed, Profile, Stream, tag_name,
 };
-use crate::splat::scene::{
-    ExtraProperty, Extras, ScalarType, Scene, rest_dim, sigmoid,
-};
-use crate::{
-    Error, Result, Rotation, RotationKind, ScaleMode,
-};
+use crate::splat::scene::{ExtraProperty, Extras, ScalarType, Scene, rest_dim, sigmoid};
+use crate::splat::sh;
+pub use crate::splat::sh::{CompressedSh, ShRun};
+use crate::{Error, Result, Rotation, RotationKind, ScaleMode};
 
 /// Stream tags, in file order.
 pub mod tags {
@@ -344,7 +340,11 @@ pub fn predict_size(scene: &Scene, opts: &CompressOptions) -> Result<SizePredict
                 add(&tags::CBK, sh::codebook_len(&used), true);
                 add(&tags::SHW, n.div_ceil(2), false);
                 add(&tags::SHS, 2 * nonzero, true);
-                add(&tags::SHC, sh::codes_len(d as usize, kept.iter().copied()), true);
+                add(
+                    &tags::SHC,
+                    sh::codes_len(d as usize, kept.iter().copied()),
+                    true,
+                );
             }
         }
     }
@@ -608,7 +608,15 @@ fn compress_with(
                 sh::Widths::Uniform(opts.sh_bits)
             }
         };
-        let st = sh::encode(scene, &order, degree, widths, opts.seed, opts.scale_mode, engine)?;
+        let st = sh::encode(
+            scene,
+            &order,
+            degree,
+            widths,
+            opts.seed,
+            opts.scale_mode,
+            engine,
+        )?;
         rotation_kind = st.rotation_kind;
         sh_run = st.run;
         push(tags::ROT, Coding::Raw, st.rot);
@@ -784,7 +792,11 @@ pub fn decompress_split(bytes: &[u8], path: &Path) -> Result<(Scene, Option<Comp
     decode_file(bytes, path, false)
 }
 
-fn decode_file(bytes: &[u8], path: &Path, decode_sh: bool) -> Result<(Scene, Option<CompressedSh>)> {
+fn decode_file(
+    bytes: &[u8],
+    path: &Path,
+    decode_sh: bool,
+) -> Result<(Scene, Option<CompressedSh>)> {
     let (h, infos) = container::read_table(bytes, path)?;
     let bad = |field: &str, why: String| Error::format(path, field, why);
     if h.count > u32::MAX as u64 {
@@ -826,7 +838,10 @@ fn decode_file(bytes: &[u8], path: &Path, decode_sh: bool) -> Result<(Scene, Opt
                 if info.raw_len > most {
                     return Err(bad(
                         &format!("stream {}", tag_name(&t)),
-                        format!("declares {} decoded bytes, at most {most} possible", info.raw_len),
+                        format!(
+                            "declares {} decoded bytes, at most {most} possible",
+                            info.raw_len
+                        ),
                     ));
                 }
                 None
@@ -888,7 +903,11 @@ fn decode_file(bytes: &[u8], path: &Path, decode_sh: bool) -> Result<(Scene, Opt
         };
         let variable = h.sh_width_mode == 1;
         let present = |tag: &[u8; 4]| c.require(tag, None, path);
-        let shw = if variable { Some(present(&tags::SHW)?) } else { None };
+        let shw = if variable {
+            Some(present(&tags::SHW)?)
+        } else {
+            None
+        };
         let parsed = sh::parse(
             n,
             h.sh_degree,

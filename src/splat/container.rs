@@ -403,7 +403,10 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
     if h.sh_width_mode > 1 || (h.sh_width_mode == 1 && h.dim == 0) {
         return Err(bad(
             "SH width mode",
-            format!("{} with d = {} (0: uniform, 1: per-Gaussian widths)", h.sh_width_mode, h.dim),
+            format!(
+                "{} with d = {} (0: uniform, 1: per-Gaussian widths)",
+                h.sh_width_mode, h.dim
+            ),
         ));
     }
     if h.rotation_kind > 1 || h.scale_mode > 1 || h.order > 1 {

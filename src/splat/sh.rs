@@ -14,7 +14,10 @@ use rayon::prelude::*;
 use crate::codec::packing::{copy_bits, packed_len};
 use crate::gpu::{Engine, Ran};
 use crate::splat::scene::{Scene, rest_dim, rest_per_channel};
-use crate::{Encoded, Error, Quantizer, QuantizerConfig, Result, Rotation, Rows, ScaleFormat, ScaleMode, Scales};
+use crate::{
+    Encoded, Error, Quantizer, QuantizerConfig, Result, Rotation, Rows, ScaleFormat, ScaleMode,
+    Scales,
+};
 
 /// Where the SH-rest was encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +90,14 @@ impl CompressedSh {
             .get(b as usize)
             .and_then(|t| t.as_ref())
             .ok_or_else(|| Error::InvalidArgument(format!("no codebook for b = {b}")))?;
-        Quantizer::from_parts(self.rotation.clone(), b as u32, c.clone(), t.clone(), self.scale_mode, ScaleFormat::F16)
+        Quantizer::from_parts(
+            self.rotation.clone(),
+            b as u32,
+            c.clone(),
+            t.clone(),
+            self.scale_mode,
+            ScaleFormat::F16,
+        )
     }
 
     /// Decodes every Gaussian's SH-rest (zeros for width 0), N × d values.
@@ -96,7 +106,13 @@ impl CompressedSh {
         let n = self.len();
         if let Some(b) = self.uniform {
             let q = self.quantizer(b)?;
-            let enc = Encoded::from_parts(d, b as u32, n, self.codes.clone(), Scales::F16(self.scales.clone()))?;
+            let enc = Encoded::from_parts(
+                d,
+                b as u32,
+                n,
+                self.codes.clone(),
+                Scales::F16(self.scales.clone()),
+            )?;
             return q.decode(&enc);
         }
         let mut out = vec![0f32; n * d];
@@ -109,7 +125,13 @@ impl CompressedSh {
             let q = self.quantizer(b)?;
             let mut codes = vec![0u8; packed_len(members.len() * d, b as u32)];
             for (k, &i) in members.iter().enumerate() {
-                copy_bits(&self.codes, offsets[i] as usize, &mut codes, k * d * b as usize, d * b as usize);
+                copy_bits(
+                    &self.codes,
+                    offsets[i] as usize,
+                    &mut codes,
+                    k * d * b as usize,
+                    d * b as usize,
+                );
             }
             let scales = Scales::F16(members.iter().map(|&i| self.scales[i]).collect());
             let enc = Encoded::from_parts(d, b as u32, members.len(), codes, scales)?;
@@ -158,7 +180,12 @@ pub fn gather_rows(scene: &Scene, idx: &[u32], degree: u8, buf: &mut Vec<f32>) {
 /// Maps a slab's row index in an error back to the input's Gaussian index.
 fn remap_row(e: Error, idx: &[u32]) -> Error {
     match e {
-        Error::ScaleUnrepresentable { row, scale, format, why } => Error::ScaleUnrepresentable {
+        Error::ScaleUnrepresentable {
+            row,
+            scale,
+            format,
+            why,
+        } => Error::ScaleUnrepresentable {
             row: idx[row] as usize,
             scale,
             format,
@@ -177,7 +204,14 @@ const GPU_SLAB: usize = 1 << 18;
 /// Encodes the rows `idx` (input indices, in storage order) at width `q.bits()`
 /// into contiguous packed codes and f16 scales, on the engine's GPU (with the
 /// CPU's exact bytes) or on the CPU.
-fn encode_group(scene: &Scene, idx: &[u32], degree: u8, q: &Quantizer, engine: Option<&Engine>, run: &mut ShRun) -> Result<(Vec<u8>, Vec<f16>)> {
+fn encode_group(
+    scene: &Scene,
+    idx: &[u32],
+    degree: u8,
+    q: &Quantizer,
+    engine: Option<&Engine>,
+    run: &mut ShRun,
+) -> Result<(Vec<u8>, Vec<f16>)> {
     let d = rest_dim(degree);
     let n = idx.len();
     let b = q.bits() as usize;
@@ -190,7 +224,9 @@ fn encode_group(scene: &Scene, idx: &[u32], degree: u8, q: &Quantizer, engine: O
             let (enc, ran, ties) = if run.ran == Ran::Cpu && run.ties == usize::MAX {
                 (q.encode(&buf).map_err(|e| remap_row(e, part))?, Ran::Cpu, 0)
             } else {
-                engine.encode_exact(q, &buf).map_err(|e| remap_row(e, part))?
+                engine
+                    .encode_exact(q, &buf)
+                    .map_err(|e| remap_row(e, part))?
             };
             if ran == Ran::Cpu {
                 // The GPU failed over to the CPU: stay there.
@@ -218,7 +254,8 @@ fn encode_group(scene: &Scene, idx: &[u32], degree: u8, q: &Quantizer, engine: O
             let part = &idx[s * SLAB..s * SLAB + scales.len()];
             let mut buf = Vec::with_capacity(part.len() * d);
             gather_rows(scene, part, degree, &mut buf);
-            q.encode_into(Rows::new(&buf, d)?, codes, scales).map_err(|e| remap_row(e, part))
+            q.encode_into(Rows::new(&buf, d)?, codes, scales)
+                .map_err(|e| remap_row(e, part))
         })?;
     Ok((codes, scales.iter().map(|&s| f16::from_f32(s)).collect()))
 }
@@ -246,16 +283,24 @@ fn codebook_stream(qs: &[(u8, Quantizer)]) -> Vec<u8> {
 
 /// Packs widths 4 bits each, Gaussian 2k in the low nibble of byte k.
 pub fn pack_widths(w: &[u8]) -> Vec<u8> {
-    w.chunks(2).map(|p| p[0] | (p.get(1).copied().unwrap_or(0) << 4)).collect()
+    w.chunks(2)
+        .map(|p| p[0] | (p.get(1).copied().unwrap_or(0) << 4))
+        .collect()
 }
 
 /// Inverse of [`pack_widths`]; widths above 8 and a non-zero unused nibble
 /// are errors.
 pub fn unpack_widths(bytes: &[u8], n: usize) -> std::result::Result<Vec<u8>, String> {
     if bytes.len() != n.div_ceil(2) {
-        return Err(format!("{} bytes for {n} widths, expected {}", bytes.len(), n.div_ceil(2)));
+        return Err(format!(
+            "{} bytes for {n} widths, expected {}",
+            bytes.len(),
+            n.div_ceil(2)
+        ));
     }
-    let w: Vec<u8> = (0..n).map(|i| (bytes[i / 2] >> (4 * (i % 2))) & 15).collect();
+    let w: Vec<u8> = (0..n)
+        .map(|i| (bytes[i / 2] >> (4 * (i % 2))) & 15)
+        .collect();
     if let Some(i) = w.iter().position(|&b| b > 8) {
         return Err(format!("Gaussian {i} has width {} (at most 8)", w[i]));
     }
@@ -295,9 +340,17 @@ pub fn encode(
     let rotation = first.rotation().clone();
     let qs: Vec<(u8, Quantizer)> = used
         .iter()
-        .map(|&b| Ok((b, Quantizer::with_rotation(rotation.clone(), b as u32, scale_mode, ScaleFormat::F16)?)))
+        .map(|&b| {
+            Ok((
+                b,
+                Quantizer::with_rotation(rotation.clone(), b as u32, scale_mode, ScaleFormat::F16)?,
+            ))
+        })
         .collect::<Result<_>>()?;
-    let mut run = ShRun { ran: Ran::Cpu, ties: 0 };
+    let mut run = ShRun {
+        ran: Ran::Cpu,
+        ties: 0,
+    };
     let rotation_kind = match rotation.kind() {
         crate::RotationKind::Dense => 0,
         crate::RotationKind::Hadamard => 1,
@@ -311,7 +364,10 @@ pub fn encode(
             rot: rotation.to_bytes(),
             cbk: codebook_stream(&qs),
             shw: None,
-            shs: scales.iter().flat_map(|s| s.to_bits().to_le_bytes()).collect(),
+            shs: scales
+                .iter()
+                .flat_map(|s| s.to_bits().to_le_bytes())
+                .collect(),
             shc: codes,
             rotation_kind,
             run,
@@ -336,7 +392,13 @@ pub fn encode(
         let idx: Vec<u32> = members.iter().map(|&k| order[k]).collect();
         let (codes, scales) = encode_group(scene, &idx, degree, q, engine, &mut run)?;
         for (m, &k) in members.iter().enumerate() {
-            copy_bits(&codes, m * d * *b as usize, &mut shc, offsets[k] as usize, d * *b as usize);
+            copy_bits(
+                &codes,
+                m * d * *b as usize,
+                &mut shc,
+                offsets[k] as usize,
+                d * *b as usize,
+            );
             scale_of[k] = scales[m];
         }
     }
@@ -380,55 +442,110 @@ pub fn parse(
     let widths = match (uniform_bits, shw) {
         (Some(b), None) => vec![b; n],
         (None, Some(w)) => unpack_widths(w, n).map_err(|why| bad("SHW", why))?,
-        _ => return Err(bad("SHW", "present without per-Gaussian widths, or missing with them".into())),
+        _ => {
+            return Err(bad(
+                "SHW",
+                "present without per-Gaussian widths, or missing with them".into(),
+            ));
+        }
     };
     // CBK: count, then (b, 2^b centroids, 2^b − 1 boundaries).
     let mut tables: Vec<Option<(Vec<f32>, Vec<f32>)>> = vec![None; 9];
     let count = *cbk.first().ok_or_else(|| bad("CBK", "empty".into()))? as usize;
     let mut at = 1;
     for t in 0..count {
-        let b = *cbk.get(at).ok_or_else(|| bad("CBK", format!("table {t} is truncated")))? as usize;
+        let b = *cbk
+            .get(at)
+            .ok_or_else(|| bad("CBK", format!("table {t} is truncated")))? as usize;
         if !(1..=8).contains(&b) || tables[b].is_some() {
-            return Err(bad("CBK", format!("table {t} has width {b}, out of range or repeated")));
+            return Err(bad(
+                "CBK",
+                format!("table {t} has width {b}, out of range or repeated"),
+            ));
         }
         let m = 1usize << b;
         let len = 4 * (2 * m - 1);
-        let body = cbk.get(at + 1..at + 1 + len).ok_or_else(|| bad("CBK", format!("table {t} (b = {b}) is truncated")))?;
-        let v: Vec<f32> = body.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let body = cbk
+            .get(at + 1..at + 1 + len)
+            .ok_or_else(|| bad("CBK", format!("table {t} (b = {b}) is truncated")))?;
+        let v: Vec<f32> = body
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         tables[b] = Some((v[..m].to_vec(), v[m..].to_vec()));
         at += 1 + len;
     }
     if at != cbk.len() {
-        return Err(bad("CBK", format!("{} bytes after the last table", cbk.len() - at)));
+        return Err(bad(
+            "CBK",
+            format!("{} bytes after the last table", cbk.len() - at),
+        ));
     }
-    if let Some(i) = widths.iter().position(|&b| b > 0 && tables[b as usize].is_none()) {
-        return Err(bad("CBK", format!("no table for width {} of Gaussian {i}", widths[i])));
+    if let Some(i) = widths
+        .iter()
+        .position(|&b| b > 0 && tables[b as usize].is_none())
+    {
+        return Err(bad(
+            "CBK",
+            format!("no table for width {} of Gaussian {i}", widths[i]),
+        ));
     }
     let nonzero = widths.iter().filter(|&&b| b > 0).count();
     if shs.len() != 2 * nonzero {
-        return Err(bad("SHS", format!("{} bytes for {nonzero} scales", shs.len())));
+        return Err(bad(
+            "SHS",
+            format!("{} bytes for {nonzero} scales", shs.len()),
+        ));
     }
     let total_bits: u64 = widths.iter().map(|&b| d as u64 * b as u64).sum();
     if shc.len() as u64 != total_bits.div_ceil(8) {
-        return Err(bad("SHC", format!("{} bytes, the widths need {}", shc.len(), total_bits.div_ceil(8))));
+        return Err(bad(
+            "SHC",
+            format!(
+                "{} bytes, the widths need {}",
+                shc.len(),
+                total_bits.div_ceil(8)
+            ),
+        ));
     }
     let used = (total_bits % 8) as u32;
     if used != 0 && shc.last().is_some_and(|&l| l >> used != 0) {
-        return Err(bad("SHC", "the unused high bits of the last byte must be zero".into()));
+        return Err(bad(
+            "SHC",
+            "the unused high bits of the last byte must be zero".into(),
+        ));
     }
-    let mut stored = shs.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])));
+    let mut stored = shs
+        .chunks_exact(2)
+        .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])));
     let scales: Vec<f16> = widths
         .iter()
-        .map(|&b| if b > 0 { stored.next().unwrap() } else { f16::ZERO })
+        .map(|&b| {
+            if b > 0 {
+                stored.next().unwrap()
+            } else {
+                f16::ZERO
+            }
+        })
         .collect();
     if let Some(i) = scales.iter().position(|s| !s.is_finite()) {
-        return Err(bad("SHS", format!("the scale of Gaussian {i} is not finite")));
+        return Err(bad(
+            "SHS",
+            format!("the scale of Gaussian {i} is not finite"),
+        ));
     }
     // Codebooks must be what a quantizer accepts (ascending, finite).
     for (b, t) in tables.iter().enumerate() {
         if let Some((c, bd)) = t {
-            Quantizer::from_parts(Arc::new(rotation.clone()), b as u32, c.clone(), bd.clone(), scale_mode, ScaleFormat::F16)
-                .map_err(|e| bad("CBK", e.to_string()))?;
+            Quantizer::from_parts(
+                Arc::new(rotation.clone()),
+                b as u32,
+                c.clone(),
+                bd.clone(),
+                scale_mode,
+                ScaleFormat::F16,
+            )
+            .map_err(|e| bad("CBK", e.to_string()))?;
         }
     }
     Ok(CompressedSh {
@@ -445,12 +562,19 @@ pub fn parse(
 
 /// Exact length of `SHC ` for widths.
 pub fn codes_len(dim: usize, widths: impl Iterator<Item = u8>) -> u64 {
-    widths.map(|b| dim as u64 * b as u64).sum::<u64>().div_ceil(8)
+    widths
+        .map(|b| dim as u64 * b as u64)
+        .sum::<u64>()
+        .div_ceil(8)
 }
 
 /// Exact length of `CBK ` for the set of widths used.
 pub fn codebook_len(used: &[u8]) -> u64 {
-    let used: Vec<u8> = if used.is_empty() { vec![1] } else { used.to_vec() };
+    let used: Vec<u8> = if used.is_empty() {
+        vec![1]
+    } else {
+        used.to_vec()
+    };
     1 + used.iter().map(|&b| 1 + 4 * ((2u64 << b) - 1)).sum::<u64>()
 }
 
@@ -465,7 +589,10 @@ pub fn from_uniform(degree: u8, q: &Quantizer, enc: &Encoded) -> Result<Compress
         Scales::F32(v) => v.iter().map(|&x| f16::from_f32(x)).collect(),
     };
     if rest_dim(degree) != q.dim() {
-        return Err(Error::Shape(format!("degree {degree} is not d = {}", q.dim())));
+        return Err(Error::Shape(format!(
+            "degree {degree} is not d = {}",
+            q.dim()
+        )));
     }
     Ok(CompressedSh {
         sh_degree: degree,

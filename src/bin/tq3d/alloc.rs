@@ -68,13 +68,21 @@ pub struct AllocArgs {
 
 /// Σ over views of each Gaussian's blending weight, and the pixel count.
 pub fn coverage(scene: &Scene, a: &AllocArgs) -> Result<(Vec<f64>, u64), Error> {
-    let views = load_views(scene, a.weight_cameras.as_deref(), a.weight_views, a.weight_resolution)?;
+    let views = load_views(
+        scene,
+        a.weight_cameras.as_deref(),
+        a.weight_views,
+        a.weight_resolution,
+    )?;
     let mut total = vec![0f64; scene.len()];
     let mut pixels = 0u64;
     for cam in &views {
         let splats = cpu::preprocess_all(scene, cam);
         let order = cpu::depth_order(&splats);
-        for (t, c) in total.iter_mut().zip(predict::coverage(&splats, &order, cam.width, cam.height)) {
+        for (t, c) in total
+            .iter_mut()
+            .zip(predict::coverage(&splats, &order, cam.width, cam.height))
+        {
             *t += c;
         }
         pixels += cam.width as u64 * cam.height as u64;
@@ -90,23 +98,50 @@ pub struct Widths {
 }
 
 /// Per-Gaussian widths, or `None` for uniform `avg_bits`.
-pub fn widths(scene: &Scene, degree: u8, prune: Option<f32>, avg_bits: f64, a: &AllocArgs) -> Result<Option<Widths>, Error> {
+pub fn widths(
+    scene: &Scene,
+    degree: u8,
+    prune: Option<f32>,
+    avg_bits: f64,
+    a: &AllocArgs,
+) -> Result<Option<Widths>, Error> {
     let d = rest_dim(degree.min(scene.sh_degree));
     if d == 0 {
         return Ok(None);
     }
-    let kept: Vec<bool> = scene.opacity.iter().map(|&o| prune.is_none_or(|t| sigmoid(o) >= t)).collect();
+    let kept: Vec<bool> = scene
+        .opacity
+        .iter()
+        .map(|&o| prune.is_none_or(|t| sigmoid(o) >= t))
+        .collect();
     let n_kept = kept.iter().filter(|&&k| k).count().max(1) as f64;
-    let average = |w: &[u8]| w.iter().zip(&kept).filter(|(_, k)| **k).map(|(&b, _)| b as f64).sum::<f64>() / n_kept;
+    let average = |w: &[u8]| {
+        w.iter()
+            .zip(&kept)
+            .filter(|(_, k)| **k)
+            .map(|(&b, _)| b as f64)
+            .sum::<f64>()
+            / n_kept
+    };
     if let Some(loss) = a.target_psnr_loss {
         if !(loss > 0.0 && loss.is_finite()) {
-            return Err(Error::InvalidArgument(format!("--target-psnr-loss {loss} must be positive")));
+            return Err(Error::InvalidArgument(format!(
+                "--target-psnr-loss {loss} must be positive"
+            )));
         }
         let (cov, pixels) = coverage(scene, a)?;
         let values = allocate::importance(scene, degree, Weight::Coverage, Some(&cov))?;
-        let values: Vec<f64> = values.iter().zip(&kept).map(|(&v, &k)| if k { v } else { 0.0 }).collect();
+        let values: Vec<f64> = values
+            .iter()
+            .zip(&kept)
+            .map(|(&v, &k)| if k { v } else { 0.0 })
+            .collect();
         // The bound is Σ c_i·γ_i²·D(b_i) / (4π·3P).
-        let target = predict::allowed_mse(a.baseline_psnr, loss) * 4.0 * std::f64::consts::PI * 3.0 * pixels as f64;
+        let target = predict::allowed_mse(a.baseline_psnr, loss)
+            * 4.0
+            * std::f64::consts::PI
+            * 3.0
+            * pixels as f64;
         let al = allocate::for_objective(&values, d, target)?;
         let avg = average(&al.widths);
         return Ok(Some(Widths {
@@ -127,7 +162,11 @@ pub fn widths(scene: &Scene, degree: u8, prune: Option<f32>, avg_bits: f64, a: &
         }
         return Ok(None);
     }
-    let cov = if weight == WeightArg::Coverage { Some(coverage(scene, a)?.0) } else { None };
+    let cov = if weight == WeightArg::Coverage {
+        Some(coverage(scene, a)?.0)
+    } else {
+        None
+    };
     let values = allocate::importance(scene, degree, weight.into(), cov.as_deref())?;
     let al = allocate::for_average_bits(&values, &kept, d, avg_bits)?;
     let avg = average(&al.widths);

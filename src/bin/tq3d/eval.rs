@@ -33,17 +33,29 @@ impl FromStr for Resolution {
         let (w, h) = s
             .split_once(['x', 'X'])
             .ok_or_else(|| format!("{s:?} is not WxH (e.g. 256x256)"))?;
-        let p = |v: &str| v.trim().parse::<u32>().ok().filter(|&v| (1..=16384).contains(&v));
+        let p = |v: &str| {
+            v.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&v| (1..=16384).contains(&v))
+        };
         match (p(w), p(h)) {
             (Some(w), Some(h)) => Ok(Resolution(w, h)),
-            _ => Err(format!("{s:?}: width and height must be integers in 1..=16384")),
+            _ => Err(format!(
+                "{s:?}: width and height must be integers in 1..=16384"
+            )),
         }
     }
 }
 
 /// The views: a cameras.json (at its own resolution, or resized when
 /// `resize` is set), or an orbit around the scene.
-pub fn load_views(scene: &Scene, cameras: Option<&Path>, n: usize, res: Resolution) -> Result<Vec<Camera>, Error> {
+pub fn load_views(
+    scene: &Scene,
+    cameras: Option<&Path>,
+    n: usize,
+    res: Resolution,
+) -> Result<Vec<Camera>, Error> {
     match cameras {
         Some(p) => load_cameras_json(p),
         None => {
@@ -124,14 +136,21 @@ impl FromStr for AttrBitsArg {
             let (k, v) = part
                 .split_once('=')
                 .ok_or_else(|| format!("{part:?} is not name=bits"))?;
-            let v: u8 = v.trim().parse().map_err(|_| format!("{part:?}: bits must be an integer"))?;
+            let v: u8 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("{part:?}: bits must be an integer"))?;
             match k.trim() {
                 "position" | "pos" => b.position = v,
                 "scale" => b.scale = v,
                 "rotation" | "rot" => b.rotation = v,
                 "opacity" => b.opacity = v,
                 "dc" => b.dc = v,
-                other => return Err(format!("unknown attribute {other:?} (position, scale, rotation, opacity, dc)")),
+                other => {
+                    return Err(format!(
+                        "unknown attribute {other:?} (position, scale, rotation, opacity, dc)"
+                    ));
+                }
             }
         }
         b.validate()?;
@@ -150,7 +169,7 @@ pub enum Allocation {
 /// Renders with the wgpu renderer or the CPU reference.
 enum Renderer {
     Cpu,
-    Gpu(GpuRenderer),
+    Gpu(Box<GpuRenderer>),
 }
 
 impl Renderer {
@@ -166,7 +185,7 @@ impl Renderer {
                 }
             },
         };
-        Ok(Renderer::Gpu(GpuRenderer::new(&ctx)?))
+        Ok(Renderer::Gpu(Box::new(GpuRenderer::new(&ctx)?)))
     }
 
     fn name(&self) -> String {
@@ -190,7 +209,10 @@ impl Renderer {
 
 /// Mean and worst (min) over views.
 fn mean_min(v: &[f64]) -> (f64, f64) {
-    (v.iter().sum::<f64>() / v.len() as f64, v.iter().copied().fold(f64::INFINITY, f64::min))
+    (
+        v.iter().sum::<f64>() / v.len() as f64,
+        v.iter().copied().fold(f64::INFINITY, f64::min),
+    )
 }
 
 /// The input scene permuted into a compressed file's storage order, at the
@@ -204,7 +226,10 @@ fn in_storage_order(scene: &Scene, order: &[u32], degree: u8) -> Scene {
         positions: order.iter().map(|&i| s.positions[i as usize]).collect(),
         normals: None,
         dc: order.iter().map(|&i| s.dc[i as usize]).collect(),
-        sh_rest: order.iter().flat_map(|&i| s.rest(i as usize).to_vec()).collect(),
+        sh_rest: order
+            .iter()
+            .flat_map(|&i| s.rest(i as usize).to_vec())
+            .collect(),
         opacity: order.iter().map(|&i| s.opacity[i as usize]).collect(),
         scales: order.iter().map(|&i| s.scales[i as usize]).collect(),
         rotations: order.iter().map(|&i| s.rotations[i as usize]).collect(),
@@ -219,18 +244,25 @@ fn mse_all(a: &[Image], b: &[Image]) -> Result<Vec<f64>, Error> {
 pub fn eval(a: EvalArgs) -> Result<(), Error> {
     let quiet = a.json;
     let input_bytes = std::fs::metadata(&a.input)
-        .map_err(|e| Error::Io { path: a.input.clone(), source: e })?
+        .map_err(|e| Error::Io {
+            path: a.input.clone(),
+            source: e,
+        })?
         .len();
     let scene = read_scene(&a.input, quiet)?;
     let mut scene = scene;
     if let Some(l) = a.synth_sh {
         if l > 3 {
-            return Err(Error::InvalidArgument(format!("--synth-sh {l}: the SH degree must be in 0..=3")));
+            return Err(Error::InvalidArgument(format!(
+                "--synth-sh {l}: the SH degree must be in 0..=3"
+            )));
         }
         turboquant3d::splat::synth::synthesize_sh(&mut scene, l, 7);
     }
     if scene.is_empty() {
-        return Err(Error::EmptyInput { what: format!("{} has no Gaussians", a.input.display()) });
+        return Err(Error::EmptyInput {
+            what: format!("{} has no Gaussians", a.input.display()),
+        });
     }
     codec::check_finite(&scene)?;
     let is_ply = !turboquant3d::splat::antimatter::is_splat_path(&a.input);
@@ -240,7 +272,9 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         ply::ply_size(&scene, PlyEncoding::BinaryLittleEndian).unwrap_or(input_bytes)
     };
     for &b in &a.sh_bits {
-        if !(0.0..=8.0).contains(&b) || (a.allocation == Allocation::Uniform && (b.fract() != 0.0 || b < 1.0)) {
+        if !(0.0..=8.0).contains(&b)
+            || (a.allocation == Allocation::Uniform && (b.fract() != 0.0 || b < 1.0))
+        {
             return Err(Error::InvalidArgument(format!(
                 "--sh-bits {b}: uniform rows need a width in 1..=8; averages (0..=8) need --allocation allocated or both"
             )));
@@ -281,7 +315,10 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         DeviceArg::Cpu => DeviceChoice::Cpu,
     })?;
 
-    let bar = spinner(format!("rendering {} views of the original", views.len()), quiet);
+    let bar = spinner(
+        format!("rendering {} views of the original", views.len()),
+        quiet,
+    );
     let originals = renderer.render_all(&scene, &views)?;
     // Visibility weights of γ², for the predicted MSE of each b.
     let g2 = gamma2(&scene, scene.sh_degree);
@@ -289,7 +326,10 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
     bar.finish_and_clear();
     let base_mse: Option<Vec<f64>> = gt.as_ref().map(|g| mse_all(&originals, g)).transpose()?;
     if let Some(dir) = &a.save_renders {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.clone(), source: e })?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
         for (c, img) in views.iter().zip(&originals) {
             image::write_png(&dir.join(format!("{}_original.png", c.name)), img)?;
         }
@@ -312,11 +352,16 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
             let mut args = a.alloc.clone();
             args.weight.get_or_insert(crate::alloc::DEFAULT_WEIGHT);
             let w = crate::alloc::widths(&scene, scene.sh_degree, a.prune_opacity, b, &args)?
-                .ok_or_else(|| Error::InvalidArgument("allocated rows need a weight other than uniform".into()))?;
+                .ok_or_else(|| {
+                    Error::InvalidArgument("allocated rows need a weight other than uniform".into())
+                })?;
             settings.push((
                 format!("allocated b̄ = {b} ({:?})", args.weight.unwrap()).to_lowercase(),
                 b,
-                CompressOptions { sh_widths: Some(w.widths), ..base },
+                CompressOptions {
+                    sh_widths: Some(w.widths),
+                    ..base
+                },
             ));
         }
     }
@@ -340,11 +385,19 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         let d = back.rest_dim();
         let predicted = match &opts.sh_widths {
             _ if d == 0 => None,
-            None => Some(predict::predict_mse(sums[0], pixels, Codebook::get(d, opts.sh_bits)?.distortion())),
+            None => Some(predict::predict_mse(
+                sums[0],
+                pixels,
+                Codebook::get(d, opts.sh_bits)?.distortion(),
+            )),
             // Per-Gaussian widths: the weight sums of γ_i²·d·C(d, b_i).
             Some(w) => {
                 let dist = turboquant3d::splat::allocate::distortions(d)?;
-                let v: Vec<f32> = g2.iter().zip(w).map(|(&g, &b)| (g as f64 * dist[b as usize]) as f32).collect();
+                let v: Vec<f32> = g2
+                    .iter()
+                    .zip(w)
+                    .map(|(&g, &b)| (g as f64 * dist[b as usize]) as f32)
+                    .collect();
                 let (s, px) = visibility(&scene, &views, &[&v]);
                 Some(predict::predict_mse(s[0], px, 1.0))
             }
@@ -365,7 +418,8 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
             let qm = q.iter().sum::<f64>() / q.len() as f64;
             row["gt_psnr_original"] = json!(metrics::psnr_from_mse(bm));
             row["gt_psnr_compressed"] = json!(metrics::psnr_from_mse(qm));
-            row["delta_psnr_measured"] = json!(metrics::psnr_from_mse(bm) - metrics::psnr_from_mse(qm));
+            row["delta_psnr_measured"] =
+                json!(metrics::psnr_from_mse(bm) - metrics::psnr_from_mse(qm));
             row["delta_psnr_from_fidelity"] = json!(predict::psnr_loss(measured_mse, bm));
         }
         if a.split && c.header.profile == Profile::Compact {
@@ -399,7 +453,16 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         }
         if let Some(dir) = &a.save_renders {
             for (cam, img) in views.iter().zip(&renders) {
-                let tag: String = label.chars().map(|ch| if ch.is_ascii_alphanumeric() || ch == '.' { ch } else { '_' }).collect();
+                let tag: String = label
+                    .chars()
+                    .map(|ch| {
+                        if ch.is_ascii_alphanumeric() || ch == '.' {
+                            ch
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
                 image::write_png(&dir.join(format!("{}_{tag}.png", cam.name)), img)?;
             }
         }
@@ -423,7 +486,11 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         a.input.display(),
         scene.len(),
         scene.sh_degree,
-        if a.synth_sh.is_some() { " (SH synthesised)" } else { "" },
+        if a.synth_sh.is_some() {
+            " (SH synthesised)"
+        } else {
+            ""
+        },
         if is_ply { "PLY" } else { "PLY-equivalent" },
         crate::human(ply_bytes),
         views.len(),
@@ -433,9 +500,13 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
     println!(
         "profile {}{}; fidelity = compressed render against the original's render",
         Profile::from(a.profile).name(),
-        a.prune_opacity.map(|t| format!(", pruned at τ = {t}")).unwrap_or_default()
+        a.prune_opacity
+            .map(|t| format!(", pruned at τ = {t}"))
+            .unwrap_or_default()
     );
-    println!(" setting                          size   ratio  PSNR mean/worst   SSIM mean/worst   MSE measured  SH predicted (est. / bound)  encode");
+    println!(
+        " setting                          size   ratio  PSNR mean/worst   SSIM mean/worst   MSE measured  SH predicted (est. / bound)  encode"
+    );
     for r in &rows {
         println!(
             " {:<28} {:>9}  {:5.2}x  {:6.2} / {:6.2}   {:.4} / {:.4}    {:.3e}     {} / {}   {:.2} s",
@@ -447,8 +518,12 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
             r["ssim_mean"].as_f64().unwrap(),
             r["ssim_worst"].as_f64().unwrap(),
             r["mse_measured"].as_f64().unwrap(),
-            r["mse_predicted_sh_estimate"].as_f64().map_or("-".into(), |v| format!("{v:.3e}")),
-            r["mse_predicted_sh_bound"].as_f64().map_or("-".into(), |v| format!("{v:.3e}")),
+            r["mse_predicted_sh_estimate"]
+                .as_f64()
+                .map_or("-".into(), |v| format!("{v:.3e}")),
+            r["mse_predicted_sh_bound"]
+                .as_f64()
+                .map_or("-".into(), |v| format!("{v:.3e}")),
             r["encode_seconds"].as_f64().unwrap()
         );
         if r.get("gt_psnr_original").is_some() {
@@ -462,14 +537,24 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         }
         if let Some(s) = r.get("split_mse") {
             let total = s["all_quantised"].as_f64().unwrap();
-            let parts: Vec<String> = ["sh_rest", "dc", "opacity", "scales", "rotations", "positions"]
-                .iter()
-                .map(|g| {
-                    let m = s[format!("{g}_exact")].as_f64().unwrap();
-                    format!("{g} {:.0} %", 100.0 * (total - m).max(0.0) / total)
-                })
-                .collect();
-            println!("      share of the MSE {total:.3e} removed by keeping one group exact: {}", parts.join(", "));
+            let parts: Vec<String> = [
+                "sh_rest",
+                "dc",
+                "opacity",
+                "scales",
+                "rotations",
+                "positions",
+            ]
+            .iter()
+            .map(|g| {
+                let m = s[format!("{g}_exact")].as_f64().unwrap();
+                format!("{g} {:.0} %", 100.0 * (total - m).max(0.0) / total)
+            })
+            .collect();
+            println!(
+                "      share of the MSE {total:.3e} removed by keeping one group exact: {}",
+                parts.join(", ")
+            );
         }
     }
     Ok(())

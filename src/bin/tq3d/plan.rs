@@ -67,7 +67,10 @@ pub fn gamma2(scene: &Scene, l: u8) -> Vec<f32> {
     (0..scene.len())
         .map(|i| {
             let r = scene.rest(i);
-            (0..3).flat_map(|c| &r[c * k_in..c * k_in + k]).map(|v| v * v).sum()
+            (0..3)
+                .flat_map(|c| &r[c * k_in..c * k_in + k])
+                .map(|v| v * v)
+                .sum()
         })
         .collect()
 }
@@ -95,7 +98,9 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
     let mut scene = scene;
     if let Some(l) = a.synth_sh {
         if l > 3 {
-            return Err(Error::InvalidArgument(format!("--synth-sh {l}: the SH degree must be in 0..=3")));
+            return Err(Error::InvalidArgument(format!(
+                "--synth-sh {l}: the SH degree must be in 0..=3"
+            )));
         }
         turboquant3d::splat::synth::synthesize_sh(&mut scene, l, 7);
     }
@@ -160,7 +165,12 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
         .rotations
         .iter()
         .flat_map(|q| {
-            let n = q.iter().map(|c| c * c).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+            let n = q
+                .iter()
+                .map(|c| c * c)
+                .sum::<f32>()
+                .sqrt()
+                .max(f32::MIN_POSITIVE);
             let s = if q[0] < 0.0 { -1.0 } else { 1.0 };
             q.map(|c| s * c / n)
         })
@@ -168,7 +178,12 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
     let groups: [(&str, usize, u32, &[f32]); 4] = [
         ("DC colour", 3, 16, &dc),
         ("log-scales", 3, 16, &scales),
-        ("rotation (unit quaternion, no scale needed)", 4, 0, &rotations),
+        (
+            "rotation (unit quaternion, no scale needed)",
+            4,
+            0,
+            &rotations,
+        ),
         ("position", 3, 16, &positions),
     ];
     let mut group_rows = Vec::new();
@@ -184,7 +199,10 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
     // SH_C0²·Σ_c Δ_c²/12, Δ_c = range_c/2^B.
     let mut dc_range2 = 0.0f64;
     for c in 0..3 {
-        let (lo, hi) = scene.dc.iter().fold((f32::MAX, f32::MIN), |(l, h), v| (l.min(v[c]), h.max(v[c])));
+        let (lo, hi) = scene
+            .dc
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(l, h), v| (l.min(v[c]), h.max(v[c])));
         dc_range2 += ((hi - lo) as f64).powi(2);
     }
     let w = sums[sums.len() - 1];
@@ -208,7 +226,11 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
         a.input.display(),
         scene.len(),
         scene.sh_degree,
-        if a.synth_sh.is_some() { " (SH synthesised)" } else { "" },
+        if a.synth_sh.is_some() {
+            " (SH synthesised)"
+        } else {
+            ""
+        },
         views.len(),
         report["resolution"].as_str().unwrap()
     );
@@ -224,7 +246,9 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
             "\nSH-rest at degree {} (d = {}): κ² = {}; at b = 3 {}",
             row["degree"],
             row["dim"],
-            row["kappa2"].as_f64().map_or("n/a".into(), |k| format!("{k:.1}")),
+            row["kappa2"]
+                .as_f64()
+                .map_or("n/a".into(), |k| format!("{k:.1}")),
             row["criterion_at_b3"]
                 .get("verdict")
                 .map_or("n/a".to_string(), |v| format!(
@@ -250,8 +274,7 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
         }
         println!(
             "   → b = {} meets the target by the estimate, b = {} by the bound",
-            row["bits_by_estimate"],
-            row["bits_by_bound"]
+            row["bits_by_estimate"], row["bits_by_bound"]
         );
     }
     println!("\nother groups (dimension criterion at b = 3):");
@@ -260,14 +283,20 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
             "   {:<46} d = {}  κ² = {:<10} → {}",
             g["group"].as_str().unwrap(),
             g["dim"],
-            g["kappa2"].as_f64().map_or("-".into(), |k| format!("{k:.2}")),
+            g["kappa2"]
+                .as_f64()
+                .map_or("-".into(), |k| format!("{k:.2}")),
             g["verdict"].as_str().unwrap()
         );
     }
     match dc_bits {
-        Some(b) => println!("   DC colour: {b} bits per channel over the scene's range meet the target (per-chunk ranges need fewer)"),
+        Some(b) => println!(
+            "   DC colour: {b} bits per channel over the scene's range meet the target (per-chunk ranges need fewer)"
+        ),
         None => println!("   DC colour: even 16 bits over the scene's range miss the target"),
     }
-    println!("   geometry (positions, scales, rotations, opacity) moves and reshapes splats: its image error is not linear, so eval measures it");
+    println!(
+        "   geometry (positions, scales, rotations, opacity) moves and reshapes splats: its image error is not linear, so eval measures it"
+    );
     Ok(())
 }

@@ -229,7 +229,9 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
     let input_bytes = file_len(&a.input)?;
     let scene = read_scene(&a.input, a.json)?;
     let t_read = t0.elapsed();
-    let degree = opts.sh_degree.map_or(scene.sh_degree, |l| l.min(scene.sh_degree));
+    let degree = opts
+        .sh_degree
+        .map_or(scene.sh_degree, |l| l.min(scene.sh_degree));
     let allocation = crate::alloc::widths(&scene, degree, opts.prune_opacity, a.sh_bits, &a.alloc)?;
     if let Some(w) = &allocation {
         opts.sh_widths = Some(w.widths.clone());
@@ -288,7 +290,14 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
     c.write(&output)?;
     let t_write = t2.elapsed();
     bar.finish_and_clear();
-    report_compress(&a, &c, input_bytes, sh_err, allocation.as_ref(), [t_read, t_compress, t_write]);
+    report_compress(
+        &a,
+        &c,
+        input_bytes,
+        sh_err,
+        allocation.as_ref(),
+        [t_read, t_compress, t_write],
+    );
     Ok(())
 }
 
@@ -458,11 +467,22 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
         None => expected_sh_error(h.dim as usize, h.sh_bits as u32),
         Some(hist) => {
             let dist = turboquant3d::splat::allocate::distortions(h.dim as usize)?;
-            Some(hist.iter().zip(dist).map(|(&c, d)| c as f64 * d).sum::<f64>() / n as f64)
+            Some(
+                hist.iter()
+                    .zip(dist)
+                    .map(|(&c, d)| c as f64 * d)
+                    .sum::<f64>()
+                    / n as f64,
+            )
         }
     };
-    let average_bits = histogram
-        .map(|hist| hist.iter().enumerate().map(|(b, &c)| b as f64 * c as f64).sum::<f64>() / n as f64);
+    let average_bits = histogram.map(|hist| {
+        hist.iter()
+            .enumerate()
+            .map(|(b, &c)| b as f64 * c as f64)
+            .sum::<f64>()
+            / n as f64
+    });
     let normals = match h.normals {
         Normals::Absent => "absent in the input",
         Normals::Zero => "all zero in the input; restored exactly at no cost",
@@ -517,7 +537,11 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
             "  SH degree {}: SH-rest d = {}, b {} {}, {} rotation (seed {:#x}, stored), {} scale as f16",
             h.sh_degree,
             h.dim,
-            if h.sh_width_mode == 1 { "per Gaussian, at most" } else { "=" },
+            if h.sh_width_mode == 1 {
+                "per Gaussian, at most"
+            } else {
+                "="
+            },
             h.sh_bits,
             if h.rotation_kind == 0 {
                 "dense Haar"
@@ -572,7 +596,9 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
                 average_bits.unwrap_or(0.0),
                 hist
             );
-            println!("  expected SH-rest error per Gaussian, mean of d·C(d, b_i) = {e:.5} (b_i = 0 drops it: 1.0)");
+            println!(
+                "  expected SH-rest error per Gaussian, mean of d·C(d, b_i) = {e:.5} (b_i = 0 drops it: 1.0)"
+            );
         }
         (None, Some(e)) => println!(
             "  expected SH-rest error ‖x − x̂‖²/‖x‖² = d·C(d,b) = {e:.5} (bounds {:.5} .. {:.5}; least squares is lower)",
