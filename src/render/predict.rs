@@ -16,10 +16,89 @@
 
 use rayon::prelude::*;
 
+use std::collections::BTreeMap;
+
 use crate::render::Splat2D;
+use crate::render::cpu::{MAX_ALPHA, MIN_ALPHA, MIN_TRANSMITTANCE};
 
 /// Pixels per tile side when binning splats.
 const TILE: u32 = 16;
+
+/// Runs the compositing loop of [`cpu::rasterize`](crate::render::cpu::rasterize)
+/// over every pixel, calling `visit(acc, splat, w)` for each fragment that
+/// is blended, with its weight w = α·T. Each row of tiles folds into its own
+/// accumulator (returned in row order, so results do not depend on the
+/// thread count).
+fn for_each_fragment<A, F>(
+    splats: &[Splat2D],
+    order: &[u32],
+    width: u32,
+    height: u32,
+    visit: F,
+) -> Vec<A>
+where
+    A: Default + Send,
+    F: Fn(&mut A, u32, f64) + Sync,
+{
+    if width == 0 || height == 0 {
+        return Vec::new();
+    }
+    let tiles_x = width.div_ceil(TILE);
+    let tiles_y = height.div_ceil(TILE);
+    let mut bins: Vec<Vec<u32>> = vec![Vec::new(); (tiles_x * tiles_y) as usize];
+    for &i in order {
+        let s = &splats[i as usize];
+        if s.radius <= 0.0 {
+            continue;
+        }
+        let x0 = ((s.mean[0] - s.radius).floor().max(0.0) as u32).min(width - 1) / TILE;
+        let x1 = ((s.mean[0] + s.radius).ceil().max(0.0) as u32).min(width - 1) / TILE;
+        let y0 = ((s.mean[1] - s.radius).floor().max(0.0) as u32).min(height - 1) / TILE;
+        let y1 = ((s.mean[1] + s.radius).ceil().max(0.0) as u32).min(height - 1) / TILE;
+        for ty in y0..=y1 {
+            for tx in x0..=x1 {
+                bins[(ty * tiles_x + tx) as usize].push(i);
+            }
+        }
+    }
+    (0..tiles_y)
+        .into_par_iter()
+        .map(|ty| {
+            let mut acc = A::default();
+            for py in ty * TILE..((ty + 1) * TILE).min(height) {
+                for px in 0..width {
+                    let bin = &bins[(ty * tiles_x + px / TILE) as usize];
+                    let (pxf, pyf) = (px as f32, py as f32);
+                    let mut t = 1f32;
+                    for &i in bin {
+                        let s = &splats[i as usize];
+                        if (pxf - s.mean[0]).abs() > s.radius || (pyf - s.mean[1]).abs() > s.radius
+                        {
+                            continue;
+                        }
+                        let (dx, dy) = (s.mean[0] - pxf, s.mean[1] - pyf);
+                        let power = -0.5 * (s.conic[0] * dx * dx + s.conic[2] * dy * dy)
+                            - s.conic[1] * dx * dy;
+                        if power > 0.0 {
+                            continue;
+                        }
+                        let alpha = (s.opacity * power.exp()).min(MAX_ALPHA);
+                        if alpha < MIN_ALPHA {
+                            continue;
+                        }
+                        let test_t = t * (1.0 - alpha);
+                        if test_t < MIN_TRANSMITTANCE {
+                            break;
+                        }
+                        visit(&mut acc, i, (alpha * t) as f64);
+                        t = test_t;
+                    }
+                }
+            }
+            acc
+        })
+        .collect()
+}
 
 /// Sums over all pixels of Σ_i w_i(p)·a_i and Σ_i w_i(p)²·a_i, where w_i(p)
 /// is splat i's blending weight α·T at pixel p exactly as
@@ -32,127 +111,37 @@ pub fn weight_sums(
     height: u32,
     values: &[f32],
 ) -> (f64, f64) {
-    let tiles_x = width.div_ceil(TILE);
-    let tiles_y = height.div_ceil(TILE);
-    let mut bins: Vec<Vec<u32>> = vec![Vec::new(); (tiles_x * tiles_y) as usize];
-    for &i in order {
-        let s = &splats[i as usize];
-        if s.radius <= 0.0 {
-            continue;
-        }
-        let x0 = ((s.mean[0] - s.radius).floor().max(0.0) as u32).min(width - 1) / TILE;
-        let x1 = ((s.mean[0] + s.radius).ceil().max(0.0) as u32).min(width - 1) / TILE;
-        let y0 = ((s.mean[1] - s.radius).floor().max(0.0) as u32).min(height - 1) / TILE;
-        let y1 = ((s.mean[1] + s.radius).ceil().max(0.0) as u32).min(height - 1) / TILE;
-        for ty in y0..=y1 {
-            for tx in x0..=x1 {
-                bins[(ty * tiles_x + tx) as usize].push(i);
-            }
-        }
-    }
-    (0..height)
-        .into_par_iter()
-        .map(|py| {
-            let (mut s1, mut s2) = (0f64, 0f64);
-            for px in 0..width {
-                let bin = &bins[((py / TILE) * tiles_x + px / TILE) as usize];
-                let mut t = 1f32;
-                for &i in bin {
-                    let s = &splats[i as usize];
-                    let (pxf, pyf) = (px as f32, py as f32);
-                    if (pxf - s.mean[0]).abs() > s.radius || (pyf - s.mean[1]).abs() > s.radius {
-                        continue;
-                    }
-                    let (dx, dy) = (s.mean[0] - pxf, s.mean[1] - pyf);
-                    let power =
-                        -0.5 * (s.conic[0] * dx * dx + s.conic[2] * dy * dy) - s.conic[1] * dx * dy;
-                    if power > 0.0 {
-                        continue;
-                    }
-                    let alpha = (s.opacity * power.exp()).min(0.99);
-                    if alpha < 1.0 / 255.0 {
-                        continue;
-                    }
-                    let test_t = t * (1.0 - alpha);
-                    if test_t < 1e-4 {
-                        break;
-                    }
-                    let w = (alpha * t) as f64;
-                    let a = values[i as usize] as f64;
-                    s1 += w * a;
-                    s2 += w * w * a;
-                    t = test_t;
-                }
-            }
-            (s1, s2)
-        })
-        .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+    for_each_fragment(
+        splats,
+        order,
+        width,
+        height,
+        |acc: &mut (f64, f64), i, w| {
+            let a = values[i as usize] as f64;
+            acc.0 += w * a;
+            acc.1 += w * w * a;
+        },
+    )
+    .into_iter()
+    .fold((0.0, 0.0), |x, y| (x.0 + y.0, x.1 + y.1))
 }
 
 /// Each splat's total blending weight over the image, Σ_p w_i(p): how much
 /// of the picture it makes (its expected screen coverage), indexed like
 /// `splats`. With γ_i²·d·C(d, b_i) it is Gaussian i's share of the bound.
 pub fn coverage(splats: &[Splat2D], order: &[u32], width: u32, height: u32) -> Vec<f64> {
-    let tiles_x = width.div_ceil(TILE);
-    let tiles_y = height.div_ceil(TILE);
-    let mut bins: Vec<Vec<u32>> = vec![Vec::new(); (tiles_x * tiles_y) as usize];
-    for &i in order {
-        let s = &splats[i as usize];
-        if s.radius <= 0.0 {
-            continue;
-        }
-        let x0 = ((s.mean[0] - s.radius).floor().max(0.0) as u32).min(width - 1) / TILE;
-        let x1 = ((s.mean[0] + s.radius).ceil().max(0.0) as u32).min(width - 1) / TILE;
-        let y0 = ((s.mean[1] - s.radius).floor().max(0.0) as u32).min(height - 1) / TILE;
-        let y1 = ((s.mean[1] + s.radius).ceil().max(0.0) as u32).min(height - 1) / TILE;
-        for ty in y0..=y1 {
-            for tx in x0..=x1 {
-                bins[(ty * tiles_x + tx) as usize].push(i);
-            }
-        }
-    }
-    // Per row of tiles, (splat, weight) contributions; summed in a fixed
-    // order afterwards so the result does not depend on the thread count.
-    let parts: Vec<Vec<(u32, f64)>> = (0..tiles_y)
-        .into_par_iter()
-        .map(|ty| {
-            let mut acc: std::collections::BTreeMap<u32, f64> = Default::default();
-            for py in ty * TILE..((ty + 1) * TILE).min(height) {
-                for px in 0..width {
-                    let bin = &bins[(ty * tiles_x + px / TILE) as usize];
-                    let mut t = 1f32;
-                    for &i in bin {
-                        let s = &splats[i as usize];
-                        let (pxf, pyf) = (px as f32, py as f32);
-                        if (pxf - s.mean[0]).abs() > s.radius || (pyf - s.mean[1]).abs() > s.radius
-                        {
-                            continue;
-                        }
-                        let (dx, dy) = (s.mean[0] - pxf, s.mean[1] - pyf);
-                        let power = -0.5 * (s.conic[0] * dx * dx + s.conic[2] * dy * dy)
-                            - s.conic[1] * dx * dy;
-                        if power > 0.0 {
-                            continue;
-                        }
-                        let alpha = (s.opacity * power.exp()).min(0.99);
-                        if alpha < 1.0 / 255.0 {
-                            continue;
-                        }
-                        let test_t = t * (1.0 - alpha);
-                        if test_t < 1e-4 {
-                            break;
-                        }
-                        *acc.entry(i).or_default() += (alpha * t) as f64;
-                        t = test_t;
-                    }
-                }
-            }
-            acc.into_iter().collect()
-        })
-        .collect();
+    let rows = for_each_fragment(
+        splats,
+        order,
+        width,
+        height,
+        |acc: &mut BTreeMap<u32, f64>, i, w| {
+            *acc.entry(i).or_default() += w;
+        },
+    );
     let mut out = vec![0f64; splats.len()];
-    for part in parts {
-        for (i, w) in part {
+    for row in rows {
+        for (i, w) in row {
             out[i as usize] += w;
         }
     }
@@ -223,5 +212,29 @@ mod tests {
         let (a, b) = weight_sums(&[s], &[0], 1, 1, &[2.0]);
         assert!((a - 0.99 * 2.0).abs() < 1e-6);
         assert!((b - 0.99 * 0.99 * 2.0).abs() < 1e-6);
+        assert!((coverage(&[s], &[0], 1, 1)[0] - 0.99).abs() < 1e-6);
+    }
+
+    #[test]
+    fn two_stacked_splats_share_the_pixel_as_alpha_blending_says() {
+        // Front α = 0.5, back α = 0.5 at the same pixel: weights 0.5 and 0.25.
+        let mk = |depth: f32| Splat2D {
+            mean: [0.0, 0.0],
+            depth,
+            radius: 3.0,
+            conic: [1e-6, 0.0, 1e-6],
+            opacity: 0.5,
+            color: [0.0; 3],
+            _pad: 0.0,
+        };
+        let splats = [mk(2.0), mk(1.0)];
+        let order = [1u32, 0];
+        let c = coverage(&splats, &order, 1, 1);
+        assert!(
+            (c[1] - 0.5).abs() < 1e-6 && (c[0] - 0.25).abs() < 1e-6,
+            "{c:?}"
+        );
+        let (a, _) = weight_sums(&splats, &order, 1, 1, &[4.0, 1.0]);
+        assert!((a - (0.25 * 4.0 + 0.5 * 1.0)).abs() < 1e-6);
     }
 }
