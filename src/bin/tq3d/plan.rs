@@ -119,7 +119,16 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
     let ones = vec![1f32; scene.len()];
     let mut values: Vec<&[f32]> = g2.iter().map(|v| v.as_slice()).collect();
     values.push(&ones);
+    let bar = crate::scene::spinner(
+        format!(
+            "weighing {} Gaussians over {} views",
+            scene.len(),
+            views.len()
+        ),
+        a.json,
+    );
     let (sums, pixels) = visibility(&scene, &views, &values);
+    bar.finish_and_clear();
 
     // SH-rest, per degree: criterion, predicted loss per b, the b that fits.
     let mut sh_rows = Vec::new();
