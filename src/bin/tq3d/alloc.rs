@@ -74,6 +74,10 @@ pub fn coverage(scene: &Scene, a: &AllocArgs) -> Result<(Vec<f64>, u64), Error> 
         a.weight_views,
         a.weight_resolution,
     )?;
+    let bar = crate::scene::spinner(
+        format!("measuring coverage over {} views", views.len()),
+        false,
+    );
     let mut total = vec![0f64; scene.len()];
     let mut pixels = 0u64;
     for cam in &views {
@@ -87,6 +91,7 @@ pub fn coverage(scene: &Scene, a: &AllocArgs) -> Result<(Vec<f64>, u64), Error> 
         }
         pixels += cam.width as u64 * cam.height as u64;
     }
+    bar.finish_and_clear();
     Ok((total, pixels))
 }
 
