@@ -595,6 +595,7 @@ fn compress_with(
     let mut sh_run = ShRun {
         ran: Ran::Cpu,
         ties: 0,
+        fell_back: false,
     };
     let mut max_width = 0u8;
     if d > 0 {

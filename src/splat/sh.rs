@@ -27,6 +27,8 @@ pub struct ShRun {
     /// Vectors the GPU left to the CPU as near-ties (see
     /// [`GpuQuantizer::encode_exact`](crate::gpu::GpuQuantizer::encode_exact)).
     pub ties: usize,
+    /// Whether the GPU failed and the CPU took over (the bytes are the same).
+    pub fell_back: bool,
 }
 
 /// The SH-rest of a file, still compressed: what a renderer uploads to
@@ -221,19 +223,16 @@ fn encode_group(
         let mut buf = Vec::new();
         for (s, part) in idx.chunks(GPU_SLAB).enumerate() {
             gather_rows(scene, part, degree, &mut buf);
-            let (enc, ran, ties) = if run.ran == Ran::Cpu && run.ties == usize::MAX {
+            let (enc, ran, ties) = if run.fell_back {
                 (q.encode(&buf).map_err(|e| remap_row(e, part))?, Ran::Cpu, 0)
             } else {
                 engine
                     .encode_exact(q, &buf)
                     .map_err(|e| remap_row(e, part))?
             };
-            if ran == Ran::Cpu {
-                // The GPU failed over to the CPU: stay there.
-                run.ties = usize::MAX;
-            } else {
-                run.ties += ties;
-            }
+            // Once the GPU has failed over to the CPU, stay there.
+            run.fell_back |= ran == Ran::Cpu;
+            run.ties += ties;
             run.ran = ran;
             let start = s * GPU_SLAB * d * b / 8;
             codes[start..start + enc.codes().len()].copy_from_slice(enc.codes());
@@ -350,6 +349,7 @@ pub fn encode(
     let mut run = ShRun {
         ran: Ran::Cpu,
         ties: 0,
+        fell_back: false,
     };
     let rotation_kind = match rotation.kind() {
         crate::RotationKind::Dense => 0,
@@ -357,9 +357,6 @@ pub fn encode(
     };
     if let Widths::Uniform(_) = widths {
         let (codes, scales) = encode_group(scene, order, degree, &qs[0].1, engine, &mut run)?;
-        if run.ties == usize::MAX {
-            run.ties = 0;
-        }
         return Ok(ShStreams {
             rot: rotation.to_bytes(),
             cbk: codebook_stream(&qs),
@@ -401,9 +398,6 @@ pub fn encode(
             );
             scale_of[k] = scales[m];
         }
-    }
-    if run.ties == usize::MAX {
-        run.ties = 0;
     }
     let shs = per
         .iter()
