@@ -332,7 +332,7 @@ fn report_compress(
         return;
     }
     println!(
-        "{} -> {}: {} Gaussians{}, SH degree {} (d = {}, b = {}), profile {}",
+        "{} -> {}: {} Gaussians{}, SH degree {} (d = {}, b {} {}), profile {}",
         a.input.display(),
         a.output.as_ref().unwrap().display(),
         c.header.count,
@@ -346,6 +346,11 @@ fn report_compress(
         },
         c.header.sh_degree,
         c.header.dim,
+        if c.header.sh_width_mode == 1 {
+            "per Gaussian ≤"
+        } else {
+            "="
+        },
         c.header.sh_bits,
         c.header.profile.name()
     );
