@@ -45,7 +45,8 @@ pub const DEFAULT_WEIGHT: WeightArg = WeightArg::Footprint;
 pub struct AllocArgs {
     /// How per-Gaussian SH widths are chosen: by γ² times a weight of how
     /// much the Gaussian shows (default footprint; coverage renders views
-    /// and is the best measured), or uniform widths.
+    /// and measures best on those views, but starves Gaussians they do not
+    /// see), or uniform widths.
     #[arg(long, value_enum)]
     pub weight: Option<WeightArg>,
     /// Choose the SH budget so that the predicted loss against ground truth

@@ -19,9 +19,10 @@ use crate::{DeviceArg, human};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum ProfileArg {
-    /// Quantised positions (16 bits in Morton-ordered chunks), log-scales,
-    /// opacity and DC colour (8 bits), smallest-three quaternions (10 bits),
-    /// then zstd. Gaussians are stored in Morton order.
+    /// Quantised positions (12 bits in Morton-ordered chunks of 256),
+    /// log-scales, opacity and DC colour (6 bits), smallest-three quaternions
+    /// (8 bits), then zstd (see --attr-bits). Gaussians are stored in Morton
+    /// order.
     Compact,
     /// Every attribute but SH-rest stays bit-exact f32, in the input order.
     Exact,
