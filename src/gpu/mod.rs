@@ -3,6 +3,7 @@
 //! caller's command encoder or runs whole jobs with readback. The CPU path
 //! ([`crate::Quantizer`]) is the reference it is tested against.
 
+pub(crate) mod buffers;
 pub mod codec;
 pub mod context;
 pub mod engine;

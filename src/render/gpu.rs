@@ -61,6 +61,7 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 
 use crate::gpu::GpuContext;
+use crate::gpu::buffers::{Scopes, init_buffer, read_buffer};
 use crate::render::{Camera, Image, Splat2D};
 use crate::splat::codec::CompressedSh;
 use crate::splat::{Scene, rest_dim};
@@ -537,7 +538,7 @@ impl GpuRenderer {
             multiview_mask: None,
             cache: None,
         });
-        if let Some(e) = scopes.pop() {
+        if let Some(e) = pollster::block_on(scopes.pop()) {
             return Err(Error::Gpu(format!("creating the renderer: {e}")));
         }
         let limits = device.limits();
@@ -598,7 +599,7 @@ impl GpuRenderer {
                 },
                 cache: None,
             });
-        if let Some(e) = scopes.pop() {
+        if let Some(e) = pollster::block_on(scopes.pop()) {
             return Err(Error::Gpu(format!(
                 "compiling {} (SH degree {}): {e}",
                 key.entry(),
@@ -781,7 +782,7 @@ impl GpuRenderer {
             }
         };
         let frame = self.frame_buffers(n, &attrs_buf, &f32_rest);
-        if let Some(e) = scopes.pop() {
+        if let Some(e) = pollster::block_on(scopes.pop()) {
             return Err(Error::Gpu(format!("uploading {n} Gaussians: {e}")));
         }
         Ok(GpuSplats {
@@ -969,10 +970,10 @@ impl GpuRenderer {
         self.record_preprocess(splats, &frame, cam, &mut encoder)?;
         encoder.copy_buffer_to_buffer(&frame.splats, 0, &readback, 0, bytes);
         self.ctx.queue.submit([encoder.finish()]);
-        if let Some(e) = scopes.pop() {
+        if let Some(e) = pollster::block_on(scopes.pop()) {
             return Err(Error::Gpu(format!("preprocess: {e}")));
         }
-        let data = read_buffer(&self.ctx, &readback, bytes)?;
+        let data = pollster::block_on(read_buffer(&self.ctx, &readback, bytes))?;
         Ok(bytemuck::pod_collect_to_vec(&data))
     }
 
@@ -1002,7 +1003,8 @@ impl GpuRenderer {
         let order: Vec<u32> = if n > 0 {
             encoder.copy_buffer_to_buffer(&frame.depths, 0, &frame.depth_readback, 0, 4 * n as u64);
             self.ctx.queue.submit([encoder.finish()]);
-            let keys = read_buffer(&self.ctx, &frame.depth_readback, 4 * n as u64)?;
+            let keys =
+                pollster::block_on(read_buffer(&self.ctx, &frame.depth_readback, 4 * n as u64))?;
             let depths: &[f32] = bytemuck::cast_slice(&keys);
             // 2. Depth order: visible splats by (depth, index). Depths are
             // > 0.2, so their bit patterns order like the values.
@@ -1077,14 +1079,14 @@ impl GpuRenderer {
             },
         );
         self.ctx.queue.submit([encoder.finish()]);
-        if let Some(e) = scopes.pop() {
+        if let Some(e) = pollster::block_on(scopes.pop()) {
             return Err(Error::Gpu(format!("rendering: {e}")));
         }
-        let bytes = read_buffer(
+        let bytes = pollster::block_on(read_buffer(
             &self.ctx,
             &target.readback,
             target.row_bytes as u64 * h as u64,
-        )?;
+        ))?;
 
         // C + (1 − A)·background.
         let f32_target = self.format == wgpu::TextureFormat::Rgba32Float;
@@ -1156,91 +1158,6 @@ fn whole(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
     wgpu::BindGroupEntry {
         binding,
         resource: buffer.as_entire_binding(),
-    }
-}
-
-/// Maps a buffer after the submitted work, copies `len` bytes out, unmaps.
-fn read_buffer(ctx: &GpuContext, buffer: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
-    let slice = buffer.slice(..len);
-    let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
-    slice.map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    ctx.device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))?;
-    match pollster::block_on(rx.receive()) {
-        Some(Ok(())) => {}
-        Some(Err(e)) => return Err(Error::Gpu(format!("reading back: {e}"))),
-        None => {
-            return Err(Error::Gpu(
-                "reading back: the device dropped the request".into(),
-            ));
-        }
-    }
-    let bytes = slice
-        .get_mapped_range()
-        .map_err(|e| Error::Gpu(format!("reading back: {e}")))?
-        .to_vec();
-    buffer.unmap();
-    Ok(bytes)
-}
-
-/// A buffer created mapped and filled (zero-padded to a multiple of 4
-/// bytes, at least 4), with a map failure returned as an error rather than
-/// a panic.
-fn init_buffer(
-    device: &wgpu::Device,
-    label: &str,
-    contents: &[u8],
-    usage: wgpu::BufferUsages,
-) -> Result<wgpu::Buffer> {
-    let size = (contents.len().max(4) as u64).div_ceil(4) * 4;
-    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size,
-        usage,
-        mapped_at_creation: true,
-    });
-    {
-        let mut view = buffer
-            .get_mapped_range_mut(..)
-            .map_err(|e| Error::Gpu(format!("creating {label}: {e}")))?;
-        view.slice(..contents.len()).copy_from_slice(contents);
-    }
-    buffer.unmap();
-    Ok(buffer)
-}
-
-/// Validation, out-of-memory and internal error scopes, pushed together
-/// and popped in reverse order, for the duration of one call.
-struct Scopes {
-    validation: wgpu::ErrorScopeGuard,
-    memory: wgpu::ErrorScopeGuard,
-    internal: wgpu::ErrorScopeGuard,
-}
-
-impl Scopes {
-    fn push(device: &wgpu::Device) -> Scopes {
-        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
-        Scopes {
-            validation,
-            memory,
-            internal,
-        }
-    }
-
-    fn pop(self) -> Option<String> {
-        let internal = pollster::block_on(self.internal.pop());
-        let memory = pollster::block_on(self.memory.pop());
-        let validation = pollster::block_on(self.validation.pop());
-        [memory, internal, validation]
-            .into_iter()
-            .flatten()
-            .next()
-            .map(|e| e.to_string())
     }
 }
 
