@@ -1,8 +1,11 @@
 //! Buffer helpers shared by the codec and the renderer: creation without
-//! panics, readback, and error scopes that leave a host's device untouched.
+//! panics, and readback.
 
 use crate::gpu::GpuContext;
 use crate::{Error, Result};
+
+// TODO(issue 10): remove once the codec and the renderer use `scope::scoped`.
+pub(crate) use crate::gpu::scope::Scopes;
 
 /// A buffer created mapped and filled (zero-padded to a multiple of 4
 /// bytes, at least 4), with a map failure (a lost or invalid device)
@@ -75,39 +78,4 @@ pub(crate) async fn read_buffer(
         .to_vec();
     buffer.unmap();
     Ok(bytes)
-}
-
-/// Validation, out-of-memory and internal error scopes, pushed together
-/// and popped in reverse order. They catch what a failed allocation or a
-/// lost device reports, for the duration of one call, without touching the
-/// device's uncaptured-error handler.
-pub(crate) struct Scopes {
-    validation: wgpu::ErrorScopeGuard,
-    memory: wgpu::ErrorScopeGuard,
-    internal: wgpu::ErrorScopeGuard,
-}
-
-impl Scopes {
-    pub(crate) fn push(device: &wgpu::Device) -> Scopes {
-        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
-        Scopes {
-            validation,
-            memory,
-            internal,
-        }
-    }
-
-    /// The first error caught, out-of-memory first.
-    pub(crate) async fn pop(self) -> Option<String> {
-        let internal = self.internal.pop().await;
-        let memory = self.memory.pop().await;
-        let validation = self.validation.pop().await;
-        [memory, internal, validation]
-            .into_iter()
-            .flatten()
-            .next()
-            .map(|e| e.to_string())
-    }
 }

@@ -7,6 +7,8 @@ pub(crate) mod buffers;
 pub mod codec;
 pub mod context;
 pub mod engine;
+pub(crate) mod pipeline;
+pub(crate) mod scope;
 
 pub use codec::{
     DataFormat, DecodeBuffers, Element, EncodeBuffers, Family, GpuCodec, GpuQuantizer,

@@ -260,5 +260,12 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// Whether a Gaussian with opacity logit `logit` survives pruning at
+/// `threshold` (none: every Gaussian does). The one place the prune test
+/// `sigmoid(o) ≥ τ` is written.
+pub fn survives_prune(logit: f32, threshold: Option<f32>) -> bool {
+    threshold.is_none_or(|t| sigmoid(logit) >= t)
+}
+
 /// The SH degree-0 constant of the reference rasteriser, Y₀₀ = 1/(2√π).
 pub const SH_C0: f32 = 0.282_094_8;

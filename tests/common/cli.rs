@@ -1,0 +1,27 @@
+//! Running the `tq3d` binary as a separate process.
+
+use std::ffi::OsStr;
+use std::process::{Command, Output};
+
+/// Runs `tq3d` with `args`, without the caller's `RUST_LOG`.
+pub fn tq3d<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Command::new(env!("CARGO_BIN_EXE_tq3d"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("cannot run tq3d")
+}
+
+/// Its standard output, lossily decoded.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Its standard error, lossily decoded.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -1,0 +1,8 @@
+//! Helpers shared by the integration tests. Each test binary compiles this
+//! module on its own (`mod common;`), so a helper one binary leaves unused
+//! is not dead code.
+#![allow(dead_code)]
+
+pub mod cli;
+pub mod data;
+pub mod gpu;
