@@ -1,45 +1,15 @@
 //! The `tq3d` command line, driven as a separate process: the codebook it
 //! prints, encode → decode → info, byte-for-byte determinism, and bad input.
 
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::cli::{assert_ok, stderr, stdout, tq3d};
+use common::data::{gaussian, required};
 use turboquant3d::format::{npy, tqv};
 use turboquant3d::{Quantizer, QuantizerConfig, RotationKind, ScaleFormat, ScaleMode, theory};
-
-fn tq3d<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    Command::new(env!("CARGO_BIN_EXE_tq3d"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("cannot run tq3d")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_ok(o: &Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        stdout(o),
-        stderr(o)
-    );
-}
 
 /// Asserts failure with every `needles` entry in stderr (case-insensitive).
 fn assert_fails(o: &Output, needles: &[&str], what: &str) {
@@ -60,13 +30,6 @@ fn assert_fails(o: &Output, needles: &[&str], what: &str) {
         !err.contains("panicked"),
         "{what}: the program panicked:\n{err}"
     );
-}
-
-fn gaussian(n: usize, d: usize, seed: u64) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n * d)
-        .map(|_| StandardNormal.sample(&mut rng))
-        .collect()
 }
 
 fn write_npy(path: &Path, rows: usize, cols: usize, data: &[f32]) {
@@ -693,7 +656,6 @@ fn help_exits_zero() {
 /// the CPU; `--device auto` never picks a software adapter.
 #[test]
 fn device_gpu_matches_device_cpu() {
-    let required = std::env::var_os("CI").is_some() || std::env::var_os("REQUIRE_GPU").is_some();
     let dir = tempfile::tempdir().unwrap();
     let (n, d) = (500, 45);
     let x = gaussian(n, d, 21);
@@ -712,8 +674,8 @@ fn device_gpu_matches_device_cpu() {
         "--device",
         "gpu",
     ]);
-    if !o.status.success() && !required && stderr(&o).contains("adapter") {
-        eprintln!("SKIPPED: no GPU adapter: {}", stderr(&o));
+    if !o.status.success() && !required() && stderr(&o).contains("adapter") {
+        common::gpu::note(&format!("SKIPPED: no GPU adapter: {}", stderr(&o)));
         return;
     }
     assert_ok(&o, "encode --device gpu");

@@ -1,33 +1,24 @@
 //! `tq3d eval` and `tq3d plan` end to end on a generated scene at small
 //! resolutions, as a separate process.
 
+mod common;
+
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::cli::{stderr, stdout, tq3d};
 use turboquant3d::render::{Camera, cpu, image};
 use turboquant3d::splat::ply::{self, PlyEncoding};
 use turboquant3d::splat::synth;
-
-fn tq3d<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    Command::new(env!("CARGO_BIN_EXE_tq3d"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("cannot run tq3d")
-}
 
 fn json(o: &Output) -> serde_json::Value {
     assert!(
         o.status.success(),
         "exit {:?}\n{}\n{}",
         o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+        stdout(o),
+        stderr(o)
     );
     serde_json::from_slice(&o.stdout).expect("JSON")
 }
@@ -220,7 +211,30 @@ fn eval_and_plan_refuse_bad_arguments() {
     ] {
         let o = tq3d(&args);
         assert!(!o.status.success(), "{args:?} succeeded");
-        let e = String::from_utf8_lossy(&o.stderr);
+        let e = stderr(&o);
         assert!(!e.contains("panicked"), "{args:?}: {e}");
+    }
+    // A count of 0 views is refused by the flag that set it.
+    let input = input.to_str().unwrap();
+    let views = ["--views", "1", "--resolution", "16x16", "--device", "cpu"];
+    for (args, flag) in [
+        (vec!["plan", input, "--views", "0"], "--views"),
+        (
+            [
+                &["eval", input, "--allocation", "allocated", "--weight"][..],
+                &["coverage", "--weight-views", "0", "--sh-bits", "2"],
+                &views,
+            ]
+            .concat(),
+            "--weight-views",
+        ),
+    ] {
+        let o = tq3d(&args);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(
+            e.contains(&format!("{flag} must be at least 1")),
+            "{args:?}: {e}"
+        );
     }
 }

@@ -2,47 +2,20 @@
 //! decompress, the dry-run prediction against the real size, JSON output,
 //! `.splat` input, the demo's own checks, and bad input.
 
+mod common;
+
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::cli::{assert_ok, stderr, stdout, tq3d};
 use turboquant3d::splat::ply::{self, PlyEncoding};
 use turboquant3d::splat::{Scene, synth};
 
-fn tq3d<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    Command::new(env!("CARGO_BIN_EXE_tq3d"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("cannot run tq3d")
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(o: &Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what}: exit {:?}\n{}\n{}",
-        o.status.code(),
-        out(o),
-        err(o)
-    );
-}
-
 /// Fails with a one-line message on stderr mentioning every needle.
 fn fails(o: &Output, needles: &[&str], what: &str) {
-    let e = err(o);
-    assert!(!o.status.success(), "{what}: succeeded\n{}", out(o));
+    let e = stderr(o);
+    assert!(!o.status.success(), "{what}: succeeded\n{}", stdout(o));
     assert!(!e.contains("panicked"), "{what}: panicked\n{e}");
     assert_eq!(
         e.trim_end().lines().count(),
@@ -58,7 +31,7 @@ fn fails(o: &Output, needles: &[&str], what: &str) {
 }
 
 fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_str(&out(o)).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", out(o)))
+    serde_json::from_str(&stdout(o)).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", stdout(o)))
 }
 
 fn write_scene(dir: &Path, n: usize) -> (std::path::PathBuf, Scene) {
@@ -89,12 +62,12 @@ fn compress_info_decompress_exact_keeps_every_other_property() {
         OsStr::new("--weight"),
         OsStr::new("uniform"),
     ]);
-    ok(&o, "compress");
-    assert!(out(&o).contains("5000 Gaussians"), "{}", out(&o));
+    assert_ok(&o, "compress");
+    assert!(stdout(&o).contains("5000 Gaussians"), "{}", stdout(&o));
 
     let o = tq3d([OsStr::new("info"), packed.as_os_str()]);
-    ok(&o, "info");
-    let text = out(&o);
+    assert_ok(&o, "info");
+    let text = stdout(&o);
     for needle in [
         "all checksums verified",
         "b = 4",
@@ -112,7 +85,7 @@ fn compress_info_decompress_exact_keeps_every_other_property() {
         OsStr::new("-o"),
         back_path.as_os_str(),
     ]);
-    ok(&o, "decompress");
+    assert_ok(&o, "decompress");
     let back = ply::read_ply(&back_path).unwrap();
     assert_eq!(back.len(), scene.len());
     let bits = |v: &[[f32; 3]]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -153,7 +126,7 @@ fn dry_run_predicts_and_writes_nothing_and_json_matches_the_file() {
         OsStr::new("--prune-opacity"),
         OsStr::new("0.1"),
     ]);
-    ok(&o, "dry run");
+    assert_ok(&o, "dry run");
     assert!(!packed.exists(), "--dry-run wrote a file");
     let p = json(&o);
     let fixed = p["prediction"]["fixed_bytes"].as_u64().unwrap();
@@ -168,7 +141,7 @@ fn dry_run_predicts_and_writes_nothing_and_json_matches_the_file() {
         OsStr::new("--prune-opacity"),
         OsStr::new("0.1"),
     ]);
-    ok(&o, "compress --json");
+    assert_ok(&o, "compress --json");
     let r = json(&o);
     let size = std::fs::metadata(&packed).unwrap().len();
     assert_eq!(r["output_bytes"].as_u64().unwrap(), size);
@@ -192,7 +165,7 @@ fn dry_run_predicts_and_writes_nothing_and_json_matches_the_file() {
         }
     }
     let o = tq3d([OsStr::new("info"), packed.as_os_str(), OsStr::new("--json")]);
-    ok(&o, "info --json");
+    assert_ok(&o, "info --json");
     assert_eq!(json(&o)["count"], r["count"]);
 }
 
@@ -203,7 +176,7 @@ fn same_bytes_for_any_thread_count() {
     let mut files = Vec::new();
     for t in ["1", "2", "3"] {
         let p = dir.path().join(format!("t{t}.tq3s"));
-        ok(
+        assert_ok(
             &tq3d([
                 OsStr::new("--threads"),
                 OsStr::new(t),
@@ -222,7 +195,7 @@ fn same_bytes_for_any_thread_count() {
 #[test]
 fn demo_runs_its_own_checks() {
     let o = tq3d(["demo", "--count", "30000", "--json"]);
-    ok(&o, "demo");
+    assert_ok(&o, "demo");
     let v = json(&o);
     assert_eq!(v["checks_passed"], true, "{v}");
     let m = v["sh_measured_relative_error"].as_f64().unwrap();
@@ -242,7 +215,7 @@ fn splat_input_compresses_and_decompresses_to_splat() {
     }
     let dir = tempfile::tempdir().unwrap();
     let packed = dir.path().join("plant.tq3s");
-    ok(
+    assert_ok(
         &tq3d([
             OsStr::new("compress"),
             plant.as_os_str(),
@@ -252,11 +225,11 @@ fn splat_input_compresses_and_decompresses_to_splat() {
         "compress .splat",
     );
     let o = tq3d([OsStr::new("info"), packed.as_os_str()]);
-    ok(&o, "info");
-    assert!(out(&o).contains("113648 Gaussians"), "{}", out(&o));
-    assert!(out(&o).contains("SH degree 0"), "{}", out(&o));
+    assert_ok(&o, "info");
+    assert!(stdout(&o).contains("113648 Gaussians"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("SH degree 0"), "{}", stdout(&o));
     let back = dir.path().join("plant.out.splat");
-    ok(
+    assert_ok(
         &tq3d([
             OsStr::new("decompress"),
             packed.as_os_str(),
@@ -306,7 +279,7 @@ fn bad_input_fails_with_one_line_naming_the_problem() {
 
     // A corrupted container.
     let packed = dir.path().join("s.tq3s");
-    ok(
+    assert_ok(
         &tq3d([
             OsStr::new("compress"),
             input.as_os_str(),
@@ -330,4 +303,30 @@ fn bad_input_fails_with_one_line_naming_the_problem() {
     assert!(!outp.exists());
     let o = tq3d([OsStr::new("info"), packed.as_os_str()]);
     fails(&o, &["checksum"], "info on a corrupted container");
+}
+
+#[test]
+fn zero_weight_views_are_refused_by_their_own_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = write_scene(dir.path(), 200);
+    let output = dir.path().join("w.tq3s");
+    let o = tq3d([
+        OsStr::new("compress"),
+        input.as_os_str(),
+        OsStr::new("-o"),
+        output.as_os_str(),
+        OsStr::new("--sh-bits"),
+        OsStr::new("2.5"),
+        OsStr::new("--weight"),
+        OsStr::new("coverage"),
+        OsStr::new("--weight-views"),
+        OsStr::new("0"),
+    ]);
+    fails(&o, &["--weight-views", "at least 1"], "--weight-views 0");
+    assert!(
+        !stderr(&o).contains("--views"),
+        "names --views for --weight-views:\n{}",
+        stderr(&o)
+    );
+    assert!(!output.exists());
 }

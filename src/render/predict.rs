@@ -12,14 +12,17 @@
 //!   E‖δC(p)‖² ≈ Σ_i w_i(p)²·E‖δc_i‖².
 //!
 //! Both need only the weights of the uncompressed scene, which
-//! [`weight_sums`] accumulates with the rasteriser's own loop.
+//! [`weight_sums`] accumulates with the rasteriser's own loop for one view,
+//! and [`weight_sums_over_views`] and [`coverage_over_views`] over a set of
+//! views of a scene.
 
 use rayon::prelude::*;
 
 use std::collections::BTreeMap;
 
-use crate::render::Splat2D;
-use crate::render::cpu::{MAX_ALPHA, MIN_ALPHA, MIN_TRANSMITTANCE};
+use crate::render::cpu::{self, MAX_ALPHA, MIN_ALPHA, MIN_TRANSMITTANCE};
+use crate::render::{Camera, Splat2D};
+use crate::splat::Scene;
 
 /// Pixels per tile side when binning splats.
 const TILE: u32 = 16;
@@ -148,6 +151,52 @@ pub fn coverage(splats: &[Splat2D], order: &[u32], width: u32, height: u32) -> V
     out
 }
 
+/// [`weight_sums`] of each array in `values` (each indexed like the scene's
+/// Gaussians), summed over `views` of `scene` as the CPU reference
+/// preprocesses and orders them, and the total pixel count of the views:
+/// the inputs of [`predict_mse`] for the whole set of views.
+///
+/// # Panics
+/// If an array in `values` is shorter than the scene.
+pub fn weight_sums_over_views(
+    scene: &Scene,
+    views: &[Camera],
+    values: &[&[f32]],
+) -> (Vec<(f64, f64)>, u64) {
+    let mut sums = vec![(0.0, 0.0); values.len()];
+    let mut pixels = 0u64;
+    for cam in views {
+        let splats = cpu::preprocess_all(scene, cam);
+        let order = cpu::depth_order(&splats);
+        for (s, v) in sums.iter_mut().zip(values) {
+            let (a, b) = weight_sums(&splats, &order, cam.width, cam.height, v);
+            s.0 += a;
+            s.1 += b;
+        }
+        pixels += cam.width as u64 * cam.height as u64;
+    }
+    (sums, pixels)
+}
+
+/// [`coverage`] of each Gaussian of `scene`, summed over `views`, and the
+/// total pixel count of the views.
+pub fn coverage_over_views(scene: &Scene, views: &[Camera]) -> (Vec<f64>, u64) {
+    let mut total = vec![0f64; scene.len()];
+    let mut pixels = 0u64;
+    for cam in views {
+        let splats = cpu::preprocess_all(scene, cam);
+        let order = cpu::depth_order(&splats);
+        for (t, c) in total
+            .iter_mut()
+            .zip(coverage(&splats, &order, cam.width, cam.height))
+        {
+            *t += c;
+        }
+        pixels += cam.width as u64 * cam.height as u64;
+    }
+    (total, pixels)
+}
+
 /// The predicted image MSE (per channel, as [`metrics::mse`](crate::render::metrics::mse)
 /// measures it) of an SH-rest error whose expectation is γ_i²·`distortion`
 /// for Gaussian i, from the weight sums of one view of P pixels.
@@ -185,6 +234,93 @@ pub fn allowed_mse(baseline_psnr: f64, loss: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::orbit;
+    use crate::splat::synth;
+
+    /// A tiny scene and three views, one at another resolution.
+    fn tiny() -> (Scene, Vec<Camera>) {
+        let scene = synth::generate(&synth::SynthConfig {
+            count: 40,
+            sh_degree: 3,
+            seed: 3,
+        });
+        let mut views = orbit(&scene.positions, 3, 24, 20);
+        views[2] = views[2].resized(17, 13);
+        (scene, views)
+    }
+
+    /// Σ over pixels of the red channel the CPU rasteriser composites when
+    /// splat i has colour (a_i, 0, 0) on black: Σ_p Σ_i w_i(p)·a_i.
+    fn rendered_sum(splats: &[Splat2D], order: &[u32], cam: &Camera, a: &[f64]) -> f64 {
+        let mut s = splats.to_vec();
+        for (s, &a) in s.iter_mut().zip(a) {
+            s.color = [a as f32, 0.0, 0.0];
+        }
+        let img = cpu::rasterize(&s, order, cam.width, cam.height, [0.0; 3]);
+        img.data.chunks(3).map(|p| p[0] as f64).sum()
+    }
+
+    #[test]
+    fn coverage_over_views_is_what_the_rasteriser_composites() {
+        let (scene, views) = tiny();
+        let (cov, pixels) = coverage_over_views(&scene, &views);
+        assert_eq!(pixels, 2 * 24 * 20 + 17 * 13);
+        assert_eq!(cov.len(), scene.len());
+        // Render each Gaussian alone in red (the others black but still
+        // occluding): the red sum is its coverage in that view.
+        let mut expected = vec![0f64; scene.len()];
+        for cam in &views {
+            let splats = cpu::preprocess_all(&scene, cam);
+            let order = cpu::depth_order(&splats);
+            for (i, e) in expected.iter_mut().enumerate() {
+                let mut one_hot = vec![0.0; scene.len()];
+                one_hot[i] = 1.0;
+                *e += rendered_sum(&splats, &order, cam, &one_hot);
+            }
+        }
+        assert!(expected.iter().sum::<f64>() > 10.0, "the views see little");
+        for (i, (&c, &e)) in cov.iter().zip(&expected).enumerate() {
+            assert!(
+                (c - e).abs() <= 1e-4 * e.max(1.0),
+                "Gaussian {i}: {c} vs {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn weight_sums_over_views_add_the_views_and_match_the_rasteriser() {
+        let (scene, views) = tiny();
+        let a: Vec<f32> = (0..scene.len()).map(|i| 0.5 + (i % 7) as f32).collect();
+        let ones = vec![1f32; scene.len()];
+        let (sums, pixels) = weight_sums_over_views(&scene, &views, &[&a, &ones]);
+        assert_eq!(pixels, 2 * 24 * 20 + 17 * 13);
+        assert_eq!(sums.len(), 2);
+        let (mut direct, mut rendered) = ([(0.0, 0.0); 2], 0.0);
+        for cam in &views {
+            let splats = cpu::preprocess_all(&scene, cam);
+            let order = cpu::depth_order(&splats);
+            for (d, v) in direct.iter_mut().zip([&a, &ones]) {
+                let (x, y) = weight_sums(&splats, &order, cam.width, cam.height, v);
+                d.0 += x;
+                d.1 += y;
+            }
+            let a64: Vec<f64> = a.iter().map(|&v| v as f64).collect();
+            rendered += rendered_sum(&splats, &order, cam, &a64);
+        }
+        assert_eq!(sums, direct.to_vec());
+        // Σ_p Σ_i w_i·a_i, independently: the rasteriser's own composite.
+        assert!(rendered > 10.0, "the views see little");
+        assert!(
+            (sums[0].0 - rendered).abs() <= 1e-5 * rendered,
+            "{} vs {rendered}",
+            sums[0].0
+        );
+        // Σ_i a_i·coverage_i is the same sum; 0 < w ≤ 1 puts Σ w² under Σ w.
+        let (cov, _) = coverage_over_views(&scene, &views);
+        let by_cov: f64 = cov.iter().zip(&a).map(|(&c, &v)| c * v as f64).sum();
+        assert!((sums[0].0 - by_cov).abs() <= 1e-9 * by_cov);
+        assert!(sums[1].1 > 0.0 && sums[1].1 <= sums[1].0);
+    }
 
     #[test]
     fn psnr_loss_and_allowed_mse_are_inverse() {

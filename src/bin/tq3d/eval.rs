@@ -4,14 +4,12 @@
 //! measured one, and encode time; with ground-truth images, the PSNR loss.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Instant;
 
 use serde_json::json;
-use turboquant3d::gpu::{AdapterPolicy, DeviceChoice, Engine, GpuContext};
-use turboquant3d::render::camera::load_cameras_json;
+use turboquant3d::gpu::{AdapterPolicy, Engine, GpuContext};
 use turboquant3d::render::gpu::GpuRenderer;
-use turboquant3d::render::{Camera, Image, cpu, image, metrics, orbit, predict};
+use turboquant3d::render::{Camera, Image, cpu, image, metrics, predict};
 use turboquant3d::splat::Scene;
 use turboquant3d::splat::attributes::AttrBits;
 use turboquant3d::splat::codec::{self, CompressOptions};
@@ -19,53 +17,11 @@ use turboquant3d::splat::container::Profile;
 use turboquant3d::splat::ply::{self, PlyEncoding};
 use turboquant3d::{Codebook, Error};
 
-use crate::DeviceArg;
-use crate::plan::{gamma2, visibility};
-use crate::scene::{ProfileArg, read_scene, spinner};
-
-/// An image size, `WxH`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resolution(pub u32, pub u32);
-
-impl FromStr for Resolution {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (w, h) = s
-            .split_once(['x', 'X'])
-            .ok_or_else(|| format!("{s:?} is not WxH (e.g. 256x256)"))?;
-        let p = |v: &str| {
-            v.trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|&v| (1..=16384).contains(&v))
-        };
-        match (p(w), p(h)) {
-            (Some(w), Some(h)) => Ok(Resolution(w, h)),
-            _ => Err(format!(
-                "{s:?}: width and height must be integers in 1..=16384"
-            )),
-        }
-    }
-}
-
-/// The views: a cameras.json (at its own resolution, or resized when
-/// `resize` is set), or an orbit around the scene.
-pub fn load_views(
-    scene: &Scene,
-    cameras: Option<&Path>,
-    n: usize,
-    res: Resolution,
-) -> Result<Vec<Camera>, Error> {
-    match cameras {
-        Some(p) => load_cameras_json(p),
-        None => {
-            if n == 0 {
-                return Err(Error::InvalidArgument("--views must be at least 1".into()));
-            }
-            Ok(orbit(&scene.positions, n, res.0, res.1))
-        }
-    }
-}
+use crate::common::alloc::{self, AllocArgs};
+use crate::common::{
+    AttrBitsArg, DeviceArg, ProfileArg, Resolution, gamma2, human, is_average_bits, is_whole_bits,
+    load_views, read_scene_to_render, sh_degree, spinner,
+};
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
@@ -77,10 +33,10 @@ pub struct EvalArgs {
     sh_bits: Vec<f64>,
     /// Uniform widths, per-Gaussian (allocated) widths, or both, at each
     /// --sh-bits value (uniform rows need whole numbers).
-    #[arg(long, value_enum, default_value_t = Allocation::Uniform)]
-    allocation: Allocation,
+    #[arg(long, value_enum, default_value_t = AllocationArg::Uniform)]
+    allocation: AllocationArg,
     #[command(flatten)]
-    alloc: crate::alloc::AllocArgs,
+    alloc: AllocArgs,
     /// Profile of the other attributes.
     #[arg(long, value_enum, default_value_t = ProfileArg::Compact)]
     profile: ProfileArg,
@@ -116,51 +72,16 @@ pub struct EvalArgs {
     device: DeviceArg,
     /// Replace the scene's SH-rest with synthetic SH of this degree (for
     /// captures without SH, such as .splat files); reports say so.
-    #[arg(long, value_name = "L")]
+    #[arg(long, value_name = "L", value_parser = sh_degree)]
     synth_sh: Option<u8>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
 }
 
-/// Compact-profile attribute bits: `position=16,scale=8,rotation=10,opacity=8,dc=8`
-/// (any subset; the rest keep their defaults).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttrBitsArg(pub AttrBits);
-
-impl FromStr for AttrBitsArg {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut b = AttrBits::default();
-        for part in s.split(',').filter(|p| !p.trim().is_empty()) {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| format!("{part:?} is not name=bits"))?;
-            let v: u8 = v
-                .trim()
-                .parse()
-                .map_err(|_| format!("{part:?}: bits must be an integer"))?;
-            match k.trim() {
-                "position" | "pos" => b.position = v,
-                "scale" => b.scale = v,
-                "rotation" | "rot" => b.rotation = v,
-                "opacity" => b.opacity = v,
-                "dc" => b.dc = v,
-                other => {
-                    return Err(format!(
-                        "unknown attribute {other:?} (position, scale, rotation, opacity, dc)"
-                    ));
-                }
-            }
-        }
-        b.validate()?;
-        Ok(AttrBitsArg(b))
-    }
-}
-
-/// Which widths eval compares.
+/// Which widths eval compares (`--allocation`).
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq, Debug)]
-pub enum Allocation {
+pub enum AllocationArg {
     Uniform,
     Allocated,
     Both,
@@ -249,22 +170,7 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
             source: e,
         })?
         .len();
-    let scene = read_scene(&a.input, quiet)?;
-    let mut scene = scene;
-    if let Some(l) = a.synth_sh {
-        if l > 3 {
-            return Err(Error::InvalidArgument(format!(
-                "--synth-sh {l}: the SH degree must be in 0..=3"
-            )));
-        }
-        turboquant3d::splat::synth::synthesize_sh(&mut scene, l, 7);
-    }
-    if scene.is_empty() {
-        return Err(Error::EmptyInput {
-            what: format!("{} has no Gaussians", a.input.display()),
-        });
-    }
-    codec::check_finite(&scene)?;
+    let scene = read_scene_to_render(&a.input, a.synth_sh, quiet)?;
     let is_ply = !turboquant3d::splat::antimatter::is_splat_path(&a.input);
     let ply_bytes = if is_ply {
         input_bytes
@@ -272,15 +178,19 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         ply::ply_size(&scene, PlyEncoding::BinaryLittleEndian).unwrap_or(input_bytes)
     };
     for &b in &a.sh_bits {
-        if !(0.0..=8.0).contains(&b)
-            || (a.allocation == Allocation::Uniform && (b.fract() != 0.0 || b < 1.0))
-        {
+        if !is_average_bits(b) || (a.allocation == AllocationArg::Uniform && !is_whole_bits(b)) {
             return Err(Error::InvalidArgument(format!(
                 "--sh-bits {b}: uniform rows need a width in 1..=8; averages (0..=8) need --allocation allocated or both"
             )));
         }
     }
-    let views = load_views(&scene, a.cameras.as_deref(), a.views, a.resolution)?;
+    let views = load_views(
+        &scene,
+        a.cameras.as_deref(),
+        a.views,
+        a.resolution,
+        "--views",
+    )?;
     let gt: Option<Vec<Image>> = match &a.images {
         None => None,
         Some(dir) => Some(
@@ -309,11 +219,7 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         ),
     };
     let renderer = Renderer::new(a.device)?;
-    let engine = Engine::new(match a.device {
-        DeviceArg::Auto => DeviceChoice::Auto,
-        DeviceArg::Gpu => DeviceChoice::Gpu,
-        DeviceArg::Cpu => DeviceChoice::Cpu,
-    })?;
+    let engine = Engine::new(a.device.into())?;
 
     let bar = spinner(
         format!("rendering {} views of the original", views.len()),
@@ -321,8 +227,8 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
     );
     let originals = renderer.render_all(&scene, &views)?;
     // Visibility weights of γ², for the predicted MSE of each b.
-    let g2 = gamma2(&scene, scene.sh_degree);
-    let (sums, pixels) = visibility(&scene, &views, &[&g2]);
+    let g2 = gamma2(&scene, scene.sh_degree)?;
+    let (sums, pixels) = predict::weight_sums_over_views(&scene, &views, &[&g2]);
     bar.finish_and_clear();
     let base_mse: Option<Vec<f64>> = gt.as_ref().map(|g| mse_all(&originals, g)).transpose()?;
     if let Some(dir) = &a.save_renders {
@@ -345,16 +251,15 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
             attr_bits: a.attr_bits.map_or(AttrBits::default(), |x| x.0),
             ..Default::default()
         };
-        if a.allocation != Allocation::Allocated && b.fract() == 0.0 && b >= 1.0 {
+        if a.allocation != AllocationArg::Allocated && is_whole_bits(b) {
             settings.push((format!("uniform b = {b}"), b, base.clone()));
         }
-        if a.allocation != Allocation::Uniform && scene.sh_degree > 0 {
+        if a.allocation != AllocationArg::Uniform && scene.sh_degree > 0 {
             let mut args = a.alloc.clone();
-            args.weight.get_or_insert(crate::alloc::DEFAULT_WEIGHT);
-            let w = crate::alloc::widths(&scene, scene.sh_degree, a.prune_opacity, b, &args)?
-                .ok_or_else(|| {
-                    Error::InvalidArgument("allocated rows need a weight other than uniform".into())
-                })?;
+            args.weight.get_or_insert(alloc::DEFAULT_WEIGHT);
+            let w = alloc::widths(&scene, scene.sh_degree, a.prune_opacity, b, &args)?.ok_or_else(
+                || Error::InvalidArgument("allocated rows need a weight other than uniform".into()),
+            )?;
             settings.push((
                 format!("allocated b̄ = {b} ({:?})", args.weight.unwrap()).to_lowercase(),
                 b,
@@ -398,7 +303,7 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
                     .zip(w)
                     .map(|(&g, &b)| (g as f64 * dist[b as usize]) as f32)
                     .collect();
-                let (s, px) = visibility(&scene, &views, &[&v]);
+                let (s, px) = predict::weight_sums_over_views(&scene, &views, &[&v]);
                 Some(predict::predict_mse(s[0], px, 1.0))
             }
         };
@@ -492,7 +397,7 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
             ""
         },
         if is_ply { "PLY" } else { "PLY-equivalent" },
-        crate::human(ply_bytes),
+        human(ply_bytes),
         views.len(),
         report["resolution"].as_str().unwrap(),
         renderer.name()
@@ -511,7 +416,7 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         println!(
             " {:<28} {:>9}  {:5.2}x  {:6.2} / {:6.2}   {:.4} / {:.4}    {:.3e}     {} / {}   {:.2} s",
             r["setting"].as_str().unwrap(),
-            crate::human(r["bytes"].as_u64().unwrap()),
+            human(r["bytes"].as_u64().unwrap()),
             r["ratio"].as_f64().unwrap(),
             r["psnr_mean"].as_f64().unwrap(),
             r["psnr_worst"].as_f64().unwrap(),

@@ -1,6 +1,19 @@
 //! `tq3d`: the turboquant3d command line.
+//!
+//! One module per workload, each on the same shared base:
+//! - [`common`]: what every subcommand shares (device, profile, scale,
+//!   attribute-bits and resolution arguments, numeric checks, reading a
+//!   scene, views, spinners), with [`common::alloc`], the per-Gaussian SH
+//!   width flags of `compress` and `eval`;
+//! - [`vectors`]: raw vectors (`encode`, `decode`, `codebook`, `info` on .tqv);
+//! - [`scene`]: splat scenes (`compress`, `decompress`, `info` on .tq3s, `demo`);
+//! - [`eval`] and [`plan`]: rendering-based evaluation and planning of scenes.
+//!
+//! Workload modules import [`common`] only, never each other; `main`
+//! dispatches. A new workload (KV caches, hash grids) gets its own module
+//! here on the same base.
 
-mod alloc;
+mod common;
 mod eval;
 mod plan;
 mod scene;
@@ -9,9 +22,10 @@ mod vectors;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use turboquant3d::Error;
-use turboquant3d::gpu::DeviceChoice;
+
+use crate::common::DeviceArg;
 
 #[derive(Parser)]
 #[command(
@@ -83,24 +97,6 @@ enum Command {
     },
 }
 
-/// The `--device` choice.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum DeviceArg {
-    Auto,
-    Gpu,
-    Cpu,
-}
-
-impl From<DeviceArg> for DeviceChoice {
-    fn from(d: DeviceArg) -> DeviceChoice {
-        match d {
-            DeviceArg::Auto => DeviceChoice::Auto,
-            DeviceArg::Gpu => DeviceChoice::Gpu,
-            DeviceArg::Cpu => DeviceChoice::Cpu,
-        }
-    }
-}
-
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
@@ -151,9 +147,4 @@ fn info(input: PathBuf, json: bool) -> Result<(), Error> {
     } else {
         vectors::info_bytes(input, bytes)
     }
-}
-
-/// Bytes for people.
-pub fn human(bytes: u64) -> String {
-    indicatif::HumanBytes(bytes).to_string()
 }

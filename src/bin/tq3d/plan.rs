@@ -5,14 +5,12 @@
 use std::path::PathBuf;
 
 use serde_json::json;
-use turboquant3d::render::{Camera, cpu, predict};
-use turboquant3d::splat::Scene;
+use turboquant3d::render::predict;
 use turboquant3d::splat::scene::{SH_C0, rest_per_channel};
 use turboquant3d::theory::{Criterion, Verdict, range_factor};
 use turboquant3d::{Codebook, Error};
 
-use crate::eval::{Resolution, load_views};
-use crate::scene::read_scene;
+use crate::common::{Resolution, gamma2, load_views, read_scene_to_render, sh_degree, spinner};
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
@@ -36,53 +34,11 @@ pub struct PlanArgs {
     cameras: Option<PathBuf>,
     /// Replace the scene's SH-rest with synthetic SH of this degree (for
     /// captures without SH, such as .splat files); reports say so.
-    #[arg(long, value_name = "L")]
+    #[arg(long, value_name = "L", value_parser = sh_degree)]
     synth_sh: Option<u8>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-}
-
-/// The visibility sums Σ_p Σ_i w_i·a_i and Σ_p Σ_i w_i²·a_i over all views,
-/// for several per-Gaussian value arrays, and the total pixel count.
-pub fn visibility(scene: &Scene, views: &[Camera], values: &[&[f32]]) -> (Vec<(f64, f64)>, u64) {
-    let mut sums = vec![(0.0, 0.0); values.len()];
-    let mut pixels = 0u64;
-    for cam in views {
-        let splats = cpu::preprocess_all(scene, cam);
-        let order = cpu::depth_order(&splats);
-        for (s, v) in sums.iter_mut().zip(values) {
-            let (a, b) = predict::weight_sums(&splats, &order, cam.width, cam.height, v);
-            s.0 += a;
-            s.1 += b;
-        }
-        pixels += cam.width as u64 * cam.height as u64;
-    }
-    (sums, pixels)
-}
-
-/// γ_i² of the SH-rest truncated to degree `l`.
-pub fn gamma2(scene: &Scene, l: u8) -> Vec<f32> {
-    let (k_in, k) = (rest_per_channel(scene.sh_degree), rest_per_channel(l));
-    (0..scene.len())
-        .map(|i| {
-            let r = scene.rest(i);
-            (0..3)
-                .flat_map(|c| &r[c * k_in..c * k_in + k])
-                .map(|v| v * v)
-                .sum()
-        })
-        .collect()
-}
-
-fn truncated_rest(scene: &Scene, l: u8) -> Vec<f32> {
-    let (k_in, k) = (rest_per_channel(scene.sh_degree), rest_per_channel(l));
-    (0..scene.len())
-        .flat_map(|i| {
-            let r = scene.rest(i);
-            (0..3).flat_map(move |c| r[c * k_in..c * k_in + k].to_vec())
-        })
-        .collect()
 }
 
 fn verdict_name(v: Verdict) -> &'static str {
@@ -94,32 +50,26 @@ fn verdict_name(v: Verdict) -> &'static str {
 }
 
 pub fn plan(a: PlanArgs) -> Result<(), Error> {
-    let scene = read_scene(&a.input, a.json)?;
-    let mut scene = scene;
-    if let Some(l) = a.synth_sh {
-        if l > 3 {
-            return Err(Error::InvalidArgument(format!(
-                "--synth-sh {l}: the SH degree must be in 0..=3"
-            )));
-        }
-        turboquant3d::splat::synth::synthesize_sh(&mut scene, l, 7);
-    }
-    if scene.is_empty() {
-        return Err(Error::EmptyInput {
-            what: format!("{} has no Gaussians", a.input.display()),
-        });
-    }
-    turboquant3d::splat::codec::check_finite(&scene)?;
-    let views = load_views(&scene, a.cameras.as_deref(), a.views, a.resolution)?;
+    let scene = read_scene_to_render(&a.input, a.synth_sh, a.json)?;
+    let views = load_views(
+        &scene,
+        a.cameras.as_deref(),
+        a.views,
+        a.resolution,
+        "--views",
+    )?;
     let allowed = predict::allowed_mse(a.baseline_psnr, a.target_psnr_loss);
 
     // Visibility weights of γ² per SH degree, and of 1 (for DC).
     let degrees: Vec<u8> = (1..=scene.sh_degree).rev().collect();
-    let g2: Vec<Vec<f32>> = degrees.iter().map(|&l| gamma2(&scene, l)).collect();
+    let g2: Vec<Vec<f32>> = degrees
+        .iter()
+        .map(|&l| gamma2(&scene, l))
+        .collect::<Result<_, _>>()?;
     let ones = vec![1f32; scene.len()];
     let mut values: Vec<&[f32]> = g2.iter().map(|v| v.as_slice()).collect();
     values.push(&ones);
-    let bar = crate::scene::spinner(
+    let bar = spinner(
         format!(
             "weighing {} Gaussians over {} views",
             scene.len(),
@@ -127,15 +77,17 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
         ),
         a.json,
     );
-    let (sums, pixels) = visibility(&scene, &views, &values);
+    let (sums, pixels) = predict::weight_sums_over_views(&scene, &views, &values);
     bar.finish_and_clear();
 
-    // SH-rest, per degree: criterion, predicted loss per b, the b that fits.
+    // SH-rest, per degree (falling, so one copy truncates further each
+    // time): criterion, predicted loss per b, the b that fits.
     let mut sh_rows = Vec::new();
+    let mut truncated = scene.clone();
     for (k, &l) in degrees.iter().enumerate() {
         let d = 3 * rest_per_channel(l);
-        let rest = truncated_rest(&scene, l);
-        let kappa2 = range_factor(&rest, d);
+        truncated.truncate_sh(l);
+        let kappa2 = range_factor(&truncated.sh_rest, d);
         let mut per_b = Vec::new();
         let (mut b_bound, mut b_estimate) = (None, None);
         for b in 1..=8u32 {

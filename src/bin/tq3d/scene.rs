@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use turboquant3d::gpu::{DeviceChoice, Engine};
 use turboquant3d::splat::attributes::AttrBits;
@@ -13,29 +12,12 @@ use turboquant3d::splat::container::{self, Coding, Normals, Profile, tag_name};
 use turboquant3d::splat::ply::{self, PlyEncoding};
 use turboquant3d::splat::scene::sigmoid;
 use turboquant3d::splat::{Scene, antimatter, synth};
-use turboquant3d::{Error, ScaleMode, theory};
+use turboquant3d::{Error, theory};
 
-use crate::{DeviceArg, human};
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ProfileArg {
-    /// Quantised positions (12 bits in Morton-ordered chunks of 256),
-    /// log-scales, opacity and DC colour (6 bits), smallest-three quaternions
-    /// (8 bits), then zstd (see --attr-bits). Gaussians are stored in Morton
-    /// order.
-    Compact,
-    /// Every attribute but SH-rest stays bit-exact f32, in the input order.
-    Exact,
-}
-
-impl From<ProfileArg> for Profile {
-    fn from(p: ProfileArg) -> Profile {
-        match p {
-            ProfileArg::Compact => Profile::Compact,
-            ProfileArg::Exact => Profile::Exact,
-        }
-    }
-}
+use crate::common::alloc::{self, AllocArgs, AllocatedWidths};
+use crate::common::{
+    AttrBitsArg, DeviceArg, ProfileArg, ScaleArg, human, is_average_bits, read_scene, spinner,
+};
 
 #[derive(clap::Args)]
 pub struct CompressArgs {
@@ -53,7 +35,7 @@ pub struct CompressArgs {
     #[arg(long, default_value_t = 1.0)]
     sh_bits: f64,
     #[command(flatten)]
-    alloc: crate::alloc::AllocArgs,
+    alloc: AllocArgs,
     /// How the other attributes are stored.
     #[arg(long, value_enum, default_value_t = ProfileArg::Compact)]
     profile: ProfileArg,
@@ -63,7 +45,7 @@ pub struct CompressArgs {
     /// Compact-profile attribute bits, e.g. `position=14,scale=7` (defaults:
     /// position 16, scale 8, rotation 10, opacity 8, dc 8).
     #[arg(long)]
-    attr_bits: Option<crate::eval::AttrBitsArg>,
+    attr_bits: Option<AttrBitsArg>,
     /// Keep SH bands up to degree L (0..=3); lower than the input's truncates.
     #[arg(long, value_name = "L")]
     sh_degree: Option<u8>,
@@ -85,12 +67,6 @@ pub struct CompressArgs {
     /// SH scale: least squares (lower error, same size) or the norm.
     #[arg(long, value_enum, default_value_t = ScaleArg::Ls)]
     scale: ScaleArg,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ScaleArg {
-    Ls,
-    Norm,
 }
 
 #[derive(clap::Args)]
@@ -141,17 +117,6 @@ pub struct DemoArgs {
     json: bool,
 }
 
-pub fn spinner(msg: String, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").unwrap());
-    bar.set_message(msg);
-    bar.enable_steady_tick(Duration::from_millis(100));
-    bar
-}
-
 fn file_len(path: &Path) -> Result<u64, Error> {
     std::fs::metadata(path)
         .map(|m| m.len())
@@ -159,18 +124,6 @@ fn file_len(path: &Path) -> Result<u64, Error> {
             path: path.into(),
             source: e,
         })
-}
-
-/// Reads a .ply or a .splat, by extension.
-pub fn read_scene(path: &Path, quiet: bool) -> Result<Scene, Error> {
-    let bar = spinner(format!("reading {}", path.display()), quiet);
-    let scene = if antimatter::is_splat_path(path) {
-        antimatter::read_splat(path)
-    } else {
-        ply::read_ply(path)
-    };
-    bar.finish_and_clear();
-    scene
 }
 
 fn options(a: &CompressArgs) -> CompressOptions {
@@ -181,10 +134,7 @@ fn options(a: &CompressArgs) -> CompressOptions {
         prune_opacity: a.prune_opacity,
         seed: a.seed,
         attr_bits: a.attr_bits.map_or(AttrBits::default(), |x| x.0),
-        scale_mode: match a.scale {
-            ScaleArg::Ls => ScaleMode::LeastSquares,
-            ScaleArg::Norm => ScaleMode::Norm,
-        },
+        scale_mode: a.scale.into(),
         ..Default::default()
     }
 }
@@ -221,7 +171,7 @@ fn expected_sh_error(d: usize, b: u32) -> Option<f64> {
 pub fn compress(a: CompressArgs) -> Result<(), Error> {
     let t0 = Instant::now();
     let mut opts = options(&a);
-    if a.alloc.target_psnr_loss.is_none() && !(0.0..=8.0).contains(&a.sh_bits) {
+    if a.alloc.target_psnr_loss.is_none() && !is_average_bits(a.sh_bits) {
         return Err(Error::InvalidArgument(format!(
             "--sh-bits {}: b = {} must be an average in 0..=8",
             a.sh_bits, a.sh_bits
@@ -233,7 +183,7 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
     let degree = opts
         .sh_degree
         .map_or(scene.sh_degree, |l| l.min(scene.sh_degree));
-    let allocation = crate::alloc::widths(&scene, degree, opts.prune_opacity, a.sh_bits, &a.alloc)?;
+    let allocation = alloc::widths(&scene, degree, opts.prune_opacity, a.sh_bits, &a.alloc)?;
     if let Some(w) = &allocation {
         opts.sh_widths = Some(w.widths.clone());
     }
@@ -307,7 +257,7 @@ fn report_compress(
     c: &Compressed,
     input_bytes: u64,
     sh_err: Option<f64>,
-    allocation: Option<&crate::alloc::Widths>,
+    allocation: Option<&AllocatedWidths>,
     t: [Duration; 3],
 ) {
     let size = c.size();

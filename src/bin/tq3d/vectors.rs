@@ -15,7 +15,7 @@ use turboquant3d::{
     ScaleMode, Scales, theory,
 };
 
-use crate::{DeviceArg, human};
+use crate::common::{DeviceArg, ScaleArg, human};
 
 #[derive(clap::Args)]
 pub struct EncodeArgs {
@@ -61,12 +61,6 @@ enum RotationArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum ScaleArg {
-    Ls,
-    Norm,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum ScaleFormatArg {
     F32,
     F16,
@@ -99,10 +93,7 @@ pub fn encode(args: EncodeArgs) -> Result<(), Error> {
             RotationArg::Hadamard => RotationKind::Hadamard,
         },
         seed: args.seed,
-        scale_mode: match args.scale {
-            ScaleArg::Ls => ScaleMode::LeastSquares,
-            ScaleArg::Norm => ScaleMode::Norm,
-        },
+        scale_mode: args.scale.into(),
         scale_format: match args.scale_format {
             ScaleFormatArg::F32 => ScaleFormat::F32,
             ScaleFormatArg::F16 => ScaleFormat::F16,

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 use turboquant3d::Error;
-use turboquant3d::render::{cpu, predict};
+use turboquant3d::render::predict;
 use turboquant3d::splat::Scene;
 use turboquant3d::splat::allocate::{self, Weight};
-use turboquant3d::splat::scene::{rest_dim, sigmoid};
+use turboquant3d::splat::scene::{rest_dim, survives_prune};
 
-use crate::eval::{Resolution, load_views};
+use crate::common::{Resolution, is_whole_bits, load_views, positive_f64, spinner};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 pub enum WeightArg {
@@ -51,7 +51,7 @@ pub struct AllocArgs {
     pub weight: Option<WeightArg>,
     /// Choose the SH budget so that the predicted loss against ground truth
     /// is at most this many dB (coverage weights; overrides --sh-bits).
-    #[arg(long, value_name = "DB")]
+    #[arg(long, value_name = "DB", value_parser = positive_f64)]
     pub target_psnr_loss: Option<f64>,
     /// Baseline PSNR against ground truth for --target-psnr-loss.
     #[arg(long, default_value_t = 30.0)]
@@ -67,37 +67,27 @@ pub struct AllocArgs {
     pub weight_cameras: Option<PathBuf>,
 }
 
-/// Σ over views of each Gaussian's blending weight, and the pixel count.
+/// Σ over the `--weight-*` views of each Gaussian's blending weight, and
+/// their pixel count.
 pub fn coverage(scene: &Scene, a: &AllocArgs) -> Result<(Vec<f64>, u64), Error> {
     let views = load_views(
         scene,
         a.weight_cameras.as_deref(),
         a.weight_views,
         a.weight_resolution,
+        "--weight-views",
     )?;
-    let bar = crate::scene::spinner(
+    let bar = spinner(
         format!("measuring coverage over {} views", views.len()),
         false,
     );
-    let mut total = vec![0f64; scene.len()];
-    let mut pixels = 0u64;
-    for cam in &views {
-        let splats = cpu::preprocess_all(scene, cam);
-        let order = cpu::depth_order(&splats);
-        for (t, c) in total
-            .iter_mut()
-            .zip(predict::coverage(&splats, &order, cam.width, cam.height))
-        {
-            *t += c;
-        }
-        pixels += cam.width as u64 * cam.height as u64;
-    }
+    let out = predict::coverage_over_views(scene, &views);
     bar.finish_and_clear();
-    Ok((total, pixels))
+    Ok(out)
 }
 
-/// What the widths are and how they were chosen.
-pub struct Widths {
+/// Per-Gaussian SH widths and how they were chosen.
+pub struct AllocatedWidths {
     pub widths: Vec<u8>,
     pub describe: String,
     pub average_bits: f64,
@@ -110,7 +100,7 @@ pub fn widths(
     prune: Option<f32>,
     avg_bits: f64,
     a: &AllocArgs,
-) -> Result<Option<Widths>, Error> {
+) -> Result<Option<AllocatedWidths>, Error> {
     let d = rest_dim(degree.min(scene.sh_degree));
     if d == 0 {
         return Ok(None);
@@ -118,7 +108,7 @@ pub fn widths(
     let kept: Vec<bool> = scene
         .opacity
         .iter()
-        .map(|&o| prune.is_none_or(|t| sigmoid(o) >= t))
+        .map(|&o| survives_prune(o, prune))
         .collect();
     let n_kept = kept.iter().filter(|&&k| k).count().max(1) as f64;
     let average = |w: &[u8]| {
@@ -130,11 +120,6 @@ pub fn widths(
             / n_kept
     };
     if let Some(loss) = a.target_psnr_loss {
-        if !(loss > 0.0 && loss.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "--target-psnr-loss {loss} must be positive"
-            )));
-        }
         let (cov, pixels) = coverage(scene, a)?;
         let values = allocate::importance(scene, degree, Weight::Coverage, Some(&cov))?;
         let values: Vec<f64> = values
@@ -150,7 +135,7 @@ pub fn widths(
             * pixels as f64;
         let al = allocate::for_objective(&values, d, target)?;
         let avg = average(&al.widths);
-        return Ok(Some(Widths {
+        return Ok(Some(AllocatedWidths {
             describe: format!(
                 "allocated for ΔPSNR ≤ {loss} dB at a {} dB baseline (coverage weight, predicted bound): b̄ = {avg:.3}",
                 a.baseline_psnr
@@ -161,7 +146,7 @@ pub fn widths(
     }
     let weight = a.weight.unwrap_or(DEFAULT_WEIGHT);
     if weight == WeightArg::Uniform {
-        if avg_bits.fract() != 0.0 || !(1.0..=8.0).contains(&avg_bits) {
+        if !is_whole_bits(avg_bits) {
             return Err(Error::InvalidArgument(format!(
                 "--weight uniform needs a whole --sh-bits in 1..=8, not {avg_bits}"
             )));
@@ -176,7 +161,7 @@ pub fn widths(
     let values = allocate::importance(scene, degree, weight.into(), cov.as_deref())?;
     let al = allocate::for_average_bits(&values, &kept, d, avg_bits)?;
     let avg = average(&al.widths);
-    Ok(Some(Widths {
+    Ok(Some(AllocatedWidths {
         describe: format!(
             "allocated, weight {}: b̄ = {avg:.3} ({} bits for {avg_bits} asked, scales included)",
             Weight::from(weight).name(),
