@@ -29,7 +29,10 @@ pub fn shared_data(name: &str) -> Option<std::path::PathBuf> {
         return Some(path);
     }
     if required() {
-        panic!("{} is required here (CI or REQUIRE_GPU) but missing", path.display());
+        panic!(
+            "{} is required here (CI or REQUIRE_GPU) but missing",
+            path.display()
+        );
     }
     super::gpu::note(&format!("SKIPPED: {} is missing", path.display()));
     None
