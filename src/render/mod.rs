@@ -12,16 +12,20 @@
 
 pub mod camera;
 pub mod cpu;
+mod frame;
 pub mod gpu;
 pub mod image;
 pub mod metrics;
 pub mod predict;
+pub mod sh_decode;
+pub mod shaders;
 
 pub use camera::{Camera, orbit};
 
 /// A Gaussian as the rasteriser sees it, after the preprocess stage.
 /// `radius == 0` means culled. The layout is shared with the WGSL
-/// `Splat2D` (48 bytes).
+/// `Splat2D` of shaders/render_common.wgsl (48 bytes; `conic` and `color`
+/// are three scalars each there).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Splat2D {
