@@ -29,8 +29,9 @@
 //! the f16 target, depth ties) and how large a scene fits are derived in
 //! docs/THEORY.md §13, each bound beside the test that checks it.
 //!
-//! Every device call runs inside [`scoped`] error scopes: a device error,
-//! a lost device included, is returned as [`Error::Gpu`], never a panic.
+//! Every device call runs inside error scopes that are always popped
+//! (`gpu::scope::scoped`): a device error, a lost device included, is
+//! returned as [`Error::Gpu`], never a panic.
 
 use std::sync::Mutex;
 

@@ -1,6 +1,8 @@
 //! A headless 3D Gaussian Splatting renderer: cameras, a CPU reference
-//! rasteriser (the test oracle), the wgpu renderer that can decode SH-rest
-//! straight from compressed buffers in its own shader, and image metrics.
+//! rasteriser ([`cpu`], the test oracle), the wgpu renderer ([`gpu`]) that
+//! can decode SH-rest straight from compressed buffers in its own shader,
+//! the decoder for a host's own shader ([`sh_decode`]), the renderer's WGSL
+//! and the layouts it shares with Rust ([`shaders`]), and image metrics.
 //!
 //! Both renderers follow the reference 3DGS rasteriser (Kerbl et al. 2023,
 //! `diff-gaussian-rasterization`): EWA projection of the 3D covariance with
