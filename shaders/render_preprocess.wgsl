@@ -2,9 +2,10 @@
 // projecting it to a Splat2D. It mirrors src/render/cpu.rs `preprocess`
 // formula by formula (the reference rasteriser's preprocessCUDA).
 //
-// Concatenated after shaders/sh_decode.wgsl by src/render/gpu.rs: the entry
-// point `preprocess_compressed` decodes SH-rest with `tq_sh_decode`,
-// `preprocess` reads it from an f32 buffer.
+// Concatenated after shaders/sh_decode.wgsl and shaders/render_common.wgsl
+// (`CameraUniform`, `Splat2D`, the camera binding) by src/render/shaders.rs:
+// the entry point `preprocess_compressed` decodes SH-rest with
+// `tq_sh_decode`, `preprocess` reads it from an f32 buffer.
 
 // SH degree L in 0..=3.
 override SH_DEGREE: u32;
@@ -22,47 +23,12 @@ const SH_C3 = array<f32, 7>(
 );
 
 // Floats per Gaussian in `gaussians`: position (3), log scale (3), rotation
-// (w, x, y, z), opacity logit, DC colour (3).
+// (w, x, y, z), opacity logit, DC colour (3). ATTR_STRIDE in
+// src/render/shaders.rs.
 const ATTR_STRIDE: u32 = 14u;
-// Threads per workgroup.
+// Threads per workgroup: PREPROCESS_WORKGROUP in src/render/shaders.rs.
 const WG: u32 = 64u;
 
-// Mirrors `CameraUniform` in src/render/gpu.rs (112 bytes).
-struct CameraUniform {
-    // Rows of the world→camera rotation (w unused).
-    rot0: vec4<f32>,
-    rot1: vec4<f32>,
-    rot2: vec4<f32>,
-    // World→camera translation (w unused).
-    translation: vec4<f32>,
-    // Camera centre in world space (w unused).
-    campos: vec4<f32>,
-    // fx, fy, cx, cy.
-    intrinsics: vec4<f32>,
-    width: f32,
-    height: f32,
-    // Number of Gaussians.
-    count: u32,
-    // Workgroups along x of the 2-D dispatch.
-    groups_x: u32,
-}
-
-// Mirrors `Splat2D` in src/render/mod.rs (48 bytes).
-struct Splat2D {
-    mean: vec2<f32>,
-    depth: f32,
-    radius: f32,
-    conic_a: f32,
-    conic_b: f32,
-    conic_c: f32,
-    opacity: f32,
-    color_r: f32,
-    color_g: f32,
-    color_b: f32,
-    pad: f32,
-}
-
-@group(0) @binding(0) var<uniform> cam: CameraUniform;
 @group(0) @binding(1) var<storage, read> gaussians: array<f32>;
 // f32 SH-rest, rest_dim(SH_DEGREE) per Gaussian (entry `preprocess` only).
 @group(0) @binding(2) var<storage, read> sh_rest: array<f32>;

@@ -4,37 +4,10 @@
 // `rasterize` does. Compositing is fixed-function blending of premultiplied
 // (colour·α, α) with src factor (1 − dst.α) and dst factor 1: after the pass
 // the target holds (C, 1 − T); the host adds T·background.
+//
+// Concatenated after shaders/render_common.wgsl (`CameraUniform`, `Splat2D`,
+// the camera binding) by src/render/shaders.rs.
 
-// Mirrors `CameraUniform` in src/render/gpu.rs; only the size is used here.
-struct CameraUniform {
-    rot0: vec4<f32>,
-    rot1: vec4<f32>,
-    rot2: vec4<f32>,
-    translation: vec4<f32>,
-    campos: vec4<f32>,
-    intrinsics: vec4<f32>,
-    width: f32,
-    height: f32,
-    count: u32,
-    groups_x: u32,
-}
-
-// Mirrors `Splat2D` in src/render/mod.rs (48 bytes).
-struct Splat2D {
-    mean: vec2<f32>,
-    depth: f32,
-    radius: f32,
-    conic_a: f32,
-    conic_b: f32,
-    conic_c: f32,
-    opacity: f32,
-    color_r: f32,
-    color_g: f32,
-    color_b: f32,
-    pad: f32,
-}
-
-@group(0) @binding(0) var<uniform> cam: CameraUniform;
 @group(0) @binding(1) var<storage, read> splats: array<Splat2D>;
 // Visible splats, front to back: instance k draws splats[order[k]].
 @group(0) @binding(2) var<storage, read> order: array<u32>;

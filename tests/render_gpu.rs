@@ -1,12 +1,15 @@
-//! The wgpu renderer against the CPU reference (`render::cpu`), and the
+//! The wgpu renderer against the CPU reference (`render::cpu`), the
 //! compressed path (SH-rest decoded in the shader) against rendering the
-//! decompressed scene.
+//! decompressed scene, and the renderer on a lost device and at its limits.
+//! The WGSL checks, which need no adapter, are in tests/shaders_naga.rs.
 //!
-//! Locally, a machine with no adapter prints a skip message; under CI (or
-//! with REQUIRE_GPU=1) a missing adapter fails. The WGSL checks need no
-//! adapter.
+//! Locally, a machine with no adapter notes a skip; under CI (or with
+//! REQUIRE_GPU=1) a missing adapter fails. The f32-target variant needs an
+//! adapter with FLOAT32_BLENDABLE: the log says whether it ran or was
+//! skipped.
 //!
-//! Tolerances (derivations in `src/render/gpu.rs`):
+//! Tolerances (derived in docs/THEORY.md §13, which names the test that
+//! checks each):
 //!
 //! - preprocess: every field within 1e-4 relative (|g − c| ≤ 1e-4·max(1,
 //!   |c|); the conic relative to its largest entry, widened to κ·1e-6 for
@@ -29,82 +32,102 @@
 //!   max 1e-3, mean 1e-5 (measured on lavapipe: bit-identical). The same
 //!   holds with a SH-rest width per Gaussian (0..=8, 0 decoding to zeros).
 
+mod common;
+
 use std::sync::{Arc, OnceLock};
 
+use common::gpu::{context, note, ran, skipped};
 use glam::Vec3;
-use naga::valid::{Capabilities, ValidationFlags, Validator};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-use turboquant3d::gpu::{AdapterPolicy, GpuContext};
-use turboquant3d::render::gpu::{
-    GpuRenderer, PREPROCESS_WGSL, RASTER_WGSL, SH_DECODE_WGSL, preprocess_source,
-};
+use turboquant3d::Error;
+use turboquant3d::gpu::GpuContext;
+use turboquant3d::render::gpu::GpuRenderer;
 use turboquant3d::render::{Camera, Image, Splat2D, cpu};
 use turboquant3d::splat::codec::{self, CompressOptions};
 use turboquant3d::splat::container::Profile;
 use turboquant3d::splat::{Scene, rest_dim};
 use turboquant3d::wgpu;
 
-fn required() -> bool {
-    std::env::var_os("CI").is_some() || std::env::var_os("REQUIRE_GPU").is_some()
-}
-
-fn no_adapter(e: impl std::fmt::Display) -> Option<Arc<GpuRenderer>> {
-    if required() {
-        panic!("a GPU adapter is required here (CI or REQUIRE_GPU): {e}");
-    }
-    eprintln!("SKIPPED: no GPU adapter ({e}); set REQUIRE_GPU=1 to make this a failure");
-    None
-}
-
-/// The library's own device: no features, so an `Rgba16Float` target
-/// unless the platform enables float32 blending by itself.
+/// The shared device of `common::gpu::context`: no features, so an
+/// `Rgba16Float` target unless the platform enables float32 blending by
+/// itself.
 fn renderer() -> Option<Arc<GpuRenderer>> {
     static R: OnceLock<Option<Arc<GpuRenderer>>> = OnceLock::new();
-    R.get_or_init(|| match GpuContext::request(AdapterPolicy::AllowSoftware) {
-        Ok(ctx) => {
-            let r = GpuRenderer::new(&ctx).expect("renderer");
-            eprintln!(
-                "GPU tests on {} ({:?} target)",
-                ctx.describe(),
-                r.target_format()
-            );
-            Some(Arc::new(r))
-        }
-        Err(e) => no_adapter(e),
-    })
-    .clone()
-}
-
-/// A host-style device with `FLOAT32_BLENDABLE` enabled when the adapter
-/// has it (an `Rgba32Float` target); `None` (skipped) when it does not.
-fn renderer_f32() -> Option<Arc<GpuRenderer>> {
-    static R: OnceLock<Option<Arc<GpuRenderer>>> = OnceLock::new();
     R.get_or_init(|| {
-        renderer()?;
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-        let adapter = adapters
-            .into_iter()
-            .find(|a| a.features().contains(wgpu::Features::FLOAT32_BLENDABLE));
-        let Some(adapter) = adapter else {
-            eprintln!("SKIPPED (f32 target): no adapter with FLOAT32_BLENDABLE");
-            return None;
-        };
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("render_gpu f32 host"),
-            required_features: wgpu::Features::FLOAT32_BLENDABLE,
-            required_limits: wgpu::Limits::default(),
-            ..Default::default()
-        }))
-        .expect("device");
-        let r = GpuRenderer::new(&GpuContext::from_device(device, queue)).expect("renderer");
-        assert_eq!(r.target_format(), wgpu::TextureFormat::Rgba32Float);
+        let r = GpuRenderer::new(&context()?).expect("renderer");
+        note(&format!(
+            "render_gpu: the shared device renders to {:?}",
+            r.target_format()
+        ));
         Some(Arc::new(r))
     })
     .clone()
+}
+
+/// A device of its own, as a host would open it: the first adapter with
+/// `features` (from `WGPU_BACKEND`), with those features and `limits`.
+/// `None` when no adapter has them.
+fn host_device(
+    features: wgpu::Features,
+    limits: wgpu::Limits,
+) -> Option<(wgpu::Device, wgpu::Queue)> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    let adapter = adapters
+        .into_iter()
+        .find(|a| a.features().contains(features))?;
+    let device = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("render_gpu host"),
+        required_features: features,
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .expect("device");
+    Some(device)
+}
+
+/// A renderer on a host device with default limits and no features.
+fn host_renderer() -> GpuRenderer {
+    let (device, queue) =
+        host_device(wgpu::Features::empty(), wgpu::Limits::default()).expect("an adapter");
+    GpuRenderer::new(&GpuContext::from_device(device, queue)).expect("renderer")
+}
+
+/// A host-style device with `FLOAT32_BLENDABLE` enabled (an `Rgba32Float`
+/// target), or why there is none.
+fn renderer_f32() -> Result<Arc<GpuRenderer>, String> {
+    static R: OnceLock<Result<Arc<GpuRenderer>, String>> = OnceLock::new();
+    R.get_or_init(|| {
+        let Some((device, queue)) =
+            host_device(wgpu::Features::FLOAT32_BLENDABLE, wgpu::Limits::default())
+        else {
+            return Err("no adapter with FLOAT32_BLENDABLE".into());
+        };
+        let r = GpuRenderer::new(&GpuContext::from_device(device, queue)).expect("renderer");
+        assert_eq!(r.target_format(), wgpu::TextureFormat::Rgba32Float);
+        Ok(Arc::new(r))
+    })
+    .clone()
+}
+
+/// The f32-target renderer for `variant`, noting in the log whether the
+/// variant ran or was skipped. `None` also when there is no adapter at all
+/// (already noted, or a failure under CI).
+fn f32_variant(variant: &str) -> Option<Arc<GpuRenderer>> {
+    renderer()?;
+    match renderer_f32() {
+        Ok(r) => {
+            ran(&format!("render_gpu {variant}, Rgba32Float target"));
+            Some(r)
+        }
+        Err(why) => {
+            skipped(&format!("render_gpu {variant}, Rgba32Float target"), &why);
+            None
+        }
+    }
 }
 
 /// A random scene: positions in a box in front of the camera (some behind
@@ -153,106 +176,6 @@ fn camera(w: u32, h: u32) -> Camera {
         w,
         h,
     )
-}
-
-fn validator() -> Validator {
-    Validator::new(ValidationFlags::all(), Capabilities::default())
-}
-
-fn validate(src: &str, what: &str) -> (naga::Module, naga::valid::ModuleInfo) {
-    let module = naga::front::wgsl::parse_str(src)
-        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(src)));
-    let info = validator()
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(src)));
-    (module, info)
-}
-
-fn specialise(
-    module: &naga::Module,
-    info: &naga::valid::ModuleInfo,
-    stage: naga::ShaderStage,
-    entry: &str,
-    constants: &[(&str, f64)],
-) {
-    let c: naga::back::PipelineConstants =
-        constants.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-    naga::back::pipeline_constants::process_overrides(module, info, Some((stage, entry)), &c)
-        .unwrap_or_else(|e| panic!("{entry} {constants:?}: {e:?}"));
-}
-
-#[test]
-fn wgsl_sources_validate_with_naga() {
-    // The decoder alone (a library module: overrides, bindings, functions).
-    let (module, _) = validate(SH_DECODE_WGSL, "sh_decode.wgsl");
-    assert!(module.entry_points.is_empty());
-    let names: Vec<_> = module
-        .overrides
-        .iter()
-        .filter_map(|(_, o)| o.name.clone())
-        .collect();
-    assert_eq!(names, ["TQ_D", "TQ_BITS"]);
-    // As a host would use it: its own shader calling tq_sh_decode.
-    let host = format!(
-        "{SH_DECODE_WGSL}\n@group(0) @binding(0) var<storage, read_write> out: array<f32>;\n\
-         @compute @workgroup_size(64) fn host(@builtin(global_invocation_id) id: vec3<u32>) {{\n\
-           var rest: array<f32, 45>;\n  tq_sh_decode(id.x, &rest);\n  out[id.x] = rest[0];\n}}\n"
-    );
-    let (module, info) = validate(&host, "host shader with sh_decode.wgsl");
-    // TQ_BITS = 0: per-Gaussian widths.
-    for (d, b) in [
-        (9, 1),
-        (24, 3),
-        (45, 3),
-        (45, 4),
-        (45, 8),
-        (9, 0),
-        (24, 0),
-        (45, 0),
-    ] {
-        specialise(
-            &module,
-            &info,
-            naga::ShaderStage::Compute,
-            "host",
-            &[("TQ_D", d as f64), ("TQ_BITS", b as f64)],
-        );
-    }
-
-    // The preprocess module, both entry points, every degree.
-    assert!(preprocess_source().contains(PREPROCESS_WGSL));
-    let (module, info) = validate(&preprocess_source(), "render_preprocess.wgsl");
-    let entries: Vec<_> = module
-        .entry_points
-        .iter()
-        .map(|e| e.name.as_str())
-        .collect();
-    assert_eq!(entries, ["preprocess", "preprocess_compressed"]);
-    for degree in 0..=3u8 {
-        let d = rest_dim(degree).max(1) as f64;
-        for entry in ["preprocess", "preprocess_compressed"] {
-            for bits in [3.0, 0.0] {
-                specialise(
-                    &module,
-                    &info,
-                    naga::ShaderStage::Compute,
-                    entry,
-                    &[("SH_DEGREE", degree as f64), ("TQ_D", d), ("TQ_BITS", bits)],
-                );
-            }
-        }
-    }
-
-    // The raster module.
-    let (module, info) = validate(RASTER_WGSL, "render_raster.wgsl");
-    let entries: Vec<_> = module
-        .entry_points
-        .iter()
-        .map(|e| e.name.as_str())
-        .collect();
-    assert_eq!(entries, ["vs_main", "fs_main"]);
-    specialise(&module, &info, naga::ShaderStage::Vertex, "vs_main", &[]);
-    specialise(&module, &info, naga::ShaderStage::Fragment, "fs_main", &[]);
 }
 
 /// Relative tolerance of the preprocess comparison.
@@ -431,7 +354,9 @@ fn render_matches_the_cpu_reference() {
 
 #[test]
 fn render_with_an_f32_target_matches_the_cpu_reference() {
-    let Some(r) = renderer_f32() else { return };
+    let Some(r) = f32_variant("render vs the CPU") else {
+        return;
+    };
     check_render_against_cpu(&r);
 }
 
@@ -529,7 +454,7 @@ fn compressed_sh_decoded_in_the_shader_matches_the_decompressed_scene() {
     for degree in 1..=3u8 {
         check_compressed(&r, degree, 500);
     }
-    if let Some(r) = renderer_f32() {
+    if let Some(r) = f32_variant("compressed SH-rest") {
         check_compressed(&r, 3, 500);
     }
 }
@@ -666,7 +591,7 @@ fn per_gaussian_sh_widths_decoded_in_the_shader_match_the_decompressed_scene() {
     for degree in 1..=3u8 {
         check_per_gaussian_widths(&r, degree, 500);
     }
-    if let Some(r) = renderer_f32() {
+    if let Some(r) = f32_variant("per-Gaussian SH-rest widths") {
         check_per_gaussian_widths(&r, 3, 500);
     }
 }
@@ -677,4 +602,158 @@ fn upload_checks_shapes() {
     let mut scene = random_scene(10, 2, 1, 1.0, -2.0);
     scene.sh_rest.pop();
     assert!(r.upload(&scene).is_err());
+}
+
+/// `out` must be `Err(Error::Gpu(..))`.
+fn expect_gpu_error<T: std::fmt::Debug>(out: turboquant3d::Result<T>, what: &str) {
+    match out {
+        Err(Error::Gpu(m)) => eprintln!("{what}: {m}"),
+        other => panic!("{what}: expected Error::Gpu, got {other:?}"),
+    }
+}
+
+/// A small scene with SH degree 1 and its compressed split (attributes,
+/// compressed SH-rest).
+fn lost_device_scene() -> (Scene, Scene, codec::CompressedSh) {
+    let scene = random_scene(300, 1, 5, 1.2, -2.0);
+    let opts = CompressOptions {
+        sh_bits: 3,
+        ..CompressOptions::default()
+    };
+    let bytes = codec::compress(&scene, &opts).unwrap().to_bytes().unwrap();
+    let (split, sh) = codec::decompress_split(&bytes, std::path::Path::new("lost.tq3s")).unwrap();
+    (scene, split, sh.expect("the file has SH-rest"))
+}
+
+/// A renderer whose device is destroyed returns `Error::Gpu` from every
+/// call, wherever the loss falls: before the upload, after it (before the
+/// pipelines are compiled), and mid-frame (pipelines cached, target made).
+/// The device is the test's own, so the other tests' shared device lives on.
+#[test]
+fn a_lost_device_gives_errors_not_panics() {
+    if renderer().is_none() {
+        return;
+    }
+    let (scene, split, sh) = lost_device_scene();
+    let (cam, bg) = (camera(32, 24), [0.1, 0.2, 0.3]);
+
+    // Lost before the upload.
+    let r = host_renderer();
+    r.context().device.destroy();
+    expect_gpu_error(r.upload(&scene), "upload on a lost device");
+    expect_gpu_error(
+        r.upload_compressed(&split, &sh),
+        "compressed upload on a lost device",
+    );
+
+    // Lost after the upload, before the first frame.
+    let r = host_renderer();
+    let plain = r.upload(&scene).unwrap();
+    let packed = r.upload_compressed(&split, &sh).unwrap();
+    r.context().device.destroy();
+    expect_gpu_error(r.render(&plain, &cam, bg), "first frame on a lost device");
+    expect_gpu_error(
+        r.render(&packed, &cam, bg),
+        "first compressed frame on a lost device",
+    );
+    expect_gpu_error(r.preprocess(&plain, &cam), "preprocess on a lost device");
+
+    // Lost mid-frame: after frames that compiled the pipelines and made the
+    // target, at the same size and at a new one.
+    let r = host_renderer();
+    let plain = r.upload(&scene).unwrap();
+    let packed = r.upload_compressed(&split, &sh).unwrap();
+    let before = r.render(&plain, &cam, bg).unwrap();
+    r.render(&packed, &cam, bg).unwrap();
+    assert!(
+        before.data.chunks(3).any(|p| p != bg),
+        "the scene is visible"
+    );
+    r.context().device.destroy();
+    expect_gpu_error(r.render(&plain, &cam, bg), "next frame on a lost device");
+    expect_gpu_error(
+        r.render(&packed, &cam, bg),
+        "next compressed frame on a lost device",
+    );
+    expect_gpu_error(
+        r.render(&plain, &camera(40, 30), bg),
+        "a new size on a lost device",
+    );
+    expect_gpu_error(r.preprocess(&packed, &cam), "preprocess on a lost device");
+    expect_gpu_error(r.upload(&scene), "upload on a lost device");
+}
+
+/// The device lost while frames are being rendered, from another thread:
+/// every frame is an image or `Error::Gpu`, and once the device is gone
+/// frames fail.
+#[test]
+fn a_device_lost_during_rendering_gives_errors_not_panics() {
+    if renderer().is_none() {
+        return;
+    }
+    let (scene, split, sh) = lost_device_scene();
+    let (cam, bg) = (camera(32, 24), [0.1, 0.2, 0.3]);
+    let r = host_renderer();
+    let plain = r.upload(&scene).unwrap();
+    let packed = r.upload_compressed(&split, &sh).unwrap();
+    let expected = r.render(&plain, &cam, bg).unwrap();
+    let lost = std::sync::atomic::AtomicBool::new(false);
+    let (mut frames, mut errors) = (0, 0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            r.context().device.destroy();
+            lost.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        loop {
+            let done = lost.load(std::sync::atomic::Ordering::SeqCst);
+            for splats in [&plain, &packed] {
+                match r.render(splats, &cam, bg) {
+                    Ok(image) => {
+                        assert!(!done, "a frame rendered after the device was destroyed");
+                        if std::ptr::eq(splats, &plain) {
+                            assert_eq!(image, expected, "a frame before the loss");
+                        }
+                        frames += 1;
+                    }
+                    Err(Error::Gpu(_)) => errors += 1,
+                    Err(e) => panic!("a frame on a lost device: {e:?}"),
+                }
+            }
+            if done {
+                break;
+            }
+        }
+    });
+    assert!(errors >= 2, "{frames} frames, {errors} errors");
+    eprintln!("device lost while rendering: {frames} frames, then {errors} errors");
+}
+
+/// A scene whose buffers exceed the device's binding limit is unsupported
+/// (docs/THEORY.md §13, "Limits"): 4·14 = 56 attribute bytes per Gaussian
+/// against a 64 KiB binding, so 1170 Gaussians fit and 1171 do not.
+#[test]
+fn scenes_beyond_the_binding_limit_are_unsupported() {
+    if renderer().is_none() {
+        return;
+    }
+    let limits = wgpu::Limits {
+        max_storage_buffer_binding_size: 1 << 16,
+        ..wgpu::Limits::default()
+    };
+    let (device, queue) = host_device(wgpu::Features::empty(), limits).expect("an adapter");
+    let r = GpuRenderer::new(&GpuContext::from_device(device, queue)).unwrap();
+    let fits = random_scene(1170, 0, 2, 1.2, -2.0);
+    r.upload(&fits).unwrap();
+    let over = random_scene(1171, 0, 2, 1.2, -2.0);
+    match r.upload(&over) {
+        Err(Error::GpuUnsupported(m)) => {
+            assert!(m.contains("max_storage_buffer_binding_size"), "{m}")
+        }
+        other => panic!("1171 Gaussians on a 64 KiB binding: {other:?}"),
+    }
+    // SH-rest of degree 3 (180 bytes per Gaussian) is the largest binding.
+    let sh = random_scene(365, 3, 2, 1.2, -2.0);
+    assert!(matches!(r.upload(&sh), Err(Error::GpuUnsupported(_))));
+    r.upload(&random_scene(364, 3, 2, 1.2, -2.0)).unwrap();
 }

@@ -1,9 +1,18 @@
 //! CPU-only: every WGSL kernel family parses and validates with naga, both
 //! as written and after specialisation with exactly the override constants
-//! the host selects, for a spread of (d, b, scale) and device limits.
+//! the host selects, for a spread of (d, b, scale) and device limits; the
+//! renderer's modules likewise, and the layouts and constants they share
+//! with the Rust host.
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use turboquant3d::gpu::{DataFormat, Family, KernelConfig};
+use turboquant3d::render::Splat2D;
+use turboquant3d::render::sh_decode::SH_DECODE_WGSL;
+use turboquant3d::render::shaders::{
+    ATTR_STRIDE, COMMON_WGSL, CameraUniform, PREPROCESS_WGSL, PREPROCESS_WORKGROUP, RASTER_WGSL,
+    preprocess_source, raster_source,
+};
+use turboquant3d::splat::rest_dim;
 use turboquant3d::wgpu;
 use turboquant3d::{Quantizer, QuantizerConfig, RotationKind, ScaleFormat, ScaleMode};
 
@@ -224,5 +233,275 @@ fn selection_matches_the_documented_rules() {
         KernelConfig::select(&q(256, RotationKind::Hadamard), &limits, sg, 8)
             .unwrap()
             .subgroups
+    );
+}
+
+/// Parses and validates a renderer module (no capabilities).
+fn validate(src: &str, what: &str) -> (naga::Module, naga::valid::ModuleInfo) {
+    let module = naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(src)));
+    let info = validator(false, false)
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(src)));
+    (module, info)
+}
+
+/// Specialises `entry` with `constants`, as the renderer's pipelines are.
+fn specialise(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    stage: naga::ShaderStage,
+    entry: &str,
+    constants: &[(&str, f64)],
+) {
+    let c: naga::back::PipelineConstants =
+        constants.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    naga::back::pipeline_constants::process_overrides(module, info, Some((stage, entry)), &c)
+        .unwrap_or_else(|e| panic!("{entry} {constants:?}: {e:?}"));
+}
+
+#[test]
+fn renderer_wgsl_validates_with_naga() {
+    // The decoder alone (a library module: overrides, bindings, functions).
+    let (module, _) = validate(SH_DECODE_WGSL, "sh_decode.wgsl");
+    assert!(module.entry_points.is_empty());
+    let names: Vec<_> = module
+        .overrides
+        .iter()
+        .filter_map(|(_, o)| o.name.clone())
+        .collect();
+    assert_eq!(names, ["TQ_D", "TQ_BITS"]);
+    // As a host would use it: its own shader calling tq_sh_decode.
+    let host = format!(
+        "{SH_DECODE_WGSL}\n@group(0) @binding(0) var<storage, read_write> out: array<f32>;\n\
+         @compute @workgroup_size(64) fn host(@builtin(global_invocation_id) id: vec3<u32>) {{\n\
+           var rest: array<f32, 45>;\n  tq_sh_decode(id.x, &rest);\n  out[id.x] = rest[0];\n}}\n"
+    );
+    let (module, info) = validate(&host, "host shader with sh_decode.wgsl");
+    // TQ_BITS = 0: per-Gaussian widths.
+    for (d, b) in [
+        (9, 1),
+        (24, 3),
+        (45, 3),
+        (45, 4),
+        (45, 8),
+        (9, 0),
+        (24, 0),
+        (45, 0),
+    ] {
+        specialise(
+            &module,
+            &info,
+            naga::ShaderStage::Compute,
+            "host",
+            &[("TQ_D", d as f64), ("TQ_BITS", b as f64)],
+        );
+    }
+
+    // The shared declarations alone.
+    validate(COMMON_WGSL, "render_common.wgsl");
+
+    // The preprocess module, both entry points, every degree.
+    assert!(preprocess_source().contains(PREPROCESS_WGSL));
+    assert!(preprocess_source().contains(COMMON_WGSL));
+    let (module, info) = validate(&preprocess_source(), "render_preprocess.wgsl");
+    let entries: Vec<_> = module
+        .entry_points
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(entries, ["preprocess", "preprocess_compressed"]);
+    for degree in 0..=3u8 {
+        let d = rest_dim(degree).max(1) as f64;
+        for entry in ["preprocess", "preprocess_compressed"] {
+            for bits in [3.0, 0.0] {
+                specialise(
+                    &module,
+                    &info,
+                    naga::ShaderStage::Compute,
+                    entry,
+                    &[("SH_DEGREE", degree as f64), ("TQ_D", d), ("TQ_BITS", bits)],
+                );
+            }
+        }
+    }
+
+    // The raster module.
+    assert!(raster_source().contains(RASTER_WGSL));
+    assert!(raster_source().contains(COMMON_WGSL));
+    let (module, info) = validate(&raster_source(), "render_raster.wgsl");
+    let entries: Vec<_> = module
+        .entry_points
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(entries, ["vs_main", "fs_main"]);
+    specialise(&module, &info, naga::ShaderStage::Vertex, "vs_main", &[]);
+    specialise(&module, &info, naga::ShaderStage::Fragment, "fs_main", &[]);
+}
+
+/// The members (name, offset, size) and size of the struct `name` in
+/// `module`.
+fn wgsl_struct(module: &naga::Module, name: &str) -> (Vec<(String, usize, usize)>, usize) {
+    module
+        .types
+        .iter()
+        .find_map(|(_, t)| match (&t.name, &t.inner) {
+            (Some(n), naga::TypeInner::Struct { members, span }) if n == name => Some((
+                members
+                    .iter()
+                    .map(|m| {
+                        let size = module.types[m.ty].inner.size(module.to_ctx()) as usize;
+                        (m.name.clone().unwrap_or_default(), m.offset as usize, size)
+                    })
+                    .collect(),
+                *span as usize,
+            )),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("struct {name}"))
+}
+
+/// The size of the field `field` picks out.
+fn size_of_field<T, F>(_field: impl Fn(&T) -> &F) -> usize {
+    std::mem::size_of::<F>()
+}
+
+/// The value of the u32 constant `name` in `module`.
+fn wgsl_u32(module: &naga::Module, name: &str) -> u32 {
+    let (_, c) = module
+        .constants
+        .iter()
+        .find(|(_, c)| c.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("const {name}"));
+    match module.global_expressions[c.init] {
+        naga::Expression::Literal(naga::Literal::U32(v)) => v,
+        ref e => panic!("const {name} = {e:?}"),
+    }
+}
+
+/// `CameraUniform` and `Splat2D` are declared once in WGSL
+/// (render_common.wgsl, included by both stages) and once in Rust: in each
+/// module the WGSL members must have the Rust fields' names, offsets and
+/// sizes (`Splat2D`'s `conic` and `color` arrays are three scalars each in
+/// WGSL), and the structs the same size, so that reordering, retyping or
+/// renaming a field on one side fails here.
+#[test]
+fn renderer_structs_match_the_rust_types() {
+    use std::mem::{offset_of, size_of};
+    type C = CameraUniform;
+    let camera = [
+        ("rot0", offset_of!(C, rot0), size_of_field(|c: &C| &c.rot0)),
+        ("rot1", offset_of!(C, rot1), size_of_field(|c: &C| &c.rot1)),
+        ("rot2", offset_of!(C, rot2), size_of_field(|c: &C| &c.rot2)),
+        (
+            "translation",
+            offset_of!(C, translation),
+            size_of_field(|c: &C| &c.translation),
+        ),
+        (
+            "campos",
+            offset_of!(C, campos),
+            size_of_field(|c: &C| &c.campos),
+        ),
+        (
+            "intrinsics",
+            offset_of!(C, intrinsics),
+            size_of_field(|c: &C| &c.intrinsics),
+        ),
+        (
+            "width",
+            offset_of!(C, width),
+            size_of_field(|c: &C| &c.width),
+        ),
+        (
+            "height",
+            offset_of!(C, height),
+            size_of_field(|c: &C| &c.height),
+        ),
+        (
+            "count",
+            offset_of!(C, count),
+            size_of_field(|c: &C| &c.count),
+        ),
+        (
+            "groups_x",
+            offset_of!(C, groups_x),
+            size_of_field(|c: &C| &c.groups_x),
+        ),
+    ];
+    type S = Splat2D;
+    let conic = offset_of!(S, conic);
+    let color = offset_of!(S, color);
+    let splat = [
+        ("mean", offset_of!(S, mean), size_of_field(|s: &S| &s.mean)),
+        (
+            "depth",
+            offset_of!(S, depth),
+            size_of_field(|s: &S| &s.depth),
+        ),
+        (
+            "radius",
+            offset_of!(S, radius),
+            size_of_field(|s: &S| &s.radius),
+        ),
+        ("conic_a", conic, 4),
+        ("conic_b", conic + 4, 4),
+        ("conic_c", conic + 8, 4),
+        (
+            "opacity",
+            offset_of!(S, opacity),
+            size_of_field(|s: &S| &s.opacity),
+        ),
+        ("color_r", color, 4),
+        ("color_g", color + 4, 4),
+        ("color_b", color + 8, 4),
+        ("pad", offset_of!(S, _pad), size_of_field(|s: &S| &s._pad)),
+    ];
+    assert_eq!(size_of_field(|s: &S| &s.conic), 12);
+    assert_eq!(size_of_field(|s: &S| &s.color), 12);
+    for (what, src) in [
+        ("render_common.wgsl", COMMON_WGSL.to_string()),
+        ("render_preprocess.wgsl", preprocess_source()),
+        ("render_raster.wgsl", raster_source()),
+    ] {
+        let module = naga::front::wgsl::parse_str(&src).expect(what);
+        for (name, rust, size) in [
+            ("CameraUniform", &camera[..], size_of::<C>()),
+            ("Splat2D", &splat[..], size_of::<S>()),
+        ] {
+            let (members, span) = wgsl_struct(&module, name);
+            let rust: Vec<(String, usize, usize)> = rust
+                .iter()
+                .map(|&(n, o, s)| (n.to_string(), o, s))
+                .collect();
+            assert_eq!(members, rust, "{what}: {name} members (name, offset, size)");
+            assert_eq!(span, size, "{what}: size of {name}");
+        }
+    }
+    assert_eq!(size_of::<C>(), 112);
+    assert_eq!(size_of::<S>(), 48);
+}
+
+/// The preprocess stage's constants equal the Rust ones the host
+/// dispatches and packs with: `WG` is the workgroup size of both entry
+/// points and the host's `PREPROCESS_WORKGROUP`, `ATTR_STRIDE` the floats
+/// per Gaussian of the attribute buffer.
+#[test]
+fn preprocess_constants_match_the_host() {
+    let module = naga::front::wgsl::parse_str(&preprocess_source()).expect("parses");
+    assert_eq!(wgsl_u32(&module, "ATTR_STRIDE") as usize, ATTR_STRIDE);
+    assert_eq!(wgsl_u32(&module, "WG"), PREPROCESS_WORKGROUP);
+    let sizes: Vec<(&str, [u32; 3])> = module
+        .entry_points
+        .iter()
+        .map(|e| (e.name.as_str(), e.workgroup_size))
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            ("preprocess", [PREPROCESS_WORKGROUP, 1, 1]),
+            ("preprocess_compressed", [PREPROCESS_WORKGROUP, 1, 1]),
+        ]
     );
 }

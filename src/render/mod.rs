@@ -1,6 +1,8 @@
 //! A headless 3D Gaussian Splatting renderer: cameras, a CPU reference
-//! rasteriser (the test oracle), the wgpu renderer that can decode SH-rest
-//! straight from compressed buffers in its own shader, and image metrics.
+//! rasteriser ([`cpu`], the test oracle), the wgpu renderer ([`gpu`]) that
+//! can decode SH-rest straight from compressed buffers in its own shader,
+//! the decoder for a host's own shader ([`sh_decode`]), the renderer's WGSL
+//! and the layouts it shares with Rust ([`shaders`]), and image metrics.
 //!
 //! Both renderers follow the reference 3DGS rasteriser (Kerbl et al. 2023,
 //! `diff-gaussian-rasterization`): EWA projection of the 3D covariance with
@@ -12,16 +14,20 @@
 
 pub mod camera;
 pub mod cpu;
+mod frame;
 pub mod gpu;
 pub mod image;
 pub mod metrics;
 pub mod predict;
+pub mod sh_decode;
+pub mod shaders;
 
 pub use camera::{Camera, orbit};
 
 /// A Gaussian as the rasteriser sees it, after the preprocess stage.
 /// `radius == 0` means culled. The layout is shared with the WGSL
-/// `Splat2D` (48 bytes).
+/// `Splat2D` of shaders/render_common.wgsl (48 bytes; `conic` and `color`
+/// are three scalars each there).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Splat2D {
