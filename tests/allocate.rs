@@ -1,7 +1,7 @@
-//! The SH bit allocation against an exhaustive search, and against uniform
+//! The bit allocation against an exhaustive search, and against uniform
 //! widths at equal bits.
 
-use turboquant3d::splat::allocate::{self, allocate, cost, distortions};
+use turboquant3d::codec::allocate::{self, allocate, cost, distortions};
 
 /// The best Σ v_i·D(b_i) over every width vector with b_i ≤ max and total
 /// cost ≤ budget, by brute force.
@@ -38,7 +38,7 @@ fn exhaustive(values: &[f64], d: usize, s: u32, budget: u64, max: u8) -> f64 {
 
 #[test]
 fn the_allocation_is_optimal_for_the_bits_it_spends() {
-    // Six Gaussians whose importance spans four orders of magnitude.
+    // Six vectors whose importance spans four orders of magnitude.
     let values = [3.0, 0.02, 0.7, 1e-4, 0.15, 1.2];
     for d in [9usize, 45] {
         let per = cost(d, 1, 16);
@@ -53,7 +53,7 @@ fn the_allocation_is_optimal_for_the_bits_it_spends() {
                 a.objective
             );
             // And it leaves less than one upgrade unspent, unless every
-            // Gaussian is already at the widest code.
+            // vector is already at the widest code.
             let full = a.widths.iter().all(|&b| b == 4);
             assert!(
                 full || budget - a.bits < cost(d, 4, 16),
