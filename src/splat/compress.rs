@@ -467,6 +467,17 @@ pub fn storage_order(scene: &Scene, opts: &CompressOptions) -> Vec<u32> {
 
 /// Compresses a scene. The output is a function of the scene and the
 /// options alone: the same bytes on every run, thread count and platform.
+///
+/// ```
+/// use turboquant3d::splat::{self, CompressOptions};
+/// use turboquant3d::splat::container::Profile;
+/// use turboquant3d::splat::synth::{SynthConfig, generate};
+/// let scene = generate(&SynthConfig { count: 500, sh_degree: 1, seed: 3 });
+/// let opts = CompressOptions { profile: Profile::Exact, sh_bits: 4, ..Default::default() };
+/// let c = splat::compress(&scene, &opts).unwrap();
+/// assert_eq!(c.header.count, 500);
+/// assert_eq!(c.to_bytes().unwrap().len() as u64, c.size());
+/// ```
 pub fn compress(scene: &Scene, opts: &CompressOptions) -> Result<Compressed> {
     compress_with(scene, opts, None)
 }
