@@ -1,5 +1,5 @@
 //! The bit allocation against an exhaustive search, and against uniform
-//! widths at equal bits.
+//! widths at equal bits; and the splat weights it is given.
 
 use turboquant3d::codec::allocate::{self, allocate, cost, distortions};
 
@@ -103,4 +103,41 @@ fn allocated_error_is_at_most_uniform_at_equal_bits() {
             .all(|&b| b == 0)
     );
     let _ = allocate::MAX_BITS;
+}
+
+#[test]
+fn splat_importance_is_the_weight_times_the_truncated_sh_energy() {
+    use turboquant3d::splat::importance::{Weight, importance};
+    use turboquant3d::splat::synth::{SynthConfig, generate};
+    let s = generate(&SynthConfig {
+        count: 200,
+        sh_degree: 3,
+        seed: 4,
+    });
+    // Degree 1 keeps the first 3 of each channel's 15 coefficients.
+    let energy = |i: usize| -> f64 {
+        (0..3)
+            .flat_map(|c| (0..3).map(move |j| c * 15 + j))
+            .map(|j| (s.rest(i)[j] as f64).powi(2))
+            .sum()
+    };
+    let alpha = |i: usize| 1.0 / (1.0 + (-s.opacity[i] as f64).exp());
+    let cov: Vec<f64> = (0..s.len()).map(|i| i as f64 * 0.5).collect();
+    let e = importance(&s, 1, Weight::Energy, None).unwrap();
+    let o = importance(&s, 1, Weight::Opacity, None).unwrap();
+    let f = importance(&s, 1, Weight::OpacityFootprint, None).unwrap();
+    let c = importance(&s, 1, Weight::Coverage, Some(&cov)).unwrap();
+    for i in 0..s.len() {
+        let mut sc = s.scales[i].map(|v| v as f64);
+        sc.sort_by(f64::total_cmp);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs() + 1e-12;
+        assert!(close(e[i], energy(i)), "Gaussian {i}: energy");
+        assert!(close(o[i], alpha(i) * energy(i)), "Gaussian {i}: opacity");
+        let footprint = alpha(i) * (sc[1] + sc[2]).exp() * energy(i);
+        assert!(close(f[i], footprint), "Gaussian {i}: footprint");
+        assert!(close(c[i], cov[i] * energy(i)), "Gaussian {i}: coverage");
+    }
+    // Coverage needs one value per Gaussian.
+    assert!(importance(&s, 1, Weight::Coverage, None).is_err());
+    assert!(importance(&s, 1, Weight::Coverage, Some(&cov[1..])).is_err());
 }

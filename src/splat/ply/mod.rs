@@ -4,7 +4,7 @@
 //! 3DGS properties (`x y z`, optional `nx ny nz`, `f_dc_0..2`,
 //! `f_rest_0..K-1` with K ∈ {0, 9, 24, 45}, `opacity`, `scale_0..2`,
 //! `rot_0..3`) may come in any order and must be `float`; every other scalar
-//! property is kept losslessly in [`Scene::extras`].
+//! property is kept losslessly in [`Scene::extras`](crate::splat::Scene::extras).
 //!
 //! Reading streams the body in chunks of records and never holds the file in
 //! memory. Each property is resolved once to a (record offset, destination
