@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use turboquant3d::splat::codec::{self, CompressOptions};
 use turboquant3d::splat::container::Profile;
 use turboquant3d::splat::ply::{self, PlyEncoding};
 use turboquant3d::splat::synth;
+use turboquant3d::splat::{self, CompressOptions};
 
 fn peak_rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -50,10 +50,10 @@ fn stage(args: &[String]) -> Result<(), turboquant3d::Error> {
                 ..Default::default()
             };
             let scene = ply::read_ply(Path::new(&args[1]))?;
-            codec::compress(&scene, &opts)?.write(Path::new(&args[2]))?;
+            splat::compress(&scene, &opts)?.write(Path::new(&args[2]))?;
         }
         "decompress" => {
-            let scene = codec::read(Path::new(&args[1]))?;
+            let scene = splat::read(Path::new(&args[1]))?;
             ply::write_ply(Path::new(&args[2]), &scene, PlyEncoding::BinaryLittleEndian)?;
         }
         s => panic!("unknown stage {s}"),

@@ -1,7 +1,7 @@
-//! The SH bit allocation against an exhaustive search, and against uniform
-//! widths at equal bits.
+//! The bit allocation against an exhaustive search, and against uniform
+//! widths at equal bits; and the splat weights it is given.
 
-use turboquant3d::splat::allocate::{self, allocate, cost, distortions};
+use turboquant3d::codec::allocate::{self, allocate, cost, distortions};
 
 /// The best Σ v_i·D(b_i) over every width vector with b_i ≤ max and total
 /// cost ≤ budget, by brute force.
@@ -38,7 +38,7 @@ fn exhaustive(values: &[f64], d: usize, s: u32, budget: u64, max: u8) -> f64 {
 
 #[test]
 fn the_allocation_is_optimal_for_the_bits_it_spends() {
-    // Six Gaussians whose importance spans four orders of magnitude.
+    // Six vectors whose importance spans four orders of magnitude.
     let values = [3.0, 0.02, 0.7, 1e-4, 0.15, 1.2];
     for d in [9usize, 45] {
         let per = cost(d, 1, 16);
@@ -53,7 +53,7 @@ fn the_allocation_is_optimal_for_the_bits_it_spends() {
                 a.objective
             );
             // And it leaves less than one upgrade unspent, unless every
-            // Gaussian is already at the widest code.
+            // vector is already at the widest code.
             let full = a.widths.iter().all(|&b| b == 4);
             assert!(
                 full || budget - a.bits < cost(d, 4, 16),
@@ -103,4 +103,41 @@ fn allocated_error_is_at_most_uniform_at_equal_bits() {
             .all(|&b| b == 0)
     );
     let _ = allocate::MAX_BITS;
+}
+
+#[test]
+fn splat_importance_is_the_weight_times_the_truncated_sh_energy() {
+    use turboquant3d::splat::importance::{Weight, importance};
+    use turboquant3d::splat::synth::{SynthConfig, generate};
+    let s = generate(&SynthConfig {
+        count: 200,
+        sh_degree: 3,
+        seed: 4,
+    });
+    // Degree 1 keeps the first 3 of each channel's 15 coefficients.
+    let energy = |i: usize| -> f64 {
+        (0..3)
+            .flat_map(|c| (0..3).map(move |j| c * 15 + j))
+            .map(|j| (s.rest(i)[j] as f64).powi(2))
+            .sum()
+    };
+    let alpha = |i: usize| 1.0 / (1.0 + (-s.opacity[i] as f64).exp());
+    let cov: Vec<f64> = (0..s.len()).map(|i| i as f64 * 0.5).collect();
+    let e = importance(&s, 1, Weight::Energy, None).unwrap();
+    let o = importance(&s, 1, Weight::Opacity, None).unwrap();
+    let f = importance(&s, 1, Weight::OpacityFootprint, None).unwrap();
+    let c = importance(&s, 1, Weight::Coverage, Some(&cov)).unwrap();
+    for i in 0..s.len() {
+        let mut sc = s.scales[i].map(|v| v as f64);
+        sc.sort_by(f64::total_cmp);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs() + 1e-12;
+        assert!(close(e[i], energy(i)), "Gaussian {i}: energy");
+        assert!(close(o[i], alpha(i) * energy(i)), "Gaussian {i}: opacity");
+        let footprint = alpha(i) * (sc[1] + sc[2]).exp() * energy(i);
+        assert!(close(f[i], footprint), "Gaussian {i}: footprint");
+        assert!(close(c[i], cov[i] * energy(i)), "Gaussian {i}: coverage");
+    }
+    // Coverage needs one value per Gaussian.
+    assert!(importance(&s, 1, Weight::Coverage, None).is_err());
+    assert!(importance(&s, 1, Weight::Coverage, Some(&cov[1..])).is_err());
 }

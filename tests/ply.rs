@@ -6,69 +6,18 @@
 //! and expected values are computed from the property's position in the
 //! hand-written header, never by asking the library.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+#[path = "common/tracking.rs"]
+mod tracking;
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
+use tracking::largest_allocation;
 use turboquant3d::Error;
 use turboquant3d::splat::ply::{
     PlyEncoding, ply_size, read_ply, read_ply_from, write_ply, write_ply_to,
 };
 use turboquant3d::splat::{ExtraProperty, Extras, ScalarType, Scene, rest_dim};
-
-// ---------------------------------------------------------------------------
-// A global allocator that remembers the largest single allocation made by the
-// current thread, so that "no huge allocation" is checked, not hoped for.
-
-struct Tracking;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    let _ = LARGEST.try_with(|c| {
-        if size > c.get() {
-            c.set(size)
-        }
-    });
-}
-
-unsafe impl GlobalAlloc for Tracking {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Tracking = Tracking;
-
-/// Runs `f` and returns its result with the largest single allocation it made.
-fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST.with(|c| c.set(0));
-    let r = f();
-    (r, LARGEST.with(|c| c.get()))
-}
-
-#[test]
-fn the_allocation_tracker_sees_large_allocations() {
-    let (v, big) = largest_allocation(|| vec![1u8; 10 << 20]);
-    assert_eq!(v.len(), 10 << 20);
-    assert!(big >= 10 << 20, "tracker saw only {big} bytes");
-}
 
 // ---------------------------------------------------------------------------
 // Scenes for round trips.

@@ -5,9 +5,9 @@
 
 use turboquant3d::Codebook;
 use turboquant3d::render::{cpu, metrics, orbit, predict};
-use turboquant3d::splat::codec::{self, CompressOptions};
 use turboquant3d::splat::container::Profile;
 use turboquant3d::splat::synth;
+use turboquant3d::splat::{self, CompressOptions};
 
 #[test]
 fn predicted_image_mse_bounds_and_estimates_the_measured_one() {
@@ -37,8 +37,8 @@ fn predicted_image_mse_bounds_and_estimates_the_measured_one() {
             sh_bits: b,
             ..Default::default()
         };
-        let bytes = codec::compress(&scene, &opts).unwrap().to_bytes().unwrap();
-        let back = codec::decompress(&bytes, std::path::Path::new("p.tq3s")).unwrap();
+        let bytes = splat::compress(&scene, &opts).unwrap().to_bytes().unwrap();
+        let back = splat::decompress(&bytes, std::path::Path::new("p.tq3s")).unwrap();
         let dist = Codebook::get(45, b).unwrap().distortion();
         let (mut measured, mut bound, mut estimate) = (0.0, 0.0, 0.0);
         for (k, cam) in views.iter().enumerate() {

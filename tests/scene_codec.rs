@@ -8,9 +8,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use turboquant3d::splat::attributes::AttrBits;
-use turboquant3d::splat::codec::{self, CompressOptions};
 use turboquant3d::splat::container::Profile;
 use turboquant3d::splat::scene::{ExtraProperty, Extras, ScalarType, Scene, rest_dim, sigmoid};
+use turboquant3d::splat::{self, CompressOptions};
 use turboquant3d::{Codebook, ScaleMode};
 
 /// A random scene with an extra `id` property (u32) holding each Gaussian's
@@ -66,10 +66,10 @@ fn id_of(s: &Scene, k: usize) -> usize {
 }
 
 fn roundtrip(s: &Scene, opts: &CompressOptions) -> (Vec<u8>, Scene) {
-    let c = codec::compress(s, opts).unwrap();
+    let c = splat::compress(s, opts).unwrap();
     let bytes = c.to_bytes().unwrap();
     assert_eq!(bytes.len() as u64, c.size());
-    let back = codec::decompress(&bytes, Path::new("t.tq3s")).unwrap();
+    let back = splat::decompress(&bytes, Path::new("t.tq3s")).unwrap();
     (bytes, back)
 }
 
@@ -253,11 +253,15 @@ fn sh_degree_truncation_keeps_each_channels_low_bands() {
 
 #[test]
 fn predicted_size_is_exact_for_fixed_streams_and_bounds_the_rest() {
-    let s = scene(4000, 3, 6);
-    for (profile, b, tau) in [
-        (Profile::Compact, 3, None),
-        (Profile::Exact, 2, Some(0.2)),
-        (Profile::Compact, 1, Some(0.5)),
+    let stored = scene(4000, 3, 6);
+    // All-zero normals are restored for free: no NRM stream to predict.
+    let mut zero = stored.clone();
+    zero.normals.as_mut().unwrap().fill([0.0; 3]);
+    for (s, profile, b, tau) in [
+        (&stored, Profile::Compact, 3, None),
+        (&stored, Profile::Exact, 2, Some(0.2)),
+        (&stored, Profile::Compact, 1, Some(0.5)),
+        (&zero, Profile::Exact, 4, None),
     ] {
         let opts = CompressOptions {
             profile,
@@ -265,8 +269,8 @@ fn predicted_size_is_exact_for_fixed_streams_and_bounds_the_rest() {
             prune_opacity: tau,
             ..Default::default()
         };
-        let p = codec::predict_size(&s, &opts).unwrap();
-        let c = codec::compress(&s, &opts).unwrap();
+        let p = splat::predict_size(s, &opts).unwrap();
+        let c = splat::compress(s, &opts).unwrap();
         // Independent count of the kept Gaussians.
         let kept = s
             .opacity
@@ -316,7 +320,7 @@ fn pruning_drops_exactly_the_faint_gaussians() {
     };
     let mut faint = s.clone();
     faint.opacity.iter_mut().for_each(|o| *o = -5.0);
-    let e = codec::compress(&faint, &all).unwrap_err().to_string();
+    let e = splat::compress(&faint, &all).unwrap_err().to_string();
     assert!(e.contains("removes all"), "{e}");
 }
 
@@ -324,7 +328,7 @@ fn pruning_drops_exactly_the_faint_gaussians() {
 fn any_corrupted_byte_or_truncation_is_reported() {
     let s = scene(40, 2, 8);
     for profile in [Profile::Exact, Profile::Compact] {
-        let c = codec::compress(
+        let c = splat::compress(
             &s,
             &CompressOptions {
                 profile,
@@ -337,19 +341,19 @@ fn any_corrupted_byte_or_truncation_is_reported() {
             let mut bad = bytes.clone();
             bad[k] ^= 0x5a;
             assert!(
-                codec::decompress(&bad, Path::new("c.tq3s")).is_err(),
+                splat::decompress(&bad, Path::new("c.tq3s")).is_err(),
                 "{}: flipping byte {k} of {} went unnoticed",
                 profile.name(),
                 bytes.len()
             );
         }
         for len in 0..bytes.len() {
-            let e = codec::decompress(&bytes[..len], Path::new("c.tq3s"));
+            let e = splat::decompress(&bytes[..len], Path::new("c.tq3s"));
             assert!(e.is_err(), "truncation to {len} bytes went unnoticed");
         }
         let mut long = bytes.clone();
         long.push(0);
-        let e = codec::decompress(&long, Path::new("c.tq3s"))
+        let e = splat::decompress(&long, Path::new("c.tq3s"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("trailing"), "{e}");
@@ -360,17 +364,17 @@ fn any_corrupted_byte_or_truncation_is_reported() {
 fn bad_scenes_get_clear_errors() {
     let mut s = scene(100, 3, 9);
     s.sh_rest[57 * 45 + 7] = f32::NAN;
-    let e = codec::compress(&s, &CompressOptions::default())
+    let e = splat::compress(&s, &CompressOptions::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("Gaussian 57") && e.contains("f_rest_7"), "{e}");
     let mut s = scene(100, 3, 9);
     s.opacity[3] = f32::INFINITY;
-    let e = codec::compress(&s, &CompressOptions::default())
+    let e = splat::compress(&s, &CompressOptions::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("Gaussian 3") && e.contains("opacity"), "{e}");
-    let e = codec::compress(&Scene::default(), &CompressOptions::default())
+    let e = splat::compress(&Scene::default(), &CompressOptions::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("no Gaussians"), "{e}");
@@ -405,10 +409,10 @@ fn bad_scenes_get_clear_errors() {
             "degree 4",
         ),
     ] {
-        let e = codec::compress(&s, &opts).unwrap_err().to_string();
+        let e = splat::compress(&s, &opts).unwrap_err().to_string();
         assert!(e.contains(needle), "{e}");
     }
-    let e = codec::decompress(b"ply\nformat binary", Path::new("x.tq3s"))
+    let e = splat::decompress(b"ply\nformat binary", Path::new("x.tq3s"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("x.tq3s") && e.contains("TQ3D-SCN"), "{e}");
@@ -418,18 +422,18 @@ fn bad_scenes_get_clear_errors() {
 fn same_bytes_on_every_run_and_thread_count() {
     let s = scene(20_000, 3, 10);
     let opts = CompressOptions::default();
-    let a = codec::compress(&s, &opts).unwrap().to_bytes().unwrap();
+    let a = splat::compress(&s, &opts).unwrap().to_bytes().unwrap();
     let b = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
         .unwrap()
-        .install(|| codec::compress(&s, &opts).unwrap().to_bytes().unwrap());
+        .install(|| splat::compress(&s, &opts).unwrap().to_bytes().unwrap());
     assert_eq!(a, b);
     let c = rayon::ThreadPoolBuilder::new()
         .num_threads(3)
         .build()
         .unwrap()
-        .install(|| codec::compress(&s, &opts).unwrap().to_bytes().unwrap());
+        .install(|| splat::compress(&s, &opts).unwrap().to_bytes().unwrap());
     assert_eq!(a, c);
 }
 
@@ -437,7 +441,7 @@ fn same_bytes_on_every_run_and_thread_count() {
 fn a_failed_write_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let s = scene(100, 3, 11);
-    let c = codec::compress(&s, &CompressOptions::default()).unwrap();
+    let c = splat::compress(&s, &CompressOptions::default()).unwrap();
     let missing = dir.path().join("no/such/dir/out.tq3s");
     assert!(c.write(&missing).is_err());
     // An interrupted fill: half the bytes, then an error.
@@ -465,9 +469,9 @@ fn a_failed_write_leaves_no_file() {
 fn all_zero_normals_are_restored_for_free() {
     let mut s = scene(300, 0, 12);
     s.normals = Some(vec![[0.0; 3]; 300]);
-    let c = codec::compress(&s, &CompressOptions::default()).unwrap();
+    let c = splat::compress(&s, &CompressOptions::default()).unwrap();
     assert!(c.streams.iter().all(|p| &p.info.tag != b"NRM "));
-    let back = codec::decompress(&c.to_bytes().unwrap(), Path::new("z")).unwrap();
+    let back = splat::decompress(&c.to_bytes().unwrap(), Path::new("z")).unwrap();
     assert_eq!(back.normals, Some(vec![[0.0; 3]; 300]));
     assert_eq!(back.sh_degree, 0);
     assert!(back.sh_rest.is_empty());
@@ -486,8 +490,8 @@ fn per_gaussian_widths_round_trip_with_each_widths_error() {
         scale_mode: ScaleMode::Norm,
         ..Default::default()
     };
-    let p = codec::predict_size(&s, &opts).unwrap();
-    let c = codec::compress(&s, &opts).unwrap();
+    let p = splat::predict_size(&s, &opts).unwrap();
+    let c = splat::compress(&s, &opts).unwrap();
     for (ps, cs) in p.streams.iter().zip(&c.streams) {
         assert_eq!(ps.tag, String::from_utf8_lossy(&cs.info.tag).trim_end());
         if ps.exact {
@@ -499,7 +503,7 @@ fn per_gaussian_widths_round_trip_with_each_widths_error() {
     let shc = c.streams.iter().find(|x| &x.info.tag == b"SHC ").unwrap();
     assert_eq!(shc.info.stored_len, bits.div_ceil(8));
     let bytes = c.to_bytes().unwrap();
-    let back = codec::decompress(&bytes, Path::new("w.tq3s")).unwrap();
+    let back = splat::decompress(&bytes, Path::new("w.tq3s")).unwrap();
     assert_eq!(back.len(), s.len());
     assert_eq!(back.extras, s.extras, "order or count changed");
     // Mean per-vector relative error per width (the energies are
@@ -532,7 +536,7 @@ fn per_gaussian_widths_round_trip_with_each_widths_error() {
     // Every corrupted byte of a small file is still caught.
     let small = scene(30, 1, 14);
     let w: Vec<u8> = (0..30).map(|i| (i % 4) as u8).collect();
-    let bytes = codec::compress(
+    let bytes = splat::compress(
         &small,
         &CompressOptions {
             sh_widths: Some(w),
@@ -542,13 +546,13 @@ fn per_gaussian_widths_round_trip_with_each_widths_error() {
     .unwrap()
     .to_bytes()
     .unwrap();
-    let ok = codec::decompress(&bytes, Path::new("s")).unwrap();
+    let ok = splat::decompress(&bytes, Path::new("s")).unwrap();
     assert_eq!(ok.len(), 30);
     for k in 0..bytes.len() {
         let mut bad = bytes.clone();
         bad[k] ^= 0x21;
         assert!(
-            codec::decompress(&bad, Path::new("s")).is_err(),
+            splat::decompress(&bad, Path::new("s")).is_err(),
             "byte {k} of {}",
             bytes.len()
         );
@@ -558,7 +562,7 @@ fn per_gaussian_widths_round_trip_with_each_widths_error() {
 #[test]
 fn widths_are_checked_and_all_zero_widths_work() {
     let s = scene(50, 3, 15);
-    let e = codec::compress(
+    let e = splat::compress(
         &s,
         &CompressOptions {
             sh_widths: Some(vec![1; 49]),
@@ -570,7 +574,7 @@ fn widths_are_checked_and_all_zero_widths_work() {
     assert!(e.contains("49") && e.contains("50"), "{e}");
     let mut w = vec![2u8; 50];
     w[17] = 9;
-    let e = codec::compress(
+    let e = splat::compress(
         &s,
         &CompressOptions {
             sh_widths: Some(w),
@@ -580,7 +584,7 @@ fn widths_are_checked_and_all_zero_widths_work() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("Gaussian 17"), "{e}");
-    let c = codec::compress(
+    let c = splat::compress(
         &s,
         &CompressOptions {
             sh_widths: Some(vec![0; 50]),
@@ -588,7 +592,7 @@ fn widths_are_checked_and_all_zero_widths_work() {
         },
     )
     .unwrap();
-    let back = codec::decompress(&c.to_bytes().unwrap(), Path::new("z")).unwrap();
+    let back = splat::decompress(&c.to_bytes().unwrap(), Path::new("z")).unwrap();
     assert_eq!(back.sh_degree, 3);
     assert!(back.sh_rest.iter().all(|v| v.to_bits() == 0));
     // Same bytes for any thread count with widths too.
@@ -597,11 +601,11 @@ fn widths_are_checked_and_all_zero_widths_work() {
         sh_widths: Some(w),
         ..Default::default()
     };
-    let a = codec::compress(&s, &o).unwrap().to_bytes().unwrap();
+    let a = splat::compress(&s, &o).unwrap().to_bytes().unwrap();
     let b = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
         .unwrap()
-        .install(|| codec::compress(&s, &o).unwrap().to_bytes().unwrap());
+        .install(|| splat::compress(&s, &o).unwrap().to_bytes().unwrap());
     assert_eq!(a, b);
 }

@@ -8,85 +8,26 @@
 
 // Tables of boxed edit closures read best inline.
 #![allow(clippy::type_complexity)]
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod common;
+#[path = "common/tracking.rs"]
+mod tracking;
+
 use std::io::Write;
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
+use common::data::gaussian;
 use half::f16;
 use npyz::WriterBuilder;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
+use tracking::largest_allocation;
 use turboquant3d::format::{npy, tqv, write_atomic};
 use turboquant3d::{
     Encoded, Error, Quantizer, QuantizerConfig, Rotation, RotationKind, ScaleFormat, ScaleMode,
 };
 
 // ---------------------------------------------------------------------------
-// A global allocator that remembers the largest single allocation made by the
-// current thread, so that "no huge allocation" is checked, not hoped for.
-
-struct Tracking;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    let _ = LARGEST.try_with(|c| {
-        if size > c.get() {
-            c.set(size)
-        }
-    });
-}
-
-unsafe impl GlobalAlloc for Tracking {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Tracking = Tracking;
-
-/// Runs `f` and returns its result with the largest single allocation it made.
-fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST.with(|c| c.set(0));
-    let r = f();
-    (r, LARGEST.with(|c| c.get()))
-}
-
-#[test]
-fn the_allocation_tracker_sees_large_allocations() {
-    let (v, big) = largest_allocation(|| vec![1u8; 10 << 20]);
-    assert_eq!(v.len(), 10 << 20);
-    assert!(big >= 10 << 20, "tracker saw only {big} bytes");
-}
-
-// ---------------------------------------------------------------------------
 // Helpers.
-
-fn gaussian(n: usize, d: usize, seed: u64) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n * d)
-        .map(|_| StandardNormal.sample(&mut rng))
-        .collect()
-}
 
 fn config(
     d: usize,

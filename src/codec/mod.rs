@@ -1,6 +1,7 @@
-//! The codec: codebook, rotation, packing and the CPU quantizer. It knows
-//! nothing of GPUs, files or splats.
+//! The codec: codebook, rotation, packing, the CPU quantizer and the bit
+//! allocator. It knows nothing of GPUs, files or splats.
 
+pub mod allocate;
 pub mod codebook;
 pub mod packing;
 pub mod quantizer;

@@ -88,8 +88,8 @@ pub struct Header {
     pub profile: Profile,
     /// SH-rest bits per coordinate b (1..=8), or 0 when there is no SH-rest.
     pub sh_bits: u8,
-    /// 0: every Gaussian has `sh_bits`. 1 (reserved for per-Gaussian widths,
-    /// stream `SHW `): not written by this version.
+    /// 0: every Gaussian has `sh_bits`. 1: a width per Gaussian (stream
+    /// `SHW `), `sh_bits` the widest.
     pub sh_width_mode: u8,
     /// Rotation family of the SH codec: 0 dense, 1 randomized Hadamard.
     pub rotation_kind: u8,
@@ -117,7 +117,7 @@ pub struct Header {
 
 /// One stream: a four-byte tag and its decoded bytes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Stream {
+pub(crate) struct Stream {
     pub tag: [u8; 4],
     pub coding: Coding,
     pub data: Vec<u8>,
@@ -154,7 +154,7 @@ pub struct Packed {
 /// Stores a stream: zstd streams are compressed, and kept raw (coding 0)
 /// when compression does not help, so the stored length never exceeds the
 /// raw length.
-pub fn pack_stream(stream: Stream) -> Result<Packed> {
+pub(crate) fn pack_stream(stream: Stream) -> Result<Packed> {
     let raw_len = stream.data.len() as u64;
     let (coding, stored) = match stream.coding {
         Coding::Raw => (Coding::Raw, stream.data),
@@ -231,7 +231,12 @@ pub fn overhead(streams: usize) -> u64 {
 }
 
 /// Writes a container: header, table, streams.
-pub fn write_to(w: &mut dyn Write, header: &Header, streams: &[Packed], path: &Path) -> Result<()> {
+pub(crate) fn write_to(
+    w: &mut dyn Write,
+    header: &Header,
+    streams: &[Packed],
+    path: &Path,
+) -> Result<()> {
     let io = |e| Error::io(path, e);
     w.write_all(&header_bytes(header, streams.len() as u32))
         .map_err(io)?;
@@ -248,11 +253,11 @@ pub fn write_to(w: &mut dyn Write, header: &Header, streams: &[Packed], path: &P
     Ok(())
 }
 
-/// A parsed container: the header and the decoded streams, by tag.
+/// A parsed container: the decoded streams, by tag (the header is
+/// [`read_table`]'s).
 #[derive(Debug, Clone)]
-pub struct Container {
-    pub header: Header,
-    pub streams: Vec<(StreamInfo, Vec<u8>)>,
+pub(crate) struct Container {
+    streams: Vec<(StreamInfo, Vec<u8>)>,
 }
 
 impl Container {
@@ -437,8 +442,8 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
 /// decoding the zstd streams. Nothing is allocated beyond what the file's
 /// own length and the declared decoded lengths (bounded by `max_raw`)
 /// justify.
-pub fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Container> {
-    let (header, n) = parse_header(bytes, path)?;
+pub(crate) fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Container> {
+    let (_, n) = parse_header(bytes, path)?;
     let bad = |field: String, why: String| Error::format(path, field, why);
     let table_start = HEADER_LEN;
     let table_end = table_start + n as usize * ENTRY_LEN;
@@ -577,7 +582,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Container> 
             Ok((info, data))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Container { header, streams })
+    Ok(Container { streams })
 }
 
 /// Reads the header and stream table of a file without decoding streams

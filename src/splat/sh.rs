@@ -148,7 +148,7 @@ impl CompressedSh {
 
 /// The streams of an encoding.
 #[derive(Debug, Clone)]
-pub struct ShStreams {
+pub(crate) struct ShStreams {
     /// `ROT `: the rotation's parameters.
     pub rot: Vec<u8>,
     /// `CBK `: the codebooks of the widths used.
@@ -167,7 +167,7 @@ pub struct ShStreams {
 
 /// Gathers the SH-rest rows of `idx` (input indices), truncated from the
 /// scene's degree to `degree`, into `buf`.
-pub fn gather_rows(scene: &Scene, idx: &[u32], degree: u8, buf: &mut Vec<f32>) {
+pub(crate) fn gather_rows(scene: &Scene, idx: &[u32], degree: u8, buf: &mut Vec<f32>) {
     let (kin, kout) = (rest_per_channel(scene.sh_degree), rest_per_channel(degree));
     let din = scene.rest_dim();
     buf.clear();
@@ -261,7 +261,7 @@ fn encode_group(
 
 /// Widths for [`encode`].
 #[derive(Debug, Clone, Copy)]
-pub enum Widths<'a> {
+pub(crate) enum Widths<'a> {
     /// Every Gaussian at b bits (1..=8).
     Uniform(u32),
     /// b_i per Gaussian of the input (input order, 0..=8).
@@ -281,7 +281,7 @@ fn codebook_stream(qs: &[(u8, Quantizer)]) -> Vec<u8> {
 }
 
 /// Packs widths 4 bits each, Gaussian 2k in the low nibble of byte k.
-pub fn pack_widths(w: &[u8]) -> Vec<u8> {
+pub(crate) fn pack_widths(w: &[u8]) -> Vec<u8> {
     w.chunks(2)
         .map(|p| p[0] | (p.get(1).copied().unwrap_or(0) << 4))
         .collect()
@@ -289,7 +289,7 @@ pub fn pack_widths(w: &[u8]) -> Vec<u8> {
 
 /// Inverse of [`pack_widths`]; widths above 8 and a non-zero unused nibble
 /// are errors.
-pub fn unpack_widths(bytes: &[u8], n: usize) -> std::result::Result<Vec<u8>, String> {
+pub(crate) fn unpack_widths(bytes: &[u8], n: usize) -> std::result::Result<Vec<u8>, String> {
     if bytes.len() != n.div_ceil(2) {
         return Err(format!(
             "{} bytes for {n} widths, expected {}",
@@ -311,7 +311,7 @@ pub fn unpack_widths(bytes: &[u8], n: usize) -> std::result::Result<Vec<u8>, Str
 
 /// Encodes the SH-rest of the Gaussians `order` (input indices, storage
 /// order), truncated to `degree`.
-pub fn encode(
+pub(crate) fn encode(
     scene: &Scene,
     order: &[u32],
     degree: u8,
@@ -420,7 +420,7 @@ pub fn encode(
 /// `shw` is present exactly in the variable-width mode. Lengths are checked
 /// here, against the widths.
 #[allow(clippy::too_many_arguments)]
-pub fn parse(
+pub(crate) fn parse(
     n: usize,
     degree: u8,
     uniform_bits: Option<u8>,
@@ -554,48 +554,12 @@ pub fn parse(
     })
 }
 
-/// Exact length of `SHC ` for widths.
-pub fn codes_len(dim: usize, widths: impl Iterator<Item = u8>) -> u64 {
-    widths
-        .map(|b| dim as u64 * b as u64)
-        .sum::<u64>()
-        .div_ceil(8)
-}
-
 /// Exact length of `CBK ` for the set of widths used.
-pub fn codebook_len(used: &[u8]) -> u64 {
+pub(crate) fn codebook_len(used: &[u8]) -> u64 {
     let used: Vec<u8> = if used.is_empty() {
         vec![1]
     } else {
         used.to_vec()
     };
     1 + used.iter().map(|&b| 1 + 4 * ((2u64 << b) - 1)).sum::<u64>()
-}
-
-/// Expands a uniform quantizer's output into the per-Gaussian form (used by
-/// tests and tools that hold an [`Encoded`]).
-pub fn from_uniform(degree: u8, q: &Quantizer, enc: &Encoded) -> Result<CompressedSh> {
-    let b = q.bits() as u8;
-    let mut tables = vec![None; 9];
-    tables[b as usize] = Some((q.centroids().to_vec(), q.boundaries().to_vec()));
-    let scales = match enc.scales() {
-        Scales::F16(v) => v.clone(),
-        Scales::F32(v) => v.iter().map(|&x| f16::from_f32(x)).collect(),
-    };
-    if rest_dim(degree) != q.dim() {
-        return Err(Error::Shape(format!(
-            "degree {degree} is not d = {}",
-            q.dim()
-        )));
-    }
-    Ok(CompressedSh {
-        sh_degree: degree,
-        rotation: q.rotation().clone(),
-        scale_mode: q.scale_mode(),
-        tables,
-        widths: vec![b; enc.len()],
-        uniform: Some(b),
-        codes: enc.codes().to_vec(),
-        scales,
-    })
 }

@@ -1,0 +1,244 @@
+//! Rate–distortion allocation of code widths across vectors
+//! (docs/THEORY.md §12). Given how much each vector's error shows, v_i ≥ 0,
+//! choose b_i ∈ 0..=8 to minimise Σ_i v_i·D(d, b_i) under a bit budget,
+//! where D is the exact codebook distortion and D(d, 0) = 1 (the vector is
+//! dropped). Width b ≥ 1 costs d·b code bits plus the scale's bits; b = 0
+//! costs nothing.
+//!
+//! The allocator knows nothing about where the vectors come from: each
+//! workload supplies its own v_i (for splats,
+//! [`splat::importance`](crate::splat::importance)).
+//!
+//! ```
+//! use turboquant3d::codec::allocate::{self, SCALE_BITS};
+//! // Four vectors of d = 45; the first matters 100 times more than the rest.
+//! let v = [100.0, 1.0, 1.0, 1.0];
+//! let a = allocate::for_average_bits(&v, &[true; 4], 45, 2.0).unwrap();
+//! // The budget is what uniform b = 2 would spend, scales included.
+//! assert!(a.bits <= 4 * (45 * 2 + SCALE_BITS as u64));
+//! // The important vector gets the widest code.
+//! assert!(a.widths[0] > a.widths[1]);
+//! ```
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use crate::{Codebook, Error, Result};
+
+/// Widest per-vector code.
+pub const MAX_BITS: u8 = 8;
+
+/// Bits of the f16 scale a vector with b > 0 stores.
+pub const SCALE_BITS: u32 = 16;
+
+/// D(d, b) for b = 0..=8: 1 at b = 0, d·C(d, b) above.
+pub fn distortions(dim: usize) -> Result<[f64; 9]> {
+    let mut d = [1.0; 9];
+    for b in 1..=8u32 {
+        d[b as usize] = Codebook::get(dim, b)?.distortion();
+    }
+    Ok(d)
+}
+
+/// Bits of one vector at width b.
+pub fn cost(dim: usize, bits: u8, scale_bits: u32) -> u64 {
+    if bits == 0 {
+        0
+    } else {
+        dim as u64 * bits as u64 + scale_bits as u64
+    }
+}
+
+/// The widths on the lower convex hull of (cost, D), from 0 up: only these
+/// are ever worth choosing, and along them the marginal gain per bit falls,
+/// which is what makes the greedy allocation exact.
+pub fn hull(dim: usize, scale_bits: u32, dist: &[f64; 9], max_bits: u8) -> Vec<u8> {
+    let mut h: Vec<u8> = vec![0];
+    for b in 1..=max_bits {
+        while h.len() >= 2 {
+            let (p, q) = (h[h.len() - 2], h[h.len() - 1]);
+            let slope = |x: u8, y: u8| {
+                (dist[x as usize] - dist[y as usize])
+                    / (cost(dim, y, scale_bits) - cost(dim, x, scale_bits)) as f64
+            };
+            // q is not on the hull if going p → b directly gains more per bit.
+            if slope(p, q) <= slope(p, b) {
+                h.pop();
+            } else {
+                break;
+            }
+        }
+        h.push(b);
+    }
+    h
+}
+
+/// The allocation: widths and the bits they spend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allocation {
+    /// b_i per vector.
+    pub widths: Vec<u8>,
+    /// Σ_i cost(b_i).
+    pub bits: u64,
+    /// Σ_i v_i·D(d, b_i), the predicted error it minimises.
+    pub objective: f64,
+}
+
+#[derive(PartialEq)]
+struct Step {
+    gain: f64,
+    index: u32,
+}
+
+impl Eq for Step {}
+
+impl PartialOrd for Step {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Step {
+    // Largest gain first; ties to the lower index (deterministic).
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.gain
+            .total_cmp(&other.gain)
+            .then_with(|| other.index.cmp(&self.index))
+    }
+}
+
+/// The greedy order of upgrades: each step moves the vector whose next hull
+/// width gains the most error per bit. `take(spent, extra, objective)` is
+/// asked before each step (bits spent so far, the step's extra bits, the
+/// running Σ v_i·D) and stops the greedy by returning false.
+fn greedy(
+    values: &[f64],
+    dim: usize,
+    scale_bits: u32,
+    max_bits: u8,
+    mut take: impl FnMut(u64, u64, f64) -> bool,
+) -> Result<Allocation> {
+    let dist = distortions(dim)?;
+    let h = hull(dim, scale_bits, &dist, max_bits.min(MAX_BITS));
+    let extra = |k: usize| cost(dim, h[k + 1], scale_bits) - cost(dim, h[k], scale_bits);
+    let drop = |k: usize| dist[h[k] as usize] - dist[h[k + 1] as usize];
+    let gain = |v: f64, k: usize| v * drop(k) / extra(k) as f64;
+    // pos[i]: index into the hull of vector i's width.
+    let mut pos = vec![0usize; values.len()];
+    let mut heap: BinaryHeap<Step> = values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| **v > 0.0 && h.len() > 1)
+        .map(|(i, &v)| Step {
+            gain: gain(v, 0),
+            index: i as u32,
+        })
+        .collect();
+    let mut spent = 0u64;
+    let mut objective: f64 = values.iter().sum();
+    while let Some(step) = heap.peek() {
+        let i = step.index as usize;
+        let k = pos[i];
+        if !take(spent, extra(k), objective) {
+            break;
+        }
+        heap.pop();
+        spent += extra(k);
+        objective -= values[i] * drop(k);
+        pos[i] = k + 1;
+        if k + 2 < h.len() {
+            heap.push(Step {
+                gain: gain(values[i], k + 1),
+                index: i as u32,
+            });
+        }
+    }
+    let widths: Vec<u8> = pos.iter().map(|&k| h[k]).collect();
+    let objective = widths
+        .iter()
+        .zip(values)
+        .map(|(&b, &v)| v * dist[b as usize])
+        .sum();
+    Ok(Allocation {
+        widths,
+        bits: spent,
+        objective,
+    })
+}
+
+/// Minimises Σ v_i·D(d, b_i) subject to Σ cost(b_i) ≤ `budget`, by greedy
+/// marginal gain per bit along each vector's convex hull. It stops at the
+/// first upgrade that does not fit, so the result is the Lagrangian solution
+/// for some λ: exactly optimal for the bits it spends (Everett 1963), which
+/// fall short of the budget by less than one upgrade (d·8 + scale bits at
+/// most).
+pub fn allocate(
+    values: &[f64],
+    dim: usize,
+    scale_bits: u32,
+    budget: u64,
+    max_bits: u8,
+) -> Result<Allocation> {
+    greedy(values, dim, scale_bits, max_bits, |spent, extra, _| {
+        spent + extra <= budget
+    })
+}
+
+/// Widths for an average of `avg_bits` code bits per coordinate over the
+/// vectors kept (`kept[i]`), counting the scales: the budget is
+/// N_kept·(d·b̄ + 16) bits, which is exactly the size of uniform b̄ when b̄ is
+/// an integer. Vectors not kept get width 0.
+///
+/// ```
+/// use turboquant3d::codec::allocate::{cost, for_average_bits, SCALE_BITS};
+/// let v = [5.0, 0.0, 1.0];
+/// let a = for_average_bits(&v, &[true, true, false], 9, 3.0).unwrap();
+/// assert_eq!(a.widths[1..], [0, 0]); // zero weight, and not kept
+/// assert!(a.bits <= 2 * cost(9, 3, SCALE_BITS));
+/// ```
+pub fn for_average_bits(
+    values: &[f64],
+    kept: &[bool],
+    dim: usize,
+    avg_bits: f64,
+) -> Result<Allocation> {
+    if !(0.0..=8.0).contains(&avg_bits) || !avg_bits.is_finite() {
+        return Err(Error::InvalidArgument(format!(
+            "average bits per coordinate {avg_bits} must be in 0..=8"
+        )));
+    }
+    let n = kept.iter().filter(|&&k| k).count() as u64;
+    let budget = (n as f64 * (dim as f64 * avg_bits + SCALE_BITS as f64)).floor() as u64;
+    let v: Vec<f64> = values
+        .iter()
+        .zip(kept)
+        .map(|(&v, &k)| if k { v } else { 0.0 })
+        .collect();
+    allocate(&v, dim, SCALE_BITS, budget, MAX_BITS)
+}
+
+/// The fewest bits whose allocation brings Σ v_i·D(d, b_i) to `target` or
+/// below, by the same greedy order (so it is the allocation of its own
+/// budget). Widths for vectors with v_i = 0 stay 0.
+pub fn for_objective(values: &[f64], dim: usize, target: f64) -> Result<Allocation> {
+    greedy(values, dim, SCALE_BITS, MAX_BITS, |_, _, objective| {
+        objective > target
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hull_of_sh_dimensions_is_every_width() {
+        for d in [9usize, 24, 45] {
+            let dist = distortions(d).unwrap();
+            assert_eq!(
+                hull(d, 16, &dist, 8),
+                (0..=8).collect::<Vec<u8>>(),
+                "d = {d}"
+            );
+        }
+    }
+}

@@ -1,0 +1,661 @@
+//! Compressing a scene: prune, order, encode SH-rest with TurboQuant and
+//! the other attributes by profile, and predict the size in closed form
+//! before doing any of it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use crate::gpu::{Engine, Ran};
+use crate::splat::attributes::{self, AttrBits};
+use crate::splat::container::{self, Coding, Header, Normals, Packed, Profile, Stream, tag_name};
+use crate::splat::layout::{self, CHUNK_RECORD, Facts, ShWidths, tags};
+use crate::splat::scene::{Scene, rest_dim, survives_prune};
+use crate::splat::sh::{self, ShRun};
+use crate::{Error, Result, ScaleMode};
+
+/// The default seed of the SH rotation (any fixed value; the rotation itself
+/// is stored in the file).
+pub const DEFAULT_SEED: u64 = 0x0003_D702_5041_9874;
+
+/// Gaussians per chunk of the compact profile.
+pub const DEFAULT_CHUNK: u32 = 256;
+
+/// How to compress a scene.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompressOptions {
+    /// How the attributes other than SH-rest are stored.
+    pub profile: Profile,
+    /// SH-rest bits per coordinate b, 1..=8.
+    pub sh_bits: u32,
+    /// Keep SH bands up to this degree (lower than the input's truncates).
+    pub sh_degree: Option<u8>,
+    /// Drop Gaussians whose sigmoid(opacity) is below τ.
+    pub prune_opacity: Option<f32>,
+    /// Seed of the SH rotation.
+    pub seed: u64,
+    /// Least-squares or norm scale for SH-rest.
+    pub scale_mode: ScaleMode,
+    /// Bits of the quantised attributes (compact profile).
+    pub attr_bits: AttrBits,
+    /// Gaussians per chunk (compact profile), 1..=65536.
+    pub chunk_size: u32,
+    /// A SH-rest width b_i ∈ 0..=8 per input Gaussian (see
+    /// [`codec::allocate`](crate::codec::allocate)); when set it replaces
+    /// `sh_bits`, and b_i = 0 drops that Gaussian's SH-rest.
+    pub sh_widths: Option<Vec<u8>>,
+}
+
+impl Default for CompressOptions {
+    fn default() -> Self {
+        CompressOptions {
+            profile: Profile::Compact,
+            sh_bits: 3,
+            sh_degree: None,
+            prune_opacity: None,
+            seed: DEFAULT_SEED,
+            scale_mode: ScaleMode::LeastSquares,
+            attr_bits: AttrBits::default(),
+            chunk_size: DEFAULT_CHUNK,
+            sh_widths: None,
+        }
+    }
+}
+
+/// One stream's share of the predicted size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSize {
+    /// The stream's tag.
+    pub tag: String,
+    /// Exact bytes (fixed-rate, stored raw), or the raw length that bounds
+    /// the entropy-coded stream.
+    pub bytes: u64,
+    /// Whether `bytes` is exact (true) or an upper bound (false).
+    pub exact: bool,
+}
+
+/// The size of a compressed scene, known before compressing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SizePrediction {
+    /// Gaussians in the input.
+    pub input_count: u64,
+    /// Gaussians kept after pruning.
+    pub count: u64,
+    /// SH-rest dimension after truncation.
+    pub dim: usize,
+    /// Per stream.
+    pub streams: Vec<StreamSize>,
+    /// Header and stream table.
+    pub overhead: u64,
+}
+
+impl SizePrediction {
+    /// The exact bytes: header, table and fixed-rate streams.
+    pub fn fixed(&self) -> u64 {
+        self.overhead
+            + self
+                .streams
+                .iter()
+                .filter(|s| s.exact)
+                .map(|s| s.bytes)
+                .sum::<u64>()
+    }
+
+    /// Upper bound of the entropy-coded streams (their raw lengths: a stream
+    /// zstd cannot shrink is stored raw).
+    pub fn entropy_bound(&self) -> u64 {
+        self.streams
+            .iter()
+            .filter(|s| !s.exact)
+            .map(|s| s.bytes)
+            .sum()
+    }
+
+    /// Upper bound of the whole file.
+    pub fn total_bound(&self) -> u64 {
+        self.fixed() + self.entropy_bound()
+    }
+}
+
+/// Wall time of each stage of [`compress`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timings {
+    pub prune_and_order: Duration,
+    pub sh: Duration,
+    pub attributes: Duration,
+    pub entropy: Duration,
+}
+
+/// A compressed scene, ready to be written.
+#[derive(Debug, Clone)]
+pub struct Compressed {
+    pub header: Header,
+    pub streams: Vec<Packed>,
+    pub prediction: SizePrediction,
+    pub timings: Timings,
+    /// Where the SH-rest was encoded.
+    pub sh_run: ShRun,
+}
+
+impl Compressed {
+    /// Bytes of the file.
+    pub fn size(&self) -> u64 {
+        container::overhead(self.streams.len())
+            + self.streams.iter().map(|s| s.info.stored_len).sum::<u64>()
+    }
+
+    /// The file's bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.size() as usize);
+        container::write_to(&mut out, &self.header, &self.streams, Path::new("<memory>"))?;
+        Ok(out)
+    }
+
+    /// Writes the file atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        crate::format::write_atomic(path, |w| {
+            container::write_to(w, &self.header, &self.streams, path)
+        })
+    }
+}
+
+fn check_options(opts: &CompressOptions) -> Result<()> {
+    if !(1..=8).contains(&opts.sh_bits) {
+        return Err(Error::InvalidBits { bits: opts.sh_bits });
+    }
+    if let Some(l) = opts.sh_degree
+        && l > 3
+    {
+        return Err(Error::InvalidArgument(format!("SH degree {l} is above 3")));
+    }
+    if let Some(t) = opts.prune_opacity
+        && !(0.0..1.0).contains(&t)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "opacity pruning threshold τ = {t} must be in [0, 1)"
+        )));
+    }
+    if !(1..=65536).contains(&opts.chunk_size) {
+        return Err(Error::InvalidArgument(format!(
+            "chunk size {} must be in 1..=65536",
+            opts.chunk_size
+        )));
+    }
+    opts.attr_bits.validate().map_err(Error::InvalidArgument)
+}
+
+/// Every value a Gaussian carries must be finite: the error names the first
+/// offending Gaussian and property.
+pub fn check_finite(scene: &Scene) -> Result<()> {
+    let d = scene.rest_dim();
+    let bad = (0..scene.len()).into_par_iter().find_first(|&i| {
+        let fin = |v: &[f32]| v.iter().all(|x| x.is_finite());
+        !(fin(&scene.positions[i])
+            && fin(&scene.dc[i])
+            && scene.opacity[i].is_finite()
+            && fin(&scene.scales[i])
+            && fin(&scene.rotations[i])
+            && fin(&scene.sh_rest[i * d..(i + 1) * d])
+            && scene.normals.as_ref().is_none_or(|n| fin(&n[i])))
+    });
+    let Some(i) = bad else { return Ok(()) };
+    let mut fields: Vec<(String, f32)> = Vec::new();
+    for (a, v) in ["x", "y", "z"].iter().zip(scene.positions[i]) {
+        fields.push((a.to_string(), v));
+    }
+    if let Some(n) = &scene.normals {
+        for (a, v) in ["nx", "ny", "nz"].iter().zip(n[i]) {
+            fields.push((a.to_string(), v));
+        }
+    }
+    for (k, v) in scene.dc[i].iter().enumerate() {
+        fields.push((format!("f_dc_{k}"), *v));
+    }
+    for (k, v) in scene.sh_rest[i * d..(i + 1) * d].iter().enumerate() {
+        fields.push((format!("f_rest_{k}"), *v));
+    }
+    fields.push(("opacity".into(), scene.opacity[i]));
+    for (k, v) in scene.scales[i].iter().enumerate() {
+        fields.push((format!("scale_{k}"), *v));
+    }
+    for (k, v) in scene.rotations[i].iter().enumerate() {
+        fields.push((format!("rot_{k}"), *v));
+    }
+    let (name, v) = fields.into_iter().find(|(_, v)| !v.is_finite()).unwrap();
+    Err(Error::InvalidArgument(format!(
+        "Gaussian {i}: {name} = {v} is not finite; NaN and ±Inf cannot be compressed"
+    )))
+}
+
+/// The size of `compress(scene, opts)`, in closed form: exact for the
+/// fixed-rate streams, bounded by the raw length for the entropy-coded ones.
+///
+/// ```
+/// use turboquant3d::splat::{self, CompressOptions};
+/// use turboquant3d::splat::synth::{SynthConfig, generate};
+/// let scene = generate(&SynthConfig { count: 1000, sh_degree: 3, seed: 7 });
+/// let opts = CompressOptions::default();
+/// let p = splat::predict_size(&scene, &opts).unwrap();
+/// let c = splat::compress(&scene, &opts).unwrap();
+/// assert!(p.fixed() <= c.size() && c.size() <= p.total_bound());
+/// ```
+pub fn predict_size(scene: &Scene, opts: &CompressOptions) -> Result<SizePrediction> {
+    check_options(opts)?;
+    if let Some(w) = &opts.sh_widths {
+        if w.len() != scene.len() {
+            return Err(Error::Shape(format!(
+                "{} SH widths for {} Gaussians",
+                w.len(),
+                scene.len()
+            )));
+        }
+        if let Some(i) = w.iter().position(|&b| b > 8) {
+            return Err(Error::InvalidArgument(format!(
+                "Gaussian {i}: SH width {} is above 8",
+                w[i]
+            )));
+        }
+    }
+    let facts = facts(scene, opts);
+    let streams: Vec<StreamSize> = layout::FILE_ORDER
+        .iter()
+        .filter(|t| facts.present(t))
+        .map(|t| StreamSize {
+            tag: tag_name(t),
+            bytes: facts
+                .raw_len(t)
+                .expect("the scene fixes every stream it writes")
+                .bound(),
+            exact: layout::coding(t) == Coding::Raw,
+        })
+        .collect();
+    Ok(SizePrediction {
+        input_count: scene.len() as u64,
+        count: facts.count,
+        dim: facts.dim as usize,
+        overhead: container::overhead(streams.len()),
+        streams,
+    })
+}
+
+/// What `compress(scene, opts)` will store, for the stream layout.
+fn facts(scene: &Scene, opts: &CompressOptions) -> Facts {
+    let tau = opts.prune_opacity;
+    let kept = || (0..scene.len()).filter(move |&i| survives_prune(scene.opacity[i], tau));
+    let count = match tau {
+        None => scene.len(),
+        Some(_) => (0..scene.len())
+            .into_par_iter()
+            .filter(|&i| survives_prune(scene.opacity[i], tau))
+            .count(),
+    } as u64;
+    let sh = match &opts.sh_widths {
+        None => ShWidths::Uniform(opts.sh_bits as u8),
+        Some(w) => ShWidths::per_gaussian(&kept().map(|i| w[i]).collect::<Vec<u8>>()),
+    };
+    let compact = opts.profile == Profile::Compact;
+    Facts {
+        count,
+        dim: rest_dim(sh_degree(scene, opts)) as u64,
+        sh,
+        profile: opts.profile,
+        attr_bits: opts.attr_bits,
+        chunk_size: if compact { opts.chunk_size } else { 0 },
+        normals: normals_mode(scene, opts.profile) == Normals::Stored,
+        extras: (!scene.extras.properties.is_empty()).then(|| {
+            (
+                layout::extras_schema(&scene.extras).len() as u64,
+                scene.extras.stride() as u64,
+            )
+        }),
+        comments: (!scene.comments.is_empty())
+            .then(|| layout::comments_bytes(&scene.comments).len() as u64),
+    }
+}
+
+/// The SH degree stored: the input's, truncated to the options'.
+fn sh_degree(scene: &Scene, opts: &CompressOptions) -> u8 {
+    opts.sh_degree
+        .map_or(scene.sh_degree, |l| l.min(scene.sh_degree))
+}
+
+/// Normals mode for a profile.
+fn normals_mode(scene: &Scene, profile: Profile) -> Normals {
+    match &scene.normals {
+        None => Normals::Absent,
+        Some(n) if n.par_iter().all(|v| v.iter().all(|c| c.to_bits() == 0)) => Normals::Zero,
+        Some(_) if profile == Profile::Exact => Normals::Stored,
+        Some(_) => Normals::Dropped,
+    }
+}
+
+fn f32_planes<const K: usize>(v: &[[f32; K]], order: &[u32]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(order.len() * K * 4);
+    for &i in order {
+        for c in v[i as usize] {
+            raw.extend_from_slice(&c.to_le_bytes());
+        }
+    }
+    attributes::to_byte_planes(&raw, K * 4)
+}
+
+/// Compact attribute streams: CHNK, POS, SCL, QUAT, OPA, DC.
+fn compact_streams(scene: &Scene, order: &[u32], bits: AttrBits, chunk: usize) -> [Vec<u8>; 6] {
+    let n = order.len();
+    let chunks: Vec<[Vec<u8>; 6]> = order
+        .par_chunks(chunk)
+        .map(|idx| {
+            let range = |get: &dyn Fn(usize) -> [f32; 3]| {
+                let mut lo = [f32::INFINITY; 3];
+                let mut hi = [f32::NEG_INFINITY; 3];
+                for &i in idx {
+                    let v = get(i as usize);
+                    for a in 0..3 {
+                        lo[a] = lo[a].min(v[a]);
+                        hi[a] = hi[a].max(v[a]);
+                    }
+                }
+                (lo, hi)
+            };
+            let pos = range(&|i| scene.positions[i]);
+            let scl = range(&|i| scene.scales[i]);
+            let dc = range(&|i| scene.dc[i]);
+            let mut rec = Vec::with_capacity(CHUNK_RECORD);
+            for (lo, hi) in [pos, scl, dc] {
+                for v in lo.iter().chain(&hi) {
+                    rec.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            let put = |out: &mut Vec<u8>, q: u16, b: u8| {
+                if attributes::code_bytes(b) == 1 {
+                    out.push(q as u8);
+                } else {
+                    out.extend_from_slice(&q.to_le_bytes());
+                }
+            };
+            let (mut p, mut s, mut r, mut o, mut c) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for &i in idx {
+                let i = i as usize;
+                for a in 0..3 {
+                    let qp = attributes::quantise_range(
+                        scene.positions[i][a],
+                        pos.0[a],
+                        pos.1[a],
+                        bits.position,
+                    );
+                    put(&mut p, qp, bits.position);
+                    let qs = attributes::quantise_range(
+                        scene.scales[i][a],
+                        scl.0[a],
+                        scl.1[a],
+                        bits.scale,
+                    );
+                    put(&mut s, qs, bits.scale);
+                    let qc = attributes::quantise_range(scene.dc[i][a], dc.0[a], dc.1[a], bits.dc);
+                    put(&mut c, qc, bits.dc);
+                }
+                r.extend_from_slice(
+                    &attributes::quantise_quat(scene.rotations[i], bits.rotation).to_le_bytes(),
+                );
+                put(
+                    &mut o,
+                    attributes::quantise_opacity(scene.opacity[i], bits.opacity),
+                    bits.opacity,
+                );
+            }
+            [rec, p, s, r, o, c]
+        })
+        .collect();
+    let mut out: [Vec<u8>; 6] = Default::default();
+    for (k, v) in out.iter_mut().enumerate() {
+        let len: usize = chunks.iter().map(|c| c[k].len()).sum();
+        v.reserve_exact(len);
+        for c in &chunks {
+            v.extend_from_slice(&c[k]);
+        }
+    }
+    let cb = |b: u8| attributes::code_bytes(b);
+    let elems = [
+        CHUNK_RECORD,
+        3 * cb(bits.position),
+        3 * cb(bits.scale),
+        4,
+        cb(bits.opacity),
+        3 * cb(bits.dc),
+    ];
+    debug_assert_eq!(out[3].len(), 4 * n);
+    let mut planed: [Vec<u8>; 6] = Default::default();
+    for (k, v) in out.into_iter().enumerate() {
+        planed[k] = if k == 0 {
+            v
+        } else {
+            attributes::to_byte_planes(&v, elems[k])
+        };
+    }
+    planed
+}
+
+/// The input indices of the stored Gaussians, in storage order: the
+/// Gaussians kept by pruning, in their original order (exact profile) or in
+/// Morton order (compact profile). Stored Gaussian k is input Gaussian
+/// `storage_order(..)[k]`.
+pub fn storage_order(scene: &Scene, opts: &CompressOptions) -> Vec<u32> {
+    let tau = opts.prune_opacity;
+    let kept: Vec<u32> = match tau {
+        None => (0..scene.len() as u32).collect(),
+        Some(_) => (0..scene.len() as u32)
+            .into_par_iter()
+            .filter(|&i| survives_prune(scene.opacity[i as usize], tau))
+            .collect(),
+    };
+    match opts.profile {
+        Profile::Exact => kept,
+        Profile::Compact => {
+            let pts: Vec<[f32; 3]> = kept
+                .par_iter()
+                .map(|&i| scene.positions[i as usize])
+                .collect();
+            attributes::morton_order(&pts)
+                .into_par_iter()
+                .map(|k| kept[k as usize])
+                .collect()
+        }
+    }
+}
+
+/// Compresses a scene. The output is a function of the scene and the
+/// options alone: the same bytes on every run, thread count and platform.
+///
+/// ```
+/// use turboquant3d::splat::{self, CompressOptions};
+/// use turboquant3d::splat::container::Profile;
+/// use turboquant3d::splat::synth::{SynthConfig, generate};
+/// let scene = generate(&SynthConfig { count: 500, sh_degree: 1, seed: 3 });
+/// let opts = CompressOptions { profile: Profile::Exact, sh_bits: 4, ..Default::default() };
+/// let c = splat::compress(&scene, &opts).unwrap();
+/// assert_eq!(c.header.count, 500);
+/// assert_eq!(c.to_bytes().unwrap().len() as u64, c.size());
+/// ```
+pub fn compress(scene: &Scene, opts: &CompressOptions) -> Result<Compressed> {
+    compress_with(scene, opts, None)
+}
+
+/// [`compress`], with the SH-rest encoded on the engine's device: a GPU
+/// when it has one. The bytes are the same as [`compress`]'s.
+pub fn compress_on(scene: &Scene, opts: &CompressOptions, engine: &Engine) -> Result<Compressed> {
+    compress_with(scene, opts, Some(engine))
+}
+
+fn compress_with(
+    scene: &Scene,
+    opts: &CompressOptions,
+    engine: Option<&Engine>,
+) -> Result<Compressed> {
+    check_options(opts)?;
+    scene.check_consistent().map_err(Error::InvalidArgument)?;
+    if scene.is_empty() {
+        return Err(Error::EmptyInput {
+            what: "the scene has no Gaussians".into(),
+        });
+    }
+    if scene.len() > u32::MAX as usize {
+        return Err(Error::InvalidArgument(format!(
+            "{} Gaussians exceed the container's limit of 2^32 − 1",
+            scene.len()
+        )));
+    }
+    check_finite(scene)?;
+    let prediction = predict_size(scene, opts)?;
+    if prediction.count == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "pruning at τ = {} removes all {} Gaussians",
+            opts.prune_opacity.unwrap_or(0.0),
+            scene.len()
+        )));
+    }
+    let mut timings = Timings::default();
+
+    let t = Instant::now();
+    let order = storage_order(scene, opts);
+    timings.prune_and_order = t.elapsed();
+
+    let degree = sh_degree(scene, opts);
+    let d = rest_dim(degree);
+    let mut raw: Vec<Stream> = Vec::new();
+    let mut push = |tag: [u8; 4], data: Vec<u8>| {
+        raw.push(Stream {
+            tag,
+            coding: layout::coding(&tag),
+            data,
+        })
+    };
+    let t = Instant::now();
+    let mut rotation_kind = 0;
+    let mut sh_run = ShRun {
+        ran: Ran::Cpu,
+        ties: 0,
+        fell_back: false,
+    };
+    let mut max_width = 0u8;
+    if d > 0 {
+        let widths = match &opts.sh_widths {
+            Some(w) => {
+                max_width = order.iter().map(|&i| w[i as usize]).max().unwrap_or(0);
+                sh::Widths::PerGaussian(w)
+            }
+            None => {
+                max_width = opts.sh_bits as u8;
+                sh::Widths::Uniform(opts.sh_bits)
+            }
+        };
+        let st = sh::encode(
+            scene,
+            &order,
+            degree,
+            widths,
+            opts.seed,
+            opts.scale_mode,
+            engine,
+        )?;
+        rotation_kind = st.rotation_kind;
+        sh_run = st.run;
+        push(tags::ROT, st.rot);
+        push(tags::CBK, st.cbk);
+        if let Some(w) = st.shw {
+            push(tags::SHW, w);
+        }
+        push(tags::SHS, st.shs);
+        push(tags::SHC, st.shc);
+    }
+    timings.sh = t.elapsed();
+
+    let t = Instant::now();
+    let normals = normals_mode(scene, opts.profile);
+    match opts.profile {
+        Profile::Exact => {
+            let opa: Vec<[f32; 1]> = scene.opacity.iter().map(|&o| [o]).collect();
+            push(tags::POS, f32_planes(&scene.positions, &order));
+            push(tags::SCL, f32_planes(&scene.scales, &order));
+            push(tags::QUAT, f32_planes(&scene.rotations, &order));
+            push(tags::OPA, f32_planes(&opa, &order));
+            push(tags::DC, f32_planes(&scene.dc, &order));
+            if normals == Normals::Stored {
+                push(
+                    tags::NRM,
+                    f32_planes(scene.normals.as_ref().unwrap(), &order),
+                );
+            }
+        }
+        Profile::Compact => {
+            let [chnk, pos, scl, quat, opa, dc] =
+                compact_streams(scene, &order, opts.attr_bits, opts.chunk_size as usize);
+            push(tags::CHNK, chnk);
+            push(tags::POS, pos);
+            push(tags::SCL, scl);
+            push(tags::QUAT, quat);
+            push(tags::OPA, opa);
+            push(tags::DC, dc);
+        }
+    }
+    if !scene.extras.properties.is_empty() {
+        let stride = scene.extras.stride();
+        let mut data = Vec::with_capacity(order.len() * stride);
+        for &i in &order {
+            data.extend_from_slice(
+                &scene.extras.data[i as usize * stride..(i as usize + 1) * stride],
+            );
+        }
+        push(tags::EXTS, layout::extras_schema(&scene.extras));
+        push(tags::EXTD, data);
+    }
+    if !scene.comments.is_empty() {
+        push(tags::CMNT, layout::comments_bytes(&scene.comments));
+    }
+    timings.attributes = t.elapsed();
+
+    let t = Instant::now();
+    let streams = raw
+        .into_par_iter()
+        .map(container::pack_stream)
+        .collect::<Result<Vec<_>>>()?;
+    timings.entropy = t.elapsed();
+
+    let header = Header {
+        count: order.len() as u64,
+        input_count: scene.len() as u64,
+        sh_degree: degree,
+        profile: opts.profile,
+        sh_bits: if d > 0 { max_width } else { 0 },
+        sh_width_mode: (d > 0 && opts.sh_widths.is_some()) as u8,
+        rotation_kind,
+        scale_mode: match opts.scale_mode {
+            ScaleMode::Norm => 0,
+            ScaleMode::LeastSquares => 1,
+        },
+        normals,
+        order: (opts.profile == Profile::Compact) as u8,
+        dim: d as u32,
+        chunk_size: if opts.profile == Profile::Compact {
+            opts.chunk_size
+        } else {
+            0
+        },
+        attr_bits: if opts.profile == Profile::Compact {
+            opts.attr_bits.to_array()
+        } else {
+            [0; 5]
+        },
+        prune_opacity: opts.prune_opacity.unwrap_or(0.0),
+        seed: opts.seed,
+        extra_count: scene.extras.properties.len() as u32,
+    };
+    Ok(Compressed {
+        header,
+        streams,
+        prediction,
+        timings,
+        sh_run,
+    })
+}
