@@ -6,7 +6,7 @@
 //!
 //! It generates a synthetic scene (COUNT Gaussians, default 200 000, SH
 //! degree 3), compresses it (b = 3 for every Gaussian; with `--widths`, a
-//! width b_i ∈ 0..=8 per Gaussian from `allocate::allocate` over the SH
+//! width b_i ∈ 0..=8 per Gaussian from `codec::allocate::allocate` over the SH
 //! energies γ_i², for the bits of 1.5 per coefficient: N·(45·1.5 + 16)),
 //! splits the file with `decompress_split` and uploads the codes, scales,
 //! Π and centroids, and the widths (`upload_compressed`); it also uploads
@@ -29,12 +29,13 @@
 
 use std::time::Instant;
 
+use turboquant3d::codec::allocate;
 use turboquant3d::gpu::GpuContext;
 use turboquant3d::render::gpu::{GpuRenderer, GpuSplats};
 use turboquant3d::render::{Camera, Image, metrics, orbit};
-use turboquant3d::splat::allocate::{self, Weight};
-use turboquant3d::splat::codec::{self, CompressOptions};
+use turboquant3d::splat::importance::{Weight, importance};
 use turboquant3d::splat::synth::{SynthConfig, generate};
+use turboquant3d::splat::{self, CompressOptions};
 use turboquant3d::wgpu;
 
 const FRAMES: usize = 10;
@@ -121,7 +122,7 @@ fn main() {
     };
     let mode = if per_gaussian {
         // v_i = γ_i², budget N·(45·1.5 + 16) bits (codes and f16 scales).
-        let values = allocate::importance(&scene, 3, Weight::Energy, None).expect("importance");
+        let values = importance(&scene, 3, Weight::Energy, None).expect("importance");
         let budget = (count as f64 * (45.0 * 1.5 + 16.0)) as u64;
         let a = allocate::allocate(&values, 45, 16, budget, 8).expect("allocate");
         let mut histogram = [0usize; 9];
@@ -137,13 +138,13 @@ fn main() {
     } else {
         "b = 3"
     };
-    let bytes = codec::compress(&scene, &opts)
+    let bytes = splat::compress(&scene, &opts)
         .and_then(|c| c.to_bytes())
         .expect("compress");
     let path = std::path::Path::new("synthetic.tq3s");
-    let (split, sh) = codec::decompress_split(&bytes, path).expect("decompress_split");
+    let (split, sh) = splat::decompress_split(&bytes, path).expect("decompress_split");
     let sh = sh.expect("the scene has SH-rest");
-    let full = codec::decompress(&bytes, path).expect("decompress");
+    let full = splat::decompress(&bytes, path).expect("decompress");
     println!(
         "compressed: {:.2} MiB file ({mode}), split and decompressed in {:.2} s",
         mib(bytes.len() as u64),

@@ -45,8 +45,8 @@ use turboquant3d::Error;
 use turboquant3d::gpu::GpuContext;
 use turboquant3d::render::gpu::GpuRenderer;
 use turboquant3d::render::{Camera, Image, Splat2D, cpu};
-use turboquant3d::splat::codec::{self, CompressOptions};
 use turboquant3d::splat::container::Profile;
+use turboquant3d::splat::{self, CompressOptions};
 use turboquant3d::splat::{Scene, rest_dim};
 use turboquant3d::wgpu;
 
@@ -390,12 +390,12 @@ fn check_compressed(r: &GpuRenderer, degree: u8, n: usize) {
         sh_bits: 3,
         ..CompressOptions::default()
     };
-    let bytes = codec::compress(&scene, &opts).unwrap().to_bytes().unwrap();
+    let bytes = splat::compress(&scene, &opts).unwrap().to_bytes().unwrap();
     let path = std::path::Path::new("test.tq3s");
-    let (split, sh) = codec::decompress_split(&bytes, path).unwrap();
+    let (split, sh) = splat::decompress_split(&bytes, path).unwrap();
     let sh = sh.expect("the file has SH-rest");
     assert!(split.sh_rest.is_empty());
-    let full = codec::decompress(&bytes, path).unwrap();
+    let full = splat::decompress(&bytes, path).unwrap();
     let compressed = r.upload_compressed(&split, &sh).unwrap();
     let plain = r.upload(&full).unwrap();
     assert!(compressed.is_compressed() && !plain.is_compressed());
@@ -467,7 +467,7 @@ fn compress_with_widths(scene: &Scene, widths: Vec<u8>) -> Vec<u8> {
         profile: Profile::Exact,
         ..CompressOptions::default()
     };
-    codec::compress(scene, &opts).unwrap().to_bytes().unwrap()
+    splat::compress(scene, &opts).unwrap().to_bytes().unwrap()
 }
 
 fn check_per_gaussian_widths(r: &GpuRenderer, degree: u8, n: usize) {
@@ -476,11 +476,11 @@ fn check_per_gaussian_widths(r: &GpuRenderer, degree: u8, n: usize) {
     let widths: Vec<u8> = (0..n).map(|i| (i * 7 % 9) as u8).collect();
     let bytes = compress_with_widths(&scene, widths.clone());
     let path = std::path::Path::new("widths.tq3s");
-    let (split, sh) = codec::decompress_split(&bytes, path).unwrap();
+    let (split, sh) = splat::decompress_split(&bytes, path).unwrap();
     let sh = sh.expect("the file has SH-rest");
     assert_eq!(sh.uniform, None);
     assert_eq!(sh.widths, widths, "the exact profile keeps the order");
-    let full = codec::decompress(&bytes, path).unwrap();
+    let full = splat::decompress(&bytes, path).unwrap();
     let d = rest_dim(degree);
     for (i, &b) in widths.iter().enumerate() {
         let zero = full.sh_rest[i * d..(i + 1) * d].iter().all(|&v| v == 0.0);
@@ -561,7 +561,7 @@ fn check_per_gaussian_widths(r: &GpuRenderer, degree: u8, n: usize) {
     // Every width 0: the shader decodes zeros, the image is the one
     // without SH-rest.
     let bytes = compress_with_widths(&scene, vec![0; n]);
-    let (split0, sh0) = codec::decompress_split(&bytes, path).unwrap();
+    let (split0, sh0) = splat::decompress_split(&bytes, path).unwrap();
     let zero = r.upload_compressed(&split0, &sh0.unwrap()).unwrap();
     let i0 = r.render(&zero, &cam, bg).unwrap();
     let (max0, mean0) = diff(&i0, &r.render(&no_sh, &cam, bg).unwrap());
@@ -569,7 +569,7 @@ fn check_per_gaussian_widths(r: &GpuRenderer, degree: u8, n: usize) {
     // One width for all, in the per-Gaussian file mode: the uniform
     // decode, no width buffer.
     let bytes = compress_with_widths(&scene, vec![4; n]);
-    let (split4, sh4) = codec::decompress_split(&bytes, path).unwrap();
+    let (split4, sh4) = splat::decompress_split(&bytes, path).unwrap();
     let sh4 = sh4.unwrap();
     assert_eq!(sh4.uniform, None);
     let four = r.upload_compressed(&split4, &sh4).unwrap();
@@ -577,7 +577,7 @@ fn check_per_gaussian_widths(r: &GpuRenderer, degree: u8, n: usize) {
         four.sh_bytes(),
         words((d * 4 * n) as u64 / 8) + words(2 * n as u64) + 4 + 4 * (d * d) as u64 + 4 * 16
     );
-    let full4 = codec::decompress(&bytes, path).unwrap();
+    let full4 = splat::decompress(&bytes, path).unwrap();
     let (max4, _) = diff(
         &r.render(&four, &cam, bg).unwrap(),
         &r.render(&r.upload(&full4).unwrap(), &cam, bg).unwrap(),
@@ -614,14 +614,14 @@ fn expect_gpu_error<T: std::fmt::Debug>(out: turboquant3d::Result<T>, what: &str
 
 /// A small scene with SH degree 1 and its compressed split (attributes,
 /// compressed SH-rest).
-fn lost_device_scene() -> (Scene, Scene, codec::CompressedSh) {
+fn lost_device_scene() -> (Scene, Scene, splat::sh::CompressedSh) {
     let scene = random_scene(300, 1, 5, 1.2, -2.0);
     let opts = CompressOptions {
         sh_bits: 3,
         ..CompressOptions::default()
     };
-    let bytes = codec::compress(&scene, &opts).unwrap().to_bytes().unwrap();
-    let (split, sh) = codec::decompress_split(&bytes, std::path::Path::new("lost.tq3s")).unwrap();
+    let bytes = splat::compress(&scene, &opts).unwrap().to_bytes().unwrap();
+    let (split, sh) = splat::decompress_split(&bytes, std::path::Path::new("lost.tq3s")).unwrap();
     (scene, split, sh.expect("the file has SH-rest"))
 }
 

@@ -47,7 +47,7 @@ use crate::render::shaders::{
     ATTR_STRIDE, CameraUniform, PREPROCESS_WORKGROUP, preprocess_source, raster_source,
 };
 use crate::render::{Camera, Image, Splat2D};
-use crate::splat::codec::CompressedSh;
+use crate::splat::sh::CompressedSh;
 use crate::splat::{Scene, rest_dim};
 use crate::{Error, Result};
 
@@ -346,7 +346,7 @@ impl GpuRenderer {
 
     /// Uploads a scene whose SH-rest stays compressed: `scene` gives the
     /// other attributes (its own SH-rest, if any, is ignored, e.g. the scene
-    /// of [`decompress_split`](crate::splat::codec::decompress_split)) and
+    /// of [`decompress_split`](crate::splat::decompress_split)) and
     /// `sh` the codes, f16 scales, rotation, centroids and (per-Gaussian
     /// widths) the widths, which the preprocess shader decodes per Gaussian
     /// ([`ShDecodeBuffers`]). No decompressed SH buffer exists. Files whose

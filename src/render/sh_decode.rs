@@ -2,7 +2,7 @@
 //! its own shader, and the contents of its buffers: the contract a host
 //! uses without [`GpuRenderer`](crate::render::gpu::GpuRenderer).
 
-use crate::splat::codec::CompressedSh;
+use crate::splat::sh::CompressedSh;
 use crate::{Error, Result};
 
 /// The SH-rest decoder for host renderers, in WGSL.
@@ -20,7 +20,7 @@ use crate::{Error, Result};
 /// own four a stage stays within WebGPU's default
 /// `max_storage_buffers_per_shader_stage` of 8). [`ShDecodeBuffers::new`]
 /// computes their contents from a [`CompressedSh`] (as
-/// [`decompress_split`](crate::splat::codec::decompress_split) returns it),
+/// [`decompress_split`](crate::splat::decompress_split) returns it),
 /// and [`GpuRenderer::upload_compressed`](crate::render::gpu::GpuRenderer::upload_compressed) uploads exactly these:
 ///
 /// | what | WGSL | contents ([`ShDecodeBuffers`] field) |

@@ -14,9 +14,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use turboquant3d::gpu::DeviceChoice;
 use turboquant3d::render::camera::load_cameras_json;
 use turboquant3d::render::{Camera, orbit};
-use turboquant3d::splat::allocate::{Weight, importance};
 use turboquant3d::splat::attributes::AttrBits;
 use turboquant3d::splat::container::Profile;
+use turboquant3d::splat::importance::{Weight, importance};
 use turboquant3d::splat::{Scene, antimatter, ply};
 use turboquant3d::{Error, ScaleMode};
 
@@ -212,7 +212,7 @@ pub fn read_scene_to_render(
             what: format!("{} has no Gaussians", path.display()),
         });
     }
-    turboquant3d::splat::codec::check_finite(&scene)?;
+    turboquant3d::splat::check_finite(&scene)?;
     Ok(scene)
 }
 

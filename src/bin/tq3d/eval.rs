@@ -12,9 +12,9 @@ use turboquant3d::render::gpu::GpuRenderer;
 use turboquant3d::render::{Camera, Image, cpu, image, metrics, predict};
 use turboquant3d::splat::Scene;
 use turboquant3d::splat::attributes::AttrBits;
-use turboquant3d::splat::codec::{self, CompressOptions};
 use turboquant3d::splat::container::Profile;
 use turboquant3d::splat::ply::{self, PlyEncoding};
+use turboquant3d::splat::{self, CompressOptions};
 use turboquant3d::{Codebook, Error};
 
 use crate::common::alloc::{self, AllocArgs};
@@ -274,10 +274,10 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
     for (label, b, opts) in settings {
         let bar = spinner(format!("{label}: compressing"), quiet);
         let t = Instant::now();
-        let c = codec::compress_on(&scene, &opts, &engine)?;
+        let c = splat::compress_on(&scene, &opts, &engine)?;
         let bytes = c.to_bytes()?;
         let encode_s = t.elapsed().as_secs_f64();
-        let back = codec::decompress(&bytes, Path::new("<memory>"))?;
+        let back = splat::decompress(&bytes, Path::new("<memory>"))?;
         bar.set_message(format!("{label}: rendering"));
         let renders = renderer.render_all(&back, &views)?;
         let mse = mse_all(&originals, &renders)?;
@@ -297,7 +297,7 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
             )),
             // Per-Gaussian widths: the weight sums of γ_i²·d·C(d, b_i).
             Some(w) => {
-                let dist = turboquant3d::splat::allocate::distortions(d)?;
+                let dist = turboquant3d::codec::allocate::distortions(d)?;
                 let v: Vec<f32> = g2
                     .iter()
                     .zip(w)
@@ -329,7 +329,7 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         }
         if a.split && c.header.profile == Profile::Compact {
             bar.set_message(format!("{label}: splitting the error by attribute"));
-            let order = codec::storage_order(&scene, &opts);
+            let order = splat::storage_order(&scene, &opts);
             let orig = in_storage_order(&scene, &order, back.sh_degree);
             let mut split = serde_json::Map::new();
             type Restore = fn(&mut Scene, &Scene);

@@ -7,10 +7,10 @@ use clap::ValueEnum;
 use serde_json::json;
 use turboquant3d::gpu::{DeviceChoice, Engine};
 use turboquant3d::splat::attributes::AttrBits;
-use turboquant3d::splat::codec::{self, CompressOptions, Compressed, SizePrediction};
 use turboquant3d::splat::container::{self, Coding, Normals, Profile, tag_name};
 use turboquant3d::splat::ply::{self, PlyEncoding};
 use turboquant3d::splat::scene::sigmoid;
+use turboquant3d::splat::{self, CompressOptions, Compressed, SizePrediction};
 use turboquant3d::splat::{Scene, antimatter, synth};
 use turboquant3d::{Error, theory};
 
@@ -62,7 +62,7 @@ pub struct CompressArgs {
     #[arg(long)]
     json: bool,
     /// Seed of the SH rotation (the rotation itself is stored in the file).
-    #[arg(long, default_value_t = codec::DEFAULT_SEED)]
+    #[arg(long, default_value_t = splat::DEFAULT_SEED)]
     seed: u64,
     /// SH scale: least squares (lower error, same size) or the norm.
     #[arg(long, value_enum, default_value_t = ScaleArg::Ls)]
@@ -187,7 +187,7 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
     if let Some(w) = &allocation {
         opts.sh_widths = Some(w.widths.clone());
     }
-    let p = codec::predict_size(&scene, &opts)?;
+    let p = splat::predict_size(&scene, &opts)?;
     let sh_err = if allocation.is_some() {
         None
     } else {
@@ -234,7 +234,7 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
     let engine = Engine::new(a.device.into())?;
     let bar = spinner(format!("compressing {} Gaussians", scene.len()), a.json);
     let t1 = Instant::now();
-    let c = codec::compress_on(&scene, &opts, &engine)?;
+    let c = splat::compress_on(&scene, &opts, &engine)?;
     let t_compress = t1.elapsed();
     bar.set_message(format!("writing {}", output.display()));
     let t2 = Instant::now();
@@ -372,7 +372,7 @@ fn write_scene(path: &Path, scene: &Scene, encoding: PlyEncoding) -> Result<(), 
 pub fn decompress(a: DecompressArgs) -> Result<(), Error> {
     let t0 = Instant::now();
     let bar = spinner(format!("decompressing {}", a.input.display()), a.json);
-    let scene = codec::read(&a.input)?;
+    let scene = splat::read(&a.input)?;
     let t_decode = t0.elapsed();
     bar.set_message(format!("writing {}", a.output.display()));
     let t1 = Instant::now();
@@ -401,13 +401,13 @@ pub fn decompress(a: DecompressArgs) -> Result<(), Error> {
 
 pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> {
     // Decoding the whole file checks every checksum and length.
-    codec::decompress(&bytes, &input)?;
+    splat::decompress(&bytes, &input)?;
     let (h, infos) = container::read_table(&bytes, &input)?;
     let n = h.count;
     // Per-Gaussian widths: the histogram, the average, and the mean of
     // d·C(d, b_i) over the Gaussians (relative error per vector).
     let widths = if h.sh_width_mode == 1 {
-        let (_, sh) = codec::decompress_split(&bytes, &input)?;
+        let (_, sh) = splat::decompress_split(&bytes, &input)?;
         sh.map(|s| s.widths)
     } else {
         None
@@ -422,7 +422,7 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
     let sh_err = match &histogram {
         None => expected_sh_error(h.dim as usize, h.sh_bits as u32),
         Some(hist) => {
-            let dist = turboquant3d::splat::allocate::distortions(h.dim as usize)?;
+            let dist = turboquant3d::codec::allocate::distortions(h.dim as usize)?;
             Some(
                 hist.iter()
                     .zip(dist)
@@ -640,12 +640,12 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
     let bar = spinner("compressing".into(), quiet);
     let t = Instant::now();
     let scene = ply::read_ply(&ply_in)?;
-    let c = codec::compress_on(&scene, &opts, &engine)?;
+    let c = splat::compress_on(&scene, &opts, &engine)?;
     c.write(&packed)?;
     let t_compress = t.elapsed();
     bar.set_message("decompressing".to_string());
     let t = Instant::now();
-    let back = codec::read(&packed)?;
+    let back = splat::read(&packed)?;
     ply::write_ply(&ply_out, &back, PlyEncoding::BinaryLittleEndian)?;
     let t_decompress = t.elapsed();
     bar.set_message("checking".to_string());
@@ -661,7 +661,7 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
     if back.len() != scene.len() {
         failures.push(format!("{} Gaussians in, {} out", scene.len(), back.len()));
     }
-    let order = codec::storage_order(&scene, &opts);
+    let order = splat::storage_order(&scene, &opts);
     let expected = expected_sh_error(back.rest_dim(), a.sh_bits);
     let measured = (back.rest_dim() > 0).then(|| sh_relative_error(&scene, &back, &order));
     if let (Some(e), Some(m)) = (expected, measured)

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 use turboquant3d::Error;
+use turboquant3d::codec::allocate;
 use turboquant3d::render::predict;
 use turboquant3d::splat::Scene;
-use turboquant3d::splat::allocate::{self, Weight};
+use turboquant3d::splat::importance::{Weight, importance};
 use turboquant3d::splat::scene::{rest_dim, survives_prune};
 
 use crate::common::{Resolution, is_whole_bits, load_views, positive_f64, spinner};
@@ -121,7 +122,7 @@ pub fn widths(
     };
     if let Some(loss) = a.target_psnr_loss {
         let (cov, pixels) = coverage(scene, a)?;
-        let values = allocate::importance(scene, degree, Weight::Coverage, Some(&cov))?;
+        let values = importance(scene, degree, Weight::Coverage, Some(&cov))?;
         let values: Vec<f64> = values
             .iter()
             .zip(&kept)
@@ -158,7 +159,7 @@ pub fn widths(
     } else {
         None
     };
-    let values = allocate::importance(scene, degree, weight.into(), cov.as_deref())?;
+    let values = importance(scene, degree, weight.into(), cov.as_deref())?;
     let al = allocate::for_average_bits(&values, &kept, d, avg_bits)?;
     let avg = average(&al.widths);
     Ok(Some(AllocatedWidths {
