@@ -20,10 +20,15 @@
 //! assert!(err / (45.0 / 16.0) < theory::upper_bound(3));
 //! ```
 //!
-//! Layers: [`codec`] (codebook, rotation, packing, quantizer, theory),
-//! [`format`](mod@format) (the `.tqv` vector file and `.npy` I/O), [`gpu`] (the
-//! wgpu codec) and
-//! [`splat`] (3D Gaussian Splatting scenes: PLY, the `.tq3s` container).
+//! Layers, each importing only those before it:
+//! - [`codec`]: the domain-free core (codebook, rotation, packing, the CPU
+//!   quantizer, the bit allocator, theory);
+//! - [`format`](mod@format): the `.tqv` vector file and `.npy` I/O;
+//! - [`gpu`]: the wgpu mirror of the codec, on a borrowed or owned device;
+//! - [`splat`]: 3D Gaussian Splatting scenes (PLY, `.splat`, the `.tq3s`
+//!   container, per-Gaussian SH widths);
+//! - [`render`]: the headless splat renderer (CPU reference and wgpu), its
+//!   in-shader SH decode, image metrics and the fidelity predictions.
 
 pub mod codec;
 mod error;
@@ -33,10 +38,12 @@ pub mod render;
 pub mod splat;
 
 pub use codec::codebook::Codebook;
+pub use codec::encoded::Encoded;
 pub use codec::packing;
-pub use codec::quantizer::{Encoded, Quantizer, QuantizerConfig, ScaleFormat, ScaleMode, Scales};
+pub use codec::quantizer::{Quantizer, QuantizerConfig};
 pub use codec::rotation::{Rotation, RotationKind};
 pub use codec::rows::{Rows, RowsMut};
+pub use codec::scales::{ScaleFormat, ScaleMode, Scales};
 pub use codec::theory;
 pub use error::{Error, Result};
 /// The wgpu this crate was built against, so that hosts can match its version.

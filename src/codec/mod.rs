@@ -3,8 +3,10 @@
 
 pub mod allocate;
 pub mod codebook;
+pub mod encoded;
 pub mod packing;
 pub mod quantizer;
 pub mod rotation;
 pub mod rows;
+pub mod scales;
 pub mod theory;

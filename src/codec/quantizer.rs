@@ -23,60 +23,15 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::codec::codebook::{Codebook, validate_params};
+use crate::codec::encoded::Encoded;
 use crate::codec::packing::{BitReader, BitWriter, packed_len};
 use crate::codec::rotation::{LANES, Rotation, RotationKind};
+use crate::codec::scales::{ScaleFormat, ScaleMode, Scales};
 use crate::{Error, Result, Rows, RowsMut};
 
 /// Vectors per unit of parallel work. A multiple of 8 and of [`LANES`], so
 /// every chunk but the last starts on a byte boundary of the code stream.
 pub const CHUNK: usize = 1024;
-
-/// What the stored per-vector scale is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ScaleMode {
-    /// s = ‖x‖. The error is exactly the theory's ‖x‖²·‖u − û‖².
-    Norm,
-    /// s = ⟨x, x̃_dir⟩ / ‖x̃_dir‖², the least-squares optimum along the
-    /// decoded direction. Never worse than `Norm` and the default.
-    LeastSquares,
-}
-
-impl ScaleMode {
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            ScaleMode::Norm => "norm",
-            ScaleMode::LeastSquares => "ls",
-        }
-    }
-}
-
-/// How the per-vector scale is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ScaleFormat {
-    /// IEEE binary32, 4 bytes per vector.
-    F32,
-    /// IEEE binary16, 2 bytes per vector.
-    F16,
-}
-
-impl ScaleFormat {
-    /// Bytes per stored scale.
-    pub fn bytes(self) -> usize {
-        match self {
-            ScaleFormat::F32 => 4,
-            ScaleFormat::F16 => 2,
-        }
-    }
-
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            ScaleFormat::F32 => "f32",
-            ScaleFormat::F16 => "f16",
-        }
-    }
-}
 
 /// Everything that defines a quantizer before it is built.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,167 +62,6 @@ impl QuantizerConfig {
             scale_mode: ScaleMode::LeastSquares,
             scale_format: ScaleFormat::F32,
         }
-    }
-}
-
-/// The stored scales of N vectors.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Scales {
-    /// One f32 per vector.
-    F32(Vec<f32>),
-    /// One f16 per vector.
-    F16(Vec<f16>),
-}
-
-impl Scales {
-    /// The number of scales.
-    pub fn len(&self) -> usize {
-        match self {
-            Scales::F32(v) => v.len(),
-            Scales::F16(v) => v.len(),
-        }
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Scale i as f32.
-    pub fn get(&self, i: usize) -> f32 {
-        match self {
-            Scales::F32(v) => v[i],
-            Scales::F16(v) => v[i].to_f32(),
-        }
-    }
-
-    /// The storage format.
-    pub fn format(&self) -> ScaleFormat {
-        match self {
-            Scales::F32(_) => ScaleFormat::F32,
-            Scales::F16(_) => ScaleFormat::F16,
-        }
-    }
-
-    /// Little-endian bytes, as stored in files.
-    pub fn to_le_bytes(&self) -> Vec<u8> {
-        match self {
-            Scales::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Scales::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        }
-    }
-
-    /// Parses little-endian bytes of the given format.
-    pub fn from_le_bytes(format: ScaleFormat, bytes: &[u8]) -> Result<Scales> {
-        if !bytes.len().is_multiple_of(format.bytes()) {
-            return Err(Error::Shape(format!(
-                "{} bytes are not a whole number of {} scales",
-                bytes.len(),
-                format.name()
-            )));
-        }
-        Ok(match format {
-            ScaleFormat::F32 => Scales::F32(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-            ScaleFormat::F16 => Scales::F16(
-                bytes
-                    .chunks_exact(2)
-                    .map(|c| f16::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-        })
-    }
-}
-
-/// N encoded vectors: packed codes and one scale each.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Encoded {
-    dim: usize,
-    bits: u32,
-    count: usize,
-    codes: Vec<u8>,
-    scales: Scales,
-}
-
-impl Encoded {
-    /// Assembles encoded data, checking that the lengths agree.
-    pub fn from_parts(
-        dim: usize,
-        bits: u32,
-        count: usize,
-        codes: Vec<u8>,
-        scales: Scales,
-    ) -> Result<Encoded> {
-        validate_params(dim, bits)?;
-        let want = count.checked_mul(dim).map(|n| packed_len(n, bits));
-        if want != Some(codes.len()) {
-            return Err(Error::Shape(format!(
-                "{count} vectors of d = {dim}, b = {bits} need {want:?} code bytes, got {}",
-                codes.len()
-            )));
-        }
-        if scales.len() != count {
-            return Err(Error::Shape(format!(
-                "{count} vectors need {count} scales, got {}",
-                scales.len()
-            )));
-        }
-        if let Some(i) = (0..count).find(|&i| !scales.get(i).is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "scale of vector {i} is not finite"
-            )));
-        }
-        Ok(Encoded {
-            dim,
-            bits,
-            count,
-            codes,
-            scales,
-        })
-    }
-
-    /// Vector dimension d.
-    pub fn dim(&self) -> usize {
-        self.dim
-    }
-
-    /// Bits per coordinate b.
-    pub fn bits(&self) -> u32 {
-        self.bits
-    }
-
-    /// Number of vectors N.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    /// Whether N = 0.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// The packed code stream ([`crate::packing`] layout).
-    pub fn codes(&self) -> &[u8] {
-        &self.codes
-    }
-
-    /// The per-vector scales.
-    pub fn scales(&self) -> &Scales {
-        &self.scales
-    }
-
-    /// The packed codes and the scales, giving up the rest.
-    pub fn into_parts(self) -> (Vec<u8>, Scales) {
-        (self.codes, self.scales)
-    }
-
-    /// Codes plus scales, in bytes.
-    pub fn payload_bytes(&self) -> usize {
-        self.codes.len() + self.count * self.scales.format().bytes()
     }
 }
 
@@ -487,10 +281,13 @@ impl Quantizer {
 
     /// Decodes into rows, possibly strided (values between rows untouched).
     pub fn decode_into(&self, enc: &Encoded, mut out: RowsMut<'_>) -> Result<()> {
-        if enc.dim != self.dim || enc.bits != self.bits {
+        if enc.dim() != self.dim || enc.bits() != self.bits {
             return Err(Error::Shape(format!(
                 "encoded data has d = {}, b = {}; the quantizer has d = {}, b = {}",
-                enc.dim, enc.bits, self.dim, self.bits
+                enc.dim(),
+                enc.bits(),
+                self.dim,
+                self.bits
             )));
         }
         if out.dim() != self.dim || out.len() != enc.len() {
@@ -510,12 +307,12 @@ impl Quantizer {
         let chunk_bytes = CHUNK * self.dim * self.bits as usize / 8;
         out.data_mut()
             .par_chunks_mut(CHUNK * stride)
-            .zip(enc.codes.par_chunks(chunk_bytes))
+            .zip(enc.codes().par_chunks(chunk_bytes))
             .enumerate()
             .for_each(|(c, (dst, codes))| {
                 let first = c * CHUNK;
                 let count = CHUNK.min(n - first);
-                self.decode_chunk(codes, &enc.scales, first, count, dst, stride);
+                self.decode_chunk(codes, enc.scales(), first, count, dst, stride);
             });
         Ok(())
     }

@@ -105,7 +105,7 @@ where
 
 /// Sums over all pixels of Σ_i w_i(p)·a_i and Σ_i w_i(p)²·a_i, where w_i(p)
 /// is splat i's blending weight α·T at pixel p exactly as
-/// [`cpu::rasterize`](crate::render::cpu::rasterize) composites it, and
+/// [`cpu::rasterize`] composites it, and
 /// `values[i]` = a_i is indexed like `splats`.
 pub fn weight_sums(
     splats: &[Splat2D],
