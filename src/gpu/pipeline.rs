@@ -12,8 +12,7 @@ use crate::gpu::scope::scoped;
 /// A read-only storage buffer.
 pub(crate) const RO: wgpu::BufferBindingType = wgpu::BufferBindingType::Storage { read_only: true };
 /// A read-write storage buffer.
-pub(crate) const RW: wgpu::BufferBindingType =
-    wgpu::BufferBindingType::Storage { read_only: false };
+pub(crate) const RW: wgpu::BufferBindingType = wgpu::BufferBindingType::Storage { read_only: false };
 /// A uniform buffer.
 pub(crate) const UNIFORM: wgpu::BufferBindingType = wgpu::BufferBindingType::Uniform;
 
