@@ -33,6 +33,8 @@ pub struct GpuCodec {
     ctx: GpuContext,
     layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
+    /// Why the layouts are invalid, if they are.
+    layout_error: Option<String>,
     modules: Mutex<HashMap<(Family, bool, DataFormat), Arc<wgpu::ShaderModule>>>,
     pipelines: PipelineCache<PipelineKey>,
     max_binding: u64,
@@ -48,27 +50,38 @@ impl std::fmt::Debug for GpuCodec {
 }
 
 impl GpuCodec {
-    /// Builds the codec on a device (borrowed or owned).
+    /// Builds the codec on a device (borrowed or owned). A device error
+    /// while creating its layouts (a device whose limits are below what the
+    /// kernels bind) is caught, not raised on the device; every
+    /// [`prepare`](GpuCodec::prepare) then fails with it.
     pub fn new(ctx: GpuContext) -> GpuCodec {
         let device = &ctx.device;
         let cs = wgpu::ShaderStages::COMPUTE;
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("turboquant3d codec"),
-            entries: &[
-                buffer_entry(0, cs, UNIFORM),
-                buffer_entry(1, cs, RO),
-                buffer_entry(2, cs, RO),
-                buffer_entry(3, cs, RO),
-                buffer_entry(4, cs, RW),
-                buffer_entry(5, cs, RW),
-                buffer_entry(6, cs, RW),
-            ],
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("turboquant3d codec"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
+        let mut made = None;
+        let layout_error = scoped(device, "creating the codec's layouts", || {
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("turboquant3d codec"),
+                entries: &[
+                    buffer_entry(0, cs, UNIFORM),
+                    buffer_entry(1, cs, RO),
+                    buffer_entry(2, cs, RO),
+                    buffer_entry(3, cs, RO),
+                    buffer_entry(4, cs, RW),
+                    buffer_entry(5, cs, RW),
+                    buffer_entry(6, cs, RW),
+                ],
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("turboquant3d codec"),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            made = Some((layout, pipeline_layout));
+            Ok(())
+        })
+        .err()
+        .map(|e| e.to_string());
+        let (layout, pipeline_layout) = made.expect("the layouts are created, valid or not");
         let max_binding = device
             .limits()
             .max_storage_buffer_binding_size
@@ -77,6 +90,7 @@ impl GpuCodec {
             ctx,
             layout,
             pipeline_layout,
+            layout_error,
             modules: Default::default(),
             pipelines: Default::default(),
             max_binding,
@@ -123,7 +137,10 @@ impl GpuCodec {
             .iter()
             .map(|(k, v)| (*k, f64::from_bits(*v)))
             .collect();
-        let what = format!("compiling the {family:?} {entry} kernel");
+        let what = match &self.layout_error {
+            None => format!("compiling the {family:?} {entry} kernel"),
+            Some(e) => format!("compiling the {family:?} {entry} kernel ({e})"),
+        };
         let key = (family, subgroups, io, entry, constants);
         self.pipelines
             .get_or_create(&self.ctx.device, key, &what, || {
