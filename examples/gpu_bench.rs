@@ -61,9 +61,7 @@ fn open() -> (GpuContext, bool) {
         ..Default::default()
     }))
     .expect("device");
-    let mut ctx = GpuContext::from_device(device, queue);
-    ctx.adapter_info = Some(adapter.get_info());
-    (ctx, timestamps)
+    (GpuContext::from_device(device, queue), timestamps)
 }
 
 fn wait(ctx: &GpuContext) {

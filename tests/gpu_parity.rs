@@ -1,58 +1,123 @@
 //! GPU against CPU on lavapipe (CI) or any adapter: codes, scales and
-//! decoded vectors for every kernel family, d, b and scale format; chunked
-//! work; and a host-owned device driving the recording API.
+//! decoded vectors for every kernel family, d, b and scale format, f16 I/O
+//! and the subgroup variant; chunked work; a host-owned device driving the
+//! recording API; a lost device; a pipeline that fails to compile; and whole
+//! scene files, byte for byte.
+//!
+//! What costs time on lavapipe is compiling pipelines (one per kernel
+//! configuration and entry point, seconds each), not the vectors. So each
+//! configuration is compiled once per binary, on one shared device per
+//! feature set, and N is the few hundred vectors that byte parity needs.
 //!
 //! Locally, a machine with no adapter prints a skip message; under CI (or
-//! with REQUIRE_GPU=1) a missing adapter fails.
+//! with REQUIRE_GPU=1) a missing adapter fails. A variant the device cannot
+//! run is reported with `common::gpu::skipped`, and
+//! `variants_on_this_device` states which variants really ran.
+
+mod common;
 
 use std::sync::{Arc, OnceLock};
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
+use common::data::gaussian;
+use common::gpu::{context, note, ran, skipped};
 use turboquant3d::gpu::{
-    AdapterPolicy, DataFormat, DecodeBuffers, EncodeBuffers, Engine, Family, GpuCodec, GpuContext,
-    Ran,
+    DataFormat, DecodeBuffers, EncodeBuffers, Engine, Family, GpuCodec, GpuContext, GpuQuantizer,
+    KernelConfig, Ran,
 };
 use turboquant3d::packing::unpack;
 use turboquant3d::{
-    Encoded, Quantizer, QuantizerConfig, RotationKind, ScaleFormat, ScaleMode, wgpu,
+    Encoded, Error, Quantizer, QuantizerConfig, RotationKind, ScaleFormat, ScaleMode, wgpu,
 };
 
 /// A coordinate within this distance of a boundary may round either way.
 const TIE_TOLERANCE: f64 = 2e-5;
 
-fn required() -> bool {
-    std::env::var_os("CI").is_some() || std::env::var_os("REQUIRE_GPU").is_some()
-}
-
-/// One device per test binary.
+/// The codec on the library's own device (no features): the one device
+/// most tests share.
 fn codec() -> Option<Arc<GpuCodec>> {
     static CODEC: OnceLock<Option<Arc<GpuCodec>>> = OnceLock::new();
     CODEC
-        .get_or_init(|| match GpuContext::request(AdapterPolicy::AllowSoftware) {
-            Ok(ctx) => {
-                eprintln!("GPU tests on {}", ctx.describe());
-                Some(Arc::new(GpuCodec::new(ctx)))
-            }
-            Err(e) if required() => {
-                panic!("a GPU adapter is required here (CI or REQUIRE_GPU): {e}")
-            }
-            Err(e) => {
-                eprintln!(
-                    "SKIPPED: no GPU adapter ({e}); set REQUIRE_GPU=1 to make this a failure"
-                );
-                None
-            }
-        })
+        .get_or_init(|| context().map(|ctx| Arc::new(GpuCodec::new(ctx))))
         .clone()
 }
 
-fn gaussian(n: usize, d: usize, seed: u64) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n * d)
-        .map(|_| StandardNormal.sample(&mut rng))
-        .collect()
+/// The adapter tests create host devices from.
+fn adapter() -> wgpu::Adapter {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("adapter")
+}
+
+/// A device created the way a host creates one, with `features` and
+/// `limits`.
+fn host_device(
+    adapter: &wgpu::Adapter,
+    label: &str,
+    features: wgpu::Features,
+    limits: wgpu::Limits,
+) -> (wgpu::Device, wgpu::Queue) {
+    pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some(label),
+        required_features: features,
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .expect("device")
+}
+
+/// A codec on a host device with the `required` features and those of
+/// `optional` the adapter has, one per feature set and binary, or the
+/// reason the adapter cannot give one.
+fn featured(required: wgpu::Features, optional: wgpu::Features) -> Result<Arc<GpuCodec>, String> {
+    type Codecs = std::sync::Mutex<Vec<(wgpu::Features, Result<Arc<GpuCodec>, String>)>>;
+    static CODECS: OnceLock<Codecs> = OnceLock::new();
+    let mut codecs = CODECS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let key = required | optional;
+    if let Some((_, c)) = codecs.iter().find(|(f, _)| *f == key) {
+        return c.clone();
+    }
+    let adapter = adapter();
+    let info = adapter.get_info();
+    let made = if !adapter.features().contains(required) {
+        Err(format!("{} lacks {required:?}", info.name))
+    } else if required.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size < 8 {
+        // d = 64 takes the subgroup variant when subgroups hold 2 threads;
+        // d = 256 needs 8.
+        Err(format!(
+            "{} has subgroups of {} (the tests need 8)",
+            info.name, info.subgroup_min_size
+        ))
+    } else {
+        let features = required | (optional & adapter.features());
+        let (device, queue) = host_device(
+            &adapter,
+            "host with features",
+            features,
+            wgpu::Limits::default(),
+        );
+        Ok(Arc::new(GpuCodec::new(GpuContext::from_device(
+            device, queue,
+        ))))
+    };
+    codecs.push((key, made.clone()));
+    made
+}
+
+/// The codec the sweeps run on: a host device with `SHADER_F16` where the
+/// adapter has it, so that one compile of each configuration serves both
+/// f32 and f16 I/O (the feature changes no kernel selection).
+fn sweep_codec() -> Option<Arc<GpuCodec>> {
+    codec()?;
+    Some(featured(wgpu::Features::empty(), wgpu::Features::SHADER_F16).unwrap())
+}
+
+/// The codec with subgroups (and `SHADER_F16` where the adapter has it).
+fn subgroup_codec() -> Result<Arc<GpuCodec>, String> {
+    featured(wgpu::Features::SUBGROUP, wgpu::Features::SHADER_F16)
 }
 
 fn quantizer(
@@ -100,8 +165,7 @@ const ALL_SCALES: [(ScaleMode, ScaleFormat); 4] = [
     (ScaleMode::Norm, ScaleFormat::F32),
 ];
 
-/// Both storage formats, each with one convention (lavapipe compiles each
-/// pipeline for over a second, so the subgroup variant takes this half).
+/// Both storage formats, each with one convention.
 const BOTH_FORMATS: [(ScaleMode, ScaleFormat); 2] = [
     (ScaleMode::LeastSquares, ScaleFormat::F16),
     (ScaleMode::Norm, ScaleFormat::F32),
@@ -183,46 +247,115 @@ fn max_relative_row_error(a: &[f32], b: &[f32], d: usize) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn check_config(
+/// f32 encode and decode parity of one prepared configuration on `n`
+/// Gaussian vectors with a zero vector among them; returns the ties.
+fn check_f32(q: &Quantizer, g: &GpuQuantizer, n: usize, what: &str) -> usize {
+    let d = q.dim();
+    let mut x = gaussian(n, d, q.bits() as u64 * 31 + d as u64);
+    x[3 * d..4 * d].fill(0.0); // a zero vector
+    let cpu = q.encode(&x).unwrap();
+    let gpu = g.encode(&x).unwrap();
+    let ties = compare_encodings(q, &x, &gpu, &cpu, what);
+    assert_eq!(gpu.scales().get(3), 0.0, "{what}: zero vector scale");
+    // Decode parity on the same codes, and cross-decoding.
+    let cpu_of_gpu = q.decode(&gpu).unwrap();
+    let gpu_of_gpu = g.decode(&gpu).unwrap();
+    let gpu_of_cpu = g.decode(&cpu).unwrap();
+    let cpu_of_cpu = q.decode(&cpu).unwrap();
+    assert!(
+        max_relative_row_error(&cpu_of_gpu, &gpu_of_gpu, d) < 1e-5,
+        "{what}: decode of GPU codes"
+    );
+    assert!(
+        max_relative_row_error(&cpu_of_cpu, &gpu_of_cpu, d) < 1e-5,
+        "{what}: GPU decode of CPU codes"
+    );
+    assert!(
+        gpu_of_gpu[3 * d..4 * d].iter().all(|&v| v == 0.0),
+        "{what}: zero vector decodes to zeros"
+    );
+    ties
+}
+
+/// f16 vectors in and out: the codes are the CPU's codes of the widened
+/// values (up to ties), and the decoded f16 values are the CPU's f32 decode
+/// rounded to f16.
+fn check_f16(q: &Quantizer, g: &GpuQuantizer, n: usize, what: &str) {
+    let d = q.dim();
+    let x16: Vec<half::f16> = gaussian(n, d, 40 + d as u64)
+        .iter()
+        .map(|&v| half::f16::from_f32(v))
+        .collect();
+    let x: Vec<f32> = x16.iter().map(|v| v.to_f32()).collect();
+    let gpu = g.encode_f16(&x16).unwrap();
+    let cpu = q.encode(&x).unwrap();
+    compare_encodings(q, &x, &gpu, &cpu, what);
+    let y16 = g.decode_f16(&gpu).unwrap();
+    let y = q.decode(&gpu).unwrap();
+    // f16 rounding of each value, on top of the 1e-5·‖x‖ the f32 paths
+    // agree to (their sums run in different orders).
+    for (i, (a, b)) in y16.iter().zip(&y).enumerate() {
+        let row = &y[i / d * d..(i / d + 1) * d];
+        let norm = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+        let (a, b) = (a.to_f32() as f64, *b as f64);
+        assert!(
+            (a - b).abs() <= b.abs() / 1024.0 + 1e-5 * norm + 6e-8,
+            "{what}: value {i}: f16 {a} vs f32 {b}"
+        );
+    }
+}
+
+/// Every b with every scale convention and storage.
+fn cross(scales: &[(ScaleMode, ScaleFormat)]) -> Vec<(u32, ScaleMode, ScaleFormat)> {
+    (1..=4)
+        .flat_map(|b| scales.iter().map(move |&(m, f)| (b, m, f)))
+        .collect()
+}
+
+/// Every b once and every scale convention and storage once.
+fn diagonal() -> Vec<(u32, ScaleMode, ScaleFormat)> {
+    (1..=4)
+        .zip(ALL_SCALES)
+        .map(|(b, (m, f))| (b, m, f))
+        .collect()
+}
+
+/// One sweep at one d: f32 parity on `n` vectors for each (b, scale
+/// mode, scale format) in `configs`, and f16 I/O parity on `n16` vectors
+/// for those whose scales are in `f16_io`, when the device has
+/// `SHADER_F16` (reported as skipped otherwise). Returns the ties.
+#[allow(clippy::too_many_arguments)]
+fn sweep(
     codec: &Arc<GpuCodec>,
     d: usize,
     kind: RotationKind,
     family: Family,
-    n: usize,
     subgroups: bool,
-    scales: &[(ScaleMode, ScaleFormat)],
+    n: usize,
+    configs: &[(u32, ScaleMode, ScaleFormat)],
+    (f16_io, n16): (&[(ScaleMode, ScaleFormat)], usize),
 ) -> usize {
+    let has_f16 = codec
+        .context()
+        .device
+        .features()
+        .contains(wgpu::Features::SHADER_F16);
+    if !f16_io.is_empty() && !has_f16 {
+        skipped(
+            &format!("{family:?} d={d} f16 I/O"),
+            "the device lacks SHADER_F16",
+        );
+    }
     let mut ties = 0;
-    for bits in 1..=4 {
-        for &(mode, format) in scales {
-            let what = format!("d={d} {kind:?} b={bits} {mode:?} {format:?}");
-            let q = quantizer(d, bits, kind, mode, format);
-            let g = codec.prepare(&q).unwrap();
-            assert_eq!(g.family(), family, "{what}");
-            assert_eq!(g.uses_subgroups(), subgroups, "{what}: subgroup variant");
-            let mut x = gaussian(n, d, bits as u64 * 31 + d as u64);
-            x[3 * d..4 * d].fill(0.0); // a zero vector
-            let cpu = q.encode(&x).unwrap();
-            let gpu = g.encode(&x).unwrap();
-            ties += compare_encodings(&q, &x, &gpu, &cpu, &what);
-            assert_eq!(gpu.scales().get(3), 0.0, "{what}: zero vector scale");
-            // Decode parity on the same codes, and cross-decoding.
-            let cpu_of_gpu = q.decode(&gpu).unwrap();
-            let gpu_of_gpu = g.decode(&gpu).unwrap();
-            let gpu_of_cpu = g.decode(&cpu).unwrap();
-            let cpu_of_cpu = q.decode(&cpu).unwrap();
-            assert!(
-                max_relative_row_error(&cpu_of_gpu, &gpu_of_gpu, d) < 1e-5,
-                "{what}: decode of GPU codes"
-            );
-            assert!(
-                max_relative_row_error(&cpu_of_cpu, &gpu_of_cpu, d) < 1e-5,
-                "{what}: GPU decode of CPU codes"
-            );
-            assert!(
-                gpu_of_gpu[3 * d..4 * d].iter().all(|&v| v == 0.0),
-                "{what}: zero vector decodes to zeros"
-            );
+    for &(bits, mode, format) in configs {
+        let what = format!("d={d} {kind:?} b={bits} {mode:?} {format:?}");
+        let q = quantizer(d, bits, kind, mode, format);
+        let g = codec.prepare(&q).unwrap();
+        assert_eq!(g.family(), family, "{what}");
+        assert_eq!(g.uses_subgroups(), subgroups, "{what}: subgroup variant");
+        ties += check_f32(&q, &g, n, &what);
+        if has_f16 && f16_io.contains(&(mode, format)) {
+            check_f16(&q, &g, n16, &format!("f16 data {what}"));
         }
     }
     ties
@@ -230,50 +363,55 @@ fn check_config(
 
 #[test]
 fn dense_kernels_match_the_cpu() {
-    let Some(codec) = codec() else { return };
-    let t45 = check_config(
+    let Some(codec) = sweep_codec() else { return };
+    let (dense, family) = (RotationKind::Dense, Family::Dense);
+    let all = cross(&ALL_SCALES);
+    let t45 = sweep(
         &codec,
         45,
-        RotationKind::Dense,
-        Family::Dense,
+        dense,
+        family,
+        false,
         200,
-        false,
-        &ALL_SCALES,
+        &all,
+        (&BOTH_FORMATS, 150),
     );
-    let t7 = check_config(
-        &codec,
-        7,
-        RotationKind::Dense,
-        Family::Dense,
-        100,
-        false,
-        &ALL_SCALES,
-    );
-    eprintln!("dense: {t45} ties at d = 45, {t7} at d = 7");
+    let t7 = sweep(&codec, 7, dense, family, false, 100, &all, (&[], 0));
+    note(&format!("dense: {t45} ties at d = 45, {t7} at d = 7"));
 }
 
+/// The Hadamard kernel at d = 64 (2 threads of E = 32 values) with every b
+/// and every scale convention and storage.
 #[test]
-fn hadamard_kernels_match_the_cpu() {
-    let Some(codec) = codec() else { return };
-    let t1024 = check_config(
+fn hadamard_kernels_match_the_cpu_at_d_64() {
+    let Some(codec) = sweep_codec() else { return };
+    let all = cross(&ALL_SCALES);
+    let (kind, family) = (RotationKind::Hadamard, Family::Hadamard);
+    let t = sweep(&codec, 64, kind, family, false, 100, &all, (&[], 0));
+    note(&format!("hadamard: {t} ties at d = 64"));
+}
+
+/// The Hadamard kernel at d = 1024 (32 threads of E = 32 values). Lavapipe
+/// compiles every Hadamard pipeline for several seconds whatever d, so the
+/// heaviest sweep, the full b × scale cross product, runs once, at d = 64
+/// above (the same kernel code: same E, only WG and SKIP_B differ); here
+/// every b and every scale convention and storage run once each, with f32
+/// and f16 I/O.
+#[test]
+fn hadamard_kernels_match_the_cpu_at_d_1024() {
+    let Some(codec) = sweep_codec() else { return };
+    let (kind, family) = (RotationKind::Hadamard, Family::Hadamard);
+    let t = sweep(
         &codec,
         1024,
-        RotationKind::Hadamard,
-        Family::Hadamard,
+        kind,
+        family,
+        false,
         40,
-        false,
-        &ALL_SCALES,
+        &diagonal(),
+        (&BOTH_FORMATS, 20),
     );
-    let t64 = check_config(
-        &codec,
-        64,
-        RotationKind::Hadamard,
-        Family::Hadamard,
-        100,
-        false,
-        &ALL_SCALES,
-    );
-    eprintln!("hadamard: {t1024} ties at d = 1024, {t64} at d = 64");
+    note(&format!("hadamard: {t} ties at d = 1024"));
 }
 
 /// The subgroup variant (shuffles instead of workgroup exchanges) on a
@@ -284,90 +422,31 @@ fn subgroup_variant_matches_the_cpu() {
     if codec().is_none() {
         return;
     }
-    let Some((device, queue)) = device_with(wgpu::Features::SUBGROUP, |a| {
-        a.get_info().subgroup_min_size >= 8
-    }) else {
-        return;
+    let codec = match subgroup_codec() {
+        Ok(c) => c,
+        Err(why) => return skipped("Hadamard subgroup variant", &why),
     };
-    let codec = Arc::new(GpuCodec::new(GpuContext::from_device(device, queue)));
-    let t64 = check_config(
-        &codec,
-        64,
-        RotationKind::Hadamard,
-        Family::Hadamard,
-        60,
-        true,
-        &BOTH_FORMATS,
-    );
-    let t256 = check_config(
-        &codec,
-        256,
-        RotationKind::Hadamard,
-        Family::Hadamard,
-        40,
-        true,
-        &BOTH_FORMATS,
-    );
-    eprintln!("subgroup variant: {t64} ties at d = 64, {t256} at d = 256");
+    let (kind, family) = (RotationKind::Hadamard, Family::Hadamard);
+    let both = cross(&BOTH_FORMATS);
+    let t64 = sweep(&codec, 64, kind, family, true, 60, &both, (&[], 0));
+    let t256 = sweep(&codec, 256, kind, family, true, 40, &both, (&[], 0));
+    note(&format!(
+        "subgroup variant: {t64} ties at d = 64, {t256} at d = 256"
+    ));
 }
 
-/// f16 vectors in and out, on a device that enables Features::SHADER_F16:
-/// the codes are the CPU's codes of the widened values (up to ties), and the
-/// decoded f16 values are the CPU's f32 decode rounded to f16.
+/// A device without `SHADER_F16` refuses f16 data with an unsupported
+/// error (the engine's cue to fall back), not a panic.
 #[test]
-fn f16_data_matches_the_cpu() {
-    if codec().is_none() {
-        return;
-    }
-    let Some((device, queue)) = device_with(wgpu::Features::SHADER_F16, |_| true) else {
-        return;
-    };
-    let codec = Arc::new(GpuCodec::new(GpuContext::from_device(device, queue)));
-    let configs = (1..=4).flat_map(|bits| {
-        [
-            (45, RotationKind::Dense, bits, 150),
-            (1024, RotationKind::Hadamard, bits, 20),
-        ]
-    });
-    for (d, kind, bits, n) in configs {
-        for (mode, format) in BOTH_FORMATS {
-            let what = format!("f16 data d={d} b={bits} {mode:?} {format:?}");
-            let q = quantizer(d, bits, kind, mode, format);
-            let g = codec.prepare(&q).unwrap();
-            let x16: Vec<half::f16> = gaussian(n, d, 40 + d as u64)
-                .iter()
-                .map(|&v| half::f16::from_f32(v))
-                .collect();
-            let x: Vec<f32> = x16.iter().map(|v| v.to_f32()).collect();
-            let gpu = g.encode_f16(&x16).unwrap();
-            let cpu = q.encode(&x).unwrap();
-            compare_encodings(&q, &x, &gpu, &cpu, &what);
-            let y16 = g.decode_f16(&gpu).unwrap();
-            let y = q.decode(&gpu).unwrap();
-            // f16 rounding of each value, on top of the 1e-5·‖x‖ the f32 paths
-            // agree to (their sums run in different orders).
-            for (i, (a, b)) in y16.iter().zip(&y).enumerate() {
-                let row = &y[i / d * d..(i / d + 1) * d];
-                let norm = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
-                let (a, b) = (a.to_f32() as f64, *b as f64);
-                assert!(
-                    (a - b).abs() <= b.abs() / 1024.0 + 1e-5 * norm + 6e-8,
-                    "{what}: value {i}: f16 {a} vs f32 {b}"
-                );
-            }
-        }
-    }
-    // A device without the feature refuses f16 data with an unsupported
-    // error (the engine's cue to fall back), not a panic.
-    let plain = codec_plain_f16_refusal();
+fn f16_data_is_refused_without_the_feature() {
+    let Some(codec) = codec() else { return };
     assert!(
-        matches!(plain, Err(turboquant3d::Error::GpuUnsupported(_))),
-        "{plain:?}"
+        !codec
+            .context()
+            .device
+            .features()
+            .contains(wgpu::Features::SHADER_F16)
     );
-}
-
-fn codec_plain_f16_refusal() -> turboquant3d::Result<turboquant3d::Encoded> {
-    let codec = codec().unwrap();
     let q = quantizer(
         45,
         3,
@@ -376,15 +455,67 @@ fn codec_plain_f16_refusal() -> turboquant3d::Result<turboquant3d::Encoded> {
         ScaleFormat::F32,
     );
     let x16 = vec![half::f16::from_f32(0.5); 45 * 4];
-    codec.prepare(&q)?.encode_f16(&x16)
+    let refused = codec.prepare(&q).unwrap().encode_f16(&x16);
+    assert!(
+        matches!(refused, Err(Error::GpuUnsupported(_))),
+        "{refused:?}"
+    );
+}
+
+/// Every kernel variant (family × subgroups × I/O format), run once here on
+/// a small configuration with full parity checks, or reported as skipped
+/// with the reason: the log states what this device really exercised.
+#[test]
+fn variants_on_this_device() {
+    if codec().is_none() {
+        return;
+    }
+    let sweep_codec = sweep_codec().unwrap();
+    let (ls, f16) = (ScaleMode::LeastSquares, ScaleFormat::F16);
+    let variants = [
+        ("Dense", RotationKind::Dense, 45, false),
+        ("Hadamard", RotationKind::Hadamard, 64, false),
+        ("Hadamard subgroup", RotationKind::Hadamard, 64, true),
+    ];
+    for (name, kind, d, subgroups) in variants {
+        let codec = if subgroups {
+            match subgroup_codec() {
+                Ok(c) => c,
+                Err(why) => {
+                    skipped(&format!("{name} f32 I/O"), &why);
+                    skipped(&format!("{name} f16 I/O"), &why);
+                    continue;
+                }
+            }
+        } else {
+            sweep_codec.clone()
+        };
+        let q = quantizer(d, 3, kind, ls, f16);
+        let g = codec.prepare(&q).unwrap();
+        assert_eq!(g.uses_subgroups(), subgroups, "{name}");
+        let what = format!("{name} d={d}");
+        check_f32(&q, &g, 100, &what);
+        ran(&format!(
+            "{name} f32 I/O ({d}-d, on {})",
+            codec.context().describe()
+        ));
+        if codec
+            .context()
+            .device
+            .features()
+            .contains(wgpu::Features::SHADER_F16)
+        {
+            check_f16(&q, &g, 100, &format!("f16 data {what}"));
+            ran(&format!("{name} f16 I/O ({d}-d)"));
+        } else {
+            skipped(&format!("{name} f16 I/O"), "the device lacks SHADER_F16");
+        }
+    }
 }
 
 #[test]
 fn chunked_work_equals_one_dispatch() {
     let Some(shared) = codec() else { return };
-    let mut small = GpuCodec::new(shared.context().clone());
-    small.set_max_binding_size(16 * 1024);
-    let small = Arc::new(small);
     for (d, kind, n) in [
         (45, RotationKind::Dense, 1000),
         (64, RotationKind::Hadamard, 700),
@@ -392,7 +523,8 @@ fn chunked_work_equals_one_dispatch() {
         let q = quantizer(d, 3, kind, ScaleMode::LeastSquares, ScaleFormat::F16);
         let x = gaussian(n, d, 77);
         let whole = shared.prepare(&q).unwrap();
-        let chunked = small.prepare(&q).unwrap();
+        let mut chunked = shared.prepare(&q).unwrap();
+        chunked.set_max_binding_size(16 * 1024);
         assert!(
             chunked.chunk_vectors(d as u64) < n,
             "the test must span several chunks"
@@ -424,61 +556,81 @@ fn bad_input_is_refused_before_the_gpu() {
     x[17 * 45 + 4] = f32::NAN;
     assert!(matches!(
         g.encode(&x),
-        Err(turboquant3d::Error::NonFinite {
+        Err(Error::NonFinite {
             row: 17,
             col: 4,
             ..
         })
     ));
-    assert!(matches!(
-        g.encode(&[]),
-        Err(turboquant3d::Error::EmptyInput { .. })
-    ));
+    assert!(matches!(g.encode(&[]), Err(Error::EmptyInput { .. })));
 }
 
-/// A device with `features` enabled, as a host that wants them creates
-/// one, when the adapter has them and passes `also`; otherwise a skip line.
-fn device_with(
-    features: wgpu::Features,
-    also: impl Fn(&wgpu::Adapter) -> bool,
-) -> Option<(wgpu::Device, wgpu::Queue)> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter =
-        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-            .expect("adapter");
-    if !adapter.features().contains(features) || !also(&adapter) {
-        eprintln!(
-            "SKIPPED: {} lacks {features:?}; that variant is not exercised",
-            adapter.get_info().name
-        );
-        return None;
+/// A context built from a host's device knows the adapter the device came
+/// from.
+#[test]
+fn a_borrowed_context_knows_its_adapter() {
+    if codec().is_none() {
+        return;
     }
-    let device = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        label: Some("host with features"),
-        required_features: features,
-        required_limits: wgpu::Limits::default(),
-        ..Default::default()
-    }))
-    .expect("device");
-    Some(device)
+    let adapter = adapter();
+    let (device, queue) = host_device(
+        &adapter,
+        "host renderer",
+        wgpu::Features::empty(),
+        wgpu::Limits::default(),
+    );
+    let ctx = GpuContext::from_device(device, queue);
+    assert_eq!(ctx.adapter_info.as_ref(), Some(&adapter.get_info()));
+    assert_ne!(ctx.describe(), "host-provided device");
 }
 
-/// A device created the way a host renderer creates one: default limits, no
-/// features.
-fn host_device() -> (wgpu::Device, wgpu::Queue) {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter =
-        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-            .expect("adapter");
-    pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        label: Some("host renderer"),
-        required_features: wgpu::Features::empty(),
-        required_limits: wgpu::Limits::default(),
-        ..Default::default()
-    }))
-    .expect("device")
+/// A pipeline that fails to compile is not cached. On a device that allows
+/// 4 storage buffers per stage the codec's layout (6) is invalid, so the
+/// selected kernel's pipelines fail to compile, and every `prepare` says so,
+/// the second as well as the first (a cached pipeline would make the second
+/// succeed and fail later, at submission). No error reaches the device's
+/// uncaptured-error handler (by default it panics).
+#[test]
+fn a_pipeline_that_fails_to_compile_fails_every_prepare() {
+    if codec().is_none() {
+        return;
+    }
+    let limits = wgpu::Limits {
+        max_storage_buffers_per_shader_stage: 4,
+        ..wgpu::Limits::default()
+    };
+    let (device, queue) = host_device(&adapter(), "small host", wgpu::Features::empty(), limits);
+    let codec = Arc::new(GpuCodec::new(GpuContext::from_device(
+        device.clone(),
+        queue,
+    )));
+    let q = quantizer(
+        45,
+        3,
+        RotationKind::Dense,
+        ScaleMode::LeastSquares,
+        ScaleFormat::F32,
+    );
+    let kernel = KernelConfig::select(
+        &q,
+        &device.limits(),
+        device.features(),
+        device.adapter_info().subgroup_min_size,
+    )
+    .unwrap();
+    assert_eq!(kernel.family, Family::Dense);
+    for attempt in ["first", "second"] {
+        match codec.prepare(&q) {
+            Err(Error::Gpu(msg)) => {
+                assert!(msg.contains("compiling"), "{attempt} prepare: {msg}");
+                note(&format!("{attempt} prepare on a small device: {msg}"));
+            }
+            other => panic!(
+                "the {attempt} prepare must fail, got {:?}",
+                other.map(|g| g.family())
+            ),
+        }
+    }
 }
 
 /// A lost device: the engine falls back to the CPU (same bytes as the CPU
@@ -488,7 +640,12 @@ fn a_lost_device_falls_back_to_the_cpu_unless_strict() {
     if codec().is_none() {
         return;
     }
-    let (device, queue) = host_device();
+    let (device, queue) = host_device(
+        &adapter(),
+        "host renderer",
+        wgpu::Features::empty(),
+        wgpu::Limits::default(),
+    );
     let codec = Arc::new(GpuCodec::new(GpuContext::from_device(
         device.clone(),
         queue,
@@ -513,7 +670,7 @@ fn a_lost_device_falls_back_to_the_cpu_unless_strict() {
     assert_eq!(ran, Ran::Cpu);
     assert_eq!(dec, q.decode(&enc).unwrap());
     match Engine::with_gpu(codec, true).encode(&q, &x) {
-        Err(turboquant3d::Error::Gpu(msg)) => eprintln!("strict engine on a lost device: {msg}"),
+        Err(Error::Gpu(msg)) => note(&format!("strict engine on a lost device: {msg}")),
         other => panic!("a strict engine on a lost device must fail, got {other:?}"),
     }
 }
@@ -526,7 +683,12 @@ fn a_host_device_records_encode_and_decode_into_its_own_encoder() {
     if codec().is_none() {
         return;
     }
-    let (device, queue) = host_device();
+    let (device, queue) = host_device(
+        &adapter(),
+        "host renderer",
+        wgpu::Features::empty(),
+        wgpu::Limits::default(),
+    );
     let codec = Arc::new(GpuCodec::new(GpuContext::from_device(
         device.clone(),
         queue.clone(),
@@ -669,9 +831,9 @@ fn scene_files_are_identical_on_gpu_and_cpu() {
             let gpu = codec::compress_on(&scene, &opts, &engine).unwrap();
             assert!(matches!(gpu.sh_run.ran, Ran::Gpu(_)), "{:?}", gpu.sh_run);
             let ties = gpu.sh_run.ties;
-            eprintln!(
+            note(&format!(
                 "degree {degree}, b = {bits}: {ties} of {count} vectors re-encoded on the CPU as near-ties"
-            );
+            ));
             // The margins of TIE_EPS and TIE_REL flag a few percent; all
             // Gaussians with zero SH (about 5 %) are flagged too.
             assert!(ties < count / 4, "{ties} near-ties of {count}");
@@ -716,9 +878,9 @@ fn exact_encoding_repairs_a_device_that_rounds_differently() {
         );
         let (exact, real_ties) = g.encode_exact(&x).unwrap();
         assert!(exact == cpu);
-        eprintln!(
+        note(&format!(
             "d = {d}, b = {bits}: {real_ties} near-ties of 20000 ({ties} with the simulated error)"
-        );
+        ));
     }
 }
 

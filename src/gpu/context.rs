@@ -26,17 +26,19 @@ pub struct GpuContext {
     pub device: wgpu::Device,
     /// Its queue.
     pub queue: wgpu::Queue,
-    /// The adapter, when the library chose it.
+    /// The adapter the device was created from (`None` only in a context
+    /// built by hand).
     pub adapter_info: Option<wgpu::AdapterInfo>,
 }
 
 impl GpuContext {
-    /// Wraps a host's device and queue.
+    /// Wraps a host's device and queue; the adapter is read from the device.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> GpuContext {
+        let adapter_info = Some(device.adapter_info());
         GpuContext {
             device,
             queue,
-            adapter_info: None,
+            adapter_info,
         }
     }
 
