@@ -812,7 +812,7 @@ fn a_host_device_records_encode_and_decode_into_its_own_encoder() {
 /// gives the CPU's file byte for byte, for every SH degree and b = 1..4.
 #[test]
 fn scene_files_are_identical_on_gpu_and_cpu() {
-    use turboquant3d::splat::codec::{self, CompressOptions};
+    use turboquant3d::splat::{self, CompressOptions};
     use turboquant3d::splat::synth;
     let Some(codec) = codec() else { return };
     let engine = Engine::with_gpu(codec, true);
@@ -827,8 +827,8 @@ fn scene_files_are_identical_on_gpu_and_cpu() {
                 sh_bits: bits,
                 ..Default::default()
             };
-            let cpu = codec::compress(&scene, &opts).unwrap().to_bytes().unwrap();
-            let gpu = codec::compress_on(&scene, &opts, &engine).unwrap();
+            let cpu = splat::compress(&scene, &opts).unwrap().to_bytes().unwrap();
+            let gpu = splat::compress_on(&scene, &opts, &engine).unwrap();
             assert!(matches!(gpu.sh_run.ran, Ran::Gpu(_)), "{:?}", gpu.sh_run);
             let ties = gpu.sh_run.ties;
             note(&format!(
@@ -887,7 +887,7 @@ fn exact_encoding_repairs_a_device_that_rounds_differently() {
 /// Mixed per-Gaussian widths, b = 0 included: the GPU's file is the CPU's.
 #[test]
 fn scene_files_with_mixed_widths_are_identical_on_gpu_and_cpu() {
-    use turboquant3d::splat::codec::{self, CompressOptions};
+    use turboquant3d::splat::{self, CompressOptions};
     use turboquant3d::splat::synth;
     let Some(codec) = codec() else { return };
     let engine = Engine::with_gpu(codec, true);
@@ -904,8 +904,8 @@ fn scene_files_with_mixed_widths_are_identical_on_gpu_and_cpu() {
         sh_widths: Some(widths),
         ..Default::default()
     };
-    let cpu = codec::compress(&scene, &opts).unwrap().to_bytes().unwrap();
-    let gpu = codec::compress_on(&scene, &opts, &engine).unwrap();
+    let cpu = splat::compress(&scene, &opts).unwrap().to_bytes().unwrap();
+    let gpu = splat::compress_on(&scene, &opts, &engine).unwrap();
     assert!(matches!(gpu.sh_run.ran, Ran::Gpu(_)), "{:?}", gpu.sh_run);
     assert!(gpu.to_bytes().unwrap() == cpu, "files differ");
 }

@@ -4,8 +4,6 @@
 use crate::gpu::GpuContext;
 use crate::{Error, Result};
 
-// TODO(issue 10): remove once the codec and the renderer use `scope::scoped`.
-pub(crate) use crate::gpu::scope::Scopes;
 
 /// A buffer created mapped and filled (zero-padded to a multiple of 4
 /// bytes, at least 4), with a map failure (a lost or invalid device)

@@ -14,15 +14,14 @@ use crate::{Error, Result};
 /// The three scopes, innermost last. Fields drop in declaration order, so
 /// an un-popped `Scopes` (a panic inside the work) still pops innermost
 /// first.
-// TODO(issue 10): private once the codec and the renderer use `scoped`.
-pub(crate) struct Scopes {
+struct Scopes {
     internal: wgpu::ErrorScopeGuard,
     memory: wgpu::ErrorScopeGuard,
     validation: wgpu::ErrorScopeGuard,
 }
 
 impl Scopes {
-    pub(crate) fn push(device: &wgpu::Device) -> Scopes {
+    fn push(device: &wgpu::Device) -> Scopes {
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
@@ -35,7 +34,7 @@ impl Scopes {
 
     /// Pops all three, innermost first; the first error caught, out of
     /// memory first.
-    pub(crate) async fn pop(self) -> Option<String> {
+    async fn pop(self) -> Option<String> {
         let Scopes {
             internal,
             memory,
