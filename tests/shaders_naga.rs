@@ -5,7 +5,7 @@
 //! with the Rust host.
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
-use turboquant3d::gpu::{DataFormat, Family, KernelConfig};
+use turboquant3d::gpu::{DataFormat, Family, KernelConfig, KernelParams};
 use turboquant3d::render::Splat2D;
 use turboquant3d::render::sh_decode::SH_DECODE_WGSL;
 use turboquant3d::render::shaders::{
@@ -377,6 +377,60 @@ fn wgsl_u32(module: &naga::Module, name: &str) -> u32 {
     match module.global_expressions[c.init] {
         naga::Expression::Literal(naga::Literal::U32(v)) => v,
         ref e => panic!("const {name} = {e:?}"),
+    }
+}
+
+/// `Params` is declared once in WGSL (codec_common.wgsl, included by every
+/// codec kernel) and once in Rust ([`KernelParams`]): the members must have
+/// the Rust fields' names, offsets and sizes, in every family's source, so
+/// that reordering, retyping or renaming a field on one side fails here.
+#[test]
+fn codec_params_match_the_rust_type() {
+    use std::mem::{offset_of, size_of};
+    type P = KernelParams;
+    let rust = [
+        ("n", offset_of!(P, n), size_of_field(|p: &P| &p.n)),
+        (
+            "data_offset",
+            offset_of!(P, data_offset),
+            size_of_field(|p: &P| &p.data_offset),
+        ),
+        (
+            "data_stride",
+            offset_of!(P, data_stride),
+            size_of_field(|p: &P| &p.data_stride),
+        ),
+        (
+            "code_offset",
+            offset_of!(P, code_offset),
+            size_of_field(|p: &P| &p.code_offset),
+        ),
+        (
+            "scale_offset",
+            offset_of!(P, scale_offset),
+            size_of_field(|p: &P| &p.scale_offset),
+        ),
+        (
+            "groups_x",
+            offset_of!(P, groups_x),
+            size_of_field(|p: &P| &p.groups_x),
+        ),
+        ("pad0", offset_of!(P, pad0), size_of_field(|p: &P| &p.pad0)),
+        ("pad1", offset_of!(P, pad1), size_of_field(|p: &P| &p.pad1)),
+    ];
+    for family in [Family::Dense, Family::Hadamard] {
+        for io in [DataFormat::F32, DataFormat::F16] {
+            let src = family.source(false, io);
+            let module = naga::front::wgsl::parse_str(&src)
+                .unwrap_or_else(|e| panic!("{family:?} {io:?}: {}", e.emit_to_string(&src)));
+            let (members, span) = wgsl_struct(&module, "Params");
+            let rust: Vec<(String, usize, usize)> = rust
+                .iter()
+                .map(|&(n, o, s)| (n.to_string(), o, s))
+                .collect();
+            assert_eq!(members, rust, "{family:?} {io:?}: Params members");
+            assert_eq!(span, size_of::<P>(), "{family:?} {io:?}: Params size");
+        }
     }
 }
 

@@ -4,7 +4,6 @@
 use crate::gpu::GpuContext;
 use crate::{Error, Result};
 
-
 /// A buffer created mapped and filled (zero-padded to a multiple of 4
 /// bytes, at least 4), with a map failure (a lost or invalid device)
 /// returned as an error rather than a panic.

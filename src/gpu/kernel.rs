@@ -210,3 +210,28 @@ impl KernelConfig {
         })
     }
 }
+
+/// The uniform every codec kernel reads, `Params` in
+/// shaders/codec_common.wgsl: one dispatch's vector count and where its
+/// data, codes and scales start. tests/shaders_naga.rs checks the
+/// WGSL struct member by member against this one.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct KernelParams {
+    /// Vectors in this dispatch.
+    pub n: u32,
+    /// Input (encode) or output (decode) element of vector 0, component 0.
+    pub data_offset: u32,
+    /// Elements between consecutive vectors in the input or output.
+    pub data_stride: u32,
+    /// First code word of vector 0.
+    pub code_offset: u32,
+    /// First scale of vector 0, counted in scales (f16 scales too).
+    pub scale_offset: u32,
+    /// Workgroups along x in a 2-D dispatch.
+    pub groups_x: u32,
+    /// Padding to 32 bytes.
+    pub pad0: u32,
+    /// Padding to 32 bytes.
+    pub pad1: u32,
+}

@@ -25,6 +25,7 @@ pub(crate) mod scope;
 pub use context::{AdapterPolicy, GpuContext};
 pub use engine::{DeviceChoice, Engine, Ran};
 pub use kernel::{
-    DENSE_MAX_D, DENSE_WG, DataFormat, Element, Family, KernelConfig, TIE_EPS, TIE_REL,
+    DENSE_MAX_D, DENSE_WG, DataFormat, Element, Family, KernelConfig, KernelParams, TIE_EPS,
+    TIE_REL,
 };
 pub use quantizer::{DecodeBuffers, EncodeBuffers, GpuCodec, GpuQuantizer};

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::gpu::GpuContext;
 use crate::gpu::buffers::init_buffer;
-use crate::gpu::kernel::{DENSE_WG, DataFormat, Family, KernelConfig};
+use crate::gpu::kernel::{DENSE_WG, DataFormat, Family, KernelConfig, KernelParams};
 use crate::gpu::pipeline::{PipelineCache, RO, RW, UNIFORM, buffer_entry, whole};
 use crate::gpu::scope::scoped;
 use crate::{Error, Quantizer, Result, Rotation, ScaleFormat};
@@ -286,18 +286,6 @@ pub struct DecodeBuffers<'a> {
     pub output_format: DataFormat,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    data_offset: u32,
-    data_stride: u32,
-    code_offset: u32,
-    scale_offset: u32,
-    groups_x: u32,
-    pad: [u32; 2],
-}
-
 /// The vector side of a job: where vectors are read (encode) or written
 /// (decode).
 struct Side<'a> {
@@ -369,13 +357,18 @@ impl GpuQuantizer {
             (true, "decode") => "decode_subgroup",
             (_, e) => e,
         };
-        self.codec.pipeline(
-            self.family,
-            self.subgroups,
-            io,
-            entry,
-            self.constants.clone(),
-        )
+        let mut constants = self.constants.clone();
+        if entry.starts_with("decode") {
+            // Decoding never reads SCALE_LS (the scale is stored either
+            // way), so both scale modes share one decode pipeline.
+            for (name, value) in &mut constants {
+                if *name == "SCALE_LS" {
+                    *value = 0f64.to_bits();
+                }
+            }
+        }
+        self.codec
+            .pipeline(self.family, self.subgroups, io, entry, constants)
     }
 
     /// The CPU quantizer this mirrors.
@@ -436,7 +429,7 @@ impl GpuQuantizer {
         encoder: &mut wgpu::CommandEncoder,
         entry: &'static str,
         io: DataFormat,
-        params: Params,
+        params: KernelParams,
         bindings: [(&wgpu::Buffer, &Window); 3],
     ) -> Result<()> {
         let device = &self.codec.ctx.device;
@@ -628,14 +621,15 @@ impl GpuQuantizer {
                     Some((sb * n).div_ceil(4) * 4),
                 );
             }
-            let params = Params {
+            let params = KernelParams {
                 n: n as u32,
                 data_offset: u32_param(vectors.skip / eb, "vector offset")?,
                 data_stride: u32_param(data.stride, "vector stride")?,
                 code_offset: u32_param(codes.skip / 4, "code offset")?,
                 scale_offset: u32_param(scales.skip / sb, "scale offset")?,
                 groups_x: self.groups_x(n as usize),
-                pad: [0; 2],
+                pad0: 0,
+                pad1: 0,
             };
             let bindings = [
                 (data.buffer, &vectors),
@@ -646,44 +640,5 @@ impl GpuQuantizer {
             start += n as usize;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::gpu::kernel::COMMON_WGSL;
-
-    /// `Params` exists twice, here and in codec_common.wgsl: the WGSL
-    /// struct's members, offsets and size must equal the Rust one's.
-    #[test]
-    fn params_layout_matches_the_wgsl_struct() {
-        let module = naga::front::wgsl::parse_str(COMMON_WGSL).expect("codec_common.wgsl parses");
-        let (members, span) = module
-            .types
-            .iter()
-            .find_map(|(_, t)| match (&t.name, &t.inner) {
-                (Some(name), naga::TypeInner::Struct { members, span }) if name == "Params" => {
-                    Some((members.clone(), *span))
-                }
-                _ => None,
-            })
-            .expect("struct Params in codec_common.wgsl");
-        let rust = [
-            ("n", std::mem::offset_of!(Params, n)),
-            ("data_offset", std::mem::offset_of!(Params, data_offset)),
-            ("data_stride", std::mem::offset_of!(Params, data_stride)),
-            ("code_offset", std::mem::offset_of!(Params, code_offset)),
-            ("scale_offset", std::mem::offset_of!(Params, scale_offset)),
-            ("groups_x", std::mem::offset_of!(Params, groups_x)),
-            ("pad0", std::mem::offset_of!(Params, pad)),
-            ("pad1", std::mem::offset_of!(Params, pad) + 4),
-        ];
-        assert_eq!(members.len(), rust.len());
-        for (m, (name, offset)) in members.iter().zip(rust) {
-            assert_eq!(m.name.as_deref(), Some(name));
-            assert_eq!(m.offset as usize, offset, "member {name}");
-        }
-        assert_eq!(span as usize, std::mem::size_of::<Params>());
     }
 }

@@ -1,5 +1,6 @@
 //! Deterministic test data.
 
+use glam::Vec3;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -36,4 +37,37 @@ pub fn shared_data(name: &str) -> Option<std::path::PathBuf> {
     }
     super::gpu::note(&format!("SKIPPED: {} is missing", path.display()));
     None
+}
+
+/// splitmix64, uniform in [0, 1).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.next()
+    }
+
+    /// A uniformly random unit vector (rejection sampling).
+    pub fn unit_dir(&mut self) -> Vec3 {
+        loop {
+            let v = Vec3::new(
+                self.range(-1.0, 1.0) as f32,
+                self.range(-1.0, 1.0) as f32,
+                self.range(-1.0, 1.0) as f32,
+            );
+            let l = v.length();
+            if l > 0.1 && l <= 1.0 {
+                return v / l;
+            }
+        }
+    }
 }

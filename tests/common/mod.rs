@@ -6,3 +6,5 @@
 pub mod cli;
 pub mod data;
 pub mod gpu;
+pub mod ply;
+pub mod tqv;
