@@ -12,6 +12,44 @@
 //! - [`context`]: the device; [`engine`]: GPU or CPU per job;
 //! - `buffers`, `pipeline`, `scope`: buffer, pipeline and error-scope
 //!   helpers shared with the renderer.
+//!
+//! A host with its own device records encodes into its own command encoder
+//! (no features or limits beyond WebGPU's defaults are required, and no
+//! error handler is installed):
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use turboquant3d::gpu::{DataFormat, EncodeBuffers, GpuCodec, GpuContext};
+//! use turboquant3d::{Quantizer, QuantizerConfig, wgpu};
+//!
+//! fn encode_on_my_device(
+//!     device: wgpu::Device,
+//!     queue: wgpu::Queue,
+//!     vectors: &wgpu::Buffer, // 1000 × 45 f32
+//!     codes: &wgpu::Buffer,   // ceil(1000·45·3 / 32) u32 words
+//!     scales: &wgpu::Buffer,  // 1000 f32
+//! ) -> turboquant3d::Result<()> {
+//!     let codec = Arc::new(GpuCodec::new(GpuContext::from_device(device.clone(), queue.clone())));
+//!     let gq = codec.prepare(&Quantizer::new(&QuantizerConfig::new(45, 3))?)?;
+//!     let mut encoder = device.create_command_encoder(&Default::default());
+//!     gq.record_encode(
+//!         &mut encoder,
+//!         &EncodeBuffers {
+//!             input: vectors,
+//!             input_offset: 0,
+//!             input_stride: 45,
+//!             input_format: DataFormat::F32,
+//!             count: 1000,
+//!             codes,
+//!             codes_offset: 0,
+//!             scales,
+//!             scales_offset: 0,
+//!         },
+//!     )?;
+//!     queue.submit([encoder.finish()]);
+//!     Ok(())
+//! }
+//! ```
 
 pub(crate) mod buffers;
 pub mod context;
