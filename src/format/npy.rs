@@ -23,6 +23,12 @@ pub struct Matrix {
 /// Reads a 2-D C-order `.npy` of f32 or f16 (either byte order) as f32.
 pub fn read_matrix(path: &Path) -> Result<Matrix> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    from_bytes(&bytes, path)
+}
+
+/// Parses the bytes of a whole `.npy` file as [`read_matrix`] does. `path`
+/// only names the input in messages.
+pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Matrix> {
     let bad = |field: &str, why: String| Error::format(path, field, why);
     let npy = NpyFile::new(&bytes[..]).map_err(|e| bad("npy header", e.to_string()))?;
     let shape = npy.shape().to_vec();
