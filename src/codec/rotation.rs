@@ -30,6 +30,12 @@ pub const LANES: usize = 8;
 /// family (tests/theory_monte_carlo.rs, docs/THEORY.md).
 pub const HADAMARD_ROUNDS: usize = 3;
 
+/// Largest d for which [`Rotation::dense`] generates a matrix. Its set-up is
+/// a Householder QR, O(d³) (about 1.5 s at d = 1024 on one core), and it
+/// stores d² floats (4 MiB at 1024); beyond this, d must be a power of two
+/// (Hadamard, O(d log d)) or the rows split into blocks.
+pub const MAX_DENSE_DIM: usize = 1024;
+
 /// Which family a rotation belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RotationKind {
@@ -100,9 +106,17 @@ impl Rotation {
 
     /// A Haar-random orthogonal matrix: Householder QR of a seeded Gaussian
     /// matrix G = QR, returned as Q·diag(sign(R_ii)) (Mezzadri 2007), which
-    /// makes the law exactly Haar. Cost O(d³): use Hadamard for large d.
+    /// makes the law exactly Haar. Cost O(d³): refused beyond
+    /// [`MAX_DENSE_DIM`]; use Hadamard for large d.
     pub fn dense(dim: usize, seed: u64) -> Result<Rotation> {
         validate_dim(dim)?;
+        if dim > MAX_DENSE_DIM {
+            return Err(Error::InvalidDim {
+                dim,
+                why: "the dense rotation is limited to d <= 1024 (its set-up is O(d^3)); \
+                      use a power of two (the Hadamard rotation) or split each row into blocks of at most 1024",
+            });
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         // Column-major: a[c * dim + r].
         let mut a: Vec<f64> = (0..dim * dim)
