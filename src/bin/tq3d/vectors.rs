@@ -40,7 +40,7 @@ pub struct EncodeArgs {
     /// Input .npy, 2-D [N, D], float32 or float16.
     #[arg(short, long)]
     input: PathBuf,
-    /// Output .tqv.
+    /// Output .tqv (`-` for standard output; never the input, nor a device).
     #[arg(short, long)]
     output: PathBuf,
     /// Vector dimension; must equal the array's D (defaults to it).
@@ -50,6 +50,8 @@ pub struct EncodeArgs {
     #[arg(long)]
     bits: u32,
     /// Rotation: auto picks Hadamard for powers of two ≥ 64, dense otherwise.
+    /// Dense is limited to d ≤ 1024 (its set-up is O(d³)); a wider D must be
+    /// a power of two.
     #[arg(long, value_enum, default_value_t = RotationArg::Auto)]
     rotation: RotationArg,
     /// Seed of the rotation. The rotation itself is stored in the file.
