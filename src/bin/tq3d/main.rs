@@ -43,8 +43,9 @@ Scenes: `compress`, `decompress`, `info`, `demo`, `eval`, `plan`. Raw vectors (.
 `codebook`, `info`."
 )]
 struct Cli {
-    /// Worker threads (default: all cores). The output is identical for any count.
-    #[arg(long, global = true)]
+    /// Worker threads, 1..=4 × the available cores (default: all cores).
+    /// The output is identical for any count.
+    #[arg(long, global = true, value_parser = common::threads)]
     threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
@@ -78,10 +79,10 @@ enum Command {
     /// Print the Lloyd–Max codebook for (d, b) with its distortion and bounds.
     Codebook {
         /// Vector dimension d (2..=65536).
-        #[arg(long)]
+        #[arg(long, value_parser = common::vector_dim)]
         dim: usize,
         /// Bits per coordinate b (1..=8).
-        #[arg(long)]
+        #[arg(long, value_parser = common::whole_bits)]
         bits: u32,
         /// Print JSON (keys: dim, bits, centroids, boundaries, distortion, lower_bound, upper_bound).
         #[arg(long)]
@@ -138,6 +139,19 @@ fn info(input: PathBuf, json: bool) -> Result<(), Error> {
         path: input.clone(),
         source: e,
     })?;
+    let shortest = turboquant3d::splat::container::MAGIC
+        .len()
+        .max(turboquant3d::format::tqv::MAGIC.len());
+    if bytes.len() < shortest {
+        return Err(Error::Format {
+            path: input,
+            field: "length".into(),
+            why: format!(
+                "{} bytes: too short to be a .tq3s or .tqv file",
+                bytes.len()
+            ),
+        });
+    }
     if bytes.starts_with(&turboquant3d::splat::container::MAGIC) {
         scene::info(input, bytes, json)
     } else if json {
