@@ -30,7 +30,7 @@ pub struct EvalArgs {
     input: PathBuf,
     /// SH-rest bits to evaluate, comma-separated: widths 1..=8, or averages
     /// (1.5) for per-Gaussian widths.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4", value_parser = average_bits)]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4", value_parser = average_bits, allow_negative_numbers = true)]
     sh_bits: Vec<f64>,
     /// Uniform widths, per-Gaussian (allocated) widths, or both, at each
     /// --sh-bits value (uniform rows need whole numbers).
@@ -42,7 +42,7 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = ProfileArg::Compact)]
     profile: ProfileArg,
     /// Drop Gaussians whose sigmoid(opacity) is below τ (0 ≤ τ < 1).
-    #[arg(long, value_name = "TAU", value_parser = prune_tau)]
+    #[arg(long, value_name = "TAU", value_parser = prune_tau, allow_negative_numbers = true)]
     prune_opacity: Option<f32>,
     #[arg(long, help = attr_bits_help())]
     attr_bits: Option<AttrBitsArg>,

@@ -45,7 +45,7 @@ Scenes: `compress`, `decompress`, `info`, `demo`, `eval`, `plan`. Raw vectors (.
 struct Cli {
     /// Worker threads, 1..=4 × the available cores (default: all cores).
     /// The output is identical for any count.
-    #[arg(long, global = true, value_parser = common::threads)]
+    #[arg(long, global = true, value_parser = common::threads, allow_negative_numbers = true)]
     threads: Option<usize>,
     #[command(subcommand)]
     command: Command,

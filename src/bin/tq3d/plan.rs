@@ -20,11 +20,11 @@ pub struct PlanArgs {
     /// The scene: a 3DGS .ply or a .splat.
     input: PathBuf,
     /// Allowed loss in PSNR against ground truth, in dB, in (0, 100].
-    #[arg(long, default_value_t = 0.1, value_parser = psnr_loss)]
+    #[arg(long, default_value_t = 0.1, value_parser = psnr_loss, allow_negative_numbers = true)]
     target_psnr_loss: f64,
     /// The uncompressed scene's PSNR against ground truth, in dB, in
     /// (0, 200] (the loss depends on it: ΔPSNR = 10·log10(1 + MSE_q/MSE_base)).
-    #[arg(long, default_value_t = 30.0, value_parser = baseline_psnr)]
+    #[arg(long, default_value_t = 30.0, value_parser = baseline_psnr, allow_negative_numbers = true)]
     baseline_psnr: f64,
     /// Orbit views used to weigh each Gaussian by how much it shows, 1..=1024.
     #[arg(long, default_value_t = 4, value_parser = views)]

@@ -33,7 +33,7 @@ pub struct CompressArgs {
     /// widths. With --weight uniform every Gaussian gets b bits; the expected
     /// relative error is then d·C(d, b): about 0.36, 0.117, 0.034, 0.0095
     /// for b = 1..4.
-    #[arg(long, default_value_t = 1.0, value_parser = average_bits)]
+    #[arg(long, default_value_t = 1.0, value_parser = average_bits, allow_negative_numbers = true)]
     sh_bits: f64,
     #[command(flatten)]
     alloc: AllocArgs,
@@ -41,7 +41,7 @@ pub struct CompressArgs {
     #[arg(long, value_enum, default_value_t = ProfileArg::Compact)]
     profile: ProfileArg,
     /// Drop Gaussians whose sigmoid(opacity) is below τ (0 ≤ τ < 1).
-    #[arg(long, value_name = "TAU", value_parser = prune_tau)]
+    #[arg(long, value_name = "TAU", value_parser = prune_tau, allow_negative_numbers = true)]
     prune_opacity: Option<f32>,
     #[arg(long, help = attr_bits_help())]
     attr_bits: Option<AttrBitsArg>,

@@ -55,11 +55,11 @@ pub struct AllocArgs {
     /// Choose the SH budget so that the predicted loss against ground truth
     /// is at most this many dB, in (0, 100] (coverage weights; overrides
     /// --sh-bits).
-    #[arg(long, value_name = "DB", value_parser = psnr_loss)]
+    #[arg(long, value_name = "DB", value_parser = psnr_loss, allow_negative_numbers = true)]
     pub target_psnr_loss: Option<f64>,
     /// Baseline PSNR against ground truth for --target-psnr-loss, in dB, in
     /// (0, 200].
-    #[arg(long, default_value_t = 30.0, value_parser = baseline_psnr)]
+    #[arg(long, default_value_t = 30.0, value_parser = baseline_psnr, allow_negative_numbers = true)]
     pub baseline_psnr: f64,
     /// Orbit views for the coverage weight, 1..=1024.
     #[arg(long, default_value_t = 8, value_parser = weight_views)]
