@@ -236,6 +236,11 @@ fn refused(args: &[&str], has: &str) {
     assert!(!o.status.success(), "{args:?} succeeded:\n{}", stdout(&o));
     assert!(!e.contains("panicked"), "{args:?}: {e}");
     assert!(e.contains(has), "{args:?}: message {e:?} lacks {has:?}");
+    assert_eq!(
+        e.trim_end().lines().count(),
+        1,
+        "{args:?}: not one line: {e}"
+    );
     assert!(t.elapsed() < Duration::from_secs(10), "{args:?} was slow");
 }
 

@@ -197,11 +197,14 @@ pub fn baseline_psnr(s: &str) -> Result<f64, String> {
 /// Clap value parser: an average SH-rest width, in [0, 8] (fractions allowed).
 pub fn average_bits(s: &str) -> Result<f64, String> {
     float_in(s, 0.0, 8.0, false)
+        .map_err(|_| format!("b = {s}: SH-rest bits (an average) must be a number in [0, 8]"))
 }
 
 /// Clap value parser: a whole bit width per coordinate, 1..=8.
 pub fn whole_bits(s: &str) -> Result<u32, String> {
-    int_in(s, 1, 8).map(|v| v as u32)
+    int_in(s, 1, 8)
+        .map(|v| v as u32)
+        .map_err(|_| format!("b = {s}: bits per coordinate must be an integer in 1..=8"))
 }
 
 /// Clap value parser: an opacity pruning threshold τ in [0, 1).
@@ -235,7 +238,10 @@ pub fn weight_views(s: &str) -> Result<usize, String> {
 
 /// Clap value parser: a vector dimension d, 2..=65536 (the codebook's range).
 pub fn vector_dim(s: &str) -> Result<usize, String> {
-    int_in(s, 2, turboquant3d::codec::codebook::MAX_DIM as u64).map(|v| v as usize)
+    let max = turboquant3d::codec::codebook::MAX_DIM;
+    int_in(s, 2, max as u64)
+        .map(|v| v as usize)
+        .map_err(|_| format!("d = {s}: the dimension must be an integer in 2..={max}"))
 }
 
 /// Threads per available core that `--threads` may ask for.
