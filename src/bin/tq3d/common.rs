@@ -75,8 +75,9 @@ impl From<ScaleArg> for ScaleMode {
     }
 }
 
-/// Compact-profile attribute bits: `position=16,scale=8,rotation=10,opacity=8,dc=8`
-/// (any subset; the rest keep their defaults).
+/// Compact-profile attribute bits, `name=bits,...` (any subset; the rest
+/// keep the defaults of [`AttrBits::default`], which [`attr_bits_help`]
+/// prints).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttrBitsArg(pub AttrBits);
 
@@ -135,25 +136,159 @@ impl FromStr for Resolution {
     }
 }
 
-/// Clap value parser: a finite, positive float.
-pub fn positive_f64(s: &str) -> Result<f64, String> {
+/// The `--attr-bits` help, with the library's real defaults.
+pub fn attr_bits_help() -> String {
+    let d = AttrBits::default();
+    format!(
+        "Compact-profile attribute bits, e.g. `position=14,scale=7` (defaults: position {}, scale {}, rotation {}, opacity {}, dc {})",
+        d.position, d.scale, d.rotation, d.opacity, d.dc
+    )
+}
+
+// Clap value parsers: every numeric argument of every subcommand goes
+// through one of these, so NaN, infinities and out-of-range values are
+// refused before any work starts, with the valid range in the message.
+
+/// A finite float in `lo..=hi` (`lo` excluded when `open_lo`), or why not.
+fn float_in(s: &str, lo: f64, hi: f64, open_lo: bool) -> Result<f64, String> {
+    let range = if open_lo {
+        format!("({lo}, {hi}]")
+    } else {
+        format!("[{lo}, {hi}]")
+    };
     let v: f64 = s
         .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a number"))?;
-    if v > 0.0 && v.is_finite() {
+        .map_err(|_| format!("{s:?} is not a number; expected one in {range}"))?;
+    let above_lo = if open_lo { v > lo } else { v >= lo };
+    if !v.is_finite() {
+        Err(format!("{s:?} is not finite; expected a number in {range}"))
+    } else if above_lo && v <= hi {
         Ok(v)
     } else {
-        Err(format!("{v} must be positive"))
+        Err(format!("{v} is outside {range}"))
     }
+}
+
+/// An integer in `lo..=hi`, or why not.
+fn int_in(s: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?}: expected an integer in {lo}..={hi}")),
+    }
+}
+
+/// The largest PSNR loss a target may allow, in dB.
+pub const MAX_PSNR_LOSS: f64 = 100.0;
+/// The largest baseline PSNR, in dB (an MSE of 1e-20).
+pub const MAX_BASELINE_PSNR: f64 = 200.0;
+
+/// Clap value parser: a PSNR loss in dB, in (0, 100].
+pub fn psnr_loss(s: &str) -> Result<f64, String> {
+    float_in(s, 0.0, MAX_PSNR_LOSS, true)
+}
+
+/// Clap value parser: a baseline PSNR in dB, in (0, 200] (images in [0, 1]
+/// have an MSE of at most 1, so a PSNR of at least 0).
+pub fn baseline_psnr(s: &str) -> Result<f64, String> {
+    float_in(s, 0.0, MAX_BASELINE_PSNR, true)
+}
+
+/// Clap value parser: an average SH-rest width, in [0, 8] (fractions allowed).
+pub fn average_bits(s: &str) -> Result<f64, String> {
+    float_in(s, 0.0, 8.0, false)
+        .map_err(|_| format!("b = {s}: SH-rest bits (an average) must be a number in [0, 8]"))
+}
+
+/// Clap value parser: a whole bit width per coordinate, 1..=8.
+pub fn whole_bits(s: &str) -> Result<u32, String> {
+    int_in(s, 1, 8)
+        .map(|v| v as u32)
+        .map_err(|_| format!("b = {s}: bits per coordinate must be an integer in 1..=8"))
+}
+
+/// Clap value parser: an opacity pruning threshold τ in [0, 1).
+pub fn prune_tau(s: &str) -> Result<f32, String> {
+    float_in(s, 0.0, 1.0, false)
+        .ok()
+        .filter(|&v| v < 1.0)
+        .map(|v| v as f32)
+        .ok_or_else(|| format!("{s:?}: expected a number in [0, 1)"))
+}
+
+/// The most views a command renders.
+pub const MAX_VIEWS: u64 = 1024;
+
+/// A number of views for `flag`, 1..=1024.
+fn view_count(flag: &str, s: &str) -> Result<usize, String> {
+    int_in(s, 1, MAX_VIEWS)
+        .map(|v| v as usize)
+        .map_err(|_| format!("{flag} must be at least 1 and at most {MAX_VIEWS}, not {s:?}"))
+}
+
+/// Clap value parser of `--views`: 1..=1024.
+pub fn views(s: &str) -> Result<usize, String> {
+    view_count("--views", s)
+}
+
+/// Clap value parser of `--weight-views`: 1..=1024.
+pub fn weight_views(s: &str) -> Result<usize, String> {
+    view_count("--weight-views", s)
+}
+
+/// Clap value parser: a vector dimension d, 2..=65536 (the codebook's range).
+pub fn vector_dim(s: &str) -> Result<usize, String> {
+    let max = turboquant3d::codec::codebook::MAX_DIM;
+    int_in(s, 2, max as u64)
+        .map(|v| v as usize)
+        .map_err(|_| format!("d = {s}: the dimension must be an integer in 2..={max}"))
+}
+
+/// Threads per available core that `--threads` may ask for.
+pub const THREADS_PER_CORE: usize = 4;
+
+/// The most worker threads `--threads` accepts: 4 × the available cores.
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    THREADS_PER_CORE * cores
+}
+
+/// Clap value parser: a worker thread count, 1..=4 × the available cores.
+pub fn threads(s: &str) -> Result<usize, String> {
+    let max = max_threads();
+    int_in(s, 1, max as u64)
+        .map(|v| v as usize)
+        .map_err(|_| {
+            format!(
+                "{s:?}: expected an integer in 1..={max} (at most {THREADS_PER_CORE} × the {} available cores)",
+                max / THREADS_PER_CORE
+            )
+        })
+}
+
+/// The fewest Gaussians `demo` generates: its check of the SH error
+/// against theory is statistical, and below this count the measured error
+/// strays outside the check's band by chance.
+pub const DEMO_MIN_COUNT: u64 = 10_000;
+/// The most Gaussians `demo` generates (about 2.4 GB per copy of the scene).
+pub const DEMO_MAX_COUNT: u64 = 10_000_000;
+
+/// Clap value parser of `demo --count`: 10000..=10000000.
+pub fn demo_count(s: &str) -> Result<usize, String> {
+    int_in(s, DEMO_MIN_COUNT, DEMO_MAX_COUNT)
+        .map(|v| v as usize)
+        .map_err(|_| {
+            format!(
+                "{s:?}: expected an integer in {DEMO_MIN_COUNT}..={DEMO_MAX_COUNT} (the demo's statistical check of the SH error needs at least {DEMO_MIN_COUNT} Gaussians)"
+            )
+        })
 }
 
 /// Clap value parser: an SH degree, 0..=3.
 pub fn sh_degree(s: &str) -> Result<u8, String> {
-    match s.trim().parse::<u8>() {
-        Ok(l) if l <= 3 => Ok(l),
-        _ => Err(format!("{s}: the SH degree must be in 0..=3")),
-    }
+    int_in(s, 0, 3)
+        .map(|v| v as u8)
+        .map_err(|_| format!("{s:?}: the SH degree must be in 0..=3"))
 }
 
 /// Whether `b` is an average SH-rest width, 0..=8 (fractions allowed).
@@ -172,10 +307,50 @@ pub fn spinner(msg: String, quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").unwrap());
+    // A constant template: it parses, so the fallback never runs.
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+        bar.set_style(style);
+    }
     bar.set_message(msg);
     bar.enable_steady_tick(Duration::from_millis(100));
     bar
+}
+
+/// Prints a JSON report, pretty (serialising a `Value` cannot fail).
+pub fn print_json(v: &serde_json::Value) {
+    println!("{v:#}");
+}
+
+/// A float for a JSON report. JSON has no infinity, so ±∞ (a lossless
+/// render's PSNR, say) is written as the string `"inf"` or `"-inf"`; a NaN
+/// is a defect of the report and an error naming `what`.
+pub fn json_f64(v: f64, what: &str) -> Result<serde_json::Value, Error> {
+    if v.is_nan() {
+        Err(Error::InvalidArgument(format!(
+            "{what} is undefined (NaN) for this input"
+        )))
+    } else if v == f64::INFINITY {
+        Ok("inf".into())
+    } else if v == f64::NEG_INFINITY {
+        Ok("-inf".into())
+    } else {
+        Ok(v.into())
+    }
+}
+
+/// A float of a JSON report back, with `"inf"` and `"-inf"` as ±∞; `None`
+/// for anything else (null, a missing key).
+pub fn f64_of(v: &serde_json::Value) -> Option<f64> {
+    match v.as_str() {
+        Some("inf") => Some(f64::INFINITY),
+        Some("-inf") => Some(f64::NEG_INFINITY),
+        _ => v.as_f64(),
+    }
+}
+
+/// [`f64_of`] formatted by `f`, or "-" when absent.
+pub fn fmt_f64(v: &serde_json::Value, f: impl Fn(f64) -> String) -> String {
+    f64_of(v).map_or_else(|| "-".to_string(), f)
 }
 
 /// Bytes for people.
@@ -225,6 +400,13 @@ pub fn gamma2(scene: &Scene, l: u8) -> Result<Vec<f32>, Error> {
         .into_iter()
         .map(|g| g as f32)
         .collect())
+}
+
+/// "WxH" of the first view (views from [`load_views`] are never empty).
+pub fn resolution_of(views: &[Camera]) -> String {
+    views
+        .first()
+        .map_or_else(|| "-".to_string(), |c| format!("{}x{}", c.width, c.height))
 }
 
 /// The views: the cameras of a 3DGS cameras.json (each at its own

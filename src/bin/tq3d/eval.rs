@@ -19,8 +19,9 @@ use turboquant3d::{Codebook, Error};
 
 use crate::common::alloc::{self, AllocArgs};
 use crate::common::{
-    AttrBitsArg, DeviceArg, ProfileArg, Resolution, gamma2, human, is_average_bits, is_whole_bits,
-    load_views, read_scene_to_render, sh_degree, spinner,
+    AttrBitsArg, DeviceArg, ProfileArg, Resolution, attr_bits_help, average_bits, f64_of, fmt_f64,
+    gamma2, human, is_average_bits, is_whole_bits, json_f64, load_views, print_json, prune_tau,
+    read_scene_to_render, resolution_of, sh_degree, spinner, views,
 };
 
 #[derive(clap::Args)]
@@ -29,7 +30,7 @@ pub struct EvalArgs {
     input: PathBuf,
     /// SH-rest bits to evaluate, comma-separated: widths 1..=8, or averages
     /// (1.5) for per-Gaussian widths.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4", value_parser = average_bits, allow_negative_numbers = true)]
     sh_bits: Vec<f64>,
     /// Uniform widths, per-Gaussian (allocated) widths, or both, at each
     /// --sh-bits value (uniform rows need whole numbers).
@@ -40,14 +41,13 @@ pub struct EvalArgs {
     /// Profile of the other attributes.
     #[arg(long, value_enum, default_value_t = ProfileArg::Compact)]
     profile: ProfileArg,
-    /// Drop Gaussians whose sigmoid(opacity) is below τ.
-    #[arg(long, value_name = "TAU")]
+    /// Drop Gaussians whose sigmoid(opacity) is below τ (0 ≤ τ < 1).
+    #[arg(long, value_name = "TAU", value_parser = prune_tau, allow_negative_numbers = true)]
     prune_opacity: Option<f32>,
-    /// Compact-profile attribute bits, e.g. `position=14,scale=7`.
-    #[arg(long)]
+    #[arg(long, help = attr_bits_help())]
     attr_bits: Option<AttrBitsArg>,
-    /// Orbit views around the scene (ignored with --cameras).
-    #[arg(long, default_value_t = 8)]
+    /// Orbit views around the scene, 1..=1024 (ignored with --cameras).
+    #[arg(long, default_value_t = 8, value_parser = views)]
     views: usize,
     /// Orbit resolution, WxH (cameras.json views keep their own).
     #[arg(long, default_value = "256x256")]
@@ -74,7 +74,9 @@ pub struct EvalArgs {
     /// captures without SH, such as .splat files); reports say so.
     #[arg(long, value_name = "L", value_parser = sh_degree)]
     synth_sh: Option<u8>,
-    /// Print one JSON object.
+    /// Print one JSON object. An infinite PSNR (a render identical to the
+    /// original's, or to the ground truth) is the string "inf": JSON has no
+    /// infinity. Text reports print it as "inf".
     #[arg(long)]
     json: bool,
 }
@@ -128,12 +130,35 @@ impl Renderer {
     }
 }
 
-/// Mean and worst (min) over views.
+/// Mean and worst (min) over views (0 for no views; there is always one).
 fn mean_min(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
     (
         v.iter().sum::<f64>() / v.len() as f64,
         v.iter().copied().fold(f64::INFINITY, f64::min),
     )
+}
+
+/// The mean of `v` (0 for none).
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// PSNR(base) − PSNR(q) for MSEs against ground truth: 0 when they are
+/// equal (both lossless included, where the PSNRs are both +∞), ±∞ when
+/// only one is 0.
+fn psnr_drop(base: f64, q: f64) -> f64 {
+    if base == q {
+        0.0
+    } else {
+        metrics::psnr_from_mse(base) - metrics::psnr_from_mse(q)
+    }
 }
 
 /// The input scene permuted into a compressed file's storage order, at the
@@ -256,12 +281,12 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         }
         if a.allocation != AllocationArg::Uniform && scene.sh_degree > 0 {
             let mut args = a.alloc.clone();
-            args.weight.get_or_insert(alloc::DEFAULT_WEIGHT);
+            let weight = *args.weight.get_or_insert(alloc::DEFAULT_WEIGHT);
             let w = alloc::widths(&scene, scene.sh_degree, a.prune_opacity, b, &args)?.ok_or_else(
                 || Error::InvalidArgument("allocated rows need a weight other than uniform".into()),
             )?;
             settings.push((
-                format!("allocated b̄ = {b} ({:?})", args.weight.unwrap()).to_lowercase(),
+                format!("allocated b̄ = {b} ({weight:?})").to_lowercase(),
                 b,
                 CompressOptions {
                     sh_widths: Some(w.widths),
@@ -301,31 +326,39 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
                 let v: Vec<f32> = g2
                     .iter()
                     .zip(w)
-                    .map(|(&g, &b)| (g as f64 * dist[b as usize]) as f32)
+                    .map(|(&g, &b)| {
+                        (g as f64 * dist.get(b as usize).copied().unwrap_or(1.0)) as f32
+                    })
                     .collect();
                 let (s, px) = predict::weight_sums_over_views(&scene, &views, &[&v]);
                 Some(predict::predict_mse(s[0], px, 1.0))
             }
         };
-        let measured_mse = mse.iter().sum::<f64>() / mse.len() as f64;
+        let measured_mse = mean(&mse);
         let (psnr_mean, psnr_worst) = mean_min(&psnr);
         let (ssim_mean, ssim_worst) = mean_min(&ssim);
         let mut row = json!({
             "setting": label, "sh_bits": b, "bytes": bytes.len(), "ratio": ply_bytes as f64 / bytes.len() as f64,
-            "count": c.header.count, "psnr_mean": psnr_mean, "psnr_worst": psnr_worst,
-            "ssim_mean": ssim_mean, "ssim_worst": ssim_worst, "mse_measured": measured_mse,
-            "mse_predicted_sh_estimate": predicted.map(|p| p.estimate), "mse_predicted_sh_bound": predicted.map(|p| p.bound),
+            "count": c.header.count, "psnr_mean": json_f64(psnr_mean, "psnr_mean")?, "psnr_worst": json_f64(psnr_worst, "psnr_worst")?,
+            "ssim_mean": json_f64(ssim_mean, "ssim_mean")?, "ssim_worst": json_f64(ssim_worst, "ssim_worst")?,
+            "mse_measured": json_f64(measured_mse, "mse_measured")?,
+            "mse_predicted_sh_estimate": predicted.map(|p| json_f64(p.estimate, "mse_predicted_sh_estimate")).transpose()?,
+            "mse_predicted_sh_bound": predicted.map(|p| json_f64(p.bound, "mse_predicted_sh_bound")).transpose()?,
             "encode_seconds": encode_s, "sh_device": c.sh_run.ran.to_string(),
         });
         if let (Some(g), Some(base)) = (&gt, &base_mse) {
             let q = mse_all(&renders, g)?;
-            let bm = base.iter().sum::<f64>() / base.len() as f64;
-            let qm = q.iter().sum::<f64>() / q.len() as f64;
-            row["gt_psnr_original"] = json!(metrics::psnr_from_mse(bm));
-            row["gt_psnr_compressed"] = json!(metrics::psnr_from_mse(qm));
-            row["delta_psnr_measured"] =
-                json!(metrics::psnr_from_mse(bm) - metrics::psnr_from_mse(qm));
-            row["delta_psnr_from_fidelity"] = json!(predict::psnr_loss(measured_mse, bm));
+            let (bm, qm) = (mean(base), mean(&q));
+            row["gt_psnr_original"] = json_f64(metrics::psnr_from_mse(bm), "gt_psnr_original")?;
+            row["gt_psnr_compressed"] = json_f64(metrics::psnr_from_mse(qm), "gt_psnr_compressed")?;
+            row["delta_psnr_measured"] = json_f64(psnr_drop(bm, qm), "delta_psnr_measured")?;
+            // No added error is no loss, even on a lossless baseline.
+            let from_fidelity = if measured_mse == 0.0 {
+                0.0
+            } else {
+                predict::psnr_loss(measured_mse, bm)
+            };
+            row["delta_psnr_from_fidelity"] = json_f64(from_fidelity, "delta_psnr_from_fidelity")?;
         }
         if a.split && c.header.profile == Profile::Compact {
             bar.set_message(format!("{label}: splitting the error by attribute"));
@@ -344,14 +377,14 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
             // Against the original rendered in storage order (pruning
             // removes Gaussians; the split isolates the attributes).
             let reference = renderer.render_all(&orig, &views)?;
-            let total = mse_all(&reference, &renders)?.iter().sum::<f64>() / views.len() as f64;
+            let total = mean(&mse_all(&reference, &renders)?);
             split.insert("all_quantised".into(), json!(total));
             for (name, restore) in groups {
                 let mut hybrid = back.clone();
                 hybrid.normals = None;
                 restore(&mut hybrid, &orig);
                 let r = renderer.render_all(&hybrid, &views)?;
-                let m = mse_all(&reference, &r)?.iter().sum::<f64>() / views.len() as f64;
+                let m = mean(&mse_all(&reference, &r)?);
                 split.insert(format!("{name}_exact"), json!(m));
             }
             row["split_mse"] = serde_json::Value::Object(split);
@@ -379,11 +412,11 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         "input": a.input, "count": scene.len(), "sh_degree": scene.sh_degree, "sh_synthesised": a.synth_sh.is_some(),
         "ply_bytes": ply_bytes, "ply_bytes_is_equivalent": !is_ply,
         "profile": Profile::from(a.profile).name(), "prune_opacity": a.prune_opacity,
-        "views": views.len(), "resolution": format!("{}x{}", views[0].width, views[0].height),
+        "views": views.len(), "resolution": resolution_of(&views),
         "renderer": renderer.name(), "rows": rows,
     });
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap());
+        print_json(&report);
         return Ok(());
     }
     println!(
@@ -399,7 +432,7 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         if is_ply { "PLY" } else { "PLY-equivalent" },
         human(ply_bytes),
         views.len(),
-        report["resolution"].as_str().unwrap(),
+        report["resolution"].as_str().unwrap_or("-"),
         renderer.name()
     );
     println!(
@@ -413,53 +446,54 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         " setting                          size   ratio  PSNR mean/worst   SSIM mean/worst   MSE measured  SH predicted (est. / bound)  encode"
     );
     for r in &rows {
+        let x = |k: &str| f64_of(&r[k]).unwrap_or(0.0);
         println!(
             " {:<28} {:>9}  {:5.2}x  {:6.2} / {:6.2}   {:.4} / {:.4}    {:.3e}     {} / {}   {:.2} s",
-            r["setting"].as_str().unwrap(),
-            human(r["bytes"].as_u64().unwrap()),
-            r["ratio"].as_f64().unwrap(),
-            r["psnr_mean"].as_f64().unwrap(),
-            r["psnr_worst"].as_f64().unwrap(),
-            r["ssim_mean"].as_f64().unwrap(),
-            r["ssim_worst"].as_f64().unwrap(),
-            r["mse_measured"].as_f64().unwrap(),
-            r["mse_predicted_sh_estimate"]
-                .as_f64()
-                .map_or("-".into(), |v| format!("{v:.3e}")),
-            r["mse_predicted_sh_bound"]
-                .as_f64()
-                .map_or("-".into(), |v| format!("{v:.3e}")),
-            r["encode_seconds"].as_f64().unwrap()
+            r["setting"].as_str().unwrap_or("-"),
+            human(r["bytes"].as_u64().unwrap_or(0)),
+            x("ratio"),
+            x("psnr_mean"),
+            x("psnr_worst"),
+            x("ssim_mean"),
+            x("ssim_worst"),
+            x("mse_measured"),
+            fmt_f64(&r["mse_predicted_sh_estimate"], |v| format!("{v:.3e}")),
+            fmt_f64(&r["mse_predicted_sh_bound"], |v| format!("{v:.3e}")),
+            x("encode_seconds")
         );
         if r.get("gt_psnr_original").is_some() {
             println!(
                 "      against ground truth: original {:.2} dB, compressed {:.2} dB, ΔPSNR {:.3} dB (from the fidelity MSE: {:.3} dB)",
-                r["gt_psnr_original"].as_f64().unwrap(),
-                r["gt_psnr_compressed"].as_f64().unwrap(),
-                r["delta_psnr_measured"].as_f64().unwrap(),
-                r["delta_psnr_from_fidelity"].as_f64().unwrap()
+                x("gt_psnr_original"),
+                x("gt_psnr_compressed"),
+                x("delta_psnr_measured"),
+                x("delta_psnr_from_fidelity")
             );
         }
         if let Some(s) = r.get("split_mse") {
-            let total = s["all_quantised"].as_f64().unwrap();
-            let parts: Vec<String> = [
-                "sh_rest",
-                "dc",
-                "opacity",
-                "scales",
-                "rotations",
-                "positions",
-            ]
-            .iter()
-            .map(|g| {
-                let m = s[format!("{g}_exact")].as_f64().unwrap();
-                format!("{g} {:.0} %", 100.0 * (total - m).max(0.0) / total)
-            })
-            .collect();
-            println!(
-                "      share of the MSE {total:.3e} removed by keeping one group exact: {}",
-                parts.join(", ")
-            );
+            let total = f64_of(&s["all_quantised"]).unwrap_or(0.0);
+            if total > 0.0 {
+                let parts: Vec<String> = [
+                    "sh_rest",
+                    "dc",
+                    "opacity",
+                    "scales",
+                    "rotations",
+                    "positions",
+                ]
+                .iter()
+                .map(|g| {
+                    let m = f64_of(&s[format!("{g}_exact")]).unwrap_or(total);
+                    format!("{g} {:.0} %", 100.0 * (total - m).max(0.0) / total)
+                })
+                .collect();
+                println!(
+                    "      share of the MSE {total:.3e} removed by keeping one group exact: {}",
+                    parts.join(", ")
+                );
+            } else {
+                println!("      no error to split: the compressed render equals the original's");
+            }
         }
     }
     Ok(())

@@ -43,8 +43,9 @@ Scenes: `compress`, `decompress`, `info`, `demo`, `eval`, `plan`. Raw vectors (.
 `codebook`, `info`."
 )]
 struct Cli {
-    /// Worker threads (default: all cores). The output is identical for any count.
-    #[arg(long, global = true)]
+    /// Worker threads, 1..=4 × the available cores (default: all cores).
+    /// The output is identical for any count.
+    #[arg(long, global = true, value_parser = common::threads, allow_negative_numbers = true)]
     threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
@@ -78,10 +79,10 @@ enum Command {
     /// Print the Lloyd–Max codebook for (d, b) with its distortion and bounds.
     Codebook {
         /// Vector dimension d (2..=65536).
-        #[arg(long)]
+        #[arg(long, value_parser = common::vector_dim)]
         dim: usize,
         /// Bits per coordinate b (1..=8).
-        #[arg(long)]
+        #[arg(long, value_parser = common::whole_bits)]
         bits: u32,
         /// Print JSON (keys: dim, bits, centroids, boundaries, distortion, lower_bound, upper_bound).
         #[arg(long)]
@@ -99,7 +100,15 @@ enum Command {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print as clap prints them.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            eprintln!("{}", one_line(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
     if let Some(n) = cli.threads
         && let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -132,12 +141,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// A clap error on one line: its message lines joined, without the usage
+/// and the pointer to --help.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `info` on either kind of file, told apart by the magic.
 fn info(input: PathBuf, json: bool) -> Result<(), Error> {
     let bytes = std::fs::read(&input).map_err(|e| Error::Io {
         path: input.clone(),
         source: e,
     })?;
+    let shortest = turboquant3d::splat::container::MAGIC
+        .len()
+        .max(turboquant3d::format::tqv::MAGIC.len());
+    if bytes.len() < shortest {
+        return Err(Error::Format {
+            path: input,
+            field: "length".into(),
+            why: format!(
+                "{} bytes: too short to be a .tq3s or .tqv file",
+                bytes.len()
+            ),
+        });
+    }
     if bytes.starts_with(&turboquant3d::splat::container::MAGIC) {
         scene::info(input, bytes, json)
     } else if json {

@@ -10,21 +10,24 @@ use turboquant3d::splat::scene::{SH_C0, rest_per_channel};
 use turboquant3d::theory::{Criterion, Verdict, range_factor};
 use turboquant3d::{Codebook, Error};
 
-use crate::common::{Resolution, gamma2, load_views, read_scene_to_render, sh_degree, spinner};
+use crate::common::{
+    Resolution, baseline_psnr, f64_of, fmt_f64, gamma2, json_f64, load_views, print_json,
+    psnr_loss, read_scene_to_render, resolution_of, sh_degree, spinner, views,
+};
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
     /// The scene: a 3DGS .ply or a .splat.
     input: PathBuf,
-    /// Allowed loss in PSNR against ground truth, in dB.
-    #[arg(long, default_value_t = 0.1)]
+    /// Allowed loss in PSNR against ground truth, in dB, in (0, 100].
+    #[arg(long, default_value_t = 0.1, value_parser = psnr_loss, allow_negative_numbers = true)]
     target_psnr_loss: f64,
-    /// The uncompressed scene's PSNR against ground truth, in dB (the loss
-    /// depends on it: ΔPSNR = 10·log10(1 + MSE_q/MSE_base)).
-    #[arg(long, default_value_t = 30.0)]
+    /// The uncompressed scene's PSNR against ground truth, in dB, in
+    /// (0, 200] (the loss depends on it: ΔPSNR = 10·log10(1 + MSE_q/MSE_base)).
+    #[arg(long, default_value_t = 30.0, value_parser = baseline_psnr, allow_negative_numbers = true)]
     baseline_psnr: f64,
-    /// Orbit views used to weigh each Gaussian by how much it shows.
-    #[arg(long, default_value_t = 4)]
+    /// Orbit views used to weigh each Gaussian by how much it shows, 1..=1024.
+    #[arg(long, default_value_t = 4, value_parser = views)]
     views: usize,
     /// Resolution of those views, WxH.
     #[arg(long, default_value = "256x256")]
@@ -36,7 +39,9 @@ pub struct PlanArgs {
     /// captures without SH, such as .splat files); reports say so.
     #[arg(long, value_name = "L", value_parser = sh_degree)]
     synth_sh: Option<u8>,
-    /// Print one JSON object.
+    /// Print one JSON object. An infinite value (the fidelity PSNR of a
+    /// scene no view shows, whose predicted error is 0) is the string "inf"
+    /// (or "-inf"): JSON has no infinity.
     #[arg(long)]
     json: bool,
 }
@@ -100,11 +105,15 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
             if b_estimate.is_none() && p.estimate <= allowed {
                 b_estimate = Some(b);
             }
+            // A zero predicted error (no view shows the SH-rest) has an
+            // infinite fidelity PSNR and no loss.
             per_b.push(json!({
                 "bits": b, "bits_per_gaussian": d as u32 * b + 16, "distortion": dist,
-                "mse_bound": p.bound, "mse_estimate": p.estimate,
-                "fidelity_psnr_bound": -10.0 * p.bound.log10(), "fidelity_psnr_estimate": -10.0 * p.estimate.log10(),
-                "psnr_loss_bound": predict::psnr_loss(p.bound, base), "psnr_loss_estimate": predict::psnr_loss(p.estimate, base),
+                "mse_bound": json_f64(p.bound, "mse_bound")?, "mse_estimate": json_f64(p.estimate, "mse_estimate")?,
+                "fidelity_psnr_bound": json_f64(-10.0 * p.bound.log10(), "fidelity_psnr_bound")?,
+                "fidelity_psnr_estimate": json_f64(-10.0 * p.estimate.log10(), "fidelity_psnr_estimate")?,
+                "psnr_loss_bound": json_f64(predict::psnr_loss(p.bound, base), "psnr_loss_bound")?,
+                "psnr_loss_estimate": json_f64(predict::psnr_loss(p.estimate, base), "psnr_loss_estimate")?,
             }));
         }
         let crit = kappa2.map(|k2| Criterion::new(d, 3, 16, k2)).transpose()?;
@@ -174,12 +183,12 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
 
     let report = json!({
         "input": a.input, "count": scene.len(), "sh_degree": scene.sh_degree, "sh_synthesised": a.synth_sh.is_some(),
-        "views": views.len(), "resolution": format!("{}x{}", views[0].width, views[0].height),
+        "views": views.len(), "resolution": resolution_of(&views),
         "target_psnr_loss": a.target_psnr_loss, "baseline_psnr": a.baseline_psnr, "allowed_mse": allowed,
         "sh_rest": sh_rows, "groups": group_rows, "dc_bits_global_range": dc_bits,
     });
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap());
+        print_json(&report);
         return Ok(());
     }
     println!(
@@ -193,7 +202,7 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
             ""
         },
         views.len(),
-        report["resolution"].as_str().unwrap()
+        report["resolution"].as_str().unwrap_or("-")
     );
     println!(
         "target: ΔPSNR ≤ {} dB at a {} dB baseline → added image MSE ≤ {:.3e} (fidelity PSNR ≥ {:.1} dB)",
@@ -213,41 +222,48 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
             row["criterion_at_b3"]
                 .get("verdict")
                 .map_or("n/a".to_string(), |v| format!(
-                    "{} (TQ {:.4} vs fixed point {:.4} of the energy)",
-                    v.as_str().unwrap(),
-                    row["criterion_at_b3"]["turboquant"].as_f64().unwrap(),
-                    row["criterion_at_b3"]["fixed_point"].as_f64().unwrap()
+                    "{} (TQ {} vs fixed point {} of the energy)",
+                    v.as_str().unwrap_or("-"),
+                    fmt_f64(&row["criterion_at_b3"]["turboquant"], |x| format!("{x:.4}")),
+                    fmt_f64(&row["criterion_at_b3"]["fixed_point"], |x| format!(
+                        "{x:.4}"
+                    ))
                 ))
         );
         println!("   b  bits/G  d·C(d,b)   MSE bound  MSE estimate  PSNR est.  ΔPSNR est. (bound)");
-        for p in row["per_bits"].as_array().unwrap() {
+        for p in row["per_bits"].as_array().into_iter().flatten() {
+            let x = |k: &str| f64_of(&p[k]).unwrap_or(f64::NAN);
             println!(
                 "   {}  {:>6}  {:.6}  {:.3e}  {:.3e}     {:6.2} dB  {:.3} dB ({:.3})",
                 p["bits"],
-                p["bits_per_gaussian"],
-                p["distortion"].as_f64().unwrap(),
-                p["mse_bound"].as_f64().unwrap(),
-                p["mse_estimate"].as_f64().unwrap(),
-                p["fidelity_psnr_estimate"].as_f64().unwrap(),
-                p["psnr_loss_estimate"].as_f64().unwrap(),
-                p["psnr_loss_bound"].as_f64().unwrap()
+                p["bits_per_gaussian"].as_u64().unwrap_or(0),
+                x("distortion"),
+                x("mse_bound"),
+                x("mse_estimate"),
+                x("fidelity_psnr_estimate"),
+                x("psnr_loss_estimate"),
+                x("psnr_loss_bound")
             );
         }
+        let b = |k: &str| {
+            row[k]
+                .as_u64()
+                .map_or("none of 1..=8".to_string(), |b| format!("b = {b}"))
+        };
         println!(
-            "   → b = {} meets the target by the estimate, b = {} by the bound",
-            row["bits_by_estimate"], row["bits_by_bound"]
+            "   → {} meets the target by the estimate, {} by the bound",
+            b("bits_by_estimate"),
+            b("bits_by_bound")
         );
     }
     println!("\nother groups (dimension criterion at b = 3):");
     for g in &group_rows {
         println!(
             "   {:<46} d = {}  κ² = {:<10} → {}",
-            g["group"].as_str().unwrap(),
+            g["group"].as_str().unwrap_or("-"),
             g["dim"],
-            g["kappa2"]
-                .as_f64()
-                .map_or("-".into(), |k| format!("{k:.2}")),
-            g["verdict"].as_str().unwrap()
+            fmt_f64(&g["kappa2"], |k| format!("{k:.2}")),
+            g["verdict"].as_str().unwrap_or("-")
         );
     }
     match dc_bits {

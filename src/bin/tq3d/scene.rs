@@ -16,7 +16,8 @@ use turboquant3d::{Error, theory};
 
 use crate::common::alloc::{self, AllocArgs, AllocatedWidths};
 use crate::common::{
-    AttrBitsArg, DeviceArg, ProfileArg, ScaleArg, human, is_average_bits, read_scene, spinner,
+    AttrBitsArg, DeviceArg, ProfileArg, ScaleArg, attr_bits_help, average_bits, demo_count, human,
+    is_average_bits, print_json, prune_tau, read_scene, sh_degree, spinner, whole_bits,
 };
 
 #[derive(clap::Args)]
@@ -32,7 +33,7 @@ pub struct CompressArgs {
     /// widths. With --weight uniform every Gaussian gets b bits; the expected
     /// relative error is then d·C(d, b): about 0.36, 0.117, 0.034, 0.0095
     /// for b = 1..4.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = average_bits, allow_negative_numbers = true)]
     sh_bits: f64,
     #[command(flatten)]
     alloc: AllocArgs,
@@ -40,14 +41,12 @@ pub struct CompressArgs {
     #[arg(long, value_enum, default_value_t = ProfileArg::Compact)]
     profile: ProfileArg,
     /// Drop Gaussians whose sigmoid(opacity) is below τ (0 ≤ τ < 1).
-    #[arg(long, value_name = "TAU")]
+    #[arg(long, value_name = "TAU", value_parser = prune_tau, allow_negative_numbers = true)]
     prune_opacity: Option<f32>,
-    /// Compact-profile attribute bits, e.g. `position=14,scale=7` (defaults:
-    /// position 16, scale 8, rotation 10, opacity 8, dc 8).
-    #[arg(long)]
+    #[arg(long, help = attr_bits_help())]
     attr_bits: Option<AttrBitsArg>,
     /// Keep SH bands up to degree L (0..=3); lower than the input's truncates.
-    #[arg(long, value_name = "L")]
+    #[arg(long, value_name = "L", value_parser = sh_degree)]
     sh_degree: Option<u8>,
     /// Where to encode SH-rest: auto (a hardware GPU if present, else the
     /// CPU; never a software rasteriser), gpu (any adapter, strictly), cpu.
@@ -93,14 +92,15 @@ pub enum EncodingArg {
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Gaussians in the procedural scene.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Gaussians in the procedural scene, 10000..=10000000 (the check of
+    /// the SH error against theory is statistical and needs at least 10000).
+    #[arg(long, default_value_t = 1_000_000, value_parser = demo_count)]
     count: usize,
-    /// SH degree of the procedural scene.
-    #[arg(long, default_value_t = 3)]
+    /// SH degree of the procedural scene, 0..=3.
+    #[arg(long, default_value_t = 3, value_parser = sh_degree)]
     sh_degree: u8,
-    /// SH-rest bits per coefficient.
-    #[arg(long, default_value_t = 3)]
+    /// SH-rest bits per coefficient, 1..=8.
+    #[arg(long, default_value_t = 3, value_parser = whole_bits)]
     sh_bits: u32,
     /// Profile of the other attributes.
     #[arg(long, value_enum, default_value_t = ProfileArg::Compact)]
@@ -198,7 +198,7 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
             let v = json!({"input": a.input, "input_bytes": input_bytes, "dry_run": true,
                 "sh_allocation": allocation.as_ref().map(|w| json!({"description": w.describe, "average_bits": w.average_bits})),
                 "prediction": prediction_json(&p), "sh_expected_relative_error": sh_err});
-            println!("{}", serde_json::to_string_pretty(&v).unwrap());
+            print_json(&v);
         } else {
             println!(
                 "{}: {} Gaussians, SH degree {}, {}",
@@ -227,10 +227,9 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
         }
         return Ok(());
     }
-    let output = a
-        .output
-        .clone()
-        .expect("clap requires -o without --dry-run");
+    let output = a.output.clone().ok_or_else(|| {
+        Error::InvalidArgument("-o/--output is required without --dry-run".into())
+    })?;
     let engine = Engine::new(a.device.into())?;
     let bar = spinner(format!("compressing {} Gaussians", scene.len()), a.json);
     let t1 = Instant::now();
@@ -279,13 +278,13 @@ fn report_compress(
             "sh_expected_relative_error": sh_err,
             "seconds": {"read": t[0].as_secs_f64(), "compress": t[1].as_secs_f64(), "write": t[2].as_secs_f64()},
         });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+        print_json(&v);
         return;
     }
     println!(
         "{} -> {}: {} Gaussians{}, SH degree {} (d = {}, b {} {}), profile {}",
         a.input.display(),
-        a.output.as_ref().unwrap().display(),
+        a.output.as_deref().unwrap_or(Path::new("-")).display(),
         c.header.count,
         if c.header.count < c.header.input_count {
             format!(
@@ -383,7 +382,7 @@ pub fn decompress(a: DecompressArgs) -> Result<(), Error> {
     if a.json {
         let v = json!({"input": a.input, "output": a.output, "count": scene.len(), "sh_degree": scene.sh_degree,
             "output_bytes": out_bytes, "seconds": {"decode": t_decode.as_secs_f64(), "write": t_write.as_secs_f64()}});
-        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+        print_json(&v);
     } else {
         println!(
             "{} -> {}: {} Gaussians, SH degree {}, {}; decode {:.2?}, write {:.2?}",
@@ -415,7 +414,10 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
     let histogram: Option<[u64; 9]> = widths.as_ref().map(|w| {
         let mut hist = [0u64; 9];
         for &b in w {
-            hist[b as usize] += 1;
+            // The decoder checks every width against 0..=8.
+            if let Some(h) = hist.get_mut(b as usize) {
+                *h += 1;
+            }
         }
         hist
     });
@@ -466,7 +468,7 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
             "sh_expected_relative_error": sh_err,
             "sh_width_histogram": histogram, "sh_average_bits": average_bits,
         });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+        print_json(&v);
         return Ok(());
     }
     println!(
@@ -585,7 +587,7 @@ fn sh_relative_error(orig: &Scene, back: &Scene, order: &[u32]) -> f64 {
             }
         }
     }
-    err / energy
+    if energy > 0.0 { err / energy } else { 0.0 }
 }
 
 pub fn demo(a: DemoArgs) -> Result<(), Error> {
@@ -664,11 +666,13 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
     let order = splat::storage_order(&scene, &opts);
     let expected = expected_sh_error(back.rest_dim(), a.sh_bits);
     let measured = (back.rest_dim() > 0).then(|| sh_relative_error(&scene, &back, &order));
+    // The least-squares scale lowers the error below d·C(d, b), the more the
+    // smaller d: by about 20 % at degree 1 (d = 9), 10 % at d = 45.
     if let (Some(e), Some(m)) = (expected, measured)
-        && !(m <= e * 1.03 && m >= e * 0.80)
+        && !(m <= e * 1.03 && m >= e * 0.70)
     {
         failures.push(format!(
-            "SH error {m:.5} is not within [0.80, 1.03] × theory {e:.5}"
+            "SH error {m:.5} is not within [0.70, 1.03] × theory {e:.5}"
         ));
     }
     let alpha_err = order
@@ -697,7 +701,7 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
             "seconds": {"generate": t_gen.as_secs_f64(), "compress": t_compress.as_secs_f64(), "decompress": t_decompress.as_secs_f64()},
             "checks_passed": failures.is_empty(), "failures": failures,
         });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+        print_json(&v);
     } else {
         println!(
             "demo: {} procedural Gaussians, SH degree {} (d = {}), b = {}, profile {}",

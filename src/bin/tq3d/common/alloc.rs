@@ -11,7 +11,9 @@ use turboquant3d::splat::Scene;
 use turboquant3d::splat::importance::{Weight, importance};
 use turboquant3d::splat::scene::{rest_dim, survives_prune};
 
-use crate::common::{Resolution, is_whole_bits, load_views, positive_f64, spinner};
+use crate::common::{
+    Resolution, baseline_psnr, is_whole_bits, load_views, psnr_loss, spinner, weight_views,
+};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 pub enum WeightArg {
@@ -51,14 +53,16 @@ pub struct AllocArgs {
     #[arg(long, value_enum)]
     pub weight: Option<WeightArg>,
     /// Choose the SH budget so that the predicted loss against ground truth
-    /// is at most this many dB (coverage weights; overrides --sh-bits).
-    #[arg(long, value_name = "DB", value_parser = positive_f64)]
+    /// is at most this many dB, in (0, 100] (coverage weights; overrides
+    /// --sh-bits).
+    #[arg(long, value_name = "DB", value_parser = psnr_loss, allow_negative_numbers = true)]
     pub target_psnr_loss: Option<f64>,
-    /// Baseline PSNR against ground truth for --target-psnr-loss.
-    #[arg(long, default_value_t = 30.0)]
+    /// Baseline PSNR against ground truth for --target-psnr-loss, in dB, in
+    /// (0, 200].
+    #[arg(long, default_value_t = 30.0, value_parser = baseline_psnr, allow_negative_numbers = true)]
     pub baseline_psnr: f64,
-    /// Orbit views for the coverage weight.
-    #[arg(long, default_value_t = 8)]
+    /// Orbit views for the coverage weight, 1..=1024.
+    #[arg(long, default_value_t = 8, value_parser = weight_views)]
     pub weight_views: usize,
     /// Their resolution, WxH.
     #[arg(long, default_value = "256x256")]
