@@ -50,7 +50,9 @@ impl GpuContext {
 
     /// The async form of [`GpuContext::request`].
     pub async fn request_async(policy: AdapterPolicy) -> Result<GpuContext> {
-        let adapters = enumerate_headless().await;
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
         let rank = |a: &wgpu::Adapter| match a.get_info().device_type {
             wgpu::DeviceType::DiscreteGpu => Some(0),
             wgpu::DeviceType::IntegratedGpu => Some(1),
@@ -104,73 +106,4 @@ impl GpuContext {
             None => "host-provided device".to_string(),
         }
     }
-}
-
-/// The window-system instance extensions wgpu-hal asks Vulkan for on
-/// desktop Unix. A compute-only instance needs none of them, and enabling
-/// them makes Mesa's device-select layer connect to the Wayland and X
-/// servers while listing devices (printing `error: XDG_RUNTIME_DIR is
-/// invalid or not set` where there is none).
-const WSI_EXTENSIONS: [&std::ffi::CStr; 3] = [
-    c"VK_KHR_wayland_surface",
-    c"VK_KHR_xcb_surface",
-    c"VK_KHR_xlib_surface",
-];
-
-/// Every adapter of the backends `WGPU_BACKEND` allows (all by default),
-/// with Vulkan's from an instance created without window-system
-/// extensions (the library never presents to a window).
-async fn enumerate_headless() -> Vec<wgpu::Adapter> {
-    let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-    let mut backends = desc.backends;
-    let mut adapters = Vec::new();
-    if backends.contains(wgpu::Backends::VULKAN)
-        && let Some(vk) = headless_vulkan(&desc)
-    {
-        adapters.extend(vk.enumerate_adapters(wgpu::Backends::VULKAN).await);
-        backends.remove(wgpu::Backends::VULKAN);
-    }
-    if !backends.is_empty() {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor { backends, ..desc });
-        adapters.extend(instance.enumerate_adapters(backends).await);
-    }
-    adapters
-}
-
-/// A Vulkan instance without [`WSI_EXTENSIONS`], or `None` where Vulkan
-/// cannot start (the caller then lets wgpu try it the ordinary way).
-#[cfg(all(unix, not(target_os = "macos"), not(target_os = "android")))]
-fn headless_vulkan(desc: &wgpu::InstanceDescriptor) -> Option<wgpu::Instance> {
-    use wgpu::hal;
-    let hal_desc = hal::InstanceDescriptor {
-        name: "turboquant3d",
-        flags: desc.flags,
-        memory_budget_thresholds: desc.memory_budget_thresholds,
-        backend_options: desc.backend_options.clone(),
-        telemetry: None,
-        display: None,
-    };
-    let drop_wsi: Box<hal::vulkan::CreateInstanceCallback> = Box::new(|args| {
-        args.extensions.retain(|e| !WSI_EXTENSIONS.contains(e));
-    });
-    // SAFETY: wgpu-hal 30 reads the instance's window-system extensions in
-    // one place only, surface creation, which checks the enabled list first
-    // and returns an error without them; this instance never creates a
-    // surface. Nothing else is removed or changed.
-    let instance = unsafe { hal::vulkan::Instance::init_with_callback(&hal_desc, Some(drop_wsi)) };
-    match instance {
-        // SAFETY: a valid Vulkan instance, handed over whole to wgpu.
-        Ok(i) => Some(unsafe { wgpu::Instance::from_hal::<hal::api::Vulkan>(i) }),
-        Err(e) => {
-            log::debug!("headless Vulkan instance: {e}");
-            None
-        }
-    }
-}
-
-/// Elsewhere the window-system extensions are not the desktop ones: wgpu
-/// creates the Vulkan instance as usual.
-#[cfg(not(all(unix, not(target_os = "macos"), not(target_os = "android"))))]
-fn headless_vulkan(_desc: &wgpu::InstanceDescriptor) -> Option<wgpu::Instance> {
-    None
 }

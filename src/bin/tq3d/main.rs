@@ -99,6 +99,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_device_select();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -179,5 +180,20 @@ fn info(input: PathBuf, json: bool) -> Result<(), Error> {
         ))
     } else {
         vectors::info_bytes(input, bytes)
+    }
+}
+
+/// Mesa's implicit Vulkan device-select layer connects to the Wayland and X
+/// servers while listing devices and prints `error: XDG_RUNTIME_DIR is
+/// invalid…` where there is none, on runs that succeed. It only reorders
+/// devices, and `--device` makes that choice here, so the command line turns
+/// it off unless the user asked it for a device (`MESA_VK_DEVICE_SELECT`).
+/// The library leaves the environment alone: a host owns its process.
+fn quiet_device_select() {
+    if std::env::var_os("MESA_VK_DEVICE_SELECT").is_none()
+        && std::env::var_os("NODEVICE_SELECT").is_none()
+    {
+        // SAFETY: the first thing main does, before any other thread exists.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
 }
