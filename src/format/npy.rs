@@ -220,4 +220,5 @@ pub fn write_matrix(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Resu
             .map_err(|e| Error::io(path, e))?;
         writer.finish().map_err(|e| Error::io(path, e))
     })
+    .map(drop)
 }

@@ -82,13 +82,15 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
 /// destination, which replaces it only if everything succeeded. On any
 /// error the temporary file is removed and the destination is left as it
 /// was. `path` may be `-` (standard output) or a symlink (its target is
-/// written); see the module docs for what is refused.
-pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+/// written); see the module docs for what is refused. Returns the number of
+/// bytes written.
+pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<u64> {
     if is_stdout(path) {
         let stdout = std::io::stdout();
-        let mut w = BufWriter::with_capacity(1 << 20, stdout.lock());
+        let mut w = Counted(BufWriter::with_capacity(1 << 20, stdout.lock()), 0);
         fill(&mut w)?;
-        return w.flush().map_err(|e| Error::io(path, e));
+        w.flush().map_err(|e| Error::io(path, e))?;
+        return Ok(w.1);
     }
     let target = resolve(path)?;
     let dir = match target.parent() {
@@ -103,12 +105,28 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(|e| Error::io(path, e))?;
-    let mut w = BufWriter::with_capacity(1 << 20, tmp);
+    let mut w = Counted(BufWriter::with_capacity(1 << 20, tmp), 0);
     fill(&mut w)?;
+    let written = w.1;
     let tmp = w
+        .0
         .into_inner()
         .map_err(|e| Error::io(path, e.into_error()))?;
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(&target).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    Ok(written)
+}
+
+/// A writer that counts the bytes it passes on.
+struct Counted<W>(W, u64);
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        self.1 += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }

@@ -118,8 +118,7 @@ pub fn write(path: &Path, q: &Quantizer, enc: &Encoded, seed: Option<u64>) -> Re
     let bytes = to_bytes(q, enc, seed)?;
     write_atomic(path, |w: &mut dyn Write| {
         w.write_all(&bytes).map_err(|e| Error::io(path, e))
-    })?;
-    Ok(bytes.len() as u64)
+    })
 }
 
 /// Reads and fully validates a file.

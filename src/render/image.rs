@@ -46,6 +46,7 @@ pub fn write_png(path: &Path, img: &Image) -> Result<()> {
         writer.write_image_data(&bytes).map_err(enc_err)?;
         writer.finish().map_err(enc_err)
     })
+    .map(drop)
 }
 
 /// Reads an 8-bit RGB or RGBA PNG (alpha ignored) as values /255.

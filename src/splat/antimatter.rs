@@ -123,8 +123,9 @@ pub fn read_splat_bytes(bytes: &[u8], path: &Path) -> Result<Scene> {
 ///
 /// Errors: an inconsistent scene, a non-finite position, or a log scale
 /// whose `exp` is not a finite positive f32 (the file could not be read
-/// back) is [`Error::InvalidArgument`] naming the Gaussian.
-pub fn write_splat(path: &Path, scene: &Scene) -> Result<()> {
+/// back) is [`Error::InvalidArgument`] naming the Gaussian. Returns the
+/// file's length in bytes.
+pub fn write_splat(path: &Path, scene: &Scene) -> Result<u64> {
     scene
         .check_consistent()
         .map_err(|e| Error::InvalidArgument(format!("scene for {}: {e}", path.display())))?;

@@ -157,6 +157,7 @@ impl Compressed {
         crate::format::write_atomic(path, |w| {
             container::write_to(w, &self.header, &self.streams, path)
         })
+        .map(drop)
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod alloc;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -316,9 +317,42 @@ pub fn spinner(msg: String, quiet: bool) -> ProgressBar {
     bar
 }
 
+/// Whether the report goes to standard error (the data goes to standard
+/// output, `-o -`).
+static REPORT_ON_STDERR: AtomicBool = AtomicBool::new(false);
+
+/// Sends the report to standard error when `output` is standard output, so
+/// that the data stays clean. Each subcommand calls it with its output.
+pub fn output_to(output: &Path) {
+    if turboquant3d::format::output::is_stdout(output) {
+        REPORT_ON_STDERR.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Where [`report!`] prints.
+pub fn report_on_stderr() -> bool {
+    REPORT_ON_STDERR.load(Ordering::Relaxed)
+}
+
+/// `println!` for the human or JSON report: on standard output, or on
+/// standard error when the data itself goes there (see [`output_to`]).
+/// A closed pipe (`tq3d info x | head`) ends the report quietly instead of
+/// panicking as `println!` does.
+macro_rules! report {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = if $crate::common::report_on_stderr() {
+            writeln!(std::io::stderr(), $($t)*)
+        } else {
+            writeln!(std::io::stdout(), $($t)*)
+        };
+    }};
+}
+pub(crate) use report;
+
 /// Prints a JSON report, pretty (serialising a `Value` cannot fail).
 pub fn print_json(v: &serde_json::Value) {
-    println!("{v:#}");
+    report!("{v:#}");
 }
 
 /// A float for a JSON report. JSON has no infinity, so ±∞ (a lossless
@@ -387,7 +421,7 @@ pub fn read_scene_to_render(
             what: format!("{} has no Gaussians", path.display()),
         });
     }
-    turboquant3d::splat::check_finite(&scene)?;
+    turboquant3d::splat::check_finite(&scene).map_err(|e| e.in_file(path))?;
     Ok(scene)
 }
 

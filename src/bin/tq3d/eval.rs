@@ -21,7 +21,7 @@ use crate::common::alloc::{self, AllocArgs};
 use crate::common::{
     AttrBitsArg, DeviceArg, ProfileArg, Resolution, attr_bits_help, average_bits, f64_of, fmt_f64,
     gamma2, human, is_average_bits, is_whole_bits, json_f64, load_views, print_json, prune_tau,
-    read_scene_to_render, resolution_of, sh_degree, spinner, views,
+    read_scene_to_render, report, resolution_of, sh_degree, spinner, views,
 };
 
 #[derive(clap::Args)]
@@ -419,7 +419,7 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         print_json(&report);
         return Ok(());
     }
-    println!(
+    report!(
         "{}: {} Gaussians, SH degree {}{}; {} {}; {} views at {}; {}",
         a.input.display(),
         scene.len(),
@@ -435,19 +435,19 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         report["resolution"].as_str().unwrap_or("-"),
         renderer.name()
     );
-    println!(
+    report!(
         "profile {}{}; fidelity = compressed render against the original's render",
         Profile::from(a.profile).name(),
         a.prune_opacity
             .map(|t| format!(", pruned at τ = {t}"))
             .unwrap_or_default()
     );
-    println!(
+    report!(
         " setting                          size   ratio  PSNR mean/worst   SSIM mean/worst   MSE measured  SH predicted (est. / bound)  encode"
     );
     for r in &rows {
         let x = |k: &str| f64_of(&r[k]).unwrap_or(0.0);
-        println!(
+        report!(
             " {:<28} {:>9}  {:5.2}x  {:6.2} / {:6.2}   {:.4} / {:.4}    {:.3e}     {} / {}   {:.2} s",
             r["setting"].as_str().unwrap_or("-"),
             human(r["bytes"].as_u64().unwrap_or(0)),
@@ -462,7 +462,7 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
             x("encode_seconds")
         );
         if r.get("gt_psnr_original").is_some() {
-            println!(
+            report!(
                 "      against ground truth: original {:.2} dB, compressed {:.2} dB, ΔPSNR {:.3} dB (from the fidelity MSE: {:.3} dB)",
                 x("gt_psnr_original"),
                 x("gt_psnr_compressed"),
@@ -487,12 +487,12 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
                     format!("{g} {:.0} %", 100.0 * (total - m).max(0.0) / total)
                 })
                 .collect();
-                println!(
+                report!(
                     "      share of the MSE {total:.3e} removed by keeping one group exact: {}",
                     parts.join(", ")
                 );
             } else {
-                println!("      no error to split: the compressed render equals the original's");
+                report!("      no error to split: the compressed render equals the original's");
             }
         }
     }

@@ -13,6 +13,9 @@
 //! dispatches. A new workload (KV caches, hash grids) gets its own module
 //! here on the same base.
 
+// Reports go through `common::report!`, which survives a closed pipe.
+#![deny(clippy::print_stdout)]
+
 mod common;
 mod eval;
 mod plan;
@@ -69,7 +72,8 @@ enum Command {
     Decode {
         /// The .tqv file.
         input: PathBuf,
-        /// Where to write the .npy.
+        /// Where to write the .npy (`-` for standard output; never the input,
+        /// nor a device).
         #[arg(short, long)]
         output: PathBuf,
         /// Where to run: auto (a hardware GPU if present, else the CPU), gpu (strictly), cpu.
@@ -155,30 +159,41 @@ fn one_line(text: &str) -> String {
 
 /// `info` on either kind of file, told apart by the magic.
 fn info(input: PathBuf, json: bool) -> Result<(), Error> {
-    let bytes = std::fs::read(&input).map_err(|e| Error::Io {
-        path: input.clone(),
-        source: e,
-    })?;
+    use std::io::Read;
     let shortest = turboquant3d::splat::container::MAGIC
         .len()
         .max(turboquant3d::format::tqv::MAGIC.len());
-    if bytes.len() < shortest {
+    // The magic tells the kind; each kind's reader then reads only as far
+    // as its header declares (so `info /dev/zero` stops at once).
+    let io = |e| Error::Io {
+        path: input.clone(),
+        source: e,
+    };
+    let mut magic = Vec::with_capacity(shortest);
+    std::fs::File::open(&input)
+        .map_err(io)?
+        .take(shortest as u64)
+        .read_to_end(&mut magic)
+        .map_err(io)?;
+    if magic.len() < shortest {
         return Err(Error::Format {
             path: input,
             field: "length".into(),
             why: format!(
                 "{} bytes: too short to be a .tq3s or .tqv file",
-                bytes.len()
+                magic.len()
             ),
         });
     }
-    if bytes.starts_with(&turboquant3d::splat::container::MAGIC) {
+    if magic.starts_with(&turboquant3d::splat::container::MAGIC) {
+        let bytes = turboquant3d::splat::container::read_bytes(&input)?;
         scene::info(input, bytes, json)
     } else if json {
         Err(Error::InvalidArgument(
             "--json is available for .tq3s scene files".into(),
         ))
     } else {
+        let bytes = turboquant3d::format::tqv::read_bytes(&input)?;
         vectors::info_bytes(input, bytes)
     }
 }

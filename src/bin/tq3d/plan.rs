@@ -12,7 +12,7 @@ use turboquant3d::{Codebook, Error};
 
 use crate::common::{
     Resolution, baseline_psnr, f64_of, fmt_f64, gamma2, json_f64, load_views, print_json,
-    psnr_loss, read_scene_to_render, resolution_of, sh_degree, spinner, views,
+    psnr_loss, read_scene_to_render, report, resolution_of, sh_degree, spinner, views,
 };
 
 #[derive(clap::Args)]
@@ -191,7 +191,7 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
         print_json(&report);
         return Ok(());
     }
-    println!(
+    report!(
         "{}: {} Gaussians, SH degree {}{}; weights from {} views at {}",
         a.input.display(),
         scene.len(),
@@ -204,7 +204,7 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
         views.len(),
         report["resolution"].as_str().unwrap_or("-")
     );
-    println!(
+    report!(
         "target: ΔPSNR ≤ {} dB at a {} dB baseline → added image MSE ≤ {:.3e} (fidelity PSNR ≥ {:.1} dB)",
         a.target_psnr_loss,
         a.baseline_psnr,
@@ -212,7 +212,7 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
         -10.0 * allowed.log10()
     );
     for row in &sh_rows {
-        println!(
+        report!(
             "\nSH-rest at degree {} (d = {}): κ² = {}; at b = 3 {}",
             row["degree"],
             row["dim"],
@@ -230,10 +230,10 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
                     ))
                 ))
         );
-        println!("   b  bits/G  d·C(d,b)   MSE bound  MSE estimate  PSNR est.  ΔPSNR est. (bound)");
+        report!("   b  bits/G  d·C(d,b)   MSE bound  MSE estimate  PSNR est.  ΔPSNR est. (bound)");
         for p in row["per_bits"].as_array().into_iter().flatten() {
             let x = |k: &str| f64_of(&p[k]).unwrap_or(f64::NAN);
-            println!(
+            report!(
                 "   {}  {:>6}  {:.6}  {:.3e}  {:.3e}     {:6.2} dB  {:.3} dB ({:.3})",
                 p["bits"],
                 p["bits_per_gaussian"].as_u64().unwrap_or(0),
@@ -250,15 +250,15 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
                 .as_u64()
                 .map_or("none of 1..=8".to_string(), |b| format!("b = {b}"))
         };
-        println!(
+        report!(
             "   → {} meets the target by the estimate, {} by the bound",
             b("bits_by_estimate"),
             b("bits_by_bound")
         );
     }
-    println!("\nother groups (dimension criterion at b = 3):");
+    report!("\nother groups (dimension criterion at b = 3):");
     for g in &group_rows {
-        println!(
+        report!(
             "   {:<46} d = {}  κ² = {:<10} → {}",
             g["group"].as_str().unwrap_or("-"),
             g["dim"],
@@ -267,12 +267,12 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
         );
     }
     match dc_bits {
-        Some(b) => println!(
+        Some(b) => report!(
             "   DC colour: {b} bits per channel over the scene's range meet the target (per-chunk ranges need fewer)"
         ),
-        None => println!("   DC colour: even 16 bits over the scene's range miss the target"),
+        None => report!("   DC colour: even 16 bits over the scene's range miss the target"),
     }
-    println!(
+    report!(
         "   geometry (positions, scales, rotations, opacity) moves and reshapes splats: its image error is not linear, so eval measures it"
     );
     Ok(())

@@ -12,19 +12,23 @@ use turboquant3d::splat::ply::{self, PlyEncoding};
 use turboquant3d::splat::scene::sigmoid;
 use turboquant3d::splat::{self, CompressOptions, Compressed, SizePrediction};
 use turboquant3d::splat::{Scene, antimatter, synth};
+use turboquant3d::format::check_distinct;
 use turboquant3d::{Error, theory};
 
 use crate::common::alloc::{self, AllocArgs, AllocatedWidths};
 use crate::common::{
     AttrBitsArg, DeviceArg, ProfileArg, ScaleArg, attr_bits_help, average_bits, demo_count, human,
-    is_average_bits, print_json, prune_tau, read_scene, sh_degree, spinner, whole_bits,
+    is_average_bits, output_to, print_json, prune_tau, read_scene, report, sh_degree, spinner,
+    whole_bits,
 };
 
 #[derive(clap::Args)]
 pub struct CompressArgs {
     /// The scene: a 3DGS .ply (binary or ASCII), or an antimatter15 .splat.
     input: PathBuf,
-    /// The .tq3s file to write (not needed with --dry-run).
+    /// The .tq3s file to write (not needed with --dry-run); `-` for standard
+    /// output (the report then goes to standard error). Never the input, nor
+    /// a device; a symlink is followed to its target.
     #[arg(short, long, required_unless_present = "dry_run")]
     output: Option<PathBuf>,
     /// SH-rest bits per coefficient, on average over the Gaussians (0..=8;
@@ -72,7 +76,8 @@ pub struct CompressArgs {
 pub struct DecompressArgs {
     /// The .tq3s file.
     input: PathBuf,
-    /// Where to write: a .ply (3DGS layout), or a .splat.
+    /// Where to write: a .ply (3DGS layout), or a .splat; `-` for a PLY on
+    /// standard output. Never the input, nor a device.
     #[arg(short, long)]
     output: PathBuf,
     /// PLY body encoding.
@@ -152,7 +157,7 @@ fn prediction_json(p: &SizePrediction) -> serde_json::Value {
 }
 
 fn print_prediction(p: &SizePrediction, input_bytes: u64) {
-    println!(
+    report!(
         "  predicted: {} Gaussians kept of {}; fixed-rate part {} (exact), entropy-coded part ≤ {}, file ≤ {} (≥ {:.2}x)",
         p.count,
         p.input_count,
@@ -177,8 +182,13 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
             a.sh_bits, a.sh_bits
         )));
     }
+    if let Some(out) = &a.output {
+        output_to(out);
+        check_distinct(out, &[&a.input])?;
+    }
     let input_bytes = file_len(&a.input)?;
     let scene = read_scene(&a.input, a.json)?;
+    splat::check_finite(&scene).map_err(|e| e.in_file(&a.input))?;
     let t_read = t0.elapsed();
     let degree = opts
         .sh_degree
@@ -200,7 +210,7 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
                 "prediction": prediction_json(&p), "sh_expected_relative_error": sh_err});
             print_json(&v);
         } else {
-            println!(
+            report!(
                 "{}: {} Gaussians, SH degree {}, {}",
                 a.input.display(),
                 scene.len(),
@@ -209,7 +219,7 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
             );
             print_prediction(&p, input_bytes);
             for s in &p.streams {
-                println!(
+                report!(
                     "    {:<5} {} {}",
                     s.tag,
                     if s.exact { " =" } else { " ≤" },
@@ -217,12 +227,12 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
                 );
             }
             if let Some(e) = sh_err {
-                println!(
+                report!(
                     "  expected SH-rest error ‖x − x̂‖²/‖x‖² = d·C(d,b) = {e:.5} (norm scale; least squares is lower)"
                 );
             }
             if let Some(w) = &allocation {
-                println!("  SH widths per Gaussian: {}", w.describe);
+                report!("  SH widths per Gaussian: {}", w.describe);
             }
         }
         return Ok(());
@@ -281,7 +291,7 @@ fn report_compress(
         print_json(&v);
         return;
     }
-    println!(
+    report!(
         "{} -> {}: {} Gaussians{}, SH degree {} (d = {}, b {} {}), profile {}",
         a.input.display(),
         a.output.as_deref().unwrap_or(Path::new("-")).display(),
@@ -304,14 +314,14 @@ fn report_compress(
         c.header.sh_bits,
         c.header.profile.name()
     );
-    println!(
+    report!(
         "  {} -> {}: ratio {:.2}x, {:.1} bits per Gaussian",
         human(input_bytes),
         human(size),
         input_bytes as f64 / size as f64,
         size as f64 * 8.0 / c.header.count as f64
     );
-    println!(
+    report!(
         "  predicted {} fixed + ≤ {} entropy-coded = ≤ {}; actual {} fixed + {} entropy-coded = {}",
         human(p.fixed()),
         human(p.entropy_bound()),
@@ -321,19 +331,19 @@ fn report_compress(
         human(size)
     );
     if let Some(e) = sh_err {
-        println!(
+        report!(
             "  expected SH-rest error ‖x − x̂‖²/‖x‖² = d·C(d,b) = {e:.5} (norm scale; least squares is lower)"
         );
     }
     if let Some(w) = allocation {
-        println!("  SH widths per Gaussian: {}", w.describe);
+        report!("  SH widths per Gaussian: {}", w.describe);
     }
     if c.header.normals == Normals::Dropped {
-        println!(
+        report!(
             "  normals: dropped by the compact profile (they were not all zero); use --profile exact to keep them"
         );
     }
-    println!(
+    report!(
         "  read {:.2?}, compress {:.2?} (order {:.2?}, SH {:.2?} on {}{}, attributes {:.2?}, zstd {:.2?}), write {:.2?}",
         t[0],
         t[1],
@@ -360,7 +370,7 @@ fn ply_encoding(e: EncodingArg) -> PlyEncoding {
 }
 
 /// Writes a scene as .splat or .ply, by extension.
-fn write_scene(path: &Path, scene: &Scene, encoding: PlyEncoding) -> Result<(), Error> {
+fn write_scene(path: &Path, scene: &Scene, encoding: PlyEncoding) -> Result<u64, Error> {
     if antimatter::is_splat_path(path) {
         antimatter::write_splat(path, scene)
     } else {
@@ -370,21 +380,22 @@ fn write_scene(path: &Path, scene: &Scene, encoding: PlyEncoding) -> Result<(), 
 
 pub fn decompress(a: DecompressArgs) -> Result<(), Error> {
     let t0 = Instant::now();
+    output_to(&a.output);
+    check_distinct(&a.output, &[&a.input])?;
     let bar = spinner(format!("decompressing {}", a.input.display()), a.json);
     let scene = splat::read(&a.input)?;
     let t_decode = t0.elapsed();
     bar.set_message(format!("writing {}", a.output.display()));
     let t1 = Instant::now();
-    write_scene(&a.output, &scene, ply_encoding(a.encoding))?;
+    let out_bytes = write_scene(&a.output, &scene, ply_encoding(a.encoding))?;
     let t_write = t1.elapsed();
     bar.finish_and_clear();
-    let out_bytes = file_len(&a.output)?;
     if a.json {
         let v = json!({"input": a.input, "output": a.output, "count": scene.len(), "sh_degree": scene.sh_degree,
             "output_bytes": out_bytes, "seconds": {"decode": t_decode.as_secs_f64(), "write": t_write.as_secs_f64()}});
         print_json(&v);
     } else {
-        println!(
+        report!(
             "{} -> {}: {} Gaussians, SH degree {}, {}; decode {:.2?}, write {:.2?}",
             a.input.display(),
             a.output.display(),
@@ -471,13 +482,13 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
         print_json(&v);
         return Ok(());
     }
-    println!(
+    report!(
         "{}: .tq3s version {}, {}, all checksums verified",
         input.display(),
         container::VERSION,
         human(bytes.len() as u64)
     );
-    println!(
+    report!(
         "  {} Gaussians{}, {:.1} bits each",
         n,
         if n < h.input_count {
@@ -491,7 +502,7 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
         bytes.len() as f64 * 8.0 / n as f64
     );
     if h.dim > 0 {
-        println!(
+        report!(
             "  SH degree {}: SH-rest d = {}, b {} {}, {} rotation (seed {:#x}, stored), {} scale as f16",
             h.sh_degree,
             h.dim,
@@ -514,27 +525,27 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
             }
         );
     } else {
-        println!("  SH degree 0: no SH-rest");
+        report!("  SH degree 0: no SH-rest");
     }
     match h.profile {
         Profile::Exact => {
-            println!("  profile exact: the other attributes are bit-exact f32, in the input order")
+            report!("  profile exact: the other attributes are bit-exact f32, in the input order")
         }
-        Profile::Compact => println!(
+        Profile::Compact => report!(
             "  profile compact: Morton order, chunks of {}; bits: position {}, log-scale {}, quaternion {}×3 (+2), opacity {}, DC {}",
             h.chunk_size, ab.position, ab.scale, ab.rotation, ab.opacity, ab.dc
         ),
     }
-    println!("  normals: {normals}");
+    report!("  normals: {normals}");
     if h.extra_count > 0 {
-        println!(
+        report!(
             "  {} extra per-vertex properties, kept losslessly",
             h.extra_count
         );
     }
-    println!("  streams:");
+    report!("  streams:");
     for s in &infos {
-        println!(
+        report!(
             "    {:<5} {:<4} {:>10} -> {:>10}  {:6.2} bits/Gaussian",
             tag_name(&s.tag),
             if s.coding == Coding::Zstd {
@@ -549,16 +560,16 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
     }
     match (&histogram, sh_err) {
         (Some(hist), Some(e)) => {
-            println!(
+            report!(
                 "  SH widths per Gaussian: average b̄ = {:.3}; Gaussians per width 0..8: {:?}",
                 average_bits.unwrap_or(0.0),
                 hist
             );
-            println!(
+            report!(
                 "  expected SH-rest error per Gaussian, mean of d·C(d, b_i) = {e:.5} (b_i = 0 drops it: 1.0)"
             );
         }
-        (None, Some(e)) => println!(
+        (None, Some(e)) => report!(
             "  expected SH-rest error ‖x − x̂‖²/‖x‖² = d·C(d,b) = {e:.5} (bounds {:.5} .. {:.5}; least squares is lower)",
             theory::lower_bound(h.sh_bits as u32),
             theory::upper_bound(h.sh_bits as u32)
@@ -703,7 +714,7 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
         });
         print_json(&v);
     } else {
-        println!(
+        report!(
             "demo: {} procedural Gaussians, SH degree {} (d = {}), b = {}, profile {}",
             a.count,
             a.sh_degree,
@@ -711,26 +722,26 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
             a.sh_bits,
             opts.profile.name()
         );
-        println!(
+        report!(
             "  PLY {} -> .tq3s {}: {ratio:.2}x smaller ({:.1} bits per Gaussian)",
             human(ply_bytes),
             human(packed_bytes),
             packed_bytes as f64 * 8.0 / a.count as f64
         );
-        println!(
+        report!(
             "  predicted ≤ {} ({} of it exact); actual {}",
             human(c.prediction.total_bound()),
             human(c.prediction.fixed()),
             human(packed_bytes)
         );
         if let (Some(e), Some(m)) = (expected, measured) {
-            println!(
+            report!(
                 "  SH-rest error ‖x − x̂‖²/‖x‖²: measured {m:.5}, theory d·C(d,b) = {e:.5} ({:+.1} %, least-squares scale)",
                 100.0 * (m / e - 1.0)
             );
         }
-        println!("  largest opacity (alpha) error {alpha_err:.5}");
-        println!(
+        report!("  largest opacity (alpha) error {alpha_err:.5}");
+        report!(
             "  compress (read PLY + encode + write) {:.2?}, SH-rest on {}; decompress (read + decode + write PLY) {:.2?} on the CPU; {} threads",
             t_compress,
             c.sh_run.ran,
@@ -738,10 +749,10 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
             rayon::current_num_threads()
         );
         if a.keep.is_some() {
-            println!("  files kept in {}", dir.display());
+            report!("  files kept in {}", dir.display());
         }
         if failures.is_empty() {
-            println!(
+            report!(
                 "  checks passed: count, PLY round trip, SH error against theory, opacity bound"
             );
         }

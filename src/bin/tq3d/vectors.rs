@@ -7,7 +7,7 @@ use clap::ValueEnum;
 use half::f16;
 use indicatif::{ProgressBar, ProgressStyle};
 use turboquant3d::codec::quantizer::CHUNK;
-use turboquant3d::format::{check_distinct, npy, output, tqv};
+use turboquant3d::format::{check_distinct, npy, tqv};
 use turboquant3d::gpu::{Engine, Ran};
 use turboquant3d::packing::packed_len;
 use turboquant3d::{
@@ -15,25 +15,7 @@ use turboquant3d::{
     ScaleMode, Scales, theory,
 };
 
-use crate::common::{DeviceArg, ScaleArg, human};
-
-/// `writeln!` to a report stream, ignoring a closed terminal.
-macro_rules! say {
-    ($out:expr, $($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!($out, $($t)*);
-    }};
-}
-
-/// Where the human report goes: standard output, or standard error when
-/// the data itself goes to standard output (`-o -`).
-fn report_to(output: &std::path::Path) -> Box<dyn std::io::Write> {
-    if output::is_stdout(output) {
-        Box::new(std::io::stderr())
-    } else {
-        Box::new(std::io::stdout())
-    }
-}
+use crate::common::{DeviceArg, ScaleArg, human, output_to, print_json, report, vector_dim, whole_bits};
 
 #[derive(clap::Args)]
 pub struct EncodeArgs {
@@ -44,10 +26,10 @@ pub struct EncodeArgs {
     #[arg(short, long)]
     output: PathBuf,
     /// Vector dimension; must equal the array's D (defaults to it).
-    #[arg(long)]
+    #[arg(long, value_parser = vector_dim)]
     dim: Option<usize>,
     /// Bits per coordinate, 1..=8.
-    #[arg(long)]
+    #[arg(long, value_parser = whole_bits)]
     bits: u32,
     /// Rotation: auto picks Hadamard for powers of two ≥ 64, dense otherwise.
     /// Dense is limited to d ≤ 1024 (its set-up is O(d³)); a wider D must be
@@ -88,6 +70,7 @@ enum ScaleFormatArg {
 
 pub fn encode(args: EncodeArgs) -> Result<(), Error> {
     let t0 = Instant::now();
+    output_to(&args.output);
     check_distinct(&args.output, &[&args.input])?;
     let m = npy::read_matrix(&args.input)?;
     if let Some(i) = m.data.iter().position(|v| !v.is_finite()) {
@@ -149,35 +132,30 @@ pub fn encode(args: EncodeArgs) -> Result<(), Error> {
     })?;
     let t_encode = t1.elapsed();
     let out_bytes = tqv::write(&args.output, &q, &enc, Some(args.seed))?;
-    let mut out = report_to(&args.output);
 
     let in_bytes = (n * d * 4) as u64;
-    say!(
-        out,
+    report!(
         "encoded {n} vectors of d = {d} at b = {} ({} rotation, {} scale as {})",
         args.bits,
         config.rotation.name(),
         config.scale_mode.name(),
         config.scale_format.name()
     );
-    say!(
-        out,
+    report!(
         "  {} (f32) -> {} : {:.2}x, {:.3} bits per coordinate",
         human(in_bytes),
         human(out_bytes),
         in_bytes as f64 / out_bytes as f64,
         out_bytes as f64 * 8.0 / (n * d) as f64
     );
-    say!(
-        out,
+    report!(
         "  read {:.2?}, encode {:.2?} on {ran} ({:.2} M vectors/s)",
         t_read,
         t_encode,
         n as f64 / t_encode.as_secs_f64() / 1e6
     );
     let expected = theory::expected_error(d, args.bits)?;
-    say!(
-        out,
+    report!(
         "  expected ||u - u^||^2 for unit u: d*C(d,b) = {expected:.6}  (bounds {:.6} .. {:.6})",
         theory::lower_bound(args.bits),
         theory::upper_bound(args.bits)
@@ -189,8 +167,7 @@ pub fn encode(args: EncodeArgs) -> Result<(), Error> {
             err += (*a as f64 - *b as f64).powi(2);
             energy += (*a as f64).powi(2);
         }
-        say!(
-        out,
+        report!(
             "  measured sum||x - x~||^2 / sum||x||^2 = {:.6} ({:+.2} % against d*C(d,b){})",
             err / energy,
             100.0 * (err / energy / expected - 1.0),
@@ -206,13 +183,13 @@ pub fn encode(args: EncodeArgs) -> Result<(), Error> {
 
 pub fn decode(input: PathBuf, output: PathBuf, device: DeviceArg) -> Result<(), Error> {
     let t = Instant::now();
+    output_to(&output);
     check_distinct(&output, &[&input])?;
     let f = tqv::read(&input)?;
     let engine = Engine::new(device.into())?;
     let (y, ran) = engine.decode(&f.quantizer, &f.encoded)?;
     npy::write_matrix(&output, f.encoded.len(), f.quantizer.dim(), &y)?;
-    say!(
-        report_to(&output),
+    report!(
         "decoded {} vectors of d = {} into {} in {:.2?} on {ran}",
         f.encoded.len(),
         f.quantizer.dim(),
@@ -240,12 +217,12 @@ fn encode_cpu_with_progress(
     } else {
         ProgressBar::hidden()
     };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "encoding {bar:40} {pos}/{len} vectors ({per_sec}, eta {eta})",
-        )
-        .unwrap(),
-    );
+    // A constant template: it parses, so the plain bar never shows.
+    if let Ok(style) =
+        ProgressStyle::with_template("encoding {bar:40} {pos}/{len} vectors ({per_sec}, eta {eta})")
+    {
+        bar.set_style(style);
+    }
     for start in (0..n).step_by(slab) {
         let len = slab.min(n - start);
         let byte0 = start * d * bits as usize / 8;
@@ -297,24 +274,21 @@ pub fn codebook(dim: usize, bits: u32, json: bool) -> Result<(), Error> {
             "lower_bound": theory::lower_bound(bits),
             "upper_bound": theory::upper_bound(bits),
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).expect("JSON of numbers")
-        );
+        print_json(&v);
         return Ok(());
     }
-    println!("Lloyd-Max codebook of f_d(x) ~ (1 - x^2)^((d-3)/2), d = {dim}, b = {bits}");
-    println!("centroids ({}):", cb.centroids().len());
+    report!("Lloyd-Max codebook of f_d(x) ~ (1 - x^2)^((d-3)/2), d = {dim}, b = {bits}");
+    report!("centroids ({}):", cb.centroids().len());
     for c in cb.centroids() {
-        println!("  {c:+.12}");
+        report!("  {c:+.12}");
     }
-    println!("boundaries ({}):", cb.boundaries().len());
+    report!("boundaries ({}):", cb.boundaries().len());
     for t in cb.boundaries() {
-        println!("  {t:+.12}");
+        report!("  {t:+.12}");
     }
-    println!("distortion d*C(d,b) = {:.10}", cb.distortion());
-    println!("lower bound 4^-b     = {:.10}", theory::lower_bound(bits));
-    println!(
+    report!("distortion d*C(d,b) = {:.10}", cb.distortion());
+    report!("lower bound 4^-b     = {:.10}", theory::lower_bound(bits));
+    report!(
         "upper bound 2.72*4^-b = {:.10}  (ratio to d*C: {:.3})",
         theory::upper_bound(bits),
         theory::upper_bound(bits) / cb.distortion()
@@ -326,40 +300,40 @@ pub fn info_bytes(input: PathBuf, bytes: Vec<u8>) -> Result<(), Error> {
     let f = tqv::from_bytes(&bytes, &input)?;
     let q = &f.quantizer;
     let (n, d, b) = (f.encoded.len(), q.dim(), q.bits());
-    println!(
+    report!(
         "{}: .tqv version {}, all checksums verified",
         input.display(),
         tqv::VERSION
     );
-    println!("  vectors N = {n}, dimension d = {d}, bits b = {b}");
+    report!("  vectors N = {n}, dimension d = {d}, bits b = {b}");
     let rot = match &**q.rotation() {
         turboquant3d::Rotation::Dense(_) => "dense Haar matrix".to_string(),
         turboquant3d::Rotation::Hadamard(h) => {
             format!("randomized Hadamard, {} rounds + permutation", h.rounds())
         }
     };
-    println!(
+    report!(
         "  rotation: {rot}{}",
         f.seed.map(|s| format!(" (seed {s})")).unwrap_or_default()
     );
-    println!(
+    report!(
         "  scale: {} stored as {}",
         q.scale_mode().name(),
         q.scale_format().name()
     );
-    println!(
+    report!(
         "  size: {} total; codes {}, scales {}, parameters {}",
         human(bytes.len() as u64),
         human(f.encoded.codes().len() as u64),
         human((n * q.scale_format().bytes()) as u64),
         human((bytes.len() - f.encoded.payload_bytes()) as u64)
     );
-    println!(
+    report!(
         "  {:.3} bits per coordinate; {:.2}x smaller than f32",
         bytes.len() as f64 * 8.0 / (n * d) as f64,
         (n * d * 4) as f64 / bytes.len() as f64
     );
-    println!(
+    report!(
         "  expected ||u - u^||^2 for unit u: d*C(d,b) = {:.6}",
         theory::expected_error(d, b)?
     );

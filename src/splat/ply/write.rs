@@ -89,7 +89,8 @@ pub fn ply_size(scene: &Scene, encoding: PlyEncoding) -> Option<u64> {
 
 /// Writes `scene` as a PLY file, atomically: on any error `path` is left as
 /// it was. Properties come in the canonical 3DGS order, then the extras.
-pub fn write_ply(path: &Path, scene: &Scene, encoding: PlyEncoding) -> Result<()> {
+/// Returns the file's length in bytes.
+pub fn write_ply(path: &Path, scene: &Scene, encoding: PlyEncoding) -> Result<u64> {
     let layout = Layout::canonical(scene)?;
     write_atomic(path, |w| write_with(w, scene, &layout, encoding, path))
 }
