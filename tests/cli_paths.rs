@@ -266,3 +266,85 @@ fn npy_messages_are_one_line_and_name_the_file() {
         assert!(!out.exists());
     }
 }
+
+/// A one-Gaussian ASCII PLY of degree 1.
+fn one_ply(path: &Path) {
+    let mut h = String::from("ply\nformat ascii 1.0\nelement vertex 1\n");
+    for p in ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2"] {
+        h += &format!("property float {p}\n");
+    }
+    for k in 0..9 {
+        h += &format!("property float f_rest_{k}\n");
+    }
+    for p in ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"] {
+        h += &format!("property float {p}\n");
+    }
+    h += "end_header\n0 0 0 .5 .5 .5 .1 .1 .1 .1 .1 .1 .1 .1 .1 2 -3 -3 -3 1 0 0 0\n";
+    std::fs::write(path, h).unwrap();
+}
+
+#[test]
+fn scenes_obey_the_same_output_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ply, tq3s) = (p(dir.path(), "one.ply"), p(dir.path(), "one.tq3s"));
+    one_ply(&ply);
+    let before = std::fs::read(&ply).unwrap();
+    for args in [
+        vec!["compress", s(&ply), "-o", s(&ply)],
+        vec!["compress", s(&ply), "-o", s(&dir.path().join(".").join("one.ply"))],
+    ] {
+        let o = tq3d(&args);
+        assert!(!o.status.success() && stderr(&o).contains("is the input"), "{args:?}");
+    }
+    assert_eq!(std::fs::read(&ply).unwrap(), before);
+
+    let o = tq3d(["compress", s(&ply), "-o", s(&tq3s), "--device", "cpu"]);
+    assert_ok(&o, "compress");
+    let o = tq3d(["compress", s(&ply), "-o", "-", "--device", "cpu"]);
+    assert_ok(&o, "compress -o -");
+    assert_eq!(o.stdout, std::fs::read(&tq3s).unwrap());
+    assert!(stderr(&o).contains("one.ply"), "the report is on stderr");
+
+    let o = tq3d(["decompress", s(&tq3s), "-o", s(&tq3s)]);
+    assert!(!o.status.success() && stderr(&o).contains("is the input"));
+    let o = tq3d(["decompress", s(&tq3s), "-o", "-"]);
+    assert_ok(&o, "decompress -o -");
+    let scene = turboquant3d::splat::ply::read_ply_from(
+        std::io::Cursor::new(&o.stdout),
+        Path::new("stdout"),
+        Some(o.stdout.len() as u64),
+    )
+    .unwrap();
+    assert_eq!(scene, turboquant3d::splat::read(&tq3s).unwrap());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_the_report_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, t) = fixture(dir.path());
+    // `tq3d info x | head -c 1`: the reader goes away after one byte.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tq3d"))
+        .args(["info", s(&t)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let e = stderr(&o);
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_headerless_splat_is_read_only_from_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = p(dir.path(), "zero.splat");
+    std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+    let out = p(dir.path(), "z.tq3s");
+    let o = tq3d_within(&["compress", s(&link), "-o", s(&out)], Duration::from_secs(60));
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(e.contains("zero.splat") && e.contains("regular file"), "{e}");
+}

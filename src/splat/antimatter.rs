@@ -40,7 +40,18 @@ pub fn is_splat_path(path: &Path) -> bool {
 }
 
 /// Reads a `.splat` file. See [`read_splat_bytes`] for the conversion.
+/// A `.splat` has no header to say where it ends, so it is read only from
+/// a regular file (a pipe or a device such as `/dev/zero` is refused rather
+/// than read without end).
 pub fn read_splat(path: &Path) -> Result<Scene> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::format(
+            path,
+            "file",
+            "a .splat has no header giving its length, so it must be a regular file",
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     read_splat_bytes(&bytes, path)
 }
