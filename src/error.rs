@@ -42,6 +42,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A path that must not be written: the input itself, a device, a
+    /// folder or anything else that is not a regular file.
+    #[error("{}: {why}", path.display())]
+    Output { path: PathBuf, why: String },
+
     /// A file that is not what it claims to be: wrong magic, version, field
     /// value or length. `field` names the offending part.
     #[error("{}: invalid {field}: {why}", path.display())]
@@ -72,12 +77,36 @@ pub enum Error {
     /// An argument that makes no sense on its own.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    /// An error about the contents of a named file (see [`Error::in_file`]).
+    #[error("{}: {source}", path.display())]
+    InFile {
+        path: PathBuf,
+        source: Box<Error>,
+    },
 }
 
 /// Shorthand for `std::result::Result<T, turboquant3d::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// This error, said of the file at `path`: errors that already name a
+    /// file come back unchanged, the others (a non-finite value, a row, a
+    /// Gaussian) are wrapped so that the message names `path` first.
+    pub fn in_file(self, path: impl Into<PathBuf>) -> Error {
+        match self {
+            Error::Io { .. }
+            | Error::Output { .. }
+            | Error::Format { .. }
+            | Error::Checksum { .. }
+            | Error::InFile { .. } => self,
+            e => Error::InFile {
+                path: path.into(),
+                source: Box::new(e),
+            },
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

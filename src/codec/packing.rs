@@ -195,8 +195,12 @@ impl<'a> BitReader<'a> {
     #[inline(always)]
     pub(crate) fn get(&mut self, bits: u32) -> u32 {
         if self.nbits < bits {
-            if self.byte + 4 <= self.data.len() {
-                let w = u32::from_le_bytes(self.data[self.byte..self.byte + 4].try_into().unwrap());
+            if let Some(w) = self
+                .data
+                .get(self.byte..)
+                .and_then(|rest| rest.first_chunk::<4>())
+            {
+                let w = u32::from_le_bytes(*w);
                 self.acc |= (w as u64) << self.nbits;
                 self.byte += 4;
                 self.nbits += 32;

@@ -30,6 +30,12 @@ pub const LANES: usize = 8;
 /// family (tests/theory_monte_carlo.rs, docs/THEORY.md).
 pub const HADAMARD_ROUNDS: usize = 3;
 
+/// Largest d for which [`Rotation::dense`] generates a matrix. Its set-up is
+/// a Householder QR, O(d³) (about 1.5 s at d = 1024 on one core), and it
+/// stores d² floats (4 MiB at 1024); beyond this, d must be a power of two
+/// (Hadamard, O(d log d)) or the rows split into blocks.
+pub const MAX_DENSE_DIM: usize = 1024;
+
 /// Which family a rotation belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RotationKind {
@@ -100,9 +106,17 @@ impl Rotation {
 
     /// A Haar-random orthogonal matrix: Householder QR of a seeded Gaussian
     /// matrix G = QR, returned as Q·diag(sign(R_ii)) (Mezzadri 2007), which
-    /// makes the law exactly Haar. Cost O(d³): use Hadamard for large d.
+    /// makes the law exactly Haar. Cost O(d³): refused beyond
+    /// [`MAX_DENSE_DIM`]; use Hadamard for large d.
     pub fn dense(dim: usize, seed: u64) -> Result<Rotation> {
         validate_dim(dim)?;
+        if dim > MAX_DENSE_DIM {
+            return Err(Error::InvalidDim {
+                dim,
+                why: "the dense rotation is limited to d <= 1024 (its set-up is O(d^3)); \
+                      use a power of two (the Hadamard rotation) or split each row into blocks of at most 1024",
+            });
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         // Column-major: a[c * dim + r].
         let mut a: Vec<f64> = (0..dim * dim)
@@ -296,8 +310,10 @@ impl Rotation {
                     ));
                 }
                 let m: Vec<f32> = bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .as_chunks::<4>()
+                    .0
+                    .iter()
+                    .map(|c| f32::from_le_bytes(*c))
                     .collect();
                 DenseRotation::from_matrix(dim, m)
                     .map(Rotation::Dense)
@@ -310,8 +326,8 @@ impl Rotation {
                     ));
                 }
                 let rounds = bytes
-                    .get(..4)
-                    .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
+                    .first_chunk::<4>()
+                    .map(|b| u32::from_le_bytes(*b) as usize)
                     .ok_or("missing round count")?;
                 if rounds == 0 || rounds > 16 {
                     return Err(format!("Hadamard round count {rounds} is not in 1..=16"));
@@ -339,8 +355,10 @@ impl Rotation {
                     })
                     .collect();
                 let perm = bytes[4 + rounds * sign_bytes..]
-                    .chunks_exact(4)
-                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                    .as_chunks::<4>()
+                    .0
+                    .iter()
+                    .map(|c| u32::from_le_bytes(*c))
                     .collect();
                 HadamardRotation::from_parts(dim, signs, perm)
                     .map(Rotation::Hadamard)
@@ -358,6 +376,7 @@ impl Rotation {
             eye[i * d + i] = 1.0;
         }
         let mut cols = vec![0.0f32; d * d];
+        #[allow(clippy::expect_used)] // Both batches are d×d by construction.
         self.forward_batch(&eye, &mut cols).expect("square batch");
         // Row i of `cols` is Π e_i, column i of Π.
         let mut m = vec![0.0f32; d * d];
@@ -494,12 +513,12 @@ impl HadamardRotation {
 #[inline(always)]
 fn matmul_block(m: &[f32], d: usize, src: &[f32], dst: &mut [f32]) {
     const R: usize = 8;
-    let src = &src[..d * LANES];
+    let src = &src.as_chunks::<LANES>().0[..d];
     let mut j = 0;
     while j + R <= d {
         let mut acc = [[0.0f32; LANES]; R];
         for k in 0..d {
-            let x: &[f32; LANES] = src[k * LANES..(k + 1) * LANES].try_into().unwrap();
+            let x = &src[k];
             for (r, a) in acc.iter_mut().enumerate() {
                 let w = m[(j + r) * d + k];
                 for v in 0..LANES {
@@ -516,7 +535,7 @@ fn matmul_block(m: &[f32], d: usize, src: &[f32], dst: &mut [f32]) {
         let mut acc = [0.0f32; LANES];
         let row = &m[j * d..(j + 1) * d];
         for (k, &w) in row.iter().enumerate() {
-            let x: &[f32; LANES] = src[k * LANES..(k + 1) * LANES].try_into().unwrap();
+            let x = &src[k];
             for v in 0..LANES {
                 acc[v] += w * x[v];
             }
@@ -533,10 +552,8 @@ fn fwht_block(x: &mut [f32], d: usize) {
     while h < d {
         for base in (0..d).step_by(2 * h) {
             for i in base..base + h {
-                let (lo, hi) = x.split_at_mut((i + h) * LANES);
-                let a: &mut [f32; LANES] =
-                    (&mut lo[i * LANES..(i + 1) * LANES]).try_into().unwrap();
-                let b: &mut [f32; LANES] = (&mut hi[..LANES]).try_into().unwrap();
+                let (lo, hi) = x.as_chunks_mut::<LANES>().0.split_at_mut(i + h);
+                let (a, b) = (&mut lo[i], &mut hi[0]);
                 for v in 0..LANES {
                     let (p, q) = (a[v], b[v]);
                     a[v] = p + q;

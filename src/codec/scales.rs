@@ -111,14 +111,18 @@ impl Scales {
         Ok(match format {
             ScaleFormat::F32 => Scales::F32(
                 bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .as_chunks::<4>()
+                    .0
+                    .iter()
+                    .map(|c| f32::from_le_bytes(*c))
                     .collect(),
             ),
             ScaleFormat::F16 => Scales::F16(
                 bytes
-                    .chunks_exact(2)
-                    .map(|c| f16::from_le_bytes(c.try_into().unwrap()))
+                    .as_chunks::<2>()
+                    .0
+                    .iter()
+                    .map(|c| f16::from_le_bytes(*c))
                     .collect(),
             ),
         })

@@ -6,6 +6,7 @@ use std::path::Path;
 use half::f16;
 use npyz::{DType, NpyFile, Order, WriterBuilder};
 
+use crate::format::input::{Extent, read_declared};
 use crate::format::write_atomic;
 use crate::{Error, Result};
 
@@ -21,16 +22,98 @@ pub struct Matrix {
 }
 
 /// Reads a 2-D C-order `.npy` of f32 or f16 (either byte order) as f32.
+/// Only as many bytes as the header declares are read.
 pub fn read_matrix(path: &Path) -> Result<Matrix> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_declared(path, |b| extent(b, path))?;
     from_bytes(&bytes, path)
 }
 
-/// Parses the bytes of a whole `.npy` file as [`read_matrix`] does. `path`
-/// only names the input in messages.
-pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Matrix> {
+/// The `.npy` magic string.
+const MAGIC: &[u8; 6] = b"\x93NUMPY";
+/// Longest header accepted (NumPy writes about a hundred bytes).
+const MAX_HEADER: u64 = 1 << 20;
+
+/// A checked header: where the data starts, its shape and element width.
+struct Header {
+    data_start: u64,
+    rows: u64,
+    cols: u64,
+    width: u64,
+}
+
+impl Header {
+    /// Bytes of data the shape declares (checked when parsed).
+    fn data_len(&self) -> u64 {
+        self.rows * self.cols * self.width
+    }
+}
+
+/// How many bytes precede the header's text, and the text's length, or
+/// `None` when `bytes` is too short to say.
+fn preamble(bytes: &[u8], path: &Path) -> Result<Option<(u64, u64)>> {
+    if bytes.len() < 10 {
+        return Ok(None);
+    }
+    if &bytes[..6] != MAGIC {
+        return Err(Error::format(
+            path,
+            "magic",
+            "not a .npy file: it does not start with \"\\x93NUMPY\"",
+        ));
+    }
+    let (start, text) = match bytes[6] {
+        1 => (10, u64::from(u16::from_le_bytes([bytes[8], bytes[9]]))),
+        2 | 3 if bytes.len() >= 12 => (
+            12,
+            u64::from(u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]])),
+        ),
+        2 | 3 => return Ok(None),
+        v => {
+            return Err(Error::format(
+                path,
+                "version",
+                format!("{v} is not a .npy version (1, 2 or 3)"),
+            ));
+        }
+    };
+    if text > MAX_HEADER {
+        return Err(Error::format(
+            path,
+            "npy header",
+            format!("declares {text} bytes of header; at most {MAX_HEADER} are accepted"),
+        ));
+    }
+    Ok(Some((start, text)))
+}
+
+/// How long the file says it is, from the bytes read so far.
+fn extent(bytes: &[u8], path: &Path) -> Result<Extent> {
+    let Some((start, text)) = preamble(bytes, path)? else {
+        return Ok(Extent::Need(if bytes.len() < 10 { 10 } else { 12 }));
+    };
+    if (bytes.len() as u64) < start + text {
+        return Ok(Extent::Need(start + text));
+    }
+    let h = parse_header(bytes, path)?;
+    Ok(Extent::Total(h.data_start + h.data_len()))
+}
+
+/// One line from a parser's message, however many it had.
+fn one_line(e: impl std::fmt::Display) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Parses and checks the header: a 2-D C-order array of f32 or f16 whose
+/// size fits in memory. `bytes` need hold only the header.
+fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
     let bad = |field: &str, why: String| Error::format(path, field, why);
-    let npy = NpyFile::new(&bytes[..]).map_err(|e| bad("npy header", e.to_string()))?;
+    let Some((start, text)) = preamble(bytes, path)? else {
+        return Err(bad(
+            "npy header",
+            format!("the file is {} bytes: truncated", bytes.len()),
+        ));
+    };
+    let npy = NpyFile::new(bytes).map_err(|e| bad("npy header", one_line(e)))?;
     let shape = npy.shape().to_vec();
     if shape.len() != 2 {
         return Err(bad(
@@ -52,42 +135,58 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Matrix> {
         ));
     };
     let ty = ts.to_string();
-    let width = match &ty[1..] {
-        "f4" => 4u64,
-        "f2" => 2,
-        other => {
+    let width = match ty.get(1..) {
+        Some("f4") => 4u64,
+        Some("f2") => 2,
+        _ => {
             return Err(bad(
                 "dtype",
-                format!("expected float32 or float16, found {other}"),
+                format!("expected float32 or float16, found {ty}"),
             ));
         }
     };
+    let overflow = || bad("shape", format!("{rows} × {cols} overflows"));
+    let count = rows.checked_mul(cols).ok_or_else(overflow)?;
+    count.checked_mul(width).ok_or_else(overflow)?;
+    if usize::try_from(count).is_err() {
+        return Err(overflow());
+    }
+    Ok(Header {
+        data_start: start + text,
+        rows,
+        cols,
+        width,
+    })
+}
+
+/// Parses the bytes of a whole `.npy` file as [`read_matrix`] does. `path`
+/// only names the input in messages.
+pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Matrix> {
+    let bad = |field: &str, why: String| Error::format(path, field, why);
+    let h = parse_header(bytes, path)?;
     // Check the declared size against the bytes present before allocating.
-    let count = rows
-        .checked_mul(cols)
-        .ok_or_else(|| bad("shape", format!("{rows} × {cols} overflows")))?;
-    let need = count
-        .checked_mul(width)
-        .ok_or_else(|| bad("shape", format!("{rows} × {cols} overflows")))?;
-    let have = bytes.len() as u64;
+    let (need, have) = (h.data_len(), bytes.len() as u64 - h.data_start.min(bytes.len() as u64));
     if need > have {
         return Err(bad(
             "data",
             format!(
-                "shape [{rows}, {cols}] needs {need} bytes of data, the whole file has {have}: truncated?"
+                "shape [{}, {}] needs {need} bytes of data, the file has {have} after its header: truncated?",
+                h.rows, h.cols
             ),
         ));
     }
-    let data: Vec<f32> = if width == 4 {
+    let npy = NpyFile::new(bytes).map_err(|e| bad("npy header", one_line(e)))?;
+    let data: Vec<f32> = if h.width == 4 {
         npy.into_vec::<f32>()
-            .map_err(|e| bad("data", e.to_string()))?
+            .map_err(|e| bad("data", one_line(e)))?
     } else {
         npy.into_vec::<f16>()
-            .map_err(|e| bad("data", e.to_string()))?
+            .map_err(|e| bad("data", one_line(e)))?
             .into_iter()
             .map(f16::to_f32)
             .collect()
     };
+    let count = h.rows * h.cols;
     if data.len() as u64 != count {
         return Err(bad(
             "data",
@@ -95,8 +194,8 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Matrix> {
         ));
     }
     Ok(Matrix {
-        rows: rows as usize,
-        cols: cols as usize,
+        rows: h.rows as usize,
+        cols: h.cols as usize,
         data,
     })
 }

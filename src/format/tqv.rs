@@ -19,6 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::codec::codebook::validate_params;
+use crate::format::input::{Extent, add_len, read_declared};
 use crate::format::write_atomic;
 use crate::packing::packed_len;
 use crate::{
@@ -111,18 +112,43 @@ pub fn to_bytes(q: &Quantizer, enc: &Encoded, seed: Option<u64>) -> Result<Vec<u
     Ok(out)
 }
 
-/// Writes a file atomically.
-pub fn write(path: &Path, q: &Quantizer, enc: &Encoded, seed: Option<u64>) -> Result<()> {
+/// Writes a file atomically (or to standard output, as `-`); returns its
+/// length in bytes.
+pub fn write(path: &Path, q: &Quantizer, enc: &Encoded, seed: Option<u64>) -> Result<u64> {
     let bytes = to_bytes(q, enc, seed)?;
     write_atomic(path, |w: &mut dyn Write| {
         w.write_all(&bytes).map_err(|e| Error::io(path, e))
-    })
+    })?;
+    Ok(bytes.len() as u64)
 }
 
 /// Reads and fully validates a file.
 pub fn read(path: &Path) -> Result<TqvFile> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    from_bytes(&bytes, path)
+    from_bytes(&read_bytes(path)?, path)
+}
+
+/// Reads a file's bytes as far as its header and section headers declare,
+/// and no further (see [`crate::format::input`]).
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    read_declared(path, |b| extent(b, path))
+}
+
+/// How long the file says it is, from the bytes read so far.
+fn extent(bytes: &[u8], path: &Path) -> Result<Extent> {
+    if bytes.len() < HEADER_LEN {
+        return Ok(Extent::Need(HEADER_LEN as u64));
+    }
+    parse_header(bytes, path)?;
+    let mut at = HEADER_LEN as u64;
+    for _ in SECTIONS {
+        let end = add_len(at, SECTION_HEADER_LEN as u64, path, "section length")?;
+        if (bytes.len() as u64) < end {
+            return Ok(Extent::Need(end));
+        }
+        let len = u64_at(bytes, at as usize + 4);
+        at = add_len(end, len, path, "section length")?;
+    }
+    Ok(Extent::Total(at))
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {

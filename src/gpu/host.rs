@@ -200,7 +200,7 @@ impl GpuQuantizer {
         let (d, n, bits) = (q.dim(), enc.len(), q.bits());
         let (mut codes, scales) = enc.into_parts();
         let Scales::F16(mut s) = scales else {
-            unreachable!("f16 scales were asked for")
+            return Err(Error::Gpu("exact encoding needs f16 scales".into()));
         };
         let ties: Vec<usize> = (0..n).filter(|&i| s[i].is_sign_negative()).collect();
         if !ties.is_empty() {
@@ -223,7 +223,7 @@ impl GpuQuantizer {
                 e => e,
             })?;
             let Scales::F16(cs) = cpu.scales() else {
-                unreachable!("the quantizer stores f16 scales")
+                return Err(Error::Gpu("exact encoding needs f16 scales".into()));
             };
             for (k, &i) in ties.iter().enumerate() {
                 copy_codes(cpu.codes(), k * d, &mut codes, i * d, d, bits);

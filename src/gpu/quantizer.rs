@@ -81,6 +81,7 @@ impl GpuCodec {
         })
         .err()
         .map(|e| e.to_string());
+        #[allow(clippy::expect_used)] // The closure above always sets `made`.
         let (layout, pipeline_layout) = made.expect("the layouts are created, valid or not");
         let max_binding = device
             .limits()

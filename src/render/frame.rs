@@ -119,6 +119,7 @@ impl Target {
         {
             *slot = Some(Target::new(device, format, w, h));
         }
+        #[allow(clippy::expect_used)] // Set just above when it was not fit.
         slot.as_ref().expect("just made")
     }
 

@@ -222,7 +222,10 @@ pub fn check_finite(scene: &Scene) -> Result<()> {
     for (k, v) in scene.rotations[i].iter().enumerate() {
         fields.push((format!("rot_{k}"), *v));
     }
-    let (name, v) = fields.into_iter().find(|(_, v)| !v.is_finite()).unwrap();
+    let (name, v) = fields
+        .into_iter()
+        .find(|(_, v)| !v.is_finite())
+        .unwrap_or(("a value".into(), f32::NAN));
     Err(Error::InvalidArgument(format!(
         "Gaussian {i}: {name} = {v} is not finite; NaN and ±Inf cannot be compressed"
     )))
@@ -263,6 +266,7 @@ pub fn predict_size(scene: &Scene, opts: &CompressOptions) -> Result<SizePredict
         .filter(|t| facts.present(t))
         .map(|t| StreamSize {
             tag: tag_name(t),
+            #[allow(clippy::expect_used)] // `present` was checked just above.
             bytes: facts
                 .raw_len(t)
                 .expect("the scene fixes every stream it writes")
@@ -581,11 +585,8 @@ fn compress_with(
             push(tags::QUAT, f32_planes(&scene.rotations, &order));
             push(tags::OPA, f32_planes(&opa, &order));
             push(tags::DC, f32_planes(&scene.dc, &order));
-            if normals == Normals::Stored {
-                push(
-                    tags::NRM,
-                    f32_planes(scene.normals.as_ref().unwrap(), &order),
-                );
+            if let (Normals::Stored, Some(n)) = (normals, &scene.normals) {
+                push(tags::NRM, f32_planes(n, &order));
             }
         }
         Profile::Compact => {

@@ -12,6 +12,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::format::input::{Extent, add_len, read_declared};
 use crate::{Error, Result};
 
 /// The file's first eight bytes.
@@ -583,6 +584,30 @@ pub(crate) fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Cont
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Container { streams })
+}
+
+/// Reads a file's bytes as far as its header and stream table declare, and
+/// no further (see [`crate::format::input`]).
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    read_declared(path, |b| extent(b, path))
+}
+
+/// How long the file says it is, from the bytes read so far.
+fn extent(bytes: &[u8], path: &Path) -> Result<Extent> {
+    if bytes.len() < HEADER_LEN {
+        return Ok(Extent::Need(HEADER_LEN as u64));
+    }
+    let (_, n) = parse_header(bytes, path)?;
+    let table = overhead(n as usize);
+    if (bytes.len() as u64) < table {
+        return Ok(Extent::Need(table));
+    }
+    let (_, infos) = read_table(bytes, path)?;
+    let mut total = table;
+    for s in &infos {
+        total = add_len(total, s.stored_len, path, "stream length")?;
+    }
+    Ok(Extent::Total(total))
 }
 
 /// Reads the header and stream table of a file without decoding streams

@@ -79,7 +79,7 @@ pub fn importance(
                     s.sort_by(f32::total_cmp);
                     alpha * ((s[1] + s[2]) as f64).exp()
                 }
-                Weight::Coverage => coverage.unwrap()[i],
+                Weight::Coverage => coverage.map_or(0.0, |c| c[i]),
             };
             w * g2
         })

@@ -7,7 +7,7 @@ use clap::ValueEnum;
 use half::f16;
 use indicatif::{ProgressBar, ProgressStyle};
 use turboquant3d::codec::quantizer::CHUNK;
-use turboquant3d::format::{npy, tqv};
+use turboquant3d::format::{check_distinct, npy, output, tqv};
 use turboquant3d::gpu::{Engine, Ran};
 use turboquant3d::packing::packed_len;
 use turboquant3d::{
@@ -17,12 +17,30 @@ use turboquant3d::{
 
 use crate::common::{DeviceArg, ScaleArg, human};
 
+/// `writeln!` to a report stream, ignoring a closed terminal.
+macro_rules! say {
+    ($out:expr, $($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!($out, $($t)*);
+    }};
+}
+
+/// Where the human report goes: standard output, or standard error when
+/// the data itself goes to standard output (`-o -`).
+fn report_to(output: &std::path::Path) -> Box<dyn std::io::Write> {
+    if output::is_stdout(output) {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    }
+}
+
 #[derive(clap::Args)]
 pub struct EncodeArgs {
     /// Input .npy, 2-D [N, D], float32 or float16.
     #[arg(short, long)]
     input: PathBuf,
-    /// Output .tqv.
+    /// Output .tqv (`-` for standard output; never the input, nor a device).
     #[arg(short, long)]
     output: PathBuf,
     /// Vector dimension; must equal the array's D (defaults to it).
@@ -32,6 +50,8 @@ pub struct EncodeArgs {
     #[arg(long)]
     bits: u32,
     /// Rotation: auto picks Hadamard for powers of two ≥ 64, dense otherwise.
+    /// Dense is limited to d ≤ 1024 (its set-up is O(d³)); a wider D must be
+    /// a power of two.
     #[arg(long, value_enum, default_value_t = RotationArg::Auto)]
     rotation: RotationArg,
     /// Seed of the rotation. The rotation itself is stored in the file.
@@ -68,7 +88,16 @@ enum ScaleFormatArg {
 
 pub fn encode(args: EncodeArgs) -> Result<(), Error> {
     let t0 = Instant::now();
+    check_distinct(&args.output, &[&args.input])?;
     let m = npy::read_matrix(&args.input)?;
+    if let Some(i) = m.data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            row: i / m.cols.max(1),
+            col: i % m.cols.max(1),
+            value: m.data[i],
+        }
+        .in_file(&args.input));
+    }
     if let Some(d) = args.dim
         && d != m.cols
     {
@@ -105,46 +134,50 @@ pub fn encode(args: EncodeArgs) -> Result<(), Error> {
     let engine = Engine::new(args.device.into())?;
     let t1 = Instant::now();
     let n = m.rows;
-    let (enc, ran) = if engine.has_gpu() {
-        engine.encode(&q, &m.data)?
+    let encoded = if engine.has_gpu() {
+        engine.encode(&q, &m.data)
     } else {
-        (
-            encode_cpu_with_progress(&q, &m.data, n, d, args.bits, config.scale_format)?,
-            Ran::Cpu,
-        )
+        encode_cpu_with_progress(&q, &m.data, n, d, args.bits, config.scale_format)
+            .map(|e| (e, Ran::Cpu))
     };
+    let (enc, ran) = encoded.map_err(|e| match e {
+        Error::ScaleUnrepresentable { .. } => Error::InvalidArgument(format!(
+            "{}: {e}; --scale-format f32 stores any finite scale",
+            args.input.display()
+        )),
+        e => e,
+    })?;
     let t_encode = t1.elapsed();
-    tqv::write(&args.output, &q, &enc, Some(args.seed))?;
+    let out_bytes = tqv::write(&args.output, &q, &enc, Some(args.seed))?;
+    let mut out = report_to(&args.output);
 
     let in_bytes = (n * d * 4) as u64;
-    let out_bytes = std::fs::metadata(&args.output)
-        .map_err(|e| Error::Io {
-            path: args.output.clone(),
-            source: e,
-        })?
-        .len();
-    println!(
+    say!(
+        out,
         "encoded {n} vectors of d = {d} at b = {} ({} rotation, {} scale as {})",
         args.bits,
         config.rotation.name(),
         config.scale_mode.name(),
         config.scale_format.name()
     );
-    println!(
+    say!(
+        out,
         "  {} (f32) -> {} : {:.2}x, {:.3} bits per coordinate",
         human(in_bytes),
         human(out_bytes),
         in_bytes as f64 / out_bytes as f64,
         out_bytes as f64 * 8.0 / (n * d) as f64
     );
-    println!(
+    say!(
+        out,
         "  read {:.2?}, encode {:.2?} on {ran} ({:.2} M vectors/s)",
         t_read,
         t_encode,
         n as f64 / t_encode.as_secs_f64() / 1e6
     );
     let expected = theory::expected_error(d, args.bits)?;
-    println!(
+    say!(
+        out,
         "  expected ||u - u^||^2 for unit u: d*C(d,b) = {expected:.6}  (bounds {:.6} .. {:.6})",
         theory::lower_bound(args.bits),
         theory::upper_bound(args.bits)
@@ -156,7 +189,8 @@ pub fn encode(args: EncodeArgs) -> Result<(), Error> {
             err += (*a as f64 - *b as f64).powi(2);
             energy += (*a as f64).powi(2);
         }
-        println!(
+        say!(
+        out,
             "  measured sum||x - x~||^2 / sum||x||^2 = {:.6} ({:+.2} % against d*C(d,b){})",
             err / energy,
             100.0 * (err / energy / expected - 1.0),
@@ -172,11 +206,13 @@ pub fn encode(args: EncodeArgs) -> Result<(), Error> {
 
 pub fn decode(input: PathBuf, output: PathBuf, device: DeviceArg) -> Result<(), Error> {
     let t = Instant::now();
+    check_distinct(&output, &[&input])?;
     let f = tqv::read(&input)?;
     let engine = Engine::new(device.into())?;
     let (y, ran) = engine.decode(&f.quantizer, &f.encoded)?;
     npy::write_matrix(&output, f.encoded.len(), f.quantizer.dim(), &y)?;
-    println!(
+    say!(
+        report_to(&output),
         "decoded {} vectors of d = {} into {} in {:.2?} on {ran}",
         f.encoded.len(),
         f.quantizer.dim(),

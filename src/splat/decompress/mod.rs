@@ -9,12 +9,11 @@ use std::path::Path;
 
 use crate::splat::scene::Scene;
 use crate::splat::sh::CompressedSh;
-use crate::{Error, Result};
+use crate::Result;
 
 /// Reads a `.tq3s` file into a scene.
 pub fn read(path: &Path) -> Result<Scene> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decompress(&bytes, path)
+    decompress(&crate::splat::container::read_bytes(path)?, path)
 }
 
 /// Decodes a `.tq3s` file's bytes into a scene (`path` names it in errors).
