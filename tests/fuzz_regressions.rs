@@ -4,6 +4,8 @@
 //! fuzz_regressions -- --ignored write_corpus`.
 
 mod common;
+#[path = "common/tracking.rs"]
+mod tracking;
 
 use std::path::{Path, PathBuf};
 
@@ -68,6 +70,84 @@ fn all_raw(b: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&s);
     }
     out
+}
+
+/// Recomputes the stream table's CRC and the header's (streams unchanged).
+fn fix_table_crc(b: &mut [u8]) {
+    let table_end = 128 + 32 * u32_at(b, 16) as usize;
+    let crc = crc32fast::hash(&b[128..table_end]);
+    b[table_end..table_end + 4].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32fast::hash(&b[..124]);
+    b[124..128].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn assert_one_line(e: &turboquant3d::Error, name: &str) -> String {
+    let msg = e.to_string();
+    assert!(!msg.contains('\n'), "multi-line error: {msg:?}");
+    assert!(msg.contains(name), "error does not name {name}: {msg}");
+    msg
+}
+
+/// fuzz target tq3s: a stream tag holding a newline made a two-line
+/// message ("invalid stream \n…: unknown to this version").
+#[test]
+fn tq3s_stream_tag_with_a_newline_is_escaped() {
+    let mut b = compress(&scene(20, 1, 1), Profile::Compact, false);
+    assert_eq!(&b[128..132], b"ROT ");
+    b[129] = b'\n';
+    fix_table_crc(&mut b);
+    let e = splat::decompress(&b, Path::new("nl.tq3s")).unwrap_err();
+    let msg = assert_one_line(&e, "nl.tq3s");
+    assert!(msg.contains("R\\x0aT"), "{msg}");
+}
+
+/// A scene whose every attribute is one constant: every stream is zstd
+/// and tiny, whatever the count.
+fn constant_scene(n: usize) -> Scene {
+    Scene {
+        sh_degree: 0,
+        positions: vec![[0.5; 3]; n],
+        dc: vec![[0.1; 3]; n],
+        opacity: vec![1.0; n],
+        scales: vec![[-3.0; 3]; n],
+        rotations: vec![[1.0, 0.0, 0.0, 0.0]; n],
+        ..Scene::default()
+    }
+}
+
+/// A table may declare far more decoded bytes than its zstd frames hold:
+/// a 300-byte file whose header says 2^26 Gaussians made the reader
+/// reserve every stream's declared length (1 GiB for QUAT) before
+/// decoding a byte. Memory must follow what the frames really hold.
+#[test]
+fn tq3s_lying_zstd_lengths_allocate_nothing_large() {
+    let n = 1000u64;
+    let mut b = compress(&constant_scene(n as usize), Profile::Exact, false);
+    let big = 1u64 << 26;
+    b[24..32].copy_from_slice(&big.to_le_bytes());
+    b[32..40].copy_from_slice(&big.to_le_bytes());
+    for k in 0..u32_at(&b, 16) as usize {
+        let e = 128 + 32 * k;
+        assert_eq!(b[e + 4], 1, "stream {k} is not zstd");
+        let raw = u64_at(&b, e + 8) / n * big;
+        b[e + 8..e + 16].copy_from_slice(&raw.to_le_bytes());
+    }
+    fix_table_crc(&mut b);
+    assert!(b.len() < 1000, "{} bytes", b.len());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let (r, largest) = pool
+        .install(|| tracking::largest_allocation(|| splat::decompress(&b, Path::new("lie.tq3s"))));
+    let e = r.unwrap_err();
+    let msg = assert_one_line(&e, "lie.tq3s");
+    assert!(msg.contains("decodes to"), "{msg}");
+    assert!(
+        largest < 16 << 20,
+        "largest allocation {largest} bytes for a {}-byte file",
+        b.len()
+    );
 }
 
 fn tqv_file(d: usize, b: u32, kind: RotationKind, format: ScaleFormat, n: usize) -> Vec<u8> {
