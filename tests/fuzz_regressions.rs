@@ -282,3 +282,107 @@ fn write_corpus() {
 
     put("cameras_json", "cameras.json", CAMERAS.as_bytes());
 }
+
+/// The byte range of stream `tag` in a `.tq3s` file, and its table entry.
+fn stream_range(b: &[u8], tag: &[u8; 4]) -> (std::ops::Range<usize>, usize) {
+    let n = u32_at(b, 16) as usize;
+    let mut at = 128 + 32 * n + 4;
+    for k in 0..n {
+        let e = 128 + 32 * k;
+        let len = u64_at(b, e + 16) as usize;
+        if &b[e..e + 4] == tag {
+            return (at..at + len, e);
+        }
+        at += len;
+    }
+    panic!("no stream {tag:?}");
+}
+
+/// Edits stream `tag` of an all-raw file with `edit`, then fixes the CRCs.
+fn edit_stream(b: &mut [u8], tag: &[u8; 4], edit: impl FnOnce(&mut [u8])) {
+    let (r, e) = stream_range(b, tag);
+    edit(&mut b[r.clone()]);
+    let crc = crc32fast::hash(&b[r]);
+    b[e + 24..e + 28].copy_from_slice(&crc.to_le_bytes());
+    fix_table_crc(b);
+}
+
+/// fuzz target tq3s_crc: an `exact` file whose POS stream holds a NaN
+/// decoded to a scene with a NaN position, silently.
+#[test]
+fn tq3s_exact_nan_position_is_rejected() {
+    let s = scene(20, 1, 2);
+    let mut b = all_raw(&compress(&s, Profile::Exact, false));
+    // Byte planes of 12-byte elements: byte k of Gaussian i is at k·n + i.
+    let n = s.len();
+    edit_stream(&mut b, b"POS ", |p| {
+        for (k, v) in f32::NAN.to_le_bytes().into_iter().enumerate() {
+            p[k * n + 3] = v;
+        }
+    });
+    let e = splat::decompress(&b, Path::new("nan.tq3s")).unwrap_err();
+    let msg = assert_one_line(&e, "nan.tq3s");
+    assert!(
+        msg.contains("stream POS") && msg.contains("Gaussian 3"),
+        "{msg}"
+    );
+}
+
+/// A finite but huge SH centroid decoded to ±Inf SH-rest.
+#[test]
+fn tq3s_codebook_outside_the_unit_interval_is_rejected() {
+    let mut b = all_raw(&compress(&scene(20, 1, 3), Profile::Compact, false));
+    // CBK: table count, width b, then the centroids (f32), lowest first.
+    edit_stream(&mut b, b"CBK ", |p| {
+        p[2..6].copy_from_slice(&(-3.0e38f32).to_le_bytes())
+    });
+    let e = splat::decompress(&b, Path::new("cbk.tq3s")).unwrap_err();
+    let msg = assert_one_line(&e, "cbk.tq3s");
+    assert!(
+        msg.contains("stream CBK") && msg.contains("[-1, 1]"),
+        "{msg}"
+    );
+}
+
+/// A dense rotation entry far outside [−1, 1] is not a rotation.
+#[test]
+fn tqv_rotation_entry_outside_the_unit_interval_is_rejected() {
+    let mut b = tqv_file(9, 3, RotationKind::Dense, ScaleFormat::F32, 12);
+    let rot = common::tqv::walk(&b)
+        .into_iter()
+        .find(|s| s.name == "ROT")
+        .unwrap();
+    let at = rot.payload.start + 4 * 10;
+    b[at..at + 4].copy_from_slice(&1.0e30f32.to_le_bytes());
+    common::tqv::fix_section_crc(&mut b, &rot);
+    let e = tqv::from_bytes(&b, Path::new("rot.tqv")).unwrap_err();
+    let msg = assert_one_line(&e, "rot.tqv");
+    assert!(msg.contains("ROT") && msg.contains("(1, 1)"), "{msg}");
+}
+
+/// cameras.json: a finite f64 focal length beyond f32 became fx = inf.
+#[test]
+fn cameras_json_values_beyond_f32_are_rejected() {
+    use turboquant3d::render::camera::parse_cameras_json;
+    let cam = |fx: &str, rot: &str, pos: &str| {
+        format!(
+            r#"[{{"width": 8, "height": 8, "fx": {fx}, "fy": 8, "position": {pos}, "rotation": {rot}}}]"#
+        )
+    };
+    let eye = "[[1,0,0],[0,1,0],[0,0,1]]";
+    for (text, field) in [
+        (cam("1e300", eye, "[0,0,0]"), "fx/fy"),
+        (
+            cam("8", "[[1e30,0,0],[0,1,0],[0,0,1]]", "[0,0,0]"),
+            "rotation row 0",
+        ),
+        (
+            cam("8", "[[1,1,1],[0,1,0],[0,0,1]]", "[3e38,3e38,3e38]"),
+            "position",
+        ),
+    ] {
+        let e = parse_cameras_json(&text, Path::new("c.json")).unwrap_err();
+        let msg = assert_one_line(&e, "c.json");
+        assert!(msg.contains(field), "{field}: {msg}");
+    }
+}
