@@ -32,11 +32,13 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// The `element vertex N` line of the header.
+/// The `element vertex N` line of the header (tokens as the reader splits them).
 fn header_count(data: &[u8]) -> Option<u64> {
     let text = String::from_utf8_lossy(&data[..data.len().min(1 << 16)]);
-    text.lines()
-        .map(str::trim)
-        .find_map(|l| l.strip_prefix("element vertex "))
-        .and_then(|n| n.trim().parse().ok())
+    text.split(['\n', '\r']).find_map(|l| {
+        match l.split_ascii_whitespace().collect::<Vec<_>>()[..] {
+            ["element", "vertex", n] => n.parse().ok(),
+            _ => None,
+        }
+    })
 }
