@@ -370,10 +370,32 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<TqvFile> {
     }
     let rotation =
         Rotation::from_bytes(h.rotation, d, payloads[0]).map_err(|why| bad("ROT section", why))?;
+    // Stored values are finite and where the codec puts them
+    // (docs/FORMAT.md, "Non-finite values"): an orthogonal matrix's entries
+    // and the codebook of a rotated unit vector's coordinates lie on [−1, 1].
+    if let Some(m) = rotation.matrix()
+        && let Some(i) = m.iter().position(|x| x.abs() > 1.0)
+    {
+        return Err(bad(
+            "ROT section",
+            format!(
+                "entry ({}, {}) = {} is outside [-1, 1]: not a rotation",
+                i / d,
+                i % d,
+                m[i]
+            ),
+        ));
+    }
     let tables: Vec<f32> = payloads[1]
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect();
+    if let Some(x) = tables.iter().find(|x| !(x.abs() <= 1.0)) {
+        return Err(bad(
+            "CBK section",
+            format!("the value {x} is not in [-1, 1]"),
+        ));
+    }
     let n = 1usize << b;
     let (centroids, boundaries) = (tables[..n].to_vec(), tables[n..].to_vec());
     let quantizer = Quantizer::from_parts(

@@ -200,6 +200,12 @@ pub fn parse_cameras_json(text: &str, path: &Path) -> Result<Vec<Camera>> {
                     "focal lengths must be positive".into(),
                 ));
             }
+            if !(fx as f32).is_finite() || !(fy as f32).is_finite() {
+                return Err(bad(
+                    format!("camera {k}: fx/fy"),
+                    format!("{fx}, {fy}: beyond the range of f32"),
+                ));
+            }
             let vec3 = |x: Option<&serde_json::Value>, what: &str| -> Result<Vec3> {
                 let a = x
                     .and_then(|x| x.as_array())
@@ -235,6 +241,16 @@ pub fn parse_cameras_json(text: &str, path: &Path) -> Result<Vec<Camera>> {
             let r0 = vec3(rows.first(), "rotation row 0")?;
             let r1 = vec3(rows.get(1), "rotation row 1")?;
             let r2 = vec3(rows.get(2), "rotation row 2")?;
+            // A rotation's entries lie on [−1, 1] (a little slack for
+            // rounding in the writer).
+            for (i, r) in [r0, r1, r2].iter().enumerate() {
+                if r.abs().max_element() > 1.001 {
+                    return Err(bad(
+                        format!("camera {k}: rotation row {i}"),
+                        format!("{r} has an entry outside [-1, 1]: not a rotation"),
+                    ));
+                }
+            }
             // camera-to-world with these rows; world-to-camera is its transpose.
             let c2w = Mat3::from_cols(r0, r1, r2).transpose();
             let rotation = c2w.transpose();
@@ -243,6 +259,13 @@ pub fn parse_cameras_json(text: &str, path: &Path) -> Result<Vec<Camera>> {
                 .and_then(|x| x.as_str())
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("camera_{k:03}"));
+            let translation = -(rotation * pos);
+            if !translation.is_finite() {
+                return Err(bad(
+                    format!("camera {k}: position"),
+                    format!("{pos} is too far out to be projected in f32"),
+                ));
+            }
             Ok(Camera {
                 name,
                 width: w as u32,
@@ -252,7 +275,7 @@ pub fn parse_cameras_json(text: &str, path: &Path) -> Result<Vec<Camera>> {
                 cx: (w as f32 - 1.0) * 0.5,
                 cy: (h as f32 - 1.0) * 0.5,
                 rotation,
-                translation: -(rotation * pos),
+                translation,
             })
         })
         .collect()

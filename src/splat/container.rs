@@ -137,9 +137,39 @@ pub struct StreamInfo {
     pub crc: u32,
 }
 
-/// Renders a tag for messages (`"SHC "` → `SHC`).
+/// Renders a tag for messages (`"SHC "` → `SHC`); bytes other than
+/// printable ASCII are escaped (`\x0a`), so a message stays on one line.
 pub fn tag_name(tag: &[u8; 4]) -> String {
-    String::from_utf8_lossy(tag).trim_end().to_string()
+    let mut s = String::new();
+    for &b in tag {
+        if b.is_ascii_graphic() || b == b' ' {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    s.trim_end().to_string()
+}
+
+/// Largest zstd window the reader accepts, as a power of two: the writer's
+/// level uses at most 2^21; a frame asking for more is not ours and would
+/// make the decoder allocate its window.
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
+/// Decodes one zstd frame of at most `raw_len` bytes. Memory grows with
+/// what the frame really decodes to, never with the length the table
+/// claims: a table may declare gigabytes for a frame of a few bytes.
+fn unzstd(stored: &[u8], raw_len: u64) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut dec = zstd::stream::read::Decoder::with_buffer(stored).map_err(|e| e.to_string())?;
+    dec.window_log_max(ZSTD_WINDOW_LOG_MAX)
+        .map_err(|e| e.to_string())?;
+    let hint = raw_len.min(stored.len() as u64 * 8 + 4096);
+    let mut out = Vec::with_capacity(hint as usize);
+    dec.take(raw_len.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 /// The zstd level of entropy-coded streams.
@@ -561,7 +591,7 @@ pub(crate) fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Cont
             let data = match info.coding {
                 Coding::Raw => stored.to_vec(),
                 Coding::Zstd => {
-                    let d = zstd::bulk::decompress(stored, info.raw_len as usize).map_err(|e| {
+                    let d = unzstd(stored, info.raw_len).map_err(|e| {
                         bad(
                             format!("stream {}", tag_name(&info.tag)),
                             format!("zstd: {e}"),

@@ -528,9 +528,18 @@ pub(crate) fn parse(
             format!("the scale of Gaussian {i} is not finite"),
         ));
     }
-    // Codebooks must be what a quantizer accepts (ascending, finite).
+    // Codebooks must be what a quantizer accepts (ascending, finite), and
+    // on [−1, 1], where a rotated unit vector's coordinates lie: with the
+    // rotation's entries there too and an f16 scale, every decoded value
+    // is finite (docs/FORMAT.md, "Non-finite values").
     for (b, t) in tables.iter().enumerate() {
         if let Some((c, bd)) = t {
+            if let Some(x) = c.iter().chain(bd).find(|x| x.abs() > 1.0) {
+                return Err(bad(
+                    "CBK",
+                    format!("table b = {b} has the value {x}, outside [-1, 1]"),
+                ));
+            }
             Quantizer::from_parts(
                 Arc::new(rotation.clone()),
                 b as u32,

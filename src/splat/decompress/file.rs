@@ -35,6 +35,40 @@ fn codes_from_planes(bytes: &[u8], comps: usize, bits: u8) -> Vec<u16> {
     }
 }
 
+/// A format error naming the stream and the Gaussian of the first
+/// non-finite value among `v` (`k` values per Gaussian).
+fn finite(tag: &str, v: &[f32], k: usize, path: &Path) -> Result<()> {
+    match v.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::format(
+            path,
+            format!("stream {tag}"),
+            format!(
+                "Gaussian {}, component {}: {} is not finite",
+                i / k,
+                i % k,
+                v[i]
+            ),
+        )),
+    }
+}
+
+/// A dense rotation's entries lie on [−1, 1], as an orthogonal matrix's
+/// do; together with the codebook's range this keeps decoded SH finite.
+fn check_rotation_entries(r: &Rotation) -> std::result::Result<(), String> {
+    let Some(m) = r.matrix() else { return Ok(()) };
+    let d = r.dim();
+    match m.iter().position(|x| x.abs() > 1.0) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "entry ({}, {}) = {} is outside [-1, 1]: not a rotation",
+            i / d,
+            i % d,
+            m[i]
+        )),
+    }
+}
+
 /// Decodes a file; `decode_sh: false` leaves the SH-rest compressed (see
 /// [`decompress_split`](crate::splat::decompress_split)).
 pub(super) fn decode_file(
@@ -129,6 +163,7 @@ pub(super) fn decode_file(
         };
         let rotation = Rotation::from_bytes(kind, d, req(&tags::ROT)?)
             .map_err(|why| bad("stream ROT", why))?;
+        check_rotation_entries(&rotation).map_err(|why| bad("stream ROT", why))?;
         let scale_mode = if h.scale_mode == 0 {
             ScaleMode::Norm
         } else {
@@ -257,11 +292,21 @@ pub(super) fn decode_file(
             .map(|[o]| o)
             .collect();
         scene.dc = f32s_from_planes::<3>(req(&tags::DC)?);
+        // The compressor refuses non-finite input, so a stored one is damage.
+        finite("POS", scene.positions.as_flattened(), 3, path)?;
+        finite("SCL", scene.scales.as_flattened(), 3, path)?;
+        finite("QUAT", scene.rotations.as_flattened(), 4, path)?;
+        finite("OPA", &scene.opacity, 1, path)?;
+        finite("DC", scene.dc.as_flattened(), 3, path)?;
     }
     scene.normals = match h.normals {
         Normals::Absent | Normals::Dropped => None,
         Normals::Zero => Some(vec![[0.0; 3]; n]),
-        Normals::Stored => Some(f32s_from_planes::<3>(req(&tags::NRM)?)),
+        Normals::Stored => {
+            let nrm = f32s_from_planes::<3>(req(&tags::NRM)?);
+            finite("NRM", nrm.as_flattened(), 3, path)?;
+            Some(nrm)
+        }
     };
 
     if h.extra_count > 0 {

@@ -1,0 +1,226 @@
+//! Shared by the fuzz targets: a counting global allocator that bounds the
+//! live bytes one input may allocate, the error checks, and the checksum
+//! repairs of the structure-aware targets.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::fmt::Display;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+
+/// Wraps [`System`], counting live bytes. While armed (during one input),
+/// an allocation that would take the live bytes above the input's bound
+/// prints the request and aborts, which libFuzzer records as a crash.
+pub struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static BASE: AtomicUsize = AtomicUsize::new(0);
+static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+static ARMED: AtomicBool = AtomicBool::new(false);
+
+impl Counting {
+    fn grew(new: usize) {
+        PEAK.fetch_max(new, Relaxed);
+        if ARMED.load(Relaxed) && new.saturating_sub(BASE.load(Relaxed)) > LIMIT.load(Relaxed) {
+            ARMED.store(false, Relaxed);
+            eprintln!(
+                "allocation bound breached: {} live bytes above the start of the input, bound {}",
+                new - BASE.load(Relaxed),
+                LIMIT.load(Relaxed)
+            );
+            eprintln!("{}", std::backtrace::Backtrace::force_capture());
+            std::process::abort();
+        }
+    }
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::grew(LIVE.fetch_add(layout.size(), Relaxed) + layout.size());
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        Self::grew(LIVE.fetch_add(layout.size(), Relaxed) + layout.size());
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > layout.size() {
+            let more = new_size - layout.size();
+            Self::grew(LIVE.fetch_add(more, Relaxed) + more);
+        } else {
+            LIVE.fetch_sub(layout.size() - new_size, Relaxed);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Installs [`Counting`] as the target's global allocator.
+#[macro_export]
+macro_rules! counting_allocator {
+    () => {
+        #[global_allocator]
+        static ALLOC: $crate::Counting = $crate::Counting;
+    };
+}
+
+/// The bound of one input: at most `a · len + b` live bytes above those
+/// live when the input started.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    pub a: usize,
+    pub b: usize,
+}
+
+/// Arms the bound for an input of `len` bytes. Returns a guard that
+/// disarms it and reports the peak.
+pub fn begin(len: usize, bound: Bound) -> Guard {
+    let live = LIVE.load(Relaxed);
+    BASE.store(live, Relaxed);
+    PEAK.store(live, Relaxed);
+    LIMIT.store(len.saturating_mul(bound.a).saturating_add(bound.b), Relaxed);
+    ARMED.store(true, Relaxed);
+    Guard
+}
+
+/// Disarms the bound when dropped.
+pub struct Guard;
+
+impl Guard {
+    /// Peak live bytes above the start of the input, so far.
+    pub fn peak(&self) -> usize {
+        PEAK.load(Relaxed).saturating_sub(BASE.load(Relaxed))
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        ARMED.store(false, Relaxed);
+        if std::env::var_os("TQ3D_FUZZ_PEAK").is_some() {
+            eprintln!("peak {}", self.peak());
+        }
+    }
+}
+
+/// The checks every `Err` must pass: its message is one line and names
+/// the input (`name`, the path given to the reader).
+pub fn check_error(e: &impl Display, name: &str) {
+    let msg = e.to_string();
+    assert!(!msg.contains('\n'), "multi-line error: {msg:?}");
+    assert!(!msg.is_empty(), "empty error message");
+    assert!(msg.contains(name), "error does not name the file {name}: {msg:?}");
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+fn put_crc(b: &mut [u8], at: usize, crc: u32) {
+    b[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Recomputes every checksum of a `.tq3s` file in place (docs/FORMAT.md,
+/// "Scene container"): each stream's CRC in its table entry, the table's
+/// CRC, then the header's. Whatever does not fit is left as it is.
+pub fn repair_tq3s(b: &mut [u8]) {
+    const HEADER: usize = 128;
+    const ENTRY: usize = 32;
+    if b.len() < HEADER {
+        return;
+    }
+    let n = u32_at(b, 16) as usize;
+    let table_end = HEADER + n.min(64) * ENTRY;
+    if n <= 64 && b.len() >= table_end + 4 {
+        let mut at = table_end + 4;
+        for k in 0..n {
+            let e = HEADER + k * ENTRY;
+            let len = u64_at(b, e + 16);
+            let Some(end) = usize::try_from(len).ok().and_then(|l| at.checked_add(l)) else {
+                break;
+            };
+            if end > b.len() {
+                break;
+            }
+            let crc = crc32fast::hash(&b[at..end]);
+            put_crc(b, e + 24, crc);
+            at = end;
+        }
+        let crc = crc32fast::hash(&b[HEADER..table_end]);
+        put_crc(b, table_end, crc);
+    }
+    let crc = crc32fast::hash(&b[..HEADER - 4]);
+    put_crc(b, HEADER - 4, crc);
+}
+
+/// Recomputes every checksum of a `.tqv` file in place (docs/FORMAT.md):
+/// the header's, then each section's that fits in the file.
+pub fn repair_tqv(b: &mut [u8]) {
+    const HEADER: usize = 64;
+    const SECTION: usize = 16;
+    if b.len() < HEADER {
+        return;
+    }
+    let crc = crc32fast::hash(&b[..60]);
+    put_crc(b, 60, crc);
+    let mut at = HEADER;
+    for _ in 0..4 {
+        if b.len() < at + SECTION {
+            return;
+        }
+        let len = u64_at(b, at + 4);
+        let start = at + SECTION;
+        let Some(end) = usize::try_from(len).ok().and_then(|l| start.checked_add(l)) else {
+            return;
+        };
+        if end > b.len() {
+            return;
+        }
+        let crc = crc32fast::hash(&b[start..end]);
+        put_crc(b, at + 12, crc);
+        at = end;
+    }
+}
+
+/// What the zstd streams of a `.tq3s` file really decode to, in bytes
+/// (each capped at 1 GiB; 0 for a stream that is not a zstd frame): the
+/// part of an input's allocation bound that zstd's expansion justifies.
+pub fn zstd_decoded_len(b: &[u8]) -> usize {
+    const HEADER: usize = 128;
+    const ENTRY: usize = 32;
+    if b.len() < HEADER {
+        return 0;
+    }
+    let n = u32_at(b, 16) as usize;
+    let table_end = HEADER + n.min(64) * ENTRY;
+    if n > 64 || b.len() < table_end + 4 {
+        return 0;
+    }
+    let mut at = table_end + 4;
+    let mut total = 0usize;
+    for k in 0..n {
+        let e = HEADER + k * ENTRY;
+        let len = u64_at(b, e + 16);
+        let Some(end) = usize::try_from(len).ok().and_then(|l| at.checked_add(l)) else {
+            break;
+        };
+        if end > b.len() {
+            break;
+        }
+        if b[e + 4] == 1
+            && let Ok(d) = zstd::stream::read::Decoder::new(&b[at..end])
+        {
+            use std::io::Read;
+            let mut d = d.take(1 << 30);
+            let mut buf = [0u8; 1 << 14];
+            while let Ok(got @ 1..) = d.read(&mut buf) {
+                total += got;
+            }
+        }
+        at = end;
+    }
+    total
+}
