@@ -219,7 +219,9 @@ fn write_corpus() {
         put(
             "ply",
             name,
-            &via_file(name, &|p| write_ply(p, &s, enc).unwrap()),
+            &via_file(name, &|p| {
+                write_ply(p, &s, enc).unwrap();
+            }),
         );
     }
 
@@ -229,7 +231,9 @@ fn write_corpus() {
         put(
             "splat",
             name,
-            &via_file(name, &|p| splat::antimatter::write_splat(p, &s).unwrap()),
+            &via_file(name, &|p| {
+                splat::antimatter::write_splat(p, &s).unwrap();
+            }),
         );
     }
 

@@ -491,3 +491,24 @@ fn set_padding_bits_in_the_last_code_byte_are_rejected() {
         "padding bit",
     );
 }
+
+#[test]
+fn a_scale_too_large_to_decode_in_f32_is_refused() {
+    // Found by the tqv_crc fuzz target: a finite f32 scale near f32::MAX
+    // passed every check and decoded to ±Inf. |x_i| ≤ |s|·√d bounds it.
+    let mut bytes = small_file();
+    let scl = walk(&bytes).swap_remove(2);
+    let d = 45f32;
+    for (s, ok) in [(f32::MAX / d.sqrt() * 0.99, true), (f32::MAX / d.sqrt() * 1.01, false)] {
+        bytes[scl.payload.start..scl.payload.start + 4].copy_from_slice(&s.to_le_bytes());
+        fix_section_crc(&mut bytes, &scl);
+        let r = parse(&bytes, &label(), "a large scale");
+        if ok {
+            let f = r.unwrap();
+            let x = f.quantizer.decode(&f.encoded).unwrap();
+            assert!(x.iter().all(|v| v.is_finite()), "s = {s:e} decoded to a non-finite value");
+        } else {
+            expect_format(r, &label(), "SCL section", "a large scale");
+        }
+    }
+}

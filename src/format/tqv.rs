@@ -151,13 +151,13 @@ fn extent(bytes: &[u8], path: &Path) -> Result<Extent> {
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
+    u16::from_le_bytes(std::array::from_fn(|k| b[at + k]))
 }
 fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    u32::from_le_bytes(std::array::from_fn(|k| b[at + k]))
 }
 fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+    u64::from_le_bytes(std::array::from_fn(|k| b[at + k]))
 }
 
 /// The header fields, parsed and validated.
@@ -387,8 +387,10 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<TqvFile> {
         ));
     }
     let tables: Vec<f32> = payloads[1]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .as_chunks::<4>()
+        .0
+        .iter()
+        .map(|c| f32::from_le_bytes(*c))
         .collect();
     if let Some(x) = tables.iter().find(|x| !(x.abs() <= 1.0)) {
         return Err(bad(
@@ -409,6 +411,18 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<TqvFile> {
     .map_err(|e| bad("CBK section", e.to_string()))?;
     let scales = Scales::from_le_bytes(h.scale_format, payloads[2])
         .map_err(|e| bad("SCL section", e.to_string()))?;
+    // A decoded vector is s·Πᵀc with every |c_j| ≤ 1, so |x_i| ≤ |s|·√d:
+    // a larger scale decodes to ±Inf in f32.
+    let max_scale = f32::MAX / (d as f32).sqrt();
+    if let Some(i) = (0..scales.len()).find(|&i| !(scales.get(i).abs() <= max_scale)) {
+        return Err(bad(
+            "SCL section",
+            format!(
+                "the scale of vector {i} is {:e}; at most {max_scale:e} decodes to finite f32",
+                scales.get(i)
+            ),
+        ));
+    }
     let encoded = Encoded::from_parts(d, b, count, payloads[3].to_vec(), scales)
         .map_err(|e| bad("SCL or COD section", e.to_string()))?;
     Ok(TqvFile {

@@ -201,7 +201,7 @@ fn valid_scale(s: f32) -> bool {
 }
 
 fn f32x3(b: &[u8]) -> [f32; 3] {
-    [0, 1, 2].map(|k| f32::from_le_bytes(b[4 * k..4 * k + 4].try_into().unwrap()))
+    [0, 1, 2].map(|k| f32::from_le_bytes(std::array::from_fn(|j| b[4 * k + j])))
 }
 
 /// Rotation bytes → unit quaternion (w, x, y, z).

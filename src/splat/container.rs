@@ -320,11 +320,11 @@ impl Container {
 }
 
 fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+    u32::from_le_bytes(std::array::from_fn(|k| b[o + k]))
 }
 
 fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+    u64::from_le_bytes(std::array::from_fn(|k| b[o + k]))
 }
 
 /// Parses and checks the header alone (no stream is decoded).
@@ -409,8 +409,8 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
         order: b[47],
         dim: u32_at(b, 48),
         chunk_size: u32_at(b, 52),
-        attr_bits: b[56..61].try_into().unwrap(),
-        prune_opacity: f32::from_le_bytes(b[64..68].try_into().unwrap()),
+        attr_bits: std::array::from_fn(|k| b[56 + k]),
+        prune_opacity: f32::from_le_bytes(std::array::from_fn(|k| b[64 + k])),
         seed: u64_at(b, 68),
         extra_count: u32_at(b, 76),
     };
@@ -502,7 +502,7 @@ pub(crate) fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Cont
     let mut infos = Vec::with_capacity(n as usize);
     let mut total: u64 = (table_end + 4) as u64;
     for (k, e) in table.chunks_exact(ENTRY_LEN).enumerate() {
-        let tag: [u8; 4] = e[0..4].try_into().unwrap();
+        let tag: [u8; 4] = std::array::from_fn(|k| e[k]);
         if e[5..8].iter().chain(&e[28..32]).any(|&x| x != 0) {
             return Err(bad(
                 format!("stream {k} ({})", tag_name(&tag)),
@@ -662,7 +662,7 @@ pub fn read_table(bytes: &[u8], path: &Path) -> Result<(Header, Vec<StreamInfo>)
     let infos = table
         .chunks_exact(ENTRY_LEN)
         .map(|e| StreamInfo {
-            tag: e[0..4].try_into().unwrap(),
+            tag: std::array::from_fn(|k| e[k]),
             coding: if e[4] == 1 { Coding::Zstd } else { Coding::Raw },
             raw_len: u64_at(e, 8),
             stored_len: u64_at(e, 16),

@@ -226,7 +226,9 @@ pub(crate) fn extras_schema(extras: &Extras) -> Vec<u8> {
 
 /// Inverse of [`extras_schema`], for a header that declares `count`.
 pub(crate) fn parse_schema(b: &[u8], count: u32) -> Result<Vec<ExtraProperty>, String> {
-    if b.len() < 4 || u32::from_le_bytes(b[0..4].try_into().unwrap()) != count {
+    if b.first_chunk::<4>()
+        .is_none_or(|c| u32::from_le_bytes(*c) != count)
+    {
         return Err(format!("does not list the header's {count} properties"));
     }
     let mut at = 4;

@@ -463,8 +463,10 @@ pub(crate) fn parse(
             .get(at + 1..at + 1 + len)
             .ok_or_else(|| bad("CBK", format!("table {t} (b = {b}) is truncated")))?;
         let v: Vec<f32> = body
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .as_chunks::<4>()
+            .0
+            .iter()
+            .map(|c| f32::from_le_bytes(*c))
             .collect();
         tables[b] = Some((v[..m].to_vec(), v[m..].to_vec()));
         at += 1 + len;
@@ -516,7 +518,8 @@ pub(crate) fn parse(
         .iter()
         .map(|&b| {
             if b > 0 {
-                stored.next().unwrap()
+                // Counted against the widths above; a NaN would be refused below.
+                stored.next().unwrap_or(f16::NAN)
             } else {
                 f16::ZERO
             }

@@ -17,7 +17,7 @@ fn f32s_from_planes<const K: usize>(bytes: &[u8]) -> Vec<[f32; K]> {
     attributes::from_byte_planes(bytes, K * 4)
         .chunks_exact(K * 4)
         .map(|r| {
-            std::array::from_fn(|k| f32::from_le_bytes(r[k * 4..k * 4 + 4].try_into().unwrap()))
+            std::array::from_fn(|k| f32::from_le_bytes(std::array::from_fn(|j| r[k * 4 + j])))
         })
         .collect()
 }
@@ -205,8 +205,10 @@ pub(super) fn decode_file(
     if compact {
         let ab = AttrBits::from_array(h.attr_bits);
         let chnk: Vec<f32> = req(&tags::CHNK)?
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .as_chunks::<4>()
+            .0
+            .iter()
+            .map(|c| f32::from_le_bytes(*c))
             .collect();
         if let Some(k) = chnk.iter().position(|v| !v.is_finite()) {
             return Err(bad(
@@ -219,8 +221,10 @@ pub(super) fn decode_file(
         let dc = codes_from_planes(req(&tags::DC)?, 3, ab.dc);
         let opa = codes_from_planes(req(&tags::OPA)?, 1, ab.opacity);
         let quat: Vec<u32> = attributes::from_byte_planes(req(&tags::QUAT)?, 4)
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .as_chunks::<4>()
+            .0
+            .iter()
+            .map(|c| u32::from_le_bytes(*c))
             .collect();
         let limit = |bits: u8| ((1u32 << bits) - 1) as u16;
         for (name, v, bits) in [
