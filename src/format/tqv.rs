@@ -392,7 +392,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<TqvFile> {
         .iter()
         .map(|c| f32::from_le_bytes(*c))
         .collect();
-    if let Some(x) = tables.iter().find(|x| !(x.abs() <= 1.0)) {
+    if let Some(x) = tables.iter().find(|x| x.is_nan() || x.abs() > 1.0) {
         return Err(bad(
             "CBK section",
             format!("the value {x} is not in [-1, 1]"),
@@ -414,7 +414,10 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<TqvFile> {
     // A decoded vector is s·Πᵀc with every |c_j| ≤ 1, so |x_i| ≤ |s|·√d:
     // a larger scale decodes to ±Inf in f32.
     let max_scale = f32::MAX / (d as f32).sqrt();
-    if let Some(i) = (0..scales.len()).find(|&i| !(scales.get(i).abs() <= max_scale)) {
+    if let Some(i) = (0..scales.len()).find(|&i| {
+        let s = scales.get(i);
+        s.is_nan() || s.abs() > max_scale
+    }) {
         return Err(bad(
             "SCL section",
             format!(
