@@ -322,8 +322,10 @@ fn scenes_obey_the_same_output_rules() {
 #[test]
 fn a_closed_pipe_ends_the_report_without_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, t) = fixture(dir.path());
-    // `tq3d info x | head -c 1`: the reader goes away after one byte.
+    let (ply, t) = (p(dir.path(), "one.ply"), p(dir.path(), "one.tq3s"));
+    one_ply(&ply);
+    assert_ok(&tq3d(["compress", s(&ply), "-o", s(&t)]), "compress");
+    // `tq3d info x.tq3s | true`: the reader is gone before the report.
     let mut child = Command::new(env!("CARGO_BIN_EXE_tq3d"))
         .args(["info", s(&t)])
         .stdout(Stdio::piped())
