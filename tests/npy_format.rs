@@ -260,3 +260,20 @@ fn npy_absurd_shapes_are_rejected_without_a_huge_allocation() {
         );
     }
 }
+
+#[test]
+fn a_nested_header_is_refused_before_the_parser_sees_it() {
+    // Found by the npy fuzz target: 233 bytes whose header nests 19 `[`
+    // kept npyz's parser busy for over 75 s (and 4 MB).
+    let bytes = include_bytes!("data/fuzz/npy-nested-brackets-slow.npy").to_vec();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = turboquant3d::format::npy::from_bytes(&bytes, std::path::Path::new("nested.npy"));
+        tx.send(r.map(|_| ()).map_err(|e| e.to_string())).ok();
+    });
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("from_bytes was still parsing after 30 s");
+    let e = r.expect_err("a nested header was accepted");
+    assert!(e.contains("nested.npy") && e.contains("nested"), "{e}");
+}

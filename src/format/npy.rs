@@ -30,8 +30,9 @@ pub fn read_matrix(path: &Path) -> Result<Matrix> {
 
 /// The `.npy` magic string.
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
-/// Longest header accepted (NumPy writes about a hundred bytes).
-const MAX_HEADER: u64 = 1 << 20;
+/// Longest header accepted: NumPy writes about a hundred bytes for a plain
+/// array, padded to 64; only structured dtypes need more.
+const MAX_HEADER: u64 = 4096;
 
 /// A checked header: where the data starts, its shape and element width.
 struct Header {
@@ -113,6 +114,26 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
             format!("the file is {} bytes: truncated", bytes.len()),
         ));
     };
+    // A plain array's header is one dict with one shape tuple. Nesting is
+    // refused before npyz parses it: its parser takes minutes on a few
+    // hundred bytes of nested brackets (found by the npy fuzz target).
+    let Some(header) = bytes.get(start as usize..(start + text) as usize) else {
+        return Err(bad(
+            "npy header",
+            format!(
+                "declares {text} bytes of header, the file has {}: truncated",
+                bytes.len()
+            ),
+        ));
+    };
+    let count = |c: u8| header.iter().filter(|&&b| b == c).count();
+    if count(b'[') > 0 || count(b'{') > 1 || count(b'(') > 1 {
+        return Err(bad(
+            "dtype",
+            "structured or nested headers are not supported; expected a plain float32 or float16 array"
+                .into(),
+        ));
+    }
     let npy = NpyFile::new(bytes).map_err(|e| bad("npy header", one_line(e)))?;
     let shape = npy.shape().to_vec();
     if shape.len() != 2 {
