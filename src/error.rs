@@ -80,10 +80,7 @@ pub enum Error {
 
     /// An error about the contents of a named file (see [`Error::in_file`]).
     #[error("{}: {source}", path.display())]
-    InFile {
-        path: PathBuf,
-        source: Box<Error>,
-    },
+    InFile { path: PathBuf, source: Box<Error> },
 }
 
 /// Shorthand for `std::result::Result<T, turboquant3d::Error>`.

@@ -32,7 +32,17 @@ fn write_npy(path: &Path, n: usize, d: usize) {
 fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
     let (a, t) = (p(dir, "a.npy"), p(dir, "a.tqv"));
     write_npy(&a, 40, 45);
-    let o = tq3d(["encode", "-i", s(&a), "-o", s(&t), "--bits", "3", "--device", "cpu"]);
+    let o = tq3d([
+        "encode",
+        "-i",
+        s(&a),
+        "-o",
+        s(&t),
+        "--bits",
+        "3",
+        "--device",
+        "cpu",
+    ]);
     assert_ok(&o, "encode fixture");
     (a, t)
 }
@@ -69,7 +79,17 @@ fn dense_rotation_beyond_its_limit_is_refused_before_any_allocation() {
         write_npy(&x, 1, d);
         let out = p(dir.path(), "x.tqv");
         let o = tq3d_within(
-            &["encode", "-i", s(&x), "-o", s(&out), "--bits", "1", "--device", "cpu"],
+            &[
+                "encode",
+                "-i",
+                s(&x),
+                "-o",
+                s(&out),
+                "--bits",
+                "1",
+                "--device",
+                "cpu",
+            ],
             Duration::from_secs(60),
         );
         let e = stderr(&o);
@@ -84,12 +104,10 @@ fn dense_rotation_beyond_its_limit_is_refused_before_any_allocation() {
     // The library refuses it the same way; a power of two that large takes
     // the Hadamard rotation instead.
     assert!(turboquant3d::Rotation::dense(MAX_DENSE_DIM + 1, 0).is_err());
-    assert!(turboquant3d::Rotation::new(
-        turboquant3d::RotationKind::default_for(1 << 16),
-        1 << 16,
-        0
-    )
-    .is_ok());
+    assert!(
+        turboquant3d::Rotation::new(turboquant3d::RotationKind::default_for(1 << 16), 1 << 16, 0)
+            .is_ok()
+    );
 }
 
 #[cfg(unix)]
@@ -102,7 +120,17 @@ fn readers_on_an_endless_device_stop_after_the_header() {
         vec!["info", "/dev/zero"],
         vec!["decode", "/dev/zero", "-o", s(&o1), "--device", "cpu"],
         vec!["decompress", "/dev/zero", "-o", s(&o2)],
-        vec!["encode", "-i", "/dev/zero", "-o", s(&o3), "--bits", "2", "--device", "cpu"],
+        vec![
+            "encode",
+            "-i",
+            "/dev/zero",
+            "-o",
+            s(&o3),
+            "--bits",
+            "2",
+            "--device",
+            "cpu",
+        ],
     ];
     for args in runs {
         let o = tq3d_within(&args, Duration::from_secs(60));
@@ -174,15 +202,36 @@ fn a_symlink_is_followed_and_a_non_regular_file_is_never_replaced() {
     std::fs::write(&target, b"old").unwrap();
     let link = p(dir.path(), "link.tqv");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let o = tq3d(["encode", "-i", s(&a), "-o", s(&link), "--bits", "3", "--device", "cpu"]);
+    let o = tq3d([
+        "encode",
+        "-i",
+        s(&a),
+        "-o",
+        s(&link),
+        "--bits",
+        "3",
+        "--device",
+        "cpu",
+    ]);
     assert_ok(&o, "encode through a symlink");
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(std::fs::read(&target).unwrap(), std::fs::read(&t).unwrap());
 
     let dangling = p(dir.path(), "dangling.tqv");
     std::os::unix::fs::symlink(p(dir.path(), "missing/x.tqv"), &dangling).unwrap();
     let fifo = p(dir.path(), "fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
     let folder = p(dir.path(), "folder");
     std::fs::create_dir(&folder).unwrap();
     for (out, why) in [
@@ -192,25 +241,59 @@ fn a_symlink_is_followed_and_a_non_regular_file_is_never_replaced() {
     ] {
         // Within a limit: opening a FIFO to write or compare it would block.
         let o = tq3d_within(
-            &["encode", "-i", s(&a), "-o", s(out), "--bits", "3", "--device", "cpu"],
+            &[
+                "encode",
+                "-i",
+                s(&a),
+                "-o",
+                s(out),
+                "--bits",
+                "3",
+                "--device",
+                "cpu",
+            ],
             Duration::from_secs(60),
         );
         let e = stderr(&o);
         assert!(!o.status.success(), "{out:?} was written");
         assert!(e.contains(why) && e.contains(s(out)), "{out:?}: {e}");
     }
-    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
     assert!(std::fs::symlink_metadata(&folder).unwrap().is_dir());
-    assert!(std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&dangling)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }
 
 #[test]
 fn dash_is_standard_output_with_the_report_on_standard_error() {
     let dir = tempfile::tempdir().unwrap();
     let (a, t) = fixture(dir.path());
-    let o = tq3d(["encode", "-i", s(&a), "-o", "-", "--bits", "3", "--device", "cpu"]);
+    let o = tq3d([
+        "encode",
+        "-i",
+        s(&a),
+        "-o",
+        "-",
+        "--bits",
+        "3",
+        "--device",
+        "cpu",
+    ]);
     assert_ok(&o, "encode -o -");
-    assert_eq!(o.stdout, std::fs::read(&t).unwrap(), "stdout is not the file");
+    assert_eq!(
+        o.stdout,
+        std::fs::read(&t).unwrap(),
+        "stdout is not the file"
+    );
     assert!(stderr(&o).contains("encoded 40 vectors"), "{}", stderr(&o));
 
     let o = tq3d(["decode", s(&t), "-o", "-", "--device", "cpu"]);
@@ -227,7 +310,7 @@ fn npy_messages_are_one_line_and_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let header = |dict: &str| {
         let mut h = dict.to_string();
-        while (10 + h.len() + 1) % 64 != 0 {
+        while !(10 + h.len() + 1).is_multiple_of(64) {
             h.push(' ');
         }
         h.push('\n');
@@ -242,11 +325,28 @@ fn npy_messages_are_one_line_and_name_the_file() {
     nan.extend(f32s(&[1.0, 2.0, 3.0, 4.0, f32::NAN, 6.0]));
     let mut huge = header(good);
     huge.extend(f32s(&[1.0, 2.0, 3.0, 4.0, 1e30, 6.0]));
-    let cases: [(&str, Vec<u8>, &[&str], &[&str]); 4] = [
+    // (file, bytes, extra flags, what the message must contain)
+    type Case<'a> = (&'a str, Vec<u8>, &'a [&'a str], &'a [&'a str]);
+    let cases: [Case; 4] = [
         ("nan.npy", nan, &[], &["row 1, column 1", "NaN"]),
-        ("huge.npy", huge, &["--scale-format", "f16"], &["row 1", "--scale-format f32"]),
-        ("dict.npy", header("{'descr': '<f4', 'shape': (2, 3) oops"), &[], &["npy header"]),
-        ("short.npy", b"\x93NUMPY\x01\x00\xff".to_vec(), &[], &["truncated"]),
+        (
+            "huge.npy",
+            huge,
+            &["--scale-format", "f16"],
+            &["row 1", "--scale-format f32"],
+        ),
+        (
+            "dict.npy",
+            header("{'descr': '<f4', 'shape': (2, 3) oops"),
+            &[],
+            &["npy header"],
+        ),
+        (
+            "short.npy",
+            b"\x93NUMPY\x01\x00\xff".to_vec(),
+            &[],
+            &["truncated"],
+        ),
     ];
     for (name, bytes, extra, wants) in cases {
         let path = p(dir.path(), name);
@@ -276,7 +376,9 @@ fn one_ply(path: &Path) {
     for k in 0..9 {
         h += &format!("property float f_rest_{k}\n");
     }
-    for p in ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"] {
+    for p in [
+        "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3",
+    ] {
         h += &format!("property float {p}\n");
     }
     h += "end_header\n0 0 0 .5 .5 .5 .1 .1 .1 .1 .1 .1 .1 .1 .1 2 -3 -3 -3 1 0 0 0\n";
@@ -291,10 +393,18 @@ fn scenes_obey_the_same_output_rules() {
     let before = std::fs::read(&ply).unwrap();
     for args in [
         vec!["compress", s(&ply), "-o", s(&ply)],
-        vec!["compress", s(&ply), "-o", s(&dir.path().join(".").join("one.ply"))],
+        vec![
+            "compress",
+            s(&ply),
+            "-o",
+            s(&dir.path().join(".").join("one.ply")),
+        ],
     ] {
         let o = tq3d(&args);
-        assert!(!o.status.success() && stderr(&o).contains("is the input"), "{args:?}");
+        assert!(
+            !o.status.success() && stderr(&o).contains("is the input"),
+            "{args:?}"
+        );
     }
     assert_eq!(std::fs::read(&ply).unwrap(), before);
 
@@ -345,8 +455,14 @@ fn a_headerless_splat_is_read_only_from_a_regular_file() {
     let link = p(dir.path(), "zero.splat");
     std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
     let out = p(dir.path(), "z.tq3s");
-    let o = tq3d_within(&["compress", s(&link), "-o", s(&out)], Duration::from_secs(60));
+    let o = tq3d_within(
+        &["compress", s(&link), "-o", s(&out)],
+        Duration::from_secs(60),
+    );
     let e = stderr(&o);
     assert!(!o.status.success());
-    assert!(e.contains("zero.splat") && e.contains("regular file"), "{e}");
+    assert!(
+        e.contains("zero.splat") && e.contains("regular file"),
+        "{e}"
+    );
 }

@@ -499,14 +499,20 @@ fn a_scale_too_large_to_decode_in_f32_is_refused() {
     let mut bytes = small_file();
     let scl = walk(&bytes).swap_remove(2);
     let d = 45f32;
-    for (s, ok) in [(f32::MAX / d.sqrt() * 0.99, true), (f32::MAX / d.sqrt() * 1.01, false)] {
+    for (s, ok) in [
+        (f32::MAX / d.sqrt() * 0.99, true),
+        (f32::MAX / d.sqrt() * 1.01, false),
+    ] {
         bytes[scl.payload.start..scl.payload.start + 4].copy_from_slice(&s.to_le_bytes());
         fix_section_crc(&mut bytes, &scl);
         let r = parse(&bytes, &label(), "a large scale");
         if ok {
             let f = r.unwrap();
             let x = f.quantizer.decode(&f.encoded).unwrap();
-            assert!(x.iter().all(|v| v.is_finite()), "s = {s:e} decoded to a non-finite value");
+            assert!(
+                x.iter().all(|v| v.is_finite()),
+                "s = {s:e} decoded to a non-finite value"
+            );
         } else {
             expect_format(r, &label(), "SCL section", "a large scale");
         }

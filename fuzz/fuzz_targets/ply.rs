@@ -35,10 +35,10 @@ fuzz_target!(|data: &[u8]| {
 /// The `element vertex N` line of the header (tokens as the reader splits them).
 fn header_count(data: &[u8]) -> Option<u64> {
     let text = String::from_utf8_lossy(&data[..data.len().min(1 << 16)]);
-    text.split(['\n', '\r']).find_map(|l| {
-        match l.split_ascii_whitespace().collect::<Vec<_>>()[..] {
+    text.split(['\n', '\r']).find_map(
+        |l| match l.split_ascii_whitespace().collect::<Vec<_>>()[..] {
             ["element", "vertex", n] => n.parse().ok(),
             _ => None,
-        }
-    })
+        },
+    )
 }

@@ -110,7 +110,10 @@ pub fn check_error(e: &impl Display, name: &str) {
     let msg = e.to_string();
     assert!(!msg.contains('\n'), "multi-line error: {msg:?}");
     assert!(!msg.is_empty(), "empty error message");
-    assert!(msg.contains(name), "error does not name the file {name}: {msg:?}");
+    assert!(
+        msg.contains(name),
+        "error does not name the file {name}: {msg:?}"
+    );
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {

@@ -465,13 +465,9 @@ impl Quantizer {
             ScaleFormat::F16 => {
                 let h = f16::from_f32(s);
                 if !h.is_finite() {
-                    Err(err(
-                        "it exceeds the f16 maximum 65504",
-                    ))
+                    Err(err("it exceeds the f16 maximum 65504"))
                 } else if s != 0.0 && h.to_f32() == 0.0 {
-                    Err(err(
-                        "it is below the smallest f16, 6e-8",
-                    ))
+                    Err(err("it is below the smallest f16, 6e-8"))
                 } else {
                     Ok(h.to_f32())
                 }

@@ -66,7 +66,9 @@ fn preamble(bytes: &[u8], path: &Path) -> Result<Option<(u64, u64)>> {
         1 => (10, u64::from(u16::from_le_bytes([bytes[8], bytes[9]]))),
         2 | 3 if bytes.len() >= 12 => (
             12,
-            u64::from(u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]])),
+            u64::from(u32::from_le_bytes([
+                bytes[8], bytes[9], bytes[10], bytes[11],
+            ])),
         ),
         2 | 3 => return Ok(None),
         v => {
@@ -101,7 +103,10 @@ fn extent(bytes: &[u8], path: &Path) -> Result<Extent> {
 
 /// One line from a parser's message, however many it had.
 fn one_line(e: impl std::fmt::Display) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Parses and checks the header: a 2-D C-order array of f32 or f16 whose
@@ -186,7 +191,10 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Matrix> {
     let bad = |field: &str, why: String| Error::format(path, field, why);
     let h = parse_header(bytes, path)?;
     // Check the declared size against the bytes present before allocating.
-    let (need, have) = (h.data_len(), bytes.len() as u64 - h.data_start.min(bytes.len() as u64));
+    let (need, have) = (
+        h.data_len(),
+        bytes.len() as u64 - h.data_start.min(bytes.len() as u64),
+    );
     if need > have {
         return Err(bad(
             "data",

@@ -108,10 +108,9 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>
     let mut w = Counted(BufWriter::with_capacity(1 << 20, tmp), 0);
     fill(&mut w)?;
     let written = w.1;
-    let tmp = w
-        .0
-        .into_inner()
-        .map_err(|e| Error::io(path, e.into_error()))?;
+    let tmp =
+        w.0.into_inner()
+            .map_err(|e| Error::io(path, e.into_error()))?;
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(&target).map_err(|e| Error::io(path, e.error))?;
     Ok(written)

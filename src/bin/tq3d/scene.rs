@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 use serde_json::json;
+use turboquant3d::format::check_distinct;
 use turboquant3d::gpu::{DeviceChoice, Engine};
 use turboquant3d::splat::attributes::AttrBits;
 use turboquant3d::splat::container::{self, Coding, Normals, Profile, tag_name};
@@ -12,7 +13,6 @@ use turboquant3d::splat::ply::{self, PlyEncoding};
 use turboquant3d::splat::scene::sigmoid;
 use turboquant3d::splat::{self, CompressOptions, Compressed, SizePrediction};
 use turboquant3d::splat::{Scene, antimatter, synth};
-use turboquant3d::format::check_distinct;
 use turboquant3d::{Error, theory};
 
 use crate::common::alloc::{self, AllocArgs, AllocatedWidths};
@@ -533,7 +533,12 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
         }
         Profile::Compact => report!(
             "  profile compact: Morton order, chunks of {}; bits: position {}, log-scale {}, quaternion {}×3 (+2), opacity {}, DC {}",
-            h.chunk_size, ab.position, ab.scale, ab.rotation, ab.opacity, ab.dc
+            h.chunk_size,
+            ab.position,
+            ab.scale,
+            ab.rotation,
+            ab.opacity,
+            ab.dc
         ),
     }
     report!("  normals: {normals}");

@@ -15,7 +15,9 @@ use turboquant3d::{
     ScaleMode, Scales, theory,
 };
 
-use crate::common::{DeviceArg, ScaleArg, human, output_to, print_json, report, vector_dim, whole_bits};
+use crate::common::{
+    DeviceArg, ScaleArg, human, output_to, print_json, report, vector_dim, whole_bits,
+};
 
 #[derive(clap::Args)]
 pub struct EncodeArgs {

@@ -16,9 +16,7 @@ use crate::{Error, Result, Rotation, RotationKind, ScaleMode};
 fn f32s_from_planes<const K: usize>(bytes: &[u8]) -> Vec<[f32; K]> {
     attributes::from_byte_planes(bytes, K * 4)
         .chunks_exact(K * 4)
-        .map(|r| {
-            std::array::from_fn(|k| f32::from_le_bytes(std::array::from_fn(|j| r[k * 4 + j])))
-        })
+        .map(|r| std::array::from_fn(|k| f32::from_le_bytes(std::array::from_fn(|j| r[k * 4 + j]))))
         .collect()
 }
 

@@ -7,9 +7,9 @@ use file::decode_file;
 
 use std::path::Path;
 
+use crate::Result;
 use crate::splat::scene::Scene;
 use crate::splat::sh::CompressedSh;
-use crate::Result;
 
 /// Reads a `.tq3s` file into a scene.
 pub fn read(path: &Path) -> Result<Scene> {
