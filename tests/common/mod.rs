@@ -6,5 +6,6 @@
 pub mod cli;
 pub mod data;
 pub mod gpu;
+pub mod peer;
 pub mod ply;
 pub mod tqv;
