@@ -21,6 +21,7 @@ pub mod attributes;
 mod compress;
 pub mod container;
 mod decompress;
+pub mod formats;
 pub mod importance;
 mod layout;
 pub mod ply;

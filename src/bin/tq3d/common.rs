@@ -18,7 +18,7 @@ use turboquant3d::render::{Camera, orbit};
 use turboquant3d::splat::attributes::AttrBits;
 use turboquant3d::splat::container::Profile;
 use turboquant3d::splat::importance::{Weight, importance};
-use turboquant3d::splat::{Scene, antimatter, ply};
+use turboquant3d::splat::Scene;
 use turboquant3d::{Error, ScaleMode};
 
 /// The `--device` choice.
@@ -395,11 +395,7 @@ pub fn human(bytes: u64) -> String {
 /// Reads a .ply or a .splat, by extension.
 pub fn read_scene(path: &Path, quiet: bool) -> Result<Scene, Error> {
     let bar = spinner(format!("reading {}", path.display()), quiet);
-    let scene = if antimatter::is_splat_path(path) {
-        antimatter::read_splat(path)
-    } else {
-        ply::read_ply(path)
-    };
+    let scene = turboquant3d::splat::formats::read_scene(path);
     bar.finish_and_clear();
     scene
 }
