@@ -76,6 +76,58 @@ pub fn detect(path: &Path) -> Result<SceneFormat> {
     ))
 }
 
+/// The format a path's extension asks to be written, if this writes it.
+/// `.tq3s` is written by compressing ([`crate::splat::compress`]), so
+/// [`write_scene`] leaves it to the caller.
+pub fn output_format(path: &Path) -> Option<SceneFormat> {
+    if crate::format::output::is_stdout(path) || extension_is(path, "ply") {
+        Some(SceneFormat::Ply)
+    } else if antimatter::is_splat_path(path) {
+        Some(SceneFormat::Splat)
+    } else if extension_is(path, "tq3s") {
+        Some(SceneFormat::Tq3s)
+    } else {
+        None
+    }
+}
+
+/// The extensions [`output_format`] knows, for messages.
+pub const WRITABLE: &str = ".ply, .splat, .tq3s";
+
+/// How [`write_scene`] writes formats with choices.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// The PLY body encoding.
+    pub ply_encoding: ply::PlyEncoding,
+}
+
+/// Writes `scene` in the format `path`'s extension names (`-` is a PLY on
+/// standard output); returns the bytes written. `.tq3s` is refused here:
+/// it needs compression options (see [`crate::splat::compress`]).
+pub fn write_scene(path: &Path, scene: &Scene, opts: &WriteOptions) -> Result<u64> {
+    match output_format(path) {
+        Some(SceneFormat::Ply) => ply::write_ply(path, scene, opts.ply_encoding),
+        Some(SceneFormat::Splat) => antimatter::write_splat(path, scene),
+        Some(SceneFormat::Tq3s) => Err(Error::InvalidArgument(format!(
+            "{}: a .tq3s is written by compressing (tq3d compress, splat::compress)",
+            path.display()
+        ))),
+        None => Err(Error::InvalidArgument(format!(
+            "{}: cannot tell the output format from the extension; writable: {WRITABLE}",
+            path.display()
+        ))),
+    }
+}
+
+/// Header facts of a file in a foreign format, for `tq3d info`: ordered
+/// key/value pairs (empty for formats without a header).
+pub fn describe(path: &Path, format: SceneFormat) -> Result<Vec<(String, String)>> {
+    let _ = path;
+    Ok(match format {
+        SceneFormat::Ply | SceneFormat::Splat | SceneFormat::Tq3s => Vec::new(),
+    })
+}
+
 /// Reads a scene in any readable format.
 pub fn read_scene(path: &Path) -> Result<Scene> {
     match detect(path)? {

@@ -26,7 +26,7 @@ use crate::common::{
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// The scene: a 3DGS .ply or a .splat.
+    /// The scene, in any format `tq3d convert` reads.
     input: PathBuf,
     /// SH-rest bits to evaluate, comma-separated: widths 1..=8, or averages
     /// (1.5) for per-Gaussian widths.
@@ -90,13 +90,13 @@ pub enum AllocationArg {
 }
 
 /// Renders with the wgpu renderer or the CPU reference.
-enum Renderer {
+pub enum Renderer {
     Cpu,
     Gpu(Box<GpuRenderer>),
 }
 
 impl Renderer {
-    fn new(device: DeviceArg) -> Result<Renderer, Error> {
+    pub fn new(device: DeviceArg) -> Result<Renderer, Error> {
         let ctx = match device {
             DeviceArg::Cpu => return Ok(Renderer::Cpu),
             DeviceArg::Gpu => GpuContext::request(AdapterPolicy::AllowSoftware)?,
@@ -111,14 +111,14 @@ impl Renderer {
         Ok(Renderer::Gpu(Box::new(GpuRenderer::new(&ctx)?)))
     }
 
-    fn name(&self) -> String {
+    pub fn name(&self) -> String {
         match self {
             Renderer::Cpu => "CPU reference rasteriser".into(),
             Renderer::Gpu(r) => format!("wgpu renderer on {}", r.context().describe()),
         }
     }
 
-    fn render_all(&self, scene: &Scene, views: &[Camera]) -> Result<Vec<Image>, Error> {
+    pub fn render_all(&self, scene: &Scene, views: &[Camera]) -> Result<Vec<Image>, Error> {
         let bg = [0.0; 3];
         match self {
             Renderer::Cpu => Ok(views.iter().map(|c| cpu::render(scene, c, bg)).collect()),
@@ -196,7 +196,8 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         })?
         .len();
     let scene = read_scene_to_render(&a.input, a.synth_sh, quiet)?;
-    let is_ply = !turboquant3d::splat::antimatter::is_splat_path(&a.input);
+    let is_ply = turboquant3d::splat::formats::detect(&a.input)?
+        == turboquant3d::splat::formats::SceneFormat::Ply;
     let ply_bytes = if is_ply {
         input_bytes
     } else {

@@ -17,6 +17,7 @@
 #![deny(clippy::print_stdout)]
 
 mod common;
+mod convert;
 mod eval;
 mod plan;
 mod scene;
@@ -60,6 +61,8 @@ enum Command {
     Compress(scene::CompressArgs),
     /// Decompress a .tq3s file into a standard 3DGS PLY (or a .splat).
     Decompress(scene::DecompressArgs),
+    /// Convert a scene between formats (.ply, .compressed.ply, .splat, .spz, .sog, .glb, .tq3s), by extension.
+    Convert(convert::ConvertArgs),
     /// Generate a procedural 1M-Gaussian scene, compress, decompress and check it.
     Demo(scene::DemoArgs),
     /// Render original and compressed scenes; report size, PSNR/SSIM, predicted and measured error.
@@ -92,11 +95,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Describe a .tq3s scene or a .tqv vector file: header, streams, sizes, expected error.
+    /// Describe a file: a .tq3s scene or .tqv vectors (header, streams, sizes, expected error), or any scene format tq3d reads (header, count, attribute ranges).
     Info {
-        /// The .tq3s or .tqv file.
+        /// The file: .tq3s, .tqv, or a scene in any format `tq3d convert` reads.
         input: PathBuf,
-        /// Print JSON (.tq3s files).
+        /// Print JSON (scene files).
         #[arg(long)]
         json: bool,
     },
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Compress(args) => scene::compress(args),
         Command::Decompress(args) => scene::decompress(args),
+        Command::Convert(args) => convert::convert(args),
         Command::Demo(args) => scene::demo(args),
         Command::Eval(args) => eval::eval(args),
         Command::Plan(args) => plan::plan(args),
@@ -175,26 +179,20 @@ fn info(input: PathBuf, json: bool) -> Result<(), Error> {
         .take(shortest as u64)
         .read_to_end(&mut magic)
         .map_err(io)?;
-    if magic.len() < shortest {
-        return Err(Error::Format {
-            path: input,
-            field: "length".into(),
-            why: format!(
-                "{} bytes: too short to be a .tq3s or .tqv file",
-                magic.len()
-            ),
-        });
-    }
     if magic.starts_with(&turboquant3d::splat::container::MAGIC) {
         let bytes = turboquant3d::splat::container::read_bytes(&input)?;
         scene::info(input, bytes, json)
-    } else if json {
-        Err(Error::InvalidArgument(
-            "--json is available for .tq3s scene files".into(),
-        ))
-    } else {
+    } else if magic.starts_with(&turboquant3d::format::tqv::MAGIC) {
+        if json {
+            return Err(Error::InvalidArgument(
+                "--json is available for scene files, not .tqv".into(),
+            ));
+        }
         let bytes = turboquant3d::format::tqv::read_bytes(&input)?;
         vectors::info_bytes(input, bytes)
+    } else {
+        // Any other scene format: what its header says, and what it holds.
+        scene::info_foreign(input, json)
     }
 }
 

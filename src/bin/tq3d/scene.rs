@@ -12,7 +12,7 @@ use turboquant3d::splat::container::{self, Coding, Normals, Profile, tag_name};
 use turboquant3d::splat::ply::{self, PlyEncoding};
 use turboquant3d::splat::scene::sigmoid;
 use turboquant3d::splat::{self, CompressOptions, Compressed, SizePrediction};
-use turboquant3d::splat::{Scene, antimatter, synth};
+use turboquant3d::splat::{Scene, synth};
 use turboquant3d::{Error, theory};
 
 use crate::common::alloc::{self, AllocArgs, AllocatedWidths};
@@ -24,7 +24,8 @@ use crate::common::{
 
 #[derive(clap::Args)]
 pub struct CompressArgs {
-    /// The scene: a 3DGS .ply (binary or ASCII), or an antimatter15 .splat.
+    /// The scene, in any format `tq3d convert` reads: 3DGS .ply, .splat,
+    /// .spz, .sog, .compressed.ply, .glb.
     input: PathBuf,
     /// The .tq3s file to write (not needed with --dry-run); `-` for standard
     /// output (the report then goes to standard error). Never the input, nor
@@ -76,8 +77,8 @@ pub struct CompressArgs {
 pub struct DecompressArgs {
     /// The .tq3s file.
     input: PathBuf,
-    /// Where to write: a .ply (3DGS layout), or a .splat; `-` for a PLY on
-    /// standard output. Never the input, nor a device.
+    /// Where to write, by extension: a .ply (3DGS layout), .splat, .spz or
+    /// .glb; `-` for a PLY on standard output. Never the input, nor a device.
     #[arg(short, long)]
     output: PathBuf,
     /// PLY body encoding.
@@ -361,7 +362,7 @@ fn report_compress(
     );
 }
 
-fn ply_encoding(e: EncodingArg) -> PlyEncoding {
+pub fn ply_encoding(e: EncodingArg) -> PlyEncoding {
     match e {
         EncodingArg::BinaryLittleEndian => PlyEncoding::BinaryLittleEndian,
         EncodingArg::BinaryBigEndian => PlyEncoding::BinaryBigEndian,
@@ -369,13 +370,15 @@ fn ply_encoding(e: EncodingArg) -> PlyEncoding {
     }
 }
 
-/// Writes a scene as .splat or .ply, by extension.
+/// Writes a scene in the format its extension names (see `tq3d convert`).
 fn write_scene(path: &Path, scene: &Scene, encoding: PlyEncoding) -> Result<u64, Error> {
-    if antimatter::is_splat_path(path) {
-        antimatter::write_splat(path, scene)
-    } else {
-        ply::write_ply(path, scene, encoding)
-    }
+    splat::formats::write_scene(
+        path,
+        scene,
+        &splat::formats::WriteOptions {
+            ply_encoding: encoding,
+        },
+    )
 }
 
 pub fn decompress(a: DecompressArgs) -> Result<(), Error> {
@@ -770,4 +773,109 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
             failures.join("; ")
         )))
     }
+}
+
+/// Min and max of each column of `rows` (NaN-free input: the readers
+/// refuse or map non-finite values; a NaN is skipped here).
+fn column_ranges<const N: usize>(rows: impl Iterator<Item = [f32; N]>) -> Vec<(f32, f32)> {
+    let mut r = vec![(f32::INFINITY, f32::NEG_INFINITY); N];
+    for row in rows {
+        for (c, v) in r.iter_mut().zip(row) {
+            if !v.is_nan() {
+                *c = (c.0.min(v), c.1.max(v));
+            }
+        }
+    }
+    r
+}
+
+/// `info` on a scene in a format other than `.tq3s`: what its header says
+/// (format by format), then what it holds: the count, the SH degree and
+/// the range of every attribute, in the units of the 3DGS PLY.
+pub fn info_foreign(input: PathBuf, as_json: bool) -> Result<(), Error> {
+    let format = splat::formats::detect(&input)?;
+    let facts = splat::formats::describe(&input, format)?;
+    let scene = splat::formats::read_scene(&input)?;
+    let bytes = file_len(&input)?;
+    let n = scene.len();
+    let pos = column_ranges(scene.positions.iter().copied());
+    let scales = column_ranges(scene.scales.iter().copied());
+    let alpha = column_ranges(scene.opacity.iter().map(|&o| [sigmoid(o)]));
+    let colour = column_ranges(
+        scene
+            .dc
+            .iter()
+            .map(|d| d.map(|v| 0.5 + turboquant3d::splat::scene::SH_C0 * v)),
+    );
+    let d = scene.rest_dim();
+    let norms: Vec<f64> = (0..n)
+        .map(|i| {
+            scene
+                .rest(i)
+                .iter()
+                .map(|&v| v as f64 * v as f64)
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    let rest_max = norms.iter().copied().fold(0.0f64, f64::max);
+    let rest_mean = norms.iter().sum::<f64>() / n.max(1) as f64;
+    let pair = |r: &[(f32, f32)]| -> Vec<[f64; 2]> {
+        r.iter().map(|&(a, b)| [a as f64, b as f64]).collect()
+    };
+    if as_json {
+        let facts_json: serde_json::Map<String, serde_json::Value> = facts
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
+        let v = json!({
+            "file": input, "format": format.name(), "bytes": bytes, "header": facts_json,
+            "count": n, "sh_degree": scene.sh_degree, "rest_dim": d,
+            "normals": scene.normals.is_some(),
+            "extra_properties": scene.extras.properties.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+            "ranges": {
+                "position": pair(&pos), "log_scale": pair(&scales), "opacity": pair(&alpha)[0],
+                "colour": pair(&colour),
+                "sh_rest_norm": {"mean": rest_mean, "max": rest_max},
+            },
+        });
+        print_json(&v);
+        return Ok(());
+    }
+    report!("{}: {}, {}", input.display(), format.name(), human(bytes));
+    for (k, v) in &facts {
+        report!("  {k}: {v}");
+    }
+    report!(
+        "  {n} Gaussians, SH degree {} (d = {d}){}",
+        scene.sh_degree,
+        if scene.normals.is_some() {
+            ", normals"
+        } else {
+            ""
+        }
+    );
+    let fmt = |r: &[(f32, f32)]| {
+        r.iter()
+            .map(|(a, b)| format!("[{a:.4}, {b:.4}]"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    report!("  position x y z: {}", fmt(&pos));
+    report!("  log-scale:      {}", fmt(&scales));
+    report!("  opacity:        {}", fmt(&alpha));
+    report!("  colour r g b:   {}", fmt(&colour));
+    if d > 0 {
+        report!("  SH-rest norm:   mean {rest_mean:.4}, max {rest_max:.4}");
+    }
+    if !scene.extras.properties.is_empty() {
+        let names: Vec<&str> = scene
+            .extras
+            .properties
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        report!("  extra properties: {}", names.join(", "));
+    }
+    Ok(())
 }

@@ -22,9 +22,10 @@ pub use read::{read_ply, read_ply_from};
 pub use write::{ply_size, write_ply, write_ply_to};
 
 /// How a PLY body is encoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum PlyEncoding {
     /// `binary_little_endian`, what 3DGS trainers write.
+    #[default]
     BinaryLittleEndian,
     /// `binary_big_endian`.
     BinaryBigEndian,
