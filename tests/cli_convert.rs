@@ -1,0 +1,156 @@
+//! `tq3d convert` and `tq3d info` on scene formats, as a separate process:
+//! each conversion checked against an independent computation of what it
+//! must give (the counts a prune keeps, the bands a truncation keeps, the
+//! exact attributes of lossless formats), and its bad arguments.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::cli::{assert_ok, stderr, stdout, tq3d};
+use turboquant3d::splat::ply::{self, PlyEncoding};
+use turboquant3d::splat::scene::sigmoid;
+use turboquant3d::splat::{Scene, rest_per_channel, synth};
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_str(&stdout(o)).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", stdout(o)))
+}
+
+fn scene_file(dir: &Path, n: usize) -> (PathBuf, Scene) {
+    let scene = synth::generate(&synth::SynthConfig {
+        count: n,
+        sh_degree: 3,
+        seed: 11,
+    });
+    let path = dir.join("in.ply");
+    ply::write_ply(&path, &scene, PlyEncoding::BinaryLittleEndian).unwrap();
+    (path, scene)
+}
+
+#[test]
+fn ply_to_ply_is_exact_and_its_report_is_lossless() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, scene) = scene_file(dir.path(), 3000);
+    let out = dir.path().join("out.ply");
+    let o = tq3d([
+        "convert".as_ref(),
+        input.as_os_str(),
+        out.as_os_str(),
+        "--report".as_ref(),
+        "--views".as_ref(),
+        "2".as_ref(),
+        "--resolution".as_ref(),
+        "64x64".as_ref(),
+        "--device".as_ref(),
+        "cpu".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert_ok(&o, "convert ply → ply");
+    let back = ply::read_ply(&out).unwrap();
+    assert_eq!(back.positions, scene.positions);
+    assert_eq!(back.sh_rest, scene.sh_rest);
+    let v = json(&o);
+    assert_eq!(v["count"], 3000);
+    assert_eq!(v["psnr_db"], "inf", "an exact copy renders identically: {v}");
+    assert_eq!(
+        v["output_bytes"].as_u64(),
+        Some(std::fs::metadata(&out).unwrap().len())
+    );
+}
+
+#[test]
+fn sh_degree_and_prune_select_what_an_independent_count_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, scene) = scene_file(dir.path(), 4000);
+    let out = dir.path().join("out.ply");
+    let tau = 0.3f32;
+    let o = tq3d([
+        "convert".as_ref(),
+        input.as_os_str(),
+        out.as_os_str(),
+        "--sh-degree".as_ref(),
+        "1".as_ref(),
+        "--prune-opacity".as_ref(),
+        "0.3".as_ref(),
+    ]);
+    assert_ok(&o, "convert with selection");
+    let back = ply::read_ply(&out).unwrap();
+    let kept: Vec<usize> = (0..scene.len())
+        .filter(|&i| sigmoid(scene.opacity[i]) >= tau)
+        .collect();
+    assert!(kept.len() < scene.len() && !kept.is_empty());
+    assert_eq!(back.len(), kept.len());
+    assert_eq!(back.sh_degree, 1);
+    let (k3, k1) = (rest_per_channel(3), rest_per_channel(1));
+    for (j, &i) in kept.iter().enumerate().step_by(97) {
+        assert_eq!(back.positions[j], scene.positions[i]);
+        for c in 0..3 {
+            assert_eq!(
+                back.rest(j)[c * k1..(c + 1) * k1],
+                scene.rest(i)[c * k3..c * k3 + k1],
+                "Gaussian {i}, channel {c}: the degree-1 band of each channel"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_tq3s_converts_to_ply_as_decompress_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = scene_file(dir.path(), 2000);
+    let packed = dir.path().join("s.tq3s");
+    assert_ok(
+        &tq3d(["convert".as_ref(), input.as_os_str(), packed.as_os_str()]),
+        "convert → tq3s",
+    );
+    let (a, b) = (dir.path().join("a.ply"), dir.path().join("b.ply"));
+    assert_ok(
+        &tq3d(["convert".as_ref(), packed.as_os_str(), a.as_os_str()]),
+        "convert tq3s → ply",
+    );
+    assert_ok(
+        &tq3d([
+            "decompress".as_ref(),
+            packed.as_os_str(),
+            "-o".as_ref(),
+            b.as_os_str(),
+        ]),
+        "decompress",
+    );
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+}
+
+#[test]
+fn bad_outputs_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = scene_file(dir.path(), 100);
+    for (out, needle) in [
+        (dir.path().join("x.foo"), "writable"),
+        (input.clone(), "input"),
+    ] {
+        let o = tq3d(["convert".as_ref(), input.as_os_str(), out.as_os_str()]);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{}: succeeded", out.display());
+        assert_eq!(e.trim_end().lines().count(), 1, "not one line: {e}");
+        assert!(e.contains(needle), "no {needle:?} in {e}");
+    }
+    assert_eq!(ply::read_ply(&input).unwrap().len(), 100, "input intact");
+}
+
+#[test]
+fn info_on_a_ply_gives_its_count_and_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, scene) = scene_file(dir.path(), 500);
+    let o = tq3d(["info".as_ref(), input.as_os_str(), "--json".as_ref()]);
+    assert_ok(&o, "info ply");
+    let v = json(&o);
+    assert_eq!(v["count"], 500);
+    assert_eq!(v["sh_degree"], 3);
+    let xmax = scene
+        .positions
+        .iter()
+        .map(|p| p[0])
+        .fold(f32::NEG_INFINITY, f32::max);
+    assert_eq!(v["ranges"]["position"][0][1].as_f64(), Some(xmax as f64));
+}
