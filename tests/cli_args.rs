@@ -394,10 +394,7 @@ fn info_on_a_file_shorter_than_a_magic_says_so() {
     ] {
         let p = dir.path().join(name);
         std::fs::write(&p, bytes).unwrap();
-        let want = format!(
-            "{} bytes: too short to be a .tq3s or .tqv file",
-            bytes.len()
-        );
+        let want = format!("{} bytes: too short to be a scene file", bytes.len());
         refused(&["info", p.to_str().unwrap()], &want);
         refused(&["info", p.to_str().unwrap()], name);
     }

@@ -57,6 +57,13 @@ pub fn detect(path: &Path) -> Result<SceneFormat> {
         .take(MAGIC_BYTES)
         .read_to_end(&mut head)
         .map_err(io)?;
+    if head.len() < container::MAGIC.len() {
+        return Err(Error::format(
+            path,
+            "length",
+            format!("{} bytes: too short to be a scene file", head.len()),
+        ));
+    }
     if head.starts_with(&container::MAGIC) {
         return Ok(SceneFormat::Tq3s);
     }
