@@ -773,14 +773,15 @@ fn decode(src: &mut dyn Source, path: &Path) -> Result<Scene> {
     let mut sh_rest = Vec::new();
     if let Some(s) = &meta.sh_n {
         let k = rest_per_channel(s.bands) as u64;
-        let rows_needed = s.count.div_ceil(64);
+        // 64 entries a row, at most 2^16 entries: 1024 rows. Each label is
+        // checked against the rows actually there.
         let cw = 64 * k;
         let centroids = texture(
             src,
             path,
             &s.centroids,
             cw,
-            cw.saturating_mul(rows_needed.max(1)),
+            cw.saturating_mul(MAX_PALETTE / 64),
             Some(cw),
         )?;
         let labels = texture(src, path, &s.labels, n, maxp, None)?;
