@@ -57,6 +57,10 @@ pub const SOG_PRECISION: &[(&str, &str)] = &[
 /// Largest `meta.json` read (a real one is ~15 KB: three 256-entry codebooks).
 pub const MAX_META_BYTES: u64 = 4 << 20;
 
+/// The most Gaussians a SOG may declare per stored byte (zip length, or the
+/// folder's files), beyond the first 65,536: 500× what real files hold.
+pub const MAX_GAUSSIANS_PER_BYTE: u64 = 16;
+
 /// Largest palette: labels are 16 bits.
 pub const MAX_PALETTE: u64 = 1 << 16;
 
@@ -208,11 +212,15 @@ trait Source {
     fn meta(&mut self) -> Result<Vec<u8>>;
     /// The bytes of the file `name`, at most `cap` bytes.
     fn load(&mut self, name: &str, cap: u64) -> Result<Vec<u8>>;
+    /// The stored (compressed) size of the whole SOG: the zip's length, or
+    /// the sum of the folder's files named in `names` (missing ones count 0).
+    fn stored_len(&self, names: &[String]) -> u64;
 }
 
 struct ZipSource<'a> {
     zip: zip::ZipArchive<Cursor<&'a [u8]>>,
     path: PathBuf,
+    len: u64,
 }
 
 impl<'a> ZipSource<'a> {
@@ -222,6 +230,7 @@ impl<'a> ZipSource<'a> {
         Ok(ZipSource {
             zip,
             path: path.to_path_buf(),
+            len: bytes.len() as u64,
         })
     }
 }
@@ -229,6 +238,10 @@ impl<'a> ZipSource<'a> {
 impl Source for ZipSource<'_> {
     fn meta(&mut self) -> Result<Vec<u8>> {
         self.load("meta.json", MAX_META_BYTES)
+    }
+
+    fn stored_len(&self, _names: &[String]) -> u64 {
+        self.len
     }
 
     fn load(&mut self, name: &str, cap: u64) -> Result<Vec<u8>> {
@@ -304,6 +317,18 @@ impl Source for FolderSource {
     fn load(&mut self, name: &str, cap: u64) -> Result<Vec<u8>> {
         read_capped_file(&self.dir.join(name), cap, "texture")
     }
+
+    fn stored_len(&self, names: &[String]) -> u64 {
+        folder_len(&self.dir, names)
+    }
+}
+
+fn folder_len(dir: &Path, names: &[String]) -> u64 {
+    names
+        .iter()
+        .filter_map(|n| std::fs::metadata(dir.join(n)).ok())
+        .map(|m| m.len())
+        .fold(0u64, u64::saturating_add)
 }
 
 struct BytesMetaSource<'a> {
@@ -318,6 +343,10 @@ impl Source for BytesMetaSource<'_> {
 
     fn load(&mut self, name: &str, cap: u64) -> Result<Vec<u8>> {
         read_capped_file(&self.dir.join(name), cap, "texture")
+    }
+
+    fn stored_len(&self, names: &[String]) -> u64 {
+        folder_len(&self.dir, names)
     }
 }
 
@@ -711,6 +740,21 @@ fn decode(src: &mut dyn Source, path: &Path) -> Result<Scene> {
     let meta_bytes = src.meta()?;
     let meta = Meta::parse(&meta_bytes, path)?;
     let n = meta.count;
+    // Lossless WebP can describe a huge flat image in a few bytes; a real
+    // SOG stores far less than one Gaussian a byte (skull.sog: 0.03).
+    let stored = src.stored_len(&meta.files());
+    let most = stored
+        .saturating_mul(MAX_GAUSSIANS_PER_BYTE)
+        .saturating_add(1 << 16);
+    if n > most {
+        return Err(Error::format(
+            path,
+            "count",
+            format!(
+                "{n} Gaussians in {stored} stored bytes: more than {MAX_GAUSSIANS_PER_BYTE} a byte (+65,536), refused as a decompression bomb"
+            ),
+        ));
+    }
     let nu = n as usize;
     let maxp = max_texture_pixels(n);
 
