@@ -22,11 +22,13 @@ mod compress;
 pub mod container;
 mod decompress;
 pub mod formats;
+pub mod gltf;
 pub mod importance;
 mod layout;
 pub mod ply;
 pub mod scene;
 pub mod sh;
+pub mod sog;
 pub mod synth;
 
 pub use compress::{
