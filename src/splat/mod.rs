@@ -19,6 +19,7 @@
 pub mod antimatter;
 pub mod attributes;
 mod compress;
+pub mod compressed_ply;
 pub mod container;
 mod decompress;
 pub mod formats;
@@ -29,6 +30,7 @@ pub mod ply;
 pub mod scene;
 pub mod sh;
 pub mod sog;
+pub mod spz;
 pub mod synth;
 
 pub use compress::{
