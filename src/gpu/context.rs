@@ -52,7 +52,41 @@ impl GpuContext {
     pub async fn request_async(policy: AdapterPolicy) -> Result<GpuContext> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+        Self::open(&instance, policy, None).await.map(|(ctx, _)| ctx)
+    }
+
+    /// Like [`GpuContext::request`], for a window: the adapter is picked
+    /// among those of `instance` that can present to `surface`, by the same
+    /// policy and ranking, and the device is created the same way (no
+    /// features, default limits). Make `instance` as `request` does, with
+    /// the display handle of the host's event loop:
+    /// `wgpu::InstanceDescriptor::new_with_display_handle_from_env(…)`.
+    /// Returns the adapter too, for `surface.get_capabilities`.
+    pub fn request_for_surface(
+        instance: &wgpu::Instance,
+        surface: &wgpu::Surface<'_>,
+        policy: AdapterPolicy,
+    ) -> Result<(GpuContext, wgpu::Adapter)> {
+        pollster::block_on(Self::open(instance, policy, Some(surface)))
+    }
+
+    /// The best adapter of `instance` under `policy` (that can present to
+    /// `surface`, when given), opened.
+    async fn open(
+        instance: &wgpu::Instance,
+        policy: AdapterPolicy,
+        surface: Option<&wgpu::Surface<'_>>,
+    ) -> Result<(GpuContext, wgpu::Adapter)> {
+        let mut adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+        if let Some(surface) = surface {
+            let all = adapters.len();
+            adapters.retain(|a| a.is_surface_supported(surface));
+            if adapters.is_empty() && all > 0 {
+                return Err(Error::Gpu(format!(
+                    "none of the {all} GPU adapters can present to this window"
+                )));
+            }
+        }
         let rank = |a: &wgpu::Adapter| match a.get_info().device_type {
             wgpu::DeviceType::DiscreteGpu => Some(0),
             wgpu::DeviceType::IntegratedGpu => Some(1),
@@ -92,11 +126,14 @@ impl GpuContext {
             info.device_type,
             info.backend
         );
-        Ok(GpuContext {
-            device,
-            queue,
-            adapter_info: Some(info),
-        })
+        Ok((
+            GpuContext {
+                device,
+                queue,
+                adapter_info: Some(info),
+            },
+            adapter,
+        ))
     }
 
     /// A short description of the device for logs and reports.

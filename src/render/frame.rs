@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use crate::gpu::buffers::buffer;
 use crate::gpu::pipeline::whole;
+use crate::render::present::{PresentFrame, composite};
 use crate::render::shaders::CameraUniform;
 use crate::render::{Image, Splat2D};
 
@@ -19,6 +20,8 @@ pub(crate) struct Frame {
     pub(crate) pre_bind_group: wgpu::BindGroup,
     pub(crate) raster_bind_group: wgpu::BindGroup,
     pub(crate) target: Option<Target>,
+    /// The present stage's uniform and overlay, made on the first draw.
+    pub(crate) present: Option<PresentFrame>,
 }
 
 impl Frame {
@@ -88,6 +91,7 @@ impl Frame {
             pre_bind_group,
             raster_bind_group,
             target: None,
+            present: None,
         }
     }
 }
@@ -135,7 +139,10 @@ impl Target {
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format,
-            usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
+            // Read back by `render`, read by the present pass of `draw`.
+            usage: wgpu::TextureUsages::RENDER_ATTACHMENT
+                | wgpu::TextureUsages::COPY_SRC
+                | wgpu::TextureUsages::TEXTURE_BINDING,
             view_formats: &[],
         });
         let view = texture.create_view(&Default::default());
@@ -194,7 +201,8 @@ impl Target {
     }
 
     /// The image from the read-back target `bytes` (premultiplied C and
-    /// A = 1 − T per pixel): C + (1 − A)·background.
+    /// A = 1 − T per pixel): C + (1 − A)·background
+    /// ([`composite`], which the present pass mirrors).
     pub(crate) fn composite(&self, bytes: &[u8], background: [f32; 3]) -> Image {
         let (w, h) = (self.width, self.height);
         let f32_target = self.format == wgpu::TextureFormat::Rgba32Float;
@@ -213,10 +221,7 @@ impl Target {
                         let hp: [u16; 4] = bytemuck::pod_read_unaligned(&row[8 * x..8 * x + 8]);
                         hp.map(|v| half::f16::from_bits(v).to_f32())
                     };
-                    let t = 1.0 - px[3];
-                    for ch in 0..3 {
-                        out[3 * x + ch] = px[ch] + t * background[ch];
-                    }
+                    out[3 * x..3 * x + 3].copy_from_slice(&composite(px, background));
                 }
             });
         image

@@ -22,8 +22,16 @@
 //!    the fragment shader applies the CPU's per-pixel tests and α formula
 //!    and outputs premultiplied (colour·α, α), blended front to back
 //!    (src·(1 − dst.α) + dst). The target is `Rgba32Float` when the device
-//!    has `Features::FLOAT32_BLENDABLE` enabled, else `Rgba16Float`. After
-//!    readback, pixel = C + (1 − A)·background.
+//!    has `Features::FLOAT32_BLENDABLE` enabled, else `Rgba16Float`.
+//! 4. **out**: [`GpuRenderer::render`] reads the target back and composites
+//!    on the CPU, pixel = C + (1 − A)·background
+//!    ([`present::composite`](crate::render::present::composite));
+//!    [`GpuRenderer::draw`] instead records the present pass
+//!    (shaders/render_present.wgsl, [`crate::render::present`]) into a
+//!    host's `wgpu::TextureView`, e.g. a window's surface texture, which
+//!    composites the same way and writes the bytes
+//!    [`to_u8`](crate::render::image::to_u8) gives for that image. Both
+//!    share one recording of stages 1–3.
 //!
 //! How far the result may differ from the CPU reference (the early stop,
 //! the f16 target, depth ties) and how large a scene fits are derived in
@@ -42,6 +50,7 @@ use crate::gpu::buffers::{buffer, init_buffer, read_buffer};
 use crate::gpu::pipeline::{PipelineCache, RO, RW, UNIFORM, buffer_entry, whole};
 use crate::gpu::scope::scoped;
 use crate::render::frame::{Frame, Target};
+use crate::render::present::{Overlay, Presenter};
 use crate::render::sh_decode::ShDecodeBuffers;
 use crate::render::shaders::{
     ATTR_STRIDE, CameraUniform, PREPROCESS_WORKGROUP, preprocess_source, raster_source,
@@ -94,6 +103,7 @@ pub struct GpuRenderer {
     pre_module: wgpu::ShaderModule,
     format: wgpu::TextureFormat,
     pipelines: PipelineCache<PipelineKey>,
+    presenter: Presenter,
     max_binding: u64,
 }
 
@@ -129,7 +139,7 @@ enum ShBuffers {
 pub struct GpuSplats {
     count: usize,
     sh_degree: u8,
-    _attrs: wgpu::Buffer,
+    attrs: wgpu::Buffer,
     sh: ShBuffers,
     frame: Mutex<Frame>,
 }
@@ -143,6 +153,14 @@ impl GpuSplats {
         match &self.sh {
             ShBuffers::F32 { bytes, .. } | ShBuffers::Compressed { bytes, .. } => *bytes,
         }
+    }
+
+    /// Bytes of GPU memory holding the scene: the attribute buffer
+    /// (position, log scale, rotation, opacity and DC colour, 56 bytes per
+    /// Gaussian) plus [`sh_bytes`](Self::sh_bytes). The per-frame buffers
+    /// (projected splats, depths, order, the render target) are not counted.
+    pub fn scene_bytes(&self) -> u64 {
+        self.attrs.size() + self.sh_bytes()
     }
 
     /// Number of Gaussians.
@@ -282,6 +300,7 @@ impl GpuRenderer {
                 pre_module,
                 format,
                 pipelines: PipelineCache::default(),
+                presenter: Presenter::new(device),
                 max_binding: limits
                     .max_storage_buffer_binding_size
                     .min(limits.max_buffer_size),
@@ -506,7 +525,7 @@ impl GpuRenderer {
             Ok(GpuSplats {
                 count: n,
                 sh_degree,
-                _attrs: attrs_buf,
+                attrs: attrs_buf,
                 sh: sh_buffers,
                 frame: Mutex::new(frame),
             })
@@ -619,74 +638,92 @@ impl GpuRenderer {
         })
     }
 
+    /// Records a frame up to the raster stage into the scene's float
+    /// target: preprocess on the GPU (submitted, then its depths read back),
+    /// the depth order on the CPU, then the raster pass, recorded into the
+    /// returned encoder (not yet submitted) so that the caller appends its
+    /// readback or present pass. The one frame recording of both
+    /// [`render`](Self::render) and [`draw`](Self::draw). Call inside error
+    /// scopes.
+    fn record_frame(
+        &self,
+        splats: &GpuSplats,
+        frame: &mut Frame,
+        cam: &Camera,
+    ) -> Result<wgpu::CommandEncoder> {
+        let n = splats.count;
+        let device = &self.ctx.device;
+        // 1. Preprocess and read back the sort keys.
+        let mut encoder = device.create_command_encoder(&Default::default());
+        self.record_preprocess(splats, frame, cam, &mut encoder)?;
+        let order: Vec<u32> = if n > 0 {
+            let len = 4 * n as u64;
+            encoder.copy_buffer_to_buffer(&frame.depths, 0, &frame.depth_readback, 0, len);
+            self.ctx.queue.submit([encoder.finish()]);
+            let keys = pollster::block_on(read_buffer(&self.ctx, &frame.depth_readback, len))?;
+            let depths: &[f32] = bytemuck::cast_slice(&keys);
+            // 2. Depth order: visible splats by (depth, index). Depths are
+            // > 0.2, so their bit patterns order like the values.
+            let mut sorted: Vec<u64> = depths
+                .par_iter()
+                .enumerate()
+                .filter(|(_, d)| **d > 0.0)
+                .map(|(i, d)| ((d.to_bits() as u64) << 32) | i as u64)
+                .collect();
+            sorted.par_sort_unstable();
+            sorted.into_par_iter().map(|k| k as u32).collect()
+        } else {
+            self.ctx.queue.submit([encoder.finish()]);
+            Vec::new()
+        };
+        if !order.is_empty() {
+            self.ctx
+                .queue
+                .write_buffer(&frame.order, 0, bytemuck::cast_slice(&order));
+        }
+
+        // 3. Raster.
+        let target = Target::sized(
+            &mut frame.target,
+            device,
+            self.format,
+            cam.width,
+            cam.height,
+        );
+        let mut encoder = device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {
+                label: Some("turboquant3d raster"),
+                color_attachments: &[Some(wgpu::RenderPassColorAttachment {
+                    view: &target.view,
+                    depth_slice: None,
+                    resolve_target: None,
+                    ops: wgpu::Operations {
+                        load: wgpu::LoadOp::Clear(wgpu::Color::TRANSPARENT),
+                        store: wgpu::StoreOp::Store,
+                    },
+                })],
+                ..Default::default()
+            });
+            if !order.is_empty() {
+                pass.set_pipeline(&self.raster_pipeline);
+                pass.set_bind_group(0, &frame.raster_bind_group, &[]);
+                pass.draw(0..6, 0..order.len() as u32);
+            }
+        }
+        Ok(encoder)
+    }
+
     /// Renders a view: preprocess on the GPU, depth order on the CPU from
     /// the GPU's depths, raster on the GPU, then readback. The image is
     /// linear RGB, C + T·background per pixel, unclamped.
     pub fn render(&self, splats: &GpuSplats, cam: &Camera, background: [f32; 3]) -> Result<Image> {
         self.check_camera(cam)?;
-        let n = splats.count;
-        let device = &self.ctx.device;
         let mut frame_guard = splats.frame.lock().unwrap_or_else(|e| e.into_inner());
         let frame = &mut *frame_guard;
-        scoped(device, "rendering", || {
-            // 1. Preprocess and read back the sort keys.
-            let mut encoder = device.create_command_encoder(&Default::default());
-            self.record_preprocess(splats, frame, cam, &mut encoder)?;
-            let order: Vec<u32> = if n > 0 {
-                let len = 4 * n as u64;
-                encoder.copy_buffer_to_buffer(&frame.depths, 0, &frame.depth_readback, 0, len);
-                self.ctx.queue.submit([encoder.finish()]);
-                let keys = pollster::block_on(read_buffer(&self.ctx, &frame.depth_readback, len))?;
-                let depths: &[f32] = bytemuck::cast_slice(&keys);
-                // 2. Depth order: visible splats by (depth, index). Depths are
-                // > 0.2, so their bit patterns order like the values.
-                let mut sorted: Vec<u64> = depths
-                    .par_iter()
-                    .enumerate()
-                    .filter(|(_, d)| **d > 0.0)
-                    .map(|(i, d)| ((d.to_bits() as u64) << 32) | i as u64)
-                    .collect();
-                sorted.par_sort_unstable();
-                sorted.into_par_iter().map(|k| k as u32).collect()
-            } else {
-                self.ctx.queue.submit([encoder.finish()]);
-                Vec::new()
-            };
-            if !order.is_empty() {
-                self.ctx
-                    .queue
-                    .write_buffer(&frame.order, 0, bytemuck::cast_slice(&order));
-            }
-
-            // 3. Raster.
-            let target = Target::sized(
-                &mut frame.target,
-                device,
-                self.format,
-                cam.width,
-                cam.height,
-            );
-            let mut encoder = device.create_command_encoder(&Default::default());
-            {
-                let mut pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {
-                    label: Some("turboquant3d raster"),
-                    color_attachments: &[Some(wgpu::RenderPassColorAttachment {
-                        view: &target.view,
-                        depth_slice: None,
-                        resolve_target: None,
-                        ops: wgpu::Operations {
-                            load: wgpu::LoadOp::Clear(wgpu::Color::TRANSPARENT),
-                            store: wgpu::StoreOp::Store,
-                        },
-                    })],
-                    ..Default::default()
-                });
-                if !order.is_empty() {
-                    pass.set_pipeline(&self.raster_pipeline);
-                    pass.set_bind_group(0, &frame.raster_bind_group, &[]);
-                    pass.draw(0..6, 0..order.len() as u32);
-                }
-            }
+        scoped(&self.ctx.device, "rendering", || {
+            let mut encoder = self.record_frame(splats, frame, cam)?;
+            let target = frame.target.as_ref().ok_or_else(no_target)?;
             target.record_copy(&mut encoder);
             self.ctx.queue.submit([encoder.finish()]);
             let (readback, len) = target.readback();
@@ -694,4 +731,73 @@ impl GpuRenderer {
             Ok(target.composite(&bytes, background))
         })
     }
+
+    /// Draws a view into a host's colour target, e.g. a window's surface
+    /// texture: the frame of [`render`](Self::render) (same preprocess,
+    /// depth order and raster into the float target), then the present
+    /// pass ([`present`](crate::render::present)), which composites it over
+    /// `background` and writes `view`, a `format` texture of the camera's
+    /// size with `RENDER_ATTACHMENT` usage. The target's bytes equal
+    /// [`to_u8`](crate::render::image::to_u8) of the image `render` returns
+    /// for 8-bit unorm and sRGB formats alike (the shader undoes the sRGB
+    /// encode); offered both, prefer the unorm one. Submits the work and
+    /// returns without waiting for the raster to finish; present the surface
+    /// texture afterwards.
+    pub fn draw(
+        &self,
+        splats: &GpuSplats,
+        cam: &Camera,
+        background: [f32; 3],
+        view: &wgpu::TextureView,
+        format: wgpu::TextureFormat,
+    ) -> Result<()> {
+        self.draw_with_overlay(splats, cam, background, None, view, format)
+    }
+
+    /// [`draw`](Self::draw) with a host's [`Overlay`] (a stats line, a
+    /// cursor) laid over the top-left corner by the present pass.
+    pub fn draw_with_overlay(
+        &self,
+        splats: &GpuSplats,
+        cam: &Camera,
+        background: [f32; 3],
+        overlay: Option<&Overlay>,
+        view: &wgpu::TextureView,
+        format: wgpu::TextureFormat,
+    ) -> Result<()> {
+        self.check_camera(cam)?;
+        let size = view.texture().size();
+        if (size.width, size.height) != (cam.width, cam.height) {
+            return Err(Error::InvalidArgument(format!(
+                "drawing a {}×{} camera into a {}×{} texture",
+                cam.width, cam.height, size.width, size.height
+            )));
+        }
+        let mut frame_guard = splats.frame.lock().unwrap_or_else(|e| e.into_inner());
+        let frame = &mut *frame_guard;
+        let device = &self.ctx.device;
+        scoped(device, "drawing", || {
+            let mut encoder = self.record_frame(splats, frame, cam)?;
+            let target = frame.target.as_ref().ok_or_else(no_target)?;
+            self.presenter.record(
+                device,
+                &self.ctx.queue,
+                &mut frame.present,
+                &mut encoder,
+                &target.view,
+                background,
+                overlay,
+                view,
+                format,
+            )?;
+            self.ctx.queue.submit([encoder.finish()]);
+            Ok(())
+        })
+    }
+}
+
+/// `record_frame` always leaves a target; this names the broken invariant
+/// instead of panicking.
+fn no_target() -> Error {
+    Error::Gpu("the frame has no render target".into())
 }

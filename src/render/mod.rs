@@ -11,6 +11,29 @@
 //! fragments below 1/255 skipped and an early stop below transmittance 10⁻⁴.
 //! The stages and their exact formulas are in [`cpu`], whose functions the
 //! GPU stages mirror by name.
+//!
+//! # Drawing into a host's texture
+//!
+//! [`gpu::GpuRenderer::render`] returns an [`Image`] (headless: PNGs,
+//! metrics). [`gpu::GpuRenderer::draw`] records the same frame into any
+//! `wgpu::TextureView` (a window's surface texture): the float target is
+//! composited over the background by a present pass ([`present`]) that
+//! writes exactly the bytes [`image::to_u8`] makes of `render`'s image,
+//! for unorm and sRGB formats alike, with an optional [`present::Overlay`].
+//! `tq3d view` (src/bin/tq3d/view.rs) is the embedding example:
+//!
+//! ```no_run
+//! # fn frame(surface: &turboquant3d::wgpu::Surface<'_>, renderer: &turboquant3d::render::gpu::GpuRenderer,
+//! #          splats: &turboquant3d::render::gpu::GpuSplats, cam: &turboquant3d::render::Camera,
+//! #          format: turboquant3d::wgpu::TextureFormat) -> turboquant3d::Result<()> {
+//! use turboquant3d::wgpu::CurrentSurfaceTexture;
+//! if let CurrentSurfaceTexture::Success(texture) = surface.get_current_texture() {
+//!     let view = texture.texture.create_view(&Default::default());
+//!     renderer.draw(splats, cam, [0.0; 3], &view, format)?;
+//!     renderer.context().queue.present(texture);
+//! }
+//! # Ok(()) }
+//! ```
 
 pub mod camera;
 pub mod cpu;
@@ -19,6 +42,7 @@ pub mod gpu;
 pub mod image;
 pub mod metrics;
 pub mod predict;
+pub mod present;
 pub mod sh_decode;
 pub mod shaders;
 

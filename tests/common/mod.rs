@@ -9,3 +9,4 @@ pub mod gpu;
 pub mod peer;
 pub mod ply;
 pub mod tqv;
+pub mod xwd;

@@ -7,7 +7,9 @@
 //!   width flags of `compress` and `eval`;
 //! - [`vectors`]: raw vectors (`encode`, `decode`, `codebook`, `info` on .tqv);
 //! - [`scene`]: splat scenes (`compress`, `decompress`, `info` on .tq3s, `demo`);
-//! - [`eval`] and [`plan`]: rendering-based evaluation and planning of scenes.
+//! - [`eval`] and [`plan`]: rendering-based evaluation and planning of scenes;
+//! - [`view`]: the interactive viewer (`view`), also the renderer's
+//!   embedding example.
 //!
 //! Workload modules import [`common`] only, never each other; `main`
 //! dispatches. A new workload (KV caches, hash grids) gets its own module
@@ -22,6 +24,7 @@ mod eval;
 mod plan;
 mod scene;
 mod vectors;
+mod view;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -95,6 +98,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Open a window on a scene (.tq3s drawn from its compressed SH-rest): orbit, pan, zoom, fly.
+    View(view::ViewArgs),
     /// Describe a file: a .tq3s scene or .tqv vectors (header, streams, sizes, expected error), or any scene format tq3d reads (header, count, attribute ranges).
     Info {
         /// The file: .tq3s, .tqv, or a scene in any format `tq3d convert` reads.
@@ -140,6 +145,7 @@ fn main() -> ExitCode {
         } => vectors::decode(input, output, device),
         Command::Codebook { dim, bits, json } => vectors::codebook(dim, bits, json),
         Command::Info { input, json } => info(input, json),
+        Command::View(args) => view::view(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
