@@ -86,13 +86,24 @@ fn select(mut scene: Scene, a: &ConvertArgs) -> Scene {
 }
 
 pub fn convert(a: ConvertArgs) -> Result<(), Error> {
-    let out_format = formats::output_format(&a.output).ok_or_else(|| {
-        Error::InvalidArgument(format!(
-            "{}: cannot tell the output format from the extension; writable: {}",
-            a.output.display(),
-            formats::WRITABLE
-        ))
-    })?;
+    let out_format = match formats::output_format(&a.output) {
+        Some(f @ (SceneFormat::CompressedPly | SceneFormat::Sog)) => {
+            return Err(Error::InvalidArgument(format!(
+                "{}: {} is read, not written; writable: {}",
+                a.output.display(),
+                f.name(),
+                formats::WRITABLE
+            )));
+        }
+        Some(f) => f,
+        None => {
+            return Err(Error::InvalidArgument(format!(
+                "{}: cannot tell the output format from the extension; writable: {}",
+                a.output.display(),
+                formats::WRITABLE
+            )));
+        }
+    };
     output_to(&a.output);
     check_distinct(&a.output, &[&a.input])?;
     let in_format = formats::detect(&a.input)?;
