@@ -55,9 +55,15 @@ fn overlay(rgb: vec3<f32>, m: u32) -> vec3<f32> {
     return rgb;
 }
 
-// The byte value to_u8 gives, as a unorm value: round(clamp(v, 0, 1)·255)/255.
+// The byte value to_u8 gives, as a unorm value: k/255 with
+// k = clamp(v, 0, 1)·255 rounded half away from zero, as Rust's f32::round
+// does. WGSL's round() takes ties to even (76.5 → 76, where to_u8 gives 77),
+// so the tie is decided here: v·255 − floor(v·255) is exact in f32.
 fn present(rgb: vec3<f32>) -> vec3<f32> {
-    return round(clamp(rgb, vec3<f32>(0.0), vec3<f32>(1.0)) * 255.0) / 255.0;
+    let x = clamp(rgb, vec3<f32>(0.0), vec3<f32>(1.0)) * 255.0;
+    let f = floor(x);
+    let k = select(f, f + 1.0, x - f >= vec3<f32>(0.5));
+    return k / 255.0;
 }
 
 // The sRGB decode (IEC 61966-2-1), the inverse of the hardware's encode.

@@ -530,7 +530,10 @@ fn errors_are_one_line_and_exit_1() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
-        err.starts_with("error: no display") && err.trim_end().lines().count() == 1,
+        err.starts_with("error: GPU: no display: ")
+            && err.contains("DISPLAY")
+            && !err.contains(".rs:")
+            && err.trim_end().lines().count() == 1,
         "{err}"
     );
 

@@ -85,6 +85,15 @@ fn background(s: &str) -> Result<Background, String> {
     }
 }
 
+/// winit's message without the "os error at <its source file>:<line>: "
+/// prefix, which tells a user nothing.
+fn os_message(e: &impl std::fmt::Display) -> String {
+    let s = e.to_string();
+    s.strip_prefix("os error at ")
+        .and_then(|rest| rest.split_once(": "))
+        .map_or(s.clone(), |(_, m)| m.to_string())
+}
+
 /// Opens the scene, then the window, and runs until Esc or close.
 pub fn view(args: ViewArgs) -> Result<(), Error> {
     if matches!(args.device, DeviceArg::Cpu) {
@@ -93,7 +102,7 @@ pub fn view(args: ViewArgs) -> Result<(), Error> {
         ));
     }
     let scene = load(&args.input)?;
-    let event_loop = EventLoop::new().map_err(|e| Error::Gpu(format!("no display: {e}")))?;
+    let event_loop = EventLoop::new().map_err(|e| Error::Gpu(format!("no display: {}", os_message(&e))))?;
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_with_display_handle_from_env(
         Box::new(event_loop.owned_display_handle()),
     ));
@@ -241,7 +250,7 @@ impl App {
         let window = Arc::new(
             event_loop
                 .create_window(attributes)
-                .map_err(|e| Error::Gpu(format!("cannot open a window: {e}")))?,
+                .map_err(|e| Error::Gpu(format!("cannot open a window: {}", os_message(&e))))?,
         );
         let surface = self
             .instance
