@@ -52,7 +52,10 @@ fn ply_to_ply_is_exact_and_its_report_is_lossless() {
     assert_eq!(back.sh_rest, scene.sh_rest);
     let v = json(&o);
     assert_eq!(v["count"], 3000);
-    assert_eq!(v["psnr_db"], "inf", "an exact copy renders identically: {v}");
+    assert_eq!(
+        v["psnr_db"], "inf",
+        "an exact copy renders identically: {v}"
+    );
     assert_eq!(
         v["output_bytes"].as_u64(),
         Some(std::fs::metadata(&out).unwrap().len())

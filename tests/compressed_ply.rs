@@ -13,6 +13,7 @@ use common::cli::{stderr, stdout, tq3d};
 use common::peer;
 use common::ply::assert_has;
 use turboquant3d::Error;
+use turboquant3d::splat::Scene;
 use turboquant3d::splat::compressed_ply::{
     CHUNK, COMPRESSED_PLY_PRECISION, describe_compressed_ply, read_compressed_ply,
     read_compressed_ply_bytes,
@@ -20,7 +21,6 @@ use turboquant3d::splat::compressed_ply::{
 use turboquant3d::splat::ply::{self, PlyEncoding};
 use turboquant3d::splat::scene::sigmoid;
 use turboquant3d::splat::synth::{SynthConfig, generate};
-use turboquant3d::splat::Scene;
 
 const SH_C0: f32 = 0.282_094_8;
 
@@ -51,12 +51,36 @@ fn same_decode(ours: &Scene, peer: &Scene) {
     assert_eq!(ours.sh_degree, peer.sh_degree, "sh degree");
     for i in 0..ours.len() {
         for k in 0..3 {
-            check(ours.positions[i][k], peer.positions[i][k], rounding(peer.positions[i][k]), "position", i);
-            check(ours.scales[i][k], peer.scales[i][k], rounding(peer.scales[i][k]), "log scale", i);
-            check(ours.dc[i][k], peer.dc[i][k], rounding(peer.dc[i][k]), "f_dc", i);
+            check(
+                ours.positions[i][k],
+                peer.positions[i][k],
+                rounding(peer.positions[i][k]),
+                "position",
+                i,
+            );
+            check(
+                ours.scales[i][k],
+                peer.scales[i][k],
+                rounding(peer.scales[i][k]),
+                "log scale",
+                i,
+            );
+            check(
+                ours.dc[i][k],
+                peer.dc[i][k],
+                rounding(peer.dc[i][k]),
+                "f_dc",
+                i,
+            );
         }
         for k in 0..4 {
-            check(ours.rotations[i][k], peer.rotations[i][k], rounding(1.0), "rotation", i);
+            check(
+                ours.rotations[i][k],
+                peer.rotations[i][k],
+                rounding(1.0),
+                "rotation",
+                i,
+            );
         }
         let (o, p) = (ours.opacity[i], peer.opacity[i]);
         assert!(o.is_finite(), "opacity of Gaussian {i} is {o}");
@@ -64,7 +88,11 @@ fn same_decode(ours: &Scene, peer: &Scene) {
             check(o, p, 1e-5 * (1.0 + p.abs()), "opacity", i);
         } else {
             let byte = if p > 0.0 { 255.0 } else { 0.0 };
-            assert_eq!((sigmoid(o) * 255.0).round(), byte, "opacity of Gaussian {i}: {o} vs {p}");
+            assert_eq!(
+                (sigmoid(o) * 255.0).round(),
+                byte,
+                "opacity of Gaussian {i}: {o} vs {p}"
+            );
         }
     }
     assert_eq!(ours.sh_rest.len(), peer.sh_rest.len(), "f_rest count");
@@ -84,11 +112,14 @@ fn source_order(decoded: &Scene, source: &Scene) -> Vec<usize> {
         [p[0], p[1], p[2], l[0], l[1], l[2], c[0], c[1], c[2]]
     };
     let keys: Vec<[f32; 9]> = (0..source.len()).map(|j| key(source, j)).collect();
-    let d2 = |a: &[f32; 9], b: &[f32; 9]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>();
+    let d2 =
+        |a: &[f32; 9], b: &[f32; 9]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>();
     let order: Vec<usize> = (0..decoded.len())
         .map(|i| {
             let k = key(decoded, i);
-            (0..source.len()).min_by(|&a, &b| d2(&k, &keys[a]).total_cmp(&d2(&k, &keys[b]))).unwrap()
+            (0..source.len())
+                .min_by(|&a, &b| d2(&k, &keys[a]).total_cmp(&d2(&k, &keys[b])))
+                .unwrap()
         })
         .collect();
     let mut seen = vec![false; source.len()];
@@ -114,7 +145,9 @@ fn within_precision(decoded: &Scene, source: &Scene) {
         let (lo, hi) = order[c * CHUNK..((c + 1) * CHUNK).min(order.len())]
             .iter()
             .map(|&j| f(j))
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            });
         hi - lo
     };
     // Half a step of `levels` over `r`; the writer stores 0 for a range
@@ -125,16 +158,40 @@ fn within_precision(decoded: &Scene, source: &Scene) {
         for k in 0..3 {
             let r = range(c, &|j| source.positions[j][k]);
             let s = source.positions[j][k];
-            check(decoded.positions[i][k], s, half(r, p.position_levels[k]) + rounding(s), "position", j);
+            check(
+                decoded.positions[i][k],
+                s,
+                half(r, p.position_levels[k]) + rounding(s),
+                "position",
+                j,
+            );
             let r = range(c, &|j| source.scales[j][k]);
             let s = source.scales[j][k];
-            check(decoded.scales[i][k], s, half(r, p.scale_levels[k]) + rounding(s), "log scale", j);
+            check(
+                decoded.scales[i][k],
+                s,
+                half(r, p.scale_levels[k]) + rounding(s),
+                "log scale",
+                j,
+            );
             let r = range(c, &|j| source.dc[j][k] * SH_C0);
             let s = source.dc[j][k];
-            check(decoded.dc[i][k], s, half(r, p.colour_levels) / SH_C0 + 1e-5, "f_dc", j);
+            check(
+                decoded.dc[i][k],
+                s,
+                half(r, p.colour_levels) / SH_C0 + 1e-5,
+                "f_dc",
+                j,
+            );
         }
         let a = sigmoid(source.opacity[j]).clamp(1e-4, 1.0 - 1e-4);
-        check(sigmoid(decoded.opacity[i]), a, p.alpha as f32 + 1e-4, "sigmoid(opacity)", j);
+        check(
+            sigmoid(decoded.opacity[i]),
+            a,
+            p.alpha as f32 + 1e-4,
+            "sigmoid(opacity)",
+            j,
+        );
         let q = source.rotations[j];
         let norm = q.iter().map(|v| v * v).sum::<f32>().sqrt();
         let q = q.map(|v| v / norm);
@@ -144,12 +201,24 @@ fn within_precision(decoded: &Scene, source: &Scene) {
         // The largest of four unit components is ≥ 1/2, so its error is
         // at most Σ|a_k|·δ/(1/2) ≤ 3·(1/√2)·δ·2 ≈ 4.3·δ.
         for k in 0..4 {
-            check(sign * d[k], q[k], 4.3 * p.rotation as f32 + 1e-5, "rotation", j);
+            check(
+                sign * d[k],
+                q[k],
+                4.3 * p.rotation as f32 + 1e-5,
+                "rotation",
+                j,
+            );
         }
         let w = decoded.rest_dim();
         for t in 0..w {
             let s = source.sh_rest[j * w + t];
-            check(decoded.sh_rest[i * w + t], s.clamp(-4.0, 4.0), p.sh as f32 + 1e-6, "f_rest", j);
+            check(
+                decoded.sh_rest[i * w + t],
+                s.clamp(-4.0, 4.0),
+                p.sh as f32 + 1e-6,
+                "f_rest",
+                j,
+            );
         }
     }
     assert_eq!(decoded.sh_rest.len(), source.sh_rest.len(), "f_rest count");
@@ -160,7 +229,10 @@ fn committed_fixture_decodes_as_the_peer_does_and_within_precision() {
     let path = fixture("skull_crop.compressed.ply");
     let ours = read_compressed_ply(&path).unwrap();
     assert_eq!((ours.len(), ours.sh_degree), (609, 1));
-    same_decode(&ours, &ply::read_ply(&fixture("skull_crop.peer.ply")).unwrap());
+    same_decode(
+        &ours,
+        &ply::read_ply(&fixture("skull_crop.peer.ply")).unwrap(),
+    );
     within_precision(&ours, &ply::read_ply(&fixture("skull_crop.ply")).unwrap());
     // The whole-file and in-memory readers agree.
     let bytes = std::fs::read(&path).unwrap();
@@ -168,7 +240,13 @@ fn committed_fixture_decodes_as_the_peer_does_and_within_precision() {
     assert_eq!(again.positions, ours.positions);
     assert_eq!(again.sh_rest, ours.sh_rest);
     let facts = describe_compressed_ply(&bytes, &path).unwrap();
-    let fact = |k: &str| facts.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+    let fact = |k: &str| {
+        facts
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
     assert_eq!(fact("count"), "609");
     assert_eq!(fact("chunks"), "3");
     assert_eq!(fact("sh degree"), "1");
@@ -214,7 +292,11 @@ fn refused(bytes: &[u8], parts: &[&str]) {
 /// body kept).
 fn edit_header(from: &str, to: &str) -> Vec<u8> {
     let bytes = std::fs::read(fixture("skull_crop.compressed.ply")).unwrap();
-    let end = bytes.windows(11).position(|w| w == b"end_header\n").unwrap() + 11;
+    let end = bytes
+        .windows(11)
+        .position(|w| w == b"end_header\n")
+        .unwrap()
+        + 11;
     let head = std::str::from_utf8(&bytes[..end]).unwrap();
     assert!(head.contains(from), "{from}");
     let mut out = head.replacen(from, to, 1).into_bytes();
@@ -231,10 +313,19 @@ fn damaged_files_are_refused_naming_the_field() {
     long.push(0);
     refused(&long, &["body", "1 trailing bytes"]);
     // Chunk count other than ⌈n/256⌉.
-    refused(&edit_header("element chunk 3", "element chunk 4"), &["chunk"]);
+    refused(
+        &edit_header("element chunk 3", "element chunk 4"),
+        &["chunk"],
+    );
     // A missing vertex property and a property of the wrong type.
-    refused(&edit_header("property uint packed_scale\n", ""), &["packed_scale"]);
-    refused(&edit_header("property uint packed_color", "property float packed_color"), &["packed_color"]);
+    refused(
+        &edit_header("property uint packed_scale\n", ""),
+        &["packed_scale"],
+    );
+    refused(
+        &edit_header("property uint packed_color", "property float packed_color"),
+        &["packed_color"],
+    );
     // An SH element of a size no degree has.
     refused(&edit_header("property uchar f_rest_8\n", ""), &["sh"]);
     // A non-finite chunk bound.
@@ -246,7 +337,10 @@ fn damaged_files_are_refused_naming_the_field() {
     refused(b"splat\n", &["invalid"]);
     refused(&edit_header("binary_little_endian", "ascii"), &["invalid"]);
     // A count that the file cannot hold is refused before allocating.
-    refused(&edit_header("element vertex 609\n", "element vertex 4000000000\n"), &["invalid"]);
+    refused(
+        &edit_header("element vertex 609\n", "element vertex 4000000000\n"),
+        &["invalid"],
+    );
 }
 
 #[test]
@@ -272,6 +366,9 @@ fn info_and_convert_read_it_through_the_dispatcher() {
     let o = tq3d(["convert".as_ref(), ply_out.as_os_str(), cp_out.as_os_str()]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.starts_with("error: ") && err.trim_end().lines().count() == 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
     assert!(!cp_out.exists());
 }

@@ -15,14 +15,19 @@ use turboquant3d::splat::{gltf, ply, sog};
 const EXT: &str = "KHR_gaussian_splatting";
 
 fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
 }
 
 /// The GLB's JSON and BIN chunks, split by hand from the spec's layout.
 fn split(glb: &[u8]) -> (Value, Vec<u8>) {
     assert_eq!(&glb[0..4], b"glTF");
     assert_eq!(u32::from_le_bytes(glb[4..8].try_into().unwrap()), 2);
-    assert_eq!(u32::from_le_bytes(glb[8..12].try_into().unwrap()) as usize, glb.len());
+    assert_eq!(
+        u32::from_le_bytes(glb[8..12].try_into().unwrap()) as usize,
+        glb.len()
+    );
     let jlen = u32::from_le_bytes(glb[12..16].try_into().unwrap()) as usize;
     assert_eq!(&glb[16..20], b"JSON");
     assert_eq!(jlen % 4, 0);
@@ -64,7 +69,8 @@ fn floats(json: &Value, bin: &[u8], name: &str) -> Vec<f32> {
     let a = &json["accessors"][prim["attributes"][name].as_u64().unwrap() as usize];
     assert_eq!(a["componentType"], 5126, "{name}");
     let v = &json["bufferViews"][a["bufferView"].as_u64().unwrap() as usize];
-    let off = (v["byteOffset"].as_u64().unwrap_or(0) + a["byteOffset"].as_u64().unwrap_or(0)) as usize;
+    let off =
+        (v["byteOffset"].as_u64().unwrap_or(0) + a["byteOffset"].as_u64().unwrap_or(0)) as usize;
     let comps = match a["type"].as_str().unwrap() {
         "SCALAR" => 1,
         "VEC3" => 3,
@@ -101,9 +107,17 @@ fn structure_follows_the_draft() {
     let n = scene.len();
     let (json, bin) = split(&write_to_vec(&scene));
     assert_eq!(json["asset"]["version"], "2.0");
-    assert!(json["extensionsUsed"].as_array().unwrap().contains(&json!(EXT)));
+    assert!(
+        json["extensionsUsed"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(EXT))
+    );
     assert!(json.get("extensionsRequired").is_none());
-    assert_eq!(json["buffers"][0]["byteLength"].as_u64().unwrap() as usize, bin.len());
+    assert_eq!(
+        json["buffers"][0]["byteLength"].as_u64().unwrap() as usize,
+        bin.len()
+    );
     let prim = &json["meshes"][0]["primitives"][0];
     assert_eq!(prim["mode"], 0, "POINTS");
     let ext = &prim["extensions"][EXT];
@@ -123,7 +137,12 @@ fn structure_follows_the_draft() {
             want.push((format!("{EXT}:SH_DEGREE_{l}_COEF_{c}"), "VEC3", 5126));
         }
     }
-    assert_eq!(attrs.len(), want.len(), "{:?}", attrs.keys().collect::<Vec<_>>());
+    assert_eq!(
+        attrs.len(),
+        want.len(),
+        "{:?}",
+        attrs.keys().collect::<Vec<_>>()
+    );
     for (name, ty, comp) in &want {
         let a = &json["accessors"][attrs[name].as_u64().unwrap() as usize];
         assert_eq!(a["type"], *ty, "{name}");
@@ -134,7 +153,10 @@ fn structure_follows_the_draft() {
         assert!(end as usize <= bin.len(), "{name} outside the buffer");
         assert_eq!(v["byteOffset"].as_u64().unwrap() % 4, 0, "{name} alignment");
     }
-    assert_eq!(json["accessors"][attrs["COLOR_0"].as_u64().unwrap() as usize]["normalized"], true);
+    assert_eq!(
+        json["accessors"][attrs["COLOR_0"].as_u64().unwrap() as usize]["normalized"],
+        true
+    );
     // POSITION must carry min and max (glTF 2.0 §5.1.1).
     let pa = &json["accessors"][attrs["POSITION"].as_u64().unwrap() as usize];
     assert_eq!(pa["min"].as_array().unwrap().len(), 3);
@@ -150,13 +172,22 @@ fn structure_follows_the_draft() {
         assert_eq!(&pos[3 * i..3 * i + 3], &[-p[0], -p[1], p[2]]);
         for k in 0..3 {
             let want = f64::from(scene.scales[i][k]).exp();
-            assert!((f64::from(scale[3 * i + k]) - want).abs() <= want * 1e-7, "scale {i}");
+            assert!(
+                (f64::from(scale[3 * i + k]) - want).abs() <= want * 1e-7,
+                "scale {i}"
+            );
         }
-        assert!((f64::from(op[i]) - sigmoid64(scene.opacity[i])).abs() <= 1e-7, "opacity {i}");
+        assert!(
+            (f64::from(op[i]) - sigmoid64(scene.opacity[i])).abs() <= 1e-7,
+            "opacity {i}"
+        );
         assert!((0.0..=1.0).contains(&op[i]));
         let q = &rot[4 * i..4 * i + 4];
         let norm: f32 = q.iter().map(|v| v * v).sum();
-        assert!((norm - 1.0).abs() < 1e-5, "rotation {i} is not unit: {norm}");
+        assert!(
+            (norm - 1.0).abs() < 1e-5,
+            "rotation {i} is not unit: {norm}"
+        );
     }
 }
 
@@ -199,13 +230,20 @@ fn assert_round_trip(src: &Scene, back: &Scene) {
         for k in 0..4 {
             let want = f64::from(q[k]) / n;
             let got = f64::from(back.rotations[i][k]);
-            assert!((got - want).abs() <= 2.5e-7, "rotation {i}/{k}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 2.5e-7,
+                "rotation {i}/{k}: {got} vs {want}"
+            );
         }
         for k in 0..3 {
             let s = src.scales[i][k];
             let bound = 2f32.powi(-24) + 2.0 * (s.abs() * f32::EPSILON);
             let e = (back.scales[i][k] - s).abs();
-            assert!(e <= bound, "log scale {i}/{k}: {s} → {} (err {e} > {bound})", back.scales[i][k]);
+            assert!(
+                e <= bound,
+                "log scale {i}/{k}: {s} → {} (err {e} > {bound})",
+                back.scales[i][k]
+            );
         }
         let d = (sigmoid64(back.opacity[i]) - sigmoid64(src.opacity[i])).abs();
         assert!(d <= 2f64.powi(-24), "opacity {i}: sigmoid differs by {d}");
@@ -217,7 +255,9 @@ fn assert_round_trip(src: &Scene, back: &Scene) {
 /// where it does not.
 #[test]
 fn round_trip_of_a_real_scene() {
-    let Some(path) = common::data::shared_data("skull.sog") else { return };
+    let Some(path) = common::data::shared_data("skull.sog") else {
+        return;
+    };
     let scene = sog::read_sog(&path).unwrap();
     let bytes = write_to_vec(&scene);
     let back = gltf::read_glb_bytes(&bytes, Path::new("skull.glb")).unwrap();
@@ -229,7 +269,11 @@ fn round_trip_of_a_real_scene() {
     let p = dir.path().join("skull.glb");
     std::fs::write(&p, &bytes).unwrap();
     assert_eq!(gltf::read_glb(&p).unwrap(), back);
-    eprintln!("skull.sog → .glb: {} bytes for {} Gaussians", bytes.len(), scene.len());
+    eprintln!(
+        "skull.sog → .glb: {} bytes for {} Gaussians",
+        bytes.len(),
+        scene.len()
+    );
 }
 
 #[test]
@@ -257,13 +301,18 @@ fn peer_glb_reads_back_to_its_source() {
     for i in 0..src.len() {
         for k in 0..3 {
             let e = (ours.scales[i][k] - src.scales[i][k]).abs();
-            assert!(e <= 2f32.powi(-24) + 2.0 * src.scales[i][k].abs() * f32::EPSILON, "scale {i}/{k}: {e}");
+            assert!(
+                e <= 2f32.powi(-24) + 2.0 * src.scales[i][k].abs() * f32::EPSILON,
+                "scale {i}/{k}: {e}"
+            );
         }
         let d = (sigmoid64(ours.opacity[i]) - sigmoid64(src.opacity[i])).abs();
         assert!(d <= 2f64.powi(-24), "opacity {i}: {d}");
     }
     // And a .glb the installed peer writes now, where it is installed.
-    let Some(peer) = common::peer::peer() else { return };
+    let Some(peer) = common::peer::peer() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("now.glb");
     common::peer::convert(&peer, &data("sog/crop.ply"), &out);
@@ -276,7 +325,13 @@ fn peer_glb_reads_back_to_its_source() {
 fn describe_names_the_facts() {
     let p = data("glb/peer_crop.glb");
     let facts = gltf::describe_glb(&std::fs::read(&p).unwrap(), &p).unwrap();
-    let get = |k: &str| facts.iter().find(|(a, _)| a == k).map(|(_, b)| b.clone()).unwrap_or_default();
+    let get = |k: &str| {
+        facts
+            .iter()
+            .find(|(a, _)| a == k)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default()
+    };
     assert_eq!(get("count"), "274");
     assert_eq!(get("sh degree"), "3");
     assert_eq!(get("kernel"), "ellipse");
@@ -359,13 +414,22 @@ fn bad_json_chunk() {
 fn accessor_out_of_buffer_bounds() {
     let (mut j, b) = peer_parts();
     j["bufferViews"][3]["byteLength"] = json!(1u64 << 32);
-    common::ply::assert_has(&err_of(&join(&j, &b)), &["accessor of KHR_gaussian_splatting:SCALE", "outside"]);
+    common::ply::assert_has(
+        &err_of(&join(&j, &b)),
+        &["accessor of KHR_gaussian_splatting:SCALE", "outside"],
+    );
     let (mut j, b) = peer_parts();
     j["accessors"][2]["count"] = json!(100_000);
-    common::ply::assert_has(&err_of(&join(&j, &b)), &["accessor of KHR_gaussian_splatting:ROTATION", "runs past"]);
+    common::ply::assert_has(
+        &err_of(&join(&j, &b)),
+        &["accessor of KHR_gaussian_splatting:ROTATION", "runs past"],
+    );
     let (mut j, b) = peer_parts();
     j["accessors"][0]["bufferView"] = json!(99);
-    common::ply::assert_has(&err_of(&join(&j, &b)), &["accessor of POSITION", "bufferView 99"]);
+    common::ply::assert_has(
+        &err_of(&join(&j, &b)),
+        &["accessor of POSITION", "bufferView 99"],
+    );
     // Counts that disagree.
     let (mut j, b) = peer_parts();
     j["accessors"][4]["count"] = json!(10);
@@ -379,7 +443,10 @@ fn missing_attributes_and_refused_features() {
         .as_object_mut()
         .unwrap()
         .remove(&format!("{EXT}:SCALE"));
-    common::ply::assert_has(&err_of(&join(&j, &b)), &["KHR_gaussian_splatting:SCALE", "missing"]);
+    common::ply::assert_has(
+        &err_of(&join(&j, &b)),
+        &["KHR_gaussian_splatting:SCALE", "missing"],
+    );
     let (mut j, b) = peer_parts();
     j["meshes"][0]["primitives"][0]["attributes"]
         .as_object_mut()
@@ -388,10 +455,16 @@ fn missing_attributes_and_refused_features() {
     common::ply::assert_has(&err_of(&join(&j, &b)), &["SH_DEGREE_2_COEF_3", "partly"]);
     let (mut j, b) = peer_parts();
     j["extensionsRequired"] = json!(["KHR_draco_mesh_compression"]);
-    common::ply::assert_has(&err_of(&join(&j, &b)), &["extensionsRequired", "KHR_draco_mesh_compression"]);
+    common::ply::assert_has(
+        &err_of(&join(&j, &b)),
+        &["extensionsRequired", "KHR_draco_mesh_compression"],
+    );
     let (mut j, b) = peer_parts();
     j["bufferViews"][0]["extensions"] = json!({"EXT_meshopt_compression": {}});
-    common::ply::assert_has(&err_of(&join(&j, &b)), &["accessor of POSITION", "compressed"]);
+    common::ply::assert_has(
+        &err_of(&join(&j, &b)),
+        &["accessor of POSITION", "compressed"],
+    );
     let (mut j, b) = peer_parts();
     j["buffers"][0]["uri"] = json!("data.bin");
     common::ply::assert_has(&err_of(&join(&j, &b)), &["buffers[0]"]);
@@ -400,7 +473,10 @@ fn missing_attributes_and_refused_features() {
     common::ply::assert_has(&err_of(&join(&j, &b)), &["mode", "POINTS"]);
     let (mut j, b) = peer_parts();
     j["meshes"][0]["primitives"][0]["extensions"] = json!({});
-    common::ply::assert_has(&err_of(&join(&j, &b)), &["meshes", "KHR_gaussian_splatting"]);
+    common::ply::assert_has(
+        &err_of(&join(&j, &b)),
+        &["meshes", "KHR_gaussian_splatting"],
+    );
     let (mut j, b) = peer_parts();
     j["accessors"][3]["componentType"] = json!(5121);
     common::ply::assert_has(&err_of(&join(&j, &b)), &["SCALE", "componentType 5121"]);
@@ -420,7 +496,10 @@ fn out_of_range_values() {
     };
     let o = off(4);
     b[o..o + 4].copy_from_slice(&1.5f32.to_le_bytes());
-    common::ply::assert_has(&err_of(&join(&j, &b)), &["OPACITY", "element 0", "outside [0, 1]"]);
+    common::ply::assert_has(
+        &err_of(&join(&j, &b)),
+        &["OPACITY", "element 0", "outside [0, 1]"],
+    );
     let (j, mut b) = peer_parts();
     let o = off(3) + 4;
     b[o..o + 4].copy_from_slice(&(-0.5f32).to_le_bytes());

@@ -13,7 +13,9 @@ use turboquant3d::splat::scene::{SH_C0, Scene, sigmoid};
 use turboquant3d::splat::{ply, sog};
 
 fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sog").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/sog")
+        .join(rel)
 }
 
 /// The peer's decode of `input` (any SOG form) to a PLY, read back.
@@ -36,13 +38,33 @@ fn assert_same_as_peer(ours: &Scene, peer: &Scene) {
     assert_eq!(ours.sh_degree, peer.sh_degree, "sh degree");
     for i in 0..ours.len() {
         for k in 0..3 {
-            close(ours.positions[i][k], peer.positions[i][k], 2e-7, &format!("x[{i}][{k}]"));
-            close(ours.scales[i][k], peer.scales[i][k], 0.0, &format!("scale[{i}][{k}]"));
+            close(
+                ours.positions[i][k],
+                peer.positions[i][k],
+                2e-7,
+                &format!("x[{i}][{k}]"),
+            );
+            close(
+                ours.scales[i][k],
+                peer.scales[i][k],
+                0.0,
+                &format!("scale[{i}][{k}]"),
+            );
             close(ours.dc[i][k], peer.dc[i][k], 0.0, &format!("dc[{i}][{k}]"));
         }
-        close(ours.opacity[i], peer.opacity[i], 1e-6, &format!("opacity[{i}]"));
+        close(
+            ours.opacity[i],
+            peer.opacity[i],
+            1e-6,
+            &format!("opacity[{i}]"),
+        );
         for k in 0..4 {
-            close(ours.rotations[i][k], peer.rotations[i][k], 1e-6, &format!("rot[{i}][{k}]"));
+            close(
+                ours.rotations[i][k],
+                peer.rotations[i][k],
+                1e-6,
+                &format!("rot[{i}][{k}]"),
+            );
         }
     }
     assert_eq!(ours.sh_rest.len(), peer.sh_rest.len());
@@ -53,7 +75,9 @@ fn assert_same_as_peer(ours: &Scene, peer: &Scene) {
 
 #[test]
 fn skull_sog_matches_the_peer_decode() {
-    let Some(path) = common::data::shared_data("skull.sog") else { return };
+    let Some(path) = common::data::shared_data("skull.sog") else {
+        return;
+    };
     let ours = sog::read_sog(&path).unwrap();
     // The data README: 94,936 Gaussians, SH degree 3.
     assert_eq!(ours.len(), 94_936);
@@ -62,13 +86,17 @@ fn skull_sog_matches_the_peer_decode() {
     // read_sog_bytes is the same decoder.
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(sog::read_sog_bytes(&bytes, &path).unwrap(), ours);
-    let Some(peer) = peer_decode(&path) else { return };
+    let Some(peer) = peer_decode(&path) else {
+        return;
+    };
     assert_same_as_peer(&ours, &peer);
 }
 
 #[test]
 fn skull_sog_describe() {
-    let Some(path) = common::data::shared_data("skull.sog") else { return };
+    let Some(path) = common::data::shared_data("skull.sog") else {
+        return;
+    };
     let bytes = std::fs::read(&path).unwrap();
     let facts = sog::describe_sog(&bytes, &path).unwrap();
     let get = |k: &str| {
@@ -83,7 +111,10 @@ fn skull_sog_describe() {
     assert_eq!(get("sh degree"), "3");
     assert_eq!(get("palette"), "65536 entries");
     // The centroid texture is 64 entries × 15 coefficients wide.
-    assert!(get("texture shN_centroids.webp").starts_with("960×1024"), "{facts:?}");
+    assert!(
+        get("texture shN_centroids.webp").starts_with("960×1024"),
+        "{facts:?}"
+    );
 }
 
 /// Peer-written SOG (zip, `meta.json` path, folder path) of a 274-Gaussian
@@ -120,14 +151,32 @@ fn peer_written_crop_is_within_sog_precision_of_its_source() {
         let bytes = std::fs::read(&sogf).unwrap();
         let mut z = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
         let mut s = String::new();
-        z.by_name("meta.json").unwrap().read_to_string(&mut s).unwrap();
+        z.by_name("meta.json")
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
         serde_json::from_str(&s).unwrap()
     };
     let f = |v: &Value| v.as_f64().unwrap();
-    let mins: Vec<f64> = meta["means"]["mins"].as_array().unwrap().iter().map(f).collect();
-    let maxs: Vec<f64> = meta["means"]["maxs"].as_array().unwrap().iter().map(f).collect();
+    let mins: Vec<f64> = meta["means"]["mins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f)
+        .collect();
+    let maxs: Vec<f64> = meta["means"]["maxs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f)
+        .collect();
     let gap = |key: &str| {
-        let cb: Vec<f64> = meta[key]["codebook"].as_array().unwrap().iter().map(f).collect();
+        let cb: Vec<f64> = meta[key]["codebook"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(f)
+            .collect();
         cb.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
     };
     let (scale_gap, dc_gap) = (gap("scales"), gap("sh0"));
@@ -138,7 +187,11 @@ fn peer_written_crop_is_within_sog_precision_of_its_source() {
         let j = (0..src.len())
             .filter(|&j| !used[j])
             .min_by(|&a, &b| {
-                let d = |j: usize| (0..3).map(|k| (src.positions[j][k] - p[k]).powi(2)).sum::<f32>();
+                let d = |j: usize| {
+                    (0..3)
+                        .map(|k| (src.positions[j][k] - p[k]).powi(2))
+                        .sum::<f32>()
+                };
                 d(a).total_cmp(&d(b))
             })
             .unwrap();
@@ -151,12 +204,21 @@ fn peer_written_crop_is_within_sog_precision_of_its_source() {
             let err = (f64::from(p[k]) - x).abs();
             assert!(err <= bound, "position {i}/{k}: {err} > {bound}");
             let e = f64::from((ours.scales[i][k] - src.scales[j][k]).abs());
-            assert!(e <= scale_gap + 1e-6, "scale {i}/{k}: {e} > codebook gap {scale_gap}");
+            assert!(
+                e <= scale_gap + 1e-6,
+                "scale {i}/{k}: {e} > codebook gap {scale_gap}"
+            );
             let e = f64::from((ours.dc[i][k] - src.dc[j][k]).abs());
-            assert!(e <= dc_gap + 1e-6, "dc {i}/{k}: {e} > codebook gap {dc_gap}");
+            assert!(
+                e <= dc_gap + 1e-6,
+                "dc {i}/{k}: {e} > codebook gap {dc_gap}"
+            );
         }
         let da = (sigmoid(ours.opacity[i]) - sigmoid(src.opacity[j])).abs();
-        assert!(da <= 1.0 / 255.0 + 1e-6, "opacity {i}: sigmoid differs by {da}");
+        assert!(
+            da <= 1.0 / 255.0 + 1e-6,
+            "opacity {i}: sigmoid differs by {da}"
+        );
         // Rotation: same up to sign, each component within √2/255.
         let qs = {
             let q = src.rotations[j];
@@ -168,16 +230,24 @@ fn peer_written_crop_is_within_sog_precision_of_its_source() {
         let s = if dot < 0.0 { -1.0 } else { 1.0 };
         for k in 0..4 {
             let e = (q[k] - s * qs[k]).abs();
-            assert!(e <= 2.0 * std::f32::consts::SQRT_2 / 255.0, "rotation {i}/{k}: {e}");
+            assert!(
+                e <= 2.0 * std::f32::consts::SQRT_2 / 255.0,
+                "rotation {i}/{k}: {e}"
+            );
         }
         for c in 0..45 {
-            sh_err = sh_err.max(f64::from((ours.sh_rest[i * 45 + c] - src.sh_rest[j * 45 + c]).abs()));
+            sh_err = sh_err.max(f64::from(
+                (ours.sh_rest[i * 45 + c] - src.sh_rest[j * 45 + c]).abs(),
+            ));
         }
     }
     // SH rest goes through a 256-entry palette for 274 Gaussians, then a
     // 256-entry codebook: no per-value bound, but it must be close.
     let sh_range = src.sh_rest.iter().fold(0f32, |m, v| m.max(v.abs()));
-    assert!(sh_err < 0.25 * f64::from(sh_range), "SH rest max error {sh_err} (range {sh_range})");
+    assert!(
+        sh_err < 0.25 * f64::from(sh_range),
+        "SH rest max error {sh_err} (range {sh_range})"
+    );
     eprintln!(
         "crop: SH rest max error {sh_err:.4} (|sh| ≤ {sh_range:.3}); codebook gaps: scale {scale_gap:.4}, dc {dc_gap:.4} (colour {:.4})",
         SH_C0 as f64 * dc_gap
@@ -233,7 +303,10 @@ fn err_of(bytes: &[u8]) -> String {
         Err(e) => {
             let m = e.to_string();
             assert!(!m.contains('\n'), "not one line: {m:?}");
-            assert!(m.starts_with("bad/crop.sog: "), "does not name the file: {m}");
+            assert!(
+                m.starts_with("bad/crop.sog: "),
+                "does not name the file: {m}"
+            );
             m
         }
     }
@@ -257,9 +330,15 @@ fn truncated_zip() {
 
 #[test]
 fn zip_without_a_texture() {
-    let e: Vec<_> = crop_entries().into_iter().filter(|(n, _)| n != "sh0.webp").collect();
+    let e: Vec<_> = crop_entries()
+        .into_iter()
+        .filter(|(n, _)| n != "sh0.webp")
+        .collect();
     common::ply::assert_has(&err_of(&make_zip(&e)), &["zip entry sh0.webp", "missing"]);
-    let e: Vec<_> = crop_entries().into_iter().filter(|(n, _)| n != "meta.json").collect();
+    let e: Vec<_> = crop_entries()
+        .into_iter()
+        .filter(|(n, _)| n != "meta.json")
+        .collect();
     common::ply::assert_has(&err_of(&make_zip(&e)), &["zip entry meta.json", "missing"]);
 }
 
@@ -290,7 +369,9 @@ fn bad_json() {
     common::ply::assert_has(&err_of(&make_zip(&e)), &["meta.json", "JSON"]);
     let m = err_of(&with_meta(|v| v["scales"]["codebook"] = Value::from("x")));
     common::ply::assert_has(&m, &["scales.codebook"]);
-    let m = err_of(&with_meta(|v| v["means"]["mins"] = serde_json::json!([0, 1])));
+    let m = err_of(&with_meta(|v| {
+        v["means"]["mins"] = serde_json::json!([0, 1])
+    }));
     common::ply::assert_has(&m, &["means.mins", "2 entries"]);
     let m = err_of(&with_meta(|v| {
         v.as_object_mut().unwrap().remove("version");
@@ -298,7 +379,9 @@ fn bad_json() {
     common::ply::assert_has(&m, &["version", "version 1"]);
     let m = err_of(&with_meta(|v| v["version"] = Value::from(3)));
     common::ply::assert_has(&m, &["version", "3"]);
-    let m = err_of(&with_meta(|v| v["quats"]["files"] = serde_json::json!(["../quats.webp"])));
+    let m = err_of(&with_meta(|v| {
+        v["quats"]["files"] = serde_json::json!(["../quats.webp"])
+    }));
     common::ply::assert_has(&m, &["quats.files[0]", "plain file name"]);
 }
 
@@ -317,7 +400,10 @@ fn count_beyond_the_textures() {
 #[test]
 fn palette_labels_out_of_range() {
     let m = err_of(&with_meta(|v| v["shN"]["count"] = Value::from(10)));
-    common::ply::assert_has(&m, &["shN_labels.webp", "label", "out of range", "shN.count = 10"]);
+    common::ply::assert_has(
+        &m,
+        &["shN_labels.webp", "label", "out of range", "shN.count = 10"],
+    );
     let m = err_of(&with_meta(|v| v["shN"]["count"] = Value::from(1u64 << 20)));
     common::ply::assert_has(&m, &["shN.count"]);
     let m = err_of(&with_meta(|v| v["shN"]["bands"] = Value::from(2)));

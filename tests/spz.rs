@@ -49,12 +49,36 @@ fn same_decode(ours: &Scene, peer: &Scene) -> usize {
     let mut infinite = 0;
     for i in 0..ours.len() {
         for k in 0..3 {
-            check(ours.positions[i][k], peer.positions[i][k], rounding(peer.positions[i][k]), "position", i);
-            check(ours.scales[i][k], peer.scales[i][k], rounding(peer.scales[i][k]), "log scale", i);
-            check(ours.dc[i][k], peer.dc[i][k], rounding(peer.dc[i][k]), "f_dc", i);
+            check(
+                ours.positions[i][k],
+                peer.positions[i][k],
+                rounding(peer.positions[i][k]),
+                "position",
+                i,
+            );
+            check(
+                ours.scales[i][k],
+                peer.scales[i][k],
+                rounding(peer.scales[i][k]),
+                "log scale",
+                i,
+            );
+            check(
+                ours.dc[i][k],
+                peer.dc[i][k],
+                rounding(peer.dc[i][k]),
+                "f_dc",
+                i,
+            );
         }
         for k in 0..4 {
-            check(ours.rotations[i][k], peer.rotations[i][k], rounding(1.0), "rotation", i);
+            check(
+                ours.rotations[i][k],
+                peer.rotations[i][k],
+                rounding(1.0),
+                "rotation",
+                i,
+            );
         }
         let (o, p) = (ours.opacity[i], peer.opacity[i]);
         assert!(o.is_finite(), "opacity of Gaussian {i} is {o}");
@@ -63,7 +87,11 @@ fn same_decode(ours: &Scene, peer: &Scene) -> usize {
         } else {
             infinite += 1;
             let byte = if p > 0.0 { 255.0 } else { 0.0 };
-            assert_eq!((sigmoid(o) * 255.0).round(), byte, "opacity of Gaussian {i}: {o} vs {p}");
+            assert_eq!(
+                (sigmoid(o) * 255.0).round(),
+                byte,
+                "opacity of Gaussian {i}: {o} vs {p}"
+            );
         }
     }
     for (j, (a, b)) in ours.sh_rest.iter().zip(&peer.sh_rest).enumerate() {
@@ -84,13 +112,25 @@ fn within_precision(decoded: &Scene, source: &Scene, fractional_bits: u8) {
     for i in 0..source.len() {
         for k in 0..3 {
             let s = source.positions[i][k];
-            check(decoded.positions[i][k], s, pos_tol + rounding(s), "position", i);
+            check(
+                decoded.positions[i][k],
+                s,
+                pos_tol + rounding(s),
+                "position",
+                i,
+            );
             let s = source.scales[i][k].clamp(-10.0, 5.9375);
             check(decoded.scales[i][k], s, p.log_scale + 1e-5, "log scale", i);
             let s = source.dc[i][k].clamp(-dc_max, dc_max);
             check(decoded.dc[i][k], s, p.dc + 1e-5, "f_dc", i);
         }
-        check(sigmoid(decoded.opacity[i]), sigmoid(source.opacity[i]), p.alpha + 1e-5, "sigmoid(opacity)", i);
+        check(
+            sigmoid(decoded.opacity[i]),
+            sigmoid(source.opacity[i]),
+            p.alpha + 1e-5,
+            "sigmoid(opacity)",
+            i,
+        );
         let q = source.rotations[i];
         let norm = q.iter().map(|v| v * v).sum::<f32>().sqrt();
         let q = q.map(|v| v / norm);
@@ -104,7 +144,13 @@ fn within_precision(decoded: &Scene, source: &Scene, fractional_bits: u8) {
     let k = rest_per_channel(source.sh_degree);
     for (j, (a, s)) in decoded.sh_rest.iter().zip(&source.sh_rest).enumerate() {
         let tol = if j % k < 3 { p.sh1 } else { p.sh_rest };
-        check(*a, s.clamp(-1.0, 127.0 / 128.0), tol + 1e-6, "f_rest", j / (3 * k));
+        check(
+            *a,
+            s.clamp(-1.0, 127.0 / 128.0),
+            tol + 1e-6,
+            "f_rest",
+            j / (3 * k),
+        );
     }
 }
 
@@ -133,7 +179,9 @@ fn skull_ply(peer: &Path, dir: &Path) -> Option<PathBuf> {
 
 #[test]
 fn fourth_st_v2_matches_the_peer_decode() {
-    let Some(src) = shared_data("fourth_st.spz") else { return };
+    let Some(src) = shared_data("fourth_st.spz") else {
+        return;
+    };
     let bytes = std::fs::read(&src).unwrap();
     let facts = describe_spz(&bytes, &src).unwrap();
     assert_eq!(fact(&facts, "version"), "2");
@@ -141,7 +189,10 @@ fn fourth_st_v2_matches_the_peer_decode() {
     assert_eq!(fact(&facts, "sh degree"), "3");
     assert_eq!(fact(&facts, "fractional bits"), "12");
     assert_eq!(fact(&facts, "flags"), "0x01 (antialiased)");
-    assert_eq!(fact(&facts, "payload bytes"), (131199u64 * (9 + 1 + 3 + 3 + 3 + 45)).to_string());
+    assert_eq!(
+        fact(&facts, "payload bytes"),
+        (131199u64 * (9 + 1 + 3 + 3 + 3 + 45)).to_string()
+    );
     let ours = read_spz(&src).unwrap();
     assert_eq!(ours.len(), 131_199);
     assert_eq!(ours.sh_degree, 3);
@@ -151,23 +202,36 @@ fn fourth_st_v2_matches_the_peer_decode() {
     peer::convert(&peer, &src, &out);
     let theirs = ply::read_ply(&out).unwrap();
     let infinite = same_decode(&ours, &theirs);
-    assert_eq!(infinite, 79, "opacities the peer decodes to ±∞ (README: 79)");
+    assert_eq!(
+        infinite, 79,
+        "opacities the peer decodes to ±∞ (README: 79)"
+    );
 }
 
 #[test]
 fn peer_written_v3_and_v4_read_back_within_precision() {
     let Some(peer) = peer::peer() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let Some(src) = skull_ply(&peer, dir.path()) else { return };
+    let Some(src) = skull_ply(&peer, dir.path()) else {
+        return;
+    };
     let source = ply::read_ply(&src).unwrap();
     for v in ["3", "4"] {
         let spz_path = dir.path().join(format!("peer.v{v}.spz"));
         peer::run(
             &peer,
-            &["--spz-version".as_ref(), v.as_ref(), src.as_os_str(), spz_path.as_os_str()],
+            &[
+                "--spz-version".as_ref(),
+                v.as_ref(),
+                src.as_os_str(),
+                spz_path.as_os_str(),
+            ],
         );
         let bytes = std::fs::read(&spz_path).unwrap();
-        assert_eq!(fact(&describe_spz(&bytes, &spz_path).unwrap(), "version"), v);
+        assert_eq!(
+            fact(&describe_spz(&bytes, &spz_path).unwrap(), "version"),
+            v
+        );
         let ours = read_spz(&spz_path).unwrap();
         within_precision(&ours, &source, fractional_bits(&spz_path));
         // And bit for bit what the peer decodes from its own file.
@@ -175,7 +239,11 @@ fn peer_written_v3_and_v4_read_back_within_precision() {
         peer::convert(&peer, &spz_path, &back);
         same_decode(&ours, &ply::read_ply(&back).unwrap());
         // Our encoder quantises as the peer's does: compare the bytes.
-        let mine = read_spz_bytes(&to_spz_bytes(&source, v.parse().unwrap(), &spz_path).unwrap(), &spz_path).unwrap();
+        let mine = read_spz_bytes(
+            &to_spz_bytes(&source, v.parse().unwrap(), &spz_path).unwrap(),
+            &spz_path,
+        )
+        .unwrap();
         let (mut same, mut all) = (0usize, 0usize);
         let pairs = [
             (flat(&mine.positions), flat(&ours.positions)),
@@ -205,13 +273,18 @@ fn flat<const N: usize>(v: &[[f32; N]]) -> Vec<f32> {
 fn our_v3_and_v4_read_by_the_peer_within_precision() {
     let Some(peer) = peer::peer() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let Some(src) = skull_ply(&peer, dir.path()) else { return };
+    let Some(src) = skull_ply(&peer, dir.path()) else {
+        return;
+    };
     let source = ply::read_ply(&src).unwrap();
     for v in [3u32, 4] {
         let out = dir.path().join(format!("ours.v{v}.spz"));
         let n = write_spz_version(&out, &source, v).unwrap();
         assert_eq!(n, std::fs::metadata(&out).unwrap().len());
-        note(&format!("skull ({} Gaussians) as spz v{v}: {n} bytes", source.len()));
+        note(&format!(
+            "skull ({} Gaussians) as spz v{v}: {n} bytes",
+            source.len()
+        ));
         let back = dir.path().join(format!("ours.v{v}.ply"));
         peer::convert(&peer, &out, &back);
         let theirs = ply::read_ply(&back).unwrap();
@@ -226,7 +299,11 @@ fn our_v3_and_v4_read_by_the_peer_within_precision() {
 
 /// A synthetic scene pushed past every range the format has.
 fn wild_scene() -> Scene {
-    let mut s = generate(&SynthConfig { count: 700, sh_degree: 3, seed: 7 });
+    let mut s = generate(&SynthConfig {
+        count: 700,
+        sh_degree: 3,
+        seed: 7,
+    });
     for (i, p) in s.positions.iter_mut().enumerate() {
         p[0] += (i as f32 - 350.0) * 3.0; // up to ±1050
     }
@@ -251,18 +328,28 @@ fn own_round_trip_is_within_precision_and_idempotent() {
         for v in [3u32, 4] {
             let path = dir.path().join(format!("rt.v{v}.spz"));
             let first = to_spz_bytes(&scene, v, &path).unwrap();
-            assert_eq!(first, to_spz_bytes(&scene, v, &path).unwrap(), "deterministic");
+            assert_eq!(
+                first,
+                to_spz_bytes(&scene, v, &path).unwrap(),
+                "deterministic"
+            );
             std::fs::write(&path, &first).unwrap();
             let back = read_spz(&path).unwrap();
             let mut expect = scene.clone();
-            expect.opacity.iter_mut().for_each(|o| *o = o.clamp(-7.0, 7.0));
+            expect
+                .opacity
+                .iter_mut()
+                .for_each(|o| *o = o.clamp(-7.0, 7.0));
             if name == "synthetic" {
                 // wild_scene's zero quaternion comes back as the identity.
                 expect.rotations[5] = [1.0, 0.0, 0.0, 0.0];
             }
             within_precision(&back, &expect, fractional_bits(&path));
             let second = to_spz_bytes(&back, v, &path).unwrap();
-            assert!(first == second, "{name} v{v}: a write of what was read differs");
+            assert!(
+                first == second,
+                "{name} v{v}: a write of what was read differs"
+            );
         }
     }
 }
@@ -317,7 +404,10 @@ fn refused(bytes: &[u8], parts: &[&str]) {
 #[test]
 fn gzip_damage_is_refused_naming_the_field() {
     let good = gzip(&payload_v3(10));
-    assert_eq!(read_spz_bytes(&good, Path::new("ok.spz")).unwrap().len(), 10);
+    assert_eq!(
+        read_spz_bytes(&good, Path::new("ok.spz")).unwrap().len(),
+        10
+    );
     // Truncated gzip.
     refused(&good[..good.len() / 2], &["invalid"]);
     refused(&good[..good.len() - 4], &["invalid gzip"]);
@@ -332,9 +422,15 @@ fn gzip_damage_is_refused_naming_the_field() {
     // The header says more Gaussians than the payload holds, or fewer.
     let mut lying = payload_v3(10);
     lying[8] = 11;
-    refused(&gzip(&lying), &["invalid payload", "truncated", "11 Gaussians"]);
+    refused(
+        &gzip(&lying),
+        &["invalid payload", "truncated", "11 Gaussians"],
+    );
     lying[8] = 9;
-    refused(&gzip(&lying), &["invalid payload", "longer than declared", "9 Gaussians"]);
+    refused(
+        &gzip(&lying),
+        &["invalid payload", "longer than declared", "9 Gaussians"],
+    );
     // A count the stream cannot hold is refused before any allocation.
     lying[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
     refused(&gzip(&lying), &["invalid count", "4294967295"]);
@@ -351,10 +447,16 @@ fn gzip_damage_is_refused_naming_the_field() {
     refused(&with(&|p| p[0] = b'X'), &["invalid magic", "NGSP"]);
     refused(&with(&|p| p[4] = 5), &["invalid version", "5"]);
     refused(&with(&|p| p[4] = 1), &["invalid version", "version 1"]);
-    refused(&with(&|p| p[12] = 4), &["invalid sh degree", "4 is above 3"]);
+    refused(
+        &with(&|p| p[12] = 4),
+        &["invalid sh degree", "4 is above 3"],
+    );
     refused(&with(&|p| p[14] = 2), &["invalid flags", "extensions"]);
     refused(&with(&|p| p[14] = 0x80), &["invalid flags", "unknown"]);
-    refused(&with(&|p| p[8..12].copy_from_slice(&[0; 4])), &["invalid count", "no Gaussians"]);
+    refused(
+        &with(&|p| p[8..12].copy_from_slice(&[0; 4])),
+        &["invalid count", "no Gaussians"],
+    );
     refused(&with(&|p| p.truncate(12)), &["invalid header", "truncated"]);
     // Neither gzip nor NGSP.
     refused(b"PK\x03\x04 not an spz", &["invalid magic", "50 4b 03 04"]);
@@ -385,10 +487,16 @@ fn file_v4(n: usize) -> Vec<u8> {
 #[test]
 fn v4_damage_is_refused_naming_the_field() {
     let good = file_v4(20);
-    assert_eq!(read_spz_bytes(&good, Path::new("ok.spz")).unwrap().len(), 20);
+    assert_eq!(
+        read_spz_bytes(&good, Path::new("ok.spz")).unwrap().len(),
+        20
+    );
     refused(&good[..20], &["invalid header", "truncated", "32-byte"]);
     refused(&good[..40], &["invalid toc", "truncated"]);
-    refused(&good[..good.len() - 1], &["invalid stream rotations", "truncated"]);
+    refused(
+        &good[..good.len() - 1],
+        &["invalid stream rotations", "truncated"],
+    );
     let mut trailing = good.clone();
     trailing.push(0);
     refused(&trailing, &["invalid size", "1 trailing bytes"]);
@@ -398,25 +506,47 @@ fn v4_damage_is_refused_naming_the_field() {
         b
     };
     refused(&with(&|b| b[4] = 3), &["invalid version", "3"]);
-    refused(&with(&|b| b[15] = 6), &["invalid stream count", "6 streams"]);
-    refused(&with(&|b| b[16] = 8), &["invalid toc offset", "inside the 32-byte header"]);
+    refused(
+        &with(&|b| b[15] = 6),
+        &["invalid stream count", "6 streams"],
+    );
+    refused(
+        &with(&|b| b[16] = 8),
+        &["invalid toc offset", "inside the 32-byte header"],
+    );
     // The table declares a size the count does not give.
-    refused(&with(&|b| b[32 + 8] = 1), &["invalid stream positions", "uncompressed"]);
+    refused(
+        &with(&|b| b[32 + 8] = 1),
+        &["invalid stream positions", "uncompressed"],
+    );
     // The header says more Gaussians than the file could hold (2^31 in
     // a few hundred bytes): refused before anything is allocated.
-    refused(&with(&|b| b[8..12].copy_from_slice(&(1u32 << 31).to_le_bytes())), &["invalid count", "2147483648"]);
+    refused(
+        &with(&|b| b[8..12].copy_from_slice(&(1u32 << 31).to_le_bytes())),
+        &["invalid count", "2147483648"],
+    );
     // A stream that is not zstd.
     let at = 32 + 5 * 16;
-    refused(&with(&|b| b[at] ^= 0xff), &["invalid stream positions", "zstd"]);
+    refused(
+        &with(&|b| b[at] ^= 0xff),
+        &["invalid stream positions", "zstd"],
+    );
 }
 
 #[test]
 fn the_writer_refuses_what_it_cannot_write() {
-    let mut s = generate(&SynthConfig { count: 3, sh_degree: 1, seed: 1 });
+    let mut s = generate(&SynthConfig {
+        count: 3,
+        sh_degree: 1,
+        seed: 1,
+    });
     let p = Path::new("out.spz");
     for v in [2u32, 5] {
         let e = to_spz_bytes(&s, v, p).unwrap_err();
-        assert!(matches!(e, Error::InvalidArgument(_)) && e.to_string().contains("version"), "{e}");
+        assert!(
+            matches!(e, Error::InvalidArgument(_)) && e.to_string().contains("version"),
+            "{e}"
+        );
     }
     s.sh_rest[4] = f32::NAN;
     let e = to_spz_bytes(&s, 4, p).unwrap_err().to_string();

@@ -137,10 +137,16 @@ fn present_wgsl_validates_and_matches_the_rust_uniform() {
         .map(|m| (m.name.clone().unwrap_or_default(), m.offset))
         .collect();
     let want: Vec<(String, u32)> = [
-        ("background", std::mem::offset_of!(PresentUniform, background)),
+        (
+            "background",
+            std::mem::offset_of!(PresentUniform, background),
+        ),
         ("overlay_w", std::mem::offset_of!(PresentUniform, overlay_w)),
         ("overlay_h", std::mem::offset_of!(PresentUniform, overlay_h)),
-        ("srgb_target", std::mem::offset_of!(PresentUniform, srgb_target)),
+        (
+            "srgb_target",
+            std::mem::offset_of!(PresentUniform, srgb_target),
+        ),
         ("pad", std::mem::offset_of!(PresentUniform, pad)),
     ]
     .into_iter()
@@ -206,7 +212,9 @@ fn draw_to_bytes(
         texture.size(),
     );
     ctx.queue.submit([encoder.finish()]);
-    readback.slice(..).map_async(wgpu::MapMode::Read, |r| r.unwrap());
+    readback
+        .slice(..)
+        .map_async(wgpu::MapMode::Read, |r| r.unwrap());
     ctx.device
         .poll(wgpu::PollType::wait_indefinitely())
         .unwrap();
@@ -260,7 +268,10 @@ fn draw_writes_the_bytes_of_the_headless_render() {
     }
     // The reference composite is the renderer's own CPU composite.
     assert_eq!(composite([0.0; 4], BACKGROUND), BACKGROUND);
-    let lit = want.chunks(3).filter(|p| p.iter().any(|&b| b > 100)).count();
+    let lit = want
+        .chunks(3)
+        .filter(|p| p.iter().any(|&b| b > 100))
+        .count();
     assert!(lit > 1000, "the view shows the scene ({lit} bright pixels)");
     for format in [
         wgpu::TextureFormat::Rgba8Unorm,
@@ -273,7 +284,10 @@ fn draw_writes_the_bytes_of_the_headless_render() {
             "draw into {format:?}: max |diff| {max}, {:.4} % of bytes differ, PSNR {psnr:.1} dB",
             100.0 * differ
         ));
-        assert!(max <= 1 && differ <= 1e-3, "{format:?}: max {max}, differ {differ}");
+        assert!(
+            max <= 1 && differ <= 1e-3,
+            "{format:?}: max {max}, differ {differ}"
+        );
     }
     // A target of another size is refused, not drawn.
     let small = ctx.device.create_texture(&wgpu::TextureDescriptor {
@@ -304,7 +318,8 @@ fn draw_writes_the_bytes_of_the_headless_render() {
 
 /// Whether `tool` is on PATH.
 fn have(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
 
 /// A child process killed (and reaped) when dropped, on every path.
@@ -325,7 +340,14 @@ fn start_xvfb() -> Option<(Killed, String)> {
             continue;
         }
         let child = Command::new("Xvfb")
-            .args([format!(":{n}").as_str(), "-screen", "0", "640x480x24", "-nolisten", "tcp"])
+            .args([
+                format!(":{n}").as_str(),
+                "-screen",
+                "0",
+                "640x480x24",
+                "-nolisten",
+                "tcp",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -456,7 +478,10 @@ fn viewer_screenshot_matches_the_headless_render() {
         .filter(|t| !have(t))
         .collect();
     if !missing.is_empty() {
-        assert!(!required(), "{missing:?} are required here (CI or REQUIRE_GPU)");
+        assert!(
+            !required(),
+            "{missing:?} are required here (CI or REQUIRE_GPU)"
+        );
         note(&format!("SKIPPED: viewer screenshot: {missing:?} missing"));
         return;
     }
@@ -485,12 +510,18 @@ fn viewer_screenshot_matches_the_headless_render() {
         "viewer screenshot below the overlay: max |diff| {max}, {:.4} % of bytes differ, PSNR {psnr:.1} dB",
         100.0 * differ
     ));
-    assert!(max <= 1 && differ <= 1e-3 && psnr >= 60.0, "max {max}, differ {differ}, PSNR {psnr}");
+    assert!(
+        max <= 1 && differ <= 1e-3 && psnr >= 60.0,
+        "max {max}, differ {differ}, PSNR {psnr}"
+    );
     let white = (0..OVERLAY_ROWS)
         .flat_map(|y| (0..W).map(move |x| (x, y)))
         .filter(|&(x, y)| shot.pixel(x, y) == [255; 3])
         .count();
-    assert!(white >= 100, "the overlay draws text ({white} white pixels)");
+    assert!(
+        white >= 100,
+        "the overlay draws text ({white} white pixels)"
+    );
 
     // Without it, every row.
     let (shot, _) = run_viewer(&display, &path, &["--no-overlay"]);
@@ -499,7 +530,10 @@ fn viewer_screenshot_matches_the_headless_render() {
         "viewer screenshot, --no-overlay: max |diff| {max}, {:.4} % of bytes differ, PSNR {psnr:.1} dB",
         100.0 * differ
     ));
-    assert!(max <= 1 && differ <= 1e-3 && psnr >= 60.0, "max {max}, differ {differ}, PSNR {psnr}");
+    assert!(
+        max <= 1 && differ <= 1e-3 && psnr >= 60.0,
+        "max {max}, differ {differ}, PSNR {psnr}"
+    );
 }
 
 #[test]
@@ -509,7 +543,10 @@ fn errors_are_one_line_and_exit_1() {
     let o = tq3d(["view", missing.to_str().unwrap()]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.starts_with("error: ") && err.trim_end().lines().count() == 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
     assert!(err.contains("missing.tq3s"), "{err}");
 
     let path = scene_file(dir.path(), "ok.tq3s");

@@ -52,7 +52,9 @@ impl GpuContext {
     pub async fn request_async(policy: AdapterPolicy) -> Result<GpuContext> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        Self::open(&instance, policy, None).await.map(|(ctx, _)| ctx)
+        Self::open(&instance, policy, None)
+            .await
+            .map(|(ctx, _)| ctx)
     }
 
     /// Like [`GpuContext::request`], for a window: the adapter is picked

@@ -178,10 +178,7 @@ impl Presenter {
             label: Some("turboquant3d present"),
             entries: &[
                 crate::gpu::pipeline::buffer_entry(0, fs, crate::gpu::pipeline::UNIFORM),
-                texture(
-                    1,
-                    wgpu::TextureSampleType::Float { filterable: false },
-                ),
+                texture(1, wgpu::TextureSampleType::Float { filterable: false }),
                 texture(2, wgpu::TextureSampleType::Uint),
             ],
         });
@@ -404,7 +401,10 @@ mod tests {
 
     #[test]
     fn composite_and_overlay_follow_their_formulas() {
-        assert_eq!(composite([0.25, 0.5, 0.0, 0.5], [1.0, 0.0, 0.5]), [0.75, 0.5, 0.25]);
+        assert_eq!(
+            composite([0.25, 0.5, 0.0, 0.5], [1.0, 0.0, 0.5]),
+            [0.75, 0.5, 0.25]
+        );
         assert_eq!(overlay([0.5, 1.0, 0.0], Overlay::NONE), [0.5, 1.0, 0.0]);
         assert_eq!(overlay([0.5, 1.0, 0.0], Overlay::INK), [1.0; 3]);
         assert_eq!(overlay([1.0, 1.0, 0.0], Overlay::SHADE), [0.35, 0.35, 0.0]);

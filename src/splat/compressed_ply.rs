@@ -182,15 +182,14 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
             "not a PLY file: it does not start with a `ply` line",
         ));
     }
-    let window = bytes.get(..bytes.len().min(MAX_HEADER_BYTES)).unwrap_or(bytes);
+    let window = bytes
+        .get(..bytes.len().min(MAX_HEADER_BYTES))
+        .unwrap_or(bytes);
     let len = header_end(window).ok_or_else(|| {
         Error::format(
             path,
             "header",
-            format!(
-                "no end_header line within the first {} bytes",
-                window.len()
-            ),
+            format!("no end_header line within the first {} bytes", window.len()),
         )
     })?;
     let text = std::str::from_utf8(bytes.get(..len).unwrap_or_default())
@@ -232,7 +231,11 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
                     ));
                 }
                 if elements.iter().any(|e| e.name == *name) {
-                    return Err(Error::format(path, format!("element {name}"), "declared twice"));
+                    return Err(Error::format(
+                        path,
+                        format!("element {name}"),
+                        "declared twice",
+                    ));
                 }
                 elements.push(Element {
                     name: (*name).to_owned(),
@@ -249,7 +252,11 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
             }
             ["property", ty, name] => {
                 let t = ScalarType::from_ply_name(ty).ok_or_else(|| {
-                    Error::format(path, format!("property {name}"), format!("unknown type `{ty}`"))
+                    Error::format(
+                        path,
+                        format!("property {name}"),
+                        format!("unknown type `{ty}`"),
+                    )
                 })?;
                 let el = elements.last_mut().ok_or_else(|| {
                     Error::format(path, &at, format!("property {name} before any element"))
@@ -257,7 +264,11 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
                 el.props.push(((*name).to_owned(), t));
             }
             _ => {
-                return Err(Error::format(path, &at, format!("unexpected line {line:?}")));
+                return Err(Error::format(
+                    path,
+                    &at,
+                    format!("unexpected line {line:?}"),
+                ));
             }
         }
     }
@@ -292,8 +303,7 @@ fn layout(h: &Header, path: &Path) -> Result<Layout> {
     let find = |name: &str| h.elements.iter().find(|e| e.name == name);
     let chunk = find("chunk")
         .ok_or_else(|| Error::format(path, "element chunk", "missing: not a compressed PLY"))?;
-    let vertex =
-        find("vertex").ok_or_else(|| Error::format(path, "element vertex", "missing"))?;
+    let vertex = find("vertex").ok_or_else(|| Error::format(path, "element vertex", "missing"))?;
     let field = |el: &Element, name: &str, ty: ScalarType| -> Result<usize> {
         match el.offset(name) {
             Some((at, t)) if t == ty => Ok(at),
@@ -329,7 +339,11 @@ fn layout(h: &Header, path: &Path) -> Result<Layout> {
     }
     let n64 = vertex.count;
     if n64 == 0 {
-        return Err(Error::format(path, "element vertex", "no Gaussians (count 0)"));
+        return Err(Error::format(
+            path,
+            "element vertex",
+            "no Gaussians (count 0)",
+        ));
     }
     let want_chunks = n64.div_ceil(CHUNK as u64);
     if chunk.count != want_chunks {
@@ -513,7 +527,9 @@ pub fn read_compressed_ply_bytes(bytes: &[u8], path: &Path) -> Result<Scene> {
     let mut opacity = Vec::with_capacity(n);
     let norm = 1.0 / (std::f64::consts::SQRT_2 * 0.5);
     for i in 0..n {
-        let ch = chunks.get((i / CHUNK) * nf..(i / CHUNK + 1) * nf).unwrap_or_default();
+        let ch = chunks
+            .get((i / CHUNK) * nf..(i / CHUNK + 1) * nf)
+            .unwrap_or_default();
         let c = |j: usize| ch.get(j).copied().unwrap_or(0.0);
         let rec = l.vertex_base + i * l.vertex_stride;
         let w = |j: usize| u32_at(bytes, rec + l.vertex_fields[j]);
@@ -522,7 +538,9 @@ pub fn read_compressed_ply_bytes(bytes: &[u8], path: &Path) -> Result<Scene> {
         let tp = t111011(pp);
         positions.push(std::array::from_fn(|k| lerp(c(k), c(3 + k), tp[k]) as f32));
         let ts = t111011(ps);
-        scales.push(std::array::from_fn(|k| lerp(c(6 + k), c(9 + k), ts[k]) as f32));
+        scales.push(std::array::from_fn(|k| {
+            lerp(c(6 + k), c(9 + k), ts[k]) as f32
+        }));
         let a = (unorm(pr >> 20, 10) - 0.5) * norm;
         let b = (unorm(pr >> 10, 10) - 0.5) * norm;
         let cc = (unorm(pr, 10) - 0.5) * norm;
@@ -597,7 +615,12 @@ pub fn describe_compressed_ply(bytes: &[u8], path: &Path) -> Result<Vec<(String,
         kv("sh degree", l.sh_degree.to_string()),
         kv(
             "chunk colours",
-            if l.chunk_fields.len() == 18 { "yes" } else { "no" }.to_owned(),
+            if l.chunk_fields.len() == 18 {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_owned(),
         ),
         kv("header bytes", h.len.to_string()),
         kv("declared bytes", l.total.to_string()),

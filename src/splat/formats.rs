@@ -149,7 +149,8 @@ pub fn output_format(path: &Path) -> Option<SceneFormat> {
 pub const WRITABLE: &str = ".ply, .splat, .spz, .glb, .tq3s";
 
 /// What [`read_scene`] reads, for messages.
-pub const READABLE: &str = "a 3DGS .ply, a .compressed.ply, a .splat, an .spz, a .sog (or meta.json), a .glb or a .tq3s";
+pub const READABLE: &str =
+    "a 3DGS .ply, a .compressed.ply, a .splat, an .spz, a .sog (or meta.json), a .glb or a .tq3s";
 
 /// How [`write_scene`] writes formats with choices.
 #[derive(Debug, Clone, Copy, Default)]

@@ -62,7 +62,10 @@ pub const GLB_PRECISION: &[(&str, &str)] = &[
     ("sh_rest", "exact"),
     ("rotation", "exact up to normalisation (2 ulp)"),
     ("scale", "2^-24 + 1 ulp of the log scale"),
-    ("opacity", "2^-24 in sigmoid space; logits above 16.64 clamp"),
+    (
+        "opacity",
+        "2^-24 in sigmoid space; logits above 16.64 clamp",
+    ),
 ];
 
 /// Largest opacity read back: the f32 just below 1, so that a stored 1.0
@@ -97,7 +100,11 @@ fn sh_sign(l: u8, n: usize) -> f32 {
 }
 
 fn normalise(q: [f32; 4]) -> [f32; 4] {
-    let n = q.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+    let n = q
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt();
     if n > 0.0 && n.is_finite() {
         q.map(|v| (f64::from(v) / n) as f32)
     } else {
@@ -171,7 +178,11 @@ fn glb_bytes(scene: &Scene, path: &Path) -> Result<Vec<u8>> {
     }
 
     let mut segs = Vec::new();
-    let pos: Vec<[f32; 3]> = scene.positions.iter().map(|p| [-p[0], -p[1], p[2]]).collect();
+    let pos: Vec<[f32; 3]> = scene
+        .positions
+        .iter()
+        .map(|p| [-p[0], -p[1], p[2]])
+        .collect();
     let mut lo = [f32::INFINITY; 3];
     let mut hi = [f32::NEG_INFINITY; 3];
     for p in &pos {
@@ -368,23 +379,38 @@ fn read_glb_file(path: &Path) -> Result<Vec<u8>> {
 /// Checks the 12-byte GLB header: magic, version 2, a length of at least
 /// 20 bytes (header and one chunk header). Returns (version, length).
 fn header(b: &[u8], path: &Path) -> Result<(u32, u32)> {
-    let head = b
-        .get(0..12)
-        .ok_or_else(|| Error::format(path, "header", format!("{} bytes is shorter than the 12-byte GLB header", b.len())))?;
+    let head = b.get(0..12).ok_or_else(|| {
+        Error::format(
+            path,
+            "header",
+            format!("{} bytes is shorter than the 12-byte GLB header", b.len()),
+        )
+    })?;
     if &head[0..4] != b"glTF" {
         return Err(Error::format(
             path,
             "magic",
-            format!("{:?} is not \"glTF\": not a binary glTF", String::from_utf8_lossy(&head[0..4])),
+            format!(
+                "{:?} is not \"glTF\": not a binary glTF",
+                String::from_utf8_lossy(&head[0..4])
+            ),
         ));
     }
     let version = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
     if version != 2 {
-        return Err(Error::format(path, "version", format!("GLB version {version}, only 2 is read")));
+        return Err(Error::format(
+            path,
+            "version",
+            format!("GLB version {version}, only 2 is read"),
+        ));
     }
     let len = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
     if len < 20 {
-        return Err(Error::format(path, "length", format!("header declares {len} bytes, less than a header and a chunk")));
+        return Err(Error::format(
+            path,
+            "length",
+            format!("header declares {len} bytes, less than a header and a chunk"),
+        ));
     }
     Ok((version, len))
 }
@@ -428,7 +454,11 @@ fn open<'a>(bytes: &'a [u8], path: &Path) -> Result<(Value, &'a [u8])> {
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -442,7 +472,11 @@ fn splat_primitive<'v>(root: &'v Value, path: &Path) -> Result<(usize, usize, &'
     for (m, mesh) in meshes.iter().enumerate() {
         let prims = mesh.get("primitives").and_then(Value::as_array);
         for (p, prim) in prims.into_iter().flatten().enumerate() {
-            if prim.get("extensions").and_then(|e| e.get(EXTENSION)).is_some() {
+            if prim
+                .get("extensions")
+                .and_then(|e| e.get(EXTENSION))
+                .is_some()
+            {
                 if found.is_some() {
                     return Err(Error::format(
                         path,
@@ -455,7 +489,11 @@ fn splat_primitive<'v>(root: &'v Value, path: &Path) -> Result<(usize, usize, &'
         }
     }
     found.ok_or_else(|| {
-        Error::format(path, "meshes", "no primitive has the KHR_gaussian_splatting extension")
+        Error::format(
+            path,
+            "meshes",
+            "no primitive has the KHR_gaussian_splatting extension",
+        )
     })
 }
 
@@ -514,14 +552,24 @@ fn accessor<'a>(
     }
     let component = uint(acc, "componentType")
         .ok_or_else(|| bad(format!("accessor {ai} has no componentType")))?;
-    let csize = comp_size(component)
-        .ok_or_else(|| bad(format!("accessor {ai}: componentType {component} is not read")))?;
+    let csize = comp_size(component).ok_or_else(|| {
+        bad(format!(
+            "accessor {ai}: componentType {component} is not read"
+        ))
+    })?;
     let ty = acc.get("type").and_then(Value::as_str).unwrap_or("");
-    let comps = type_comps(ty).ok_or_else(|| bad(format!("accessor {ai}: type {ty:?} is not read")))?;
+    let comps =
+        type_comps(ty).ok_or_else(|| bad(format!("accessor {ai}: type {ty:?} is not read")))?;
     let count = uint(acc, "count").ok_or_else(|| bad(format!("accessor {ai} has no count")))?;
-    let normalized = acc.get("normalized").and_then(Value::as_bool).unwrap_or(false);
-    let vi = uint(acc, "bufferView")
-        .ok_or_else(|| bad(format!("accessor {ai} has no bufferView (all-zero data is not read)")))?;
+    let normalized = acc
+        .get("normalized")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let vi = uint(acc, "bufferView").ok_or_else(|| {
+        bad(format!(
+            "accessor {ai} has no bufferView (all-zero data is not read)"
+        ))
+    })?;
     let view = root
         .get("bufferViews")
         .and_then(Value::as_array)
@@ -534,21 +582,31 @@ fn accessor<'a>(
     }
     let buffer = uint(view, "buffer").unwrap_or(u64::MAX);
     if buffer != 0 {
-        return Err(bad(format!("bufferView {vi} uses buffer {buffer}; only the GLB's BIN chunk (buffer 0) is read")));
+        return Err(bad(format!(
+            "bufferView {vi} uses buffer {buffer}; only the GLB's BIN chunk (buffer 0) is read"
+        )));
     }
     let v_off = uint(view, "byteOffset").unwrap_or(0);
-    let v_len = uint(view, "byteLength").ok_or_else(|| bad(format!("bufferView {vi} has no byteLength")))?;
-    let v_end = v_off.checked_add(v_len).filter(|&e| e <= bin.len() as u64).ok_or_else(|| {
-        bad(format!(
-            "bufferView {vi} ({v_off} + {v_len} bytes) lies outside the {}-byte BIN chunk",
-            bin.len()
-        ))
-    })?;
+    let v_len = uint(view, "byteLength")
+        .ok_or_else(|| bad(format!("bufferView {vi} has no byteLength")))?;
+    let v_end = v_off
+        .checked_add(v_len)
+        .filter(|&e| e <= bin.len() as u64)
+        .ok_or_else(|| {
+            bad(format!(
+                "bufferView {vi} ({v_off} + {v_len} bytes) lies outside the {}-byte BIN chunk",
+                bin.len()
+            ))
+        })?;
     let elem = (csize * comps) as u64;
     let stride = match uint(view, "byteStride") {
         None => elem,
         Some(s) if s >= elem && s <= 252 && s % 4 == 0 => s,
-        Some(s) => return Err(bad(format!("bufferView {vi}: byteStride {s} is invalid for {elem}-byte elements"))),
+        Some(s) => {
+            return Err(bad(format!(
+                "bufferView {vi}: byteStride {s} is invalid for {elem}-byte elements"
+            )));
+        }
     };
     let a_off = uint(acc, "byteOffset").unwrap_or(0);
     if count == 0 {
@@ -592,7 +650,11 @@ impl AccessorData<'_> {
             }
             BYTE => {
                 let v = f32::from(b(c) as i8);
-                if self.normalized { (v / 127.0).max(-1.0) } else { v }
+                if self.normalized {
+                    (v / 127.0).max(-1.0)
+                } else {
+                    v
+                }
             }
             UNSIGNED_SHORT => {
                 let v = f32::from(u16::from_le_bytes([b(2 * c), b(2 * c + 1)]));
@@ -600,7 +662,11 @@ impl AccessorData<'_> {
             }
             _ => {
                 let v = f32::from(i16::from_le_bytes([b(2 * c), b(2 * c + 1)]));
-                if self.normalized { (v / 32767.0).max(-1.0) } else { v }
+                if self.normalized {
+                    (v / 32767.0).max(-1.0)
+                } else {
+                    v
+                }
             }
         }
     }
@@ -621,7 +687,9 @@ impl AccessorData<'_> {
                 format!("has {} components, the draft says {comps}", self.comps),
             ));
         }
-        let ok = allowed.iter().any(|&(c, norm)| c == self.component && (norm == self.normalized || c == FLOAT));
+        let ok = allowed
+            .iter()
+            .any(|&(c, norm)| c == self.component && (norm == self.normalized || c == FLOAT));
         if !ok {
             return Err(Error::format(
                 path,
@@ -673,7 +741,10 @@ pub fn read_glb_bytes(bytes: &[u8], path: &Path) -> Result<Scene> {
     let here = format!("meshes[{m}].primitives[{p}]");
     if let Some(nodes) = root.get("nodes").and_then(Value::as_array) {
         for (i, node) in nodes.iter().enumerate() {
-            if ["matrix", "translation", "rotation", "scale"].iter().any(|k| node.get(*k).is_some()) {
+            if ["matrix", "translation", "rotation", "scale"]
+                .iter()
+                .any(|k| node.get(*k).is_some())
+            {
                 return Err(Error::format(
                     path,
                     format!("nodes[{i}]"),
@@ -684,7 +755,11 @@ pub fn read_glb_bytes(bytes: &[u8], path: &Path) -> Result<Scene> {
     }
     let mode = prim.get("mode").and_then(Value::as_u64).unwrap_or(4);
     if mode != POINTS {
-        return Err(Error::format(path, format!("{here}.mode"), format!("{mode}, the draft requires 0 (POINTS)")));
+        return Err(Error::format(
+            path,
+            format!("{here}.mode"),
+            format!("{mode}, the draft requires 0 (POINTS)"),
+        ));
     }
     let attrs = prim
         .get("attributes")
@@ -706,25 +781,51 @@ pub fn read_glb_bytes(bytes: &[u8], path: &Path) -> Result<Scene> {
     let n = pos.count;
     let rot_name = attr_name("ROTATION");
     let rot = need(&rot_name)?;
-    rot.check(&rot_name, path, 4, &[(FLOAT, false), (BYTE, true), (SHORT, true)], Some(n))?;
+    rot.check(
+        &rot_name,
+        path,
+        4,
+        &[(FLOAT, false), (BYTE, true), (SHORT, true)],
+        Some(n),
+    )?;
     let scale_name = attr_name("SCALE");
     let scale = need(&scale_name)?;
     scale.check(
         &scale_name,
         path,
         3,
-        &[(FLOAT, false), (BYTE, false), (BYTE, true), (SHORT, false), (SHORT, true)],
+        &[
+            (FLOAT, false),
+            (BYTE, false),
+            (BYTE, true),
+            (SHORT, false),
+            (SHORT, true),
+        ],
         Some(n),
     )?;
     let op_name = attr_name("OPACITY");
     let op = need(&op_name)?;
-    op.check(&op_name, path, 1, &[(FLOAT, false), (UNSIGNED_BYTE, true), (UNSIGNED_SHORT, true)], Some(n))?;
+    op.check(
+        &op_name,
+        path,
+        1,
+        &[
+            (FLOAT, false),
+            (UNSIGNED_BYTE, true),
+            (UNSIGNED_SHORT, true),
+        ],
+        Some(n),
+    )?;
 
     let mut positions = Vec::with_capacity(n);
     for i in 0..n {
         let v = [0, 1, 2].map(|c| pos.get(i, c));
         if !v.iter().all(|x| x.is_finite()) {
-            return Err(Error::format(path, "POSITION", format!("element {i}: {v:?} is not finite")));
+            return Err(Error::format(
+                path,
+                "POSITION",
+                format!("element {i}: {v:?} is not finite"),
+            ));
         }
         positions.push([-v[0], -v[1], v[2]]);
     }
@@ -751,7 +852,11 @@ pub fn read_glb_bytes(bytes: &[u8], path: &Path) -> Result<Scene> {
     for i in 0..n {
         let a = op.get(i, 0);
         if !(0.0..=1.0).contains(&a) {
-            return Err(Error::format(path, &op_name, format!("element {i}: {a} is outside [0, 1]")));
+            return Err(Error::format(
+                path,
+                &op_name,
+                format!("element {i}: {a} is outside [0, 1]"),
+            ));
         }
         let a = f64::from(a).clamp(ALPHA_MIN, ALPHA_MAX);
         opacity.push((a / (1.0 - a)).ln() as f32);
@@ -765,24 +870,42 @@ pub fn read_glb_bytes(bytes: &[u8], path: &Path) -> Result<Scene> {
         }
         None => {
             let a = get_acc("COLOR_0")?.ok_or_else(|| {
-                Error::format(path, &dc_name, "missing, and no COLOR_0 to take the colour from")
+                Error::format(
+                    path,
+                    &dc_name,
+                    "missing, and no COLOR_0 to take the colour from",
+                )
             })?;
             if a.comps != 3 && a.comps != 4 {
-                return Err(Error::format(path, "accessor of COLOR_0", "must be VEC3 or VEC4"));
+                return Err(Error::format(
+                    path,
+                    "accessor of COLOR_0",
+                    "must be VEC3 or VEC4",
+                ));
             }
             a.check(
                 "COLOR_0",
                 path,
                 a.comps,
-                &[(FLOAT, false), (UNSIGNED_BYTE, true), (UNSIGNED_SHORT, true)],
+                &[
+                    (FLOAT, false),
+                    (UNSIGNED_BYTE, true),
+                    (UNSIGNED_SHORT, true),
+                ],
                 Some(n),
             )?;
-            (0..n).map(|i| [0, 1, 2].map(|c| (a.get(i, c) - 0.5) / SH_C0)).collect()
+            (0..n)
+                .map(|i| [0, 1, 2].map(|c| (a.get(i, c) - 0.5) / SH_C0))
+                .collect()
         }
     };
     for (i, c) in dc.iter().enumerate() {
         if !c.iter().all(|v| v.is_finite()) {
-            return Err(Error::format(path, &dc_name, format!("element {i}: {c:?} is not finite")));
+            return Err(Error::format(
+                path,
+                &dc_name,
+                format!("element {i}: {c:?} is not finite"),
+            ));
         }
     }
 
@@ -816,7 +939,11 @@ pub fn read_glb_bytes(bytes: &[u8], path: &Path) -> Result<Scene> {
     for l in (sh_degree + 1)..=3 {
         let name = attr_name(&format!("SH_DEGREE_{l}_COEF_0"));
         if attrs.contains_key(&name) {
-            return Err(Error::format(path, name, format!("present, but degree {} is missing", sh_degree + 1)));
+            return Err(Error::format(
+                path,
+                name,
+                format!("present, but degree {} is missing", sh_degree + 1),
+            ));
         }
     }
     let k = rest_per_channel(sh_degree);
@@ -873,16 +1000,27 @@ pub fn describe_glb(bytes: &[u8], path: &Path) -> Result<Vec<(String, String)>> 
         ("length".to_string(), format!("{} bytes", bytes.len())),
         ("bin chunk".to_string(), format!("{} bytes", bin.len())),
     ];
-    if let Some(g) = root.get("asset").and_then(|a| a.get("generator")).and_then(Value::as_str) {
+    if let Some(g) = root
+        .get("asset")
+        .and_then(|a| a.get("generator"))
+        .and_then(Value::as_str)
+    {
         out.push(("generator".to_string(), g.chars().take(200).collect()));
     }
-    out.push(("extensionsUsed".to_string(), strings(root.get("extensionsUsed")).join(", ")));
+    out.push((
+        "extensionsUsed".to_string(),
+        strings(root.get("extensionsUsed")).join(", "),
+    ));
     let req = strings(root.get("extensionsRequired"));
     if !req.is_empty() {
         out.push(("extensionsRequired".to_string(), req.join(", ")));
     }
     let (_, _, prim) = splat_primitive(&root, path)?;
-    if let Some(ext) = prim.get("extensions").and_then(|e| e.get(EXTENSION)).and_then(Value::as_object) {
+    if let Some(ext) = prim
+        .get("extensions")
+        .and_then(|e| e.get(EXTENSION))
+        .and_then(Value::as_object)
+    {
         for key in ["kernel", "colorSpace", "sortingMethod", "projection"] {
             if let Some(v) = ext.get(key).and_then(Value::as_str) {
                 out.push((key.to_string(), v.to_string()));
@@ -890,10 +1028,16 @@ pub fn describe_glb(bytes: &[u8], path: &Path) -> Result<Vec<(String, String)>> 
         }
     }
     let accessors = root.get("accessors").and_then(Value::as_array);
-    let acc = |ix: &Value| ix.as_u64().and_then(|i| accessors.and_then(|a| a.get(i as usize)));
+    let acc = |ix: &Value| {
+        ix.as_u64()
+            .and_then(|i| accessors.and_then(|a| a.get(i as usize)))
+    };
     if let Some(attrs) = prim.get("attributes").and_then(Value::as_object) {
         if let Some(a) = attrs.get("POSITION").and_then(acc) {
-            out.push(("count".to_string(), uint(a, "count").unwrap_or(0).to_string()));
+            out.push((
+                "count".to_string(),
+                uint(a, "count").unwrap_or(0).to_string(),
+            ));
         }
         let degree = (1..=3u8)
             .take_while(|l| attrs.contains_key(&format!("{EXTENSION}:SH_DEGREE_{l}_COEF_0")))
@@ -914,7 +1058,11 @@ pub fn describe_glb(bytes: &[u8], path: &Path) -> Result<Vec<(String, String)>> 
                         Some(UNSIGNED_SHORT) => "u16",
                         _ => "?",
                     },
-                    if a.get("normalized").and_then(Value::as_bool) == Some(true) { " normalized" } else { "" }
+                    if a.get("normalized").and_then(Value::as_bool) == Some(true) {
+                        " normalized"
+                    } else {
+                        ""
+                    }
                 ),
                 None => "missing accessor".to_string(),
             };
@@ -940,7 +1088,10 @@ mod tests {
     fn sh_signs() {
         // degree 1: (-y, z, -x) basis; y and x flip under the turn.
         assert_eq!([0, 1, 2].map(|n| sh_sign(1, n)), [-1.0, 1.0, -1.0]);
-        assert_eq!([0, 1, 2, 3, 4].map(|n| sh_sign(2, n)), [1.0, -1.0, 1.0, -1.0, 1.0]);
+        assert_eq!(
+            [0, 1, 2, 3, 4].map(|n| sh_sign(2, n)),
+            [1.0, -1.0, 1.0, -1.0, 1.0]
+        );
     }
 
     #[test]

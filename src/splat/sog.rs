@@ -46,7 +46,10 @@ use crate::{Error, Result};
 /// | rotation | smallest three, 8 bits each | `|Δq_k| ≤ √2/255` per component (up to sign) |
 /// | SH rest | k-means palette (≤ 65,536 entries) of 256-codebook bytes | none per value (lossy clustering) |
 pub const SOG_PRECISION: &[(&str, &str)] = &[
-    ("position", "16-bit log-space step: (1+|x|)(e^s-1), s=(max-min)/65535"),
+    (
+        "position",
+        "16-bit log-space step: (1+|x|)(e^s-1), s=(max-min)/65535",
+    ),
     ("scale", "codebook gap (256 entries, log space)"),
     ("dc", "codebook gap (256 entries)"),
     ("opacity", "1/255 in sigmoid space"),
@@ -270,10 +273,7 @@ impl Source for ZipSource<'_> {
             return Err(Error::format(
                 &self.path,
                 field,
-                format!(
-                    "inflates to {} bytes, but declares {declared}",
-                    buf.len()
-                ),
+                format!("inflates to {} bytes, but declares {declared}", buf.len()),
             ));
         }
         Ok(buf)
@@ -407,9 +407,9 @@ fn floats(v: &Value, field: &str, path: &Path, min_len: usize, max_len: usize) -
     arr.iter()
         .enumerate()
         .map(|(i, x)| {
-            x.as_f64()
-                .filter(|f| f.is_finite())
-                .ok_or_else(|| Error::format(path, format!("{field}[{i}]"), "is not a finite number"))
+            x.as_f64().filter(|f| f.is_finite()).ok_or_else(|| {
+                Error::format(path, format!("{field}[{i}]"), "is not a finite number")
+            })
         })
         .collect()
 }
@@ -423,7 +423,11 @@ fn codebook(v: &Value, field: &str, path: &Path) -> Result<Vec<f32>> {
             if y.is_finite() {
                 Ok(y)
             } else {
-                Err(Error::format(path, format!("{field}[{i}]"), "overflows f32"))
+                Err(Error::format(
+                    path,
+                    format!("{field}[{i}]"),
+                    "overflows f32",
+                ))
             }
         })
         .collect()
@@ -516,21 +520,40 @@ impl Meta {
             .map(|s| s.chars().take(200).collect());
 
         let means = obj(&root, "means", path)?;
-        let means_min = three(&floats(get(means, "mins", "means.mins", path)?, "means.mins", path, 3, 3)?);
-        let means_max = three(&floats(get(means, "maxs", "means.maxs", path)?, "means.maxs", path, 3, 3)?);
+        let means_min = three(&floats(
+            get(means, "mins", "means.mins", path)?,
+            "means.mins",
+            path,
+            3,
+            3,
+        )?);
+        let means_max = three(&floats(
+            get(means, "maxs", "means.maxs", path)?,
+            "means.maxs",
+            path,
+            3,
+            3,
+        )?);
         let mf = files(means, "means", 2, path)?;
         let means_files = [mf[0].clone(), mf[1].clone()];
 
         let scales = obj(&root, "scales", path)?;
-        let scales_codebook =
-            codebook(get(scales, "codebook", "scales.codebook", path)?, "scales.codebook", path)?;
+        let scales_codebook = codebook(
+            get(scales, "codebook", "scales.codebook", path)?,
+            "scales.codebook",
+            path,
+        )?;
         let scales_file = files(scales, "scales", 1, path)?.remove(0);
 
         let quats = obj(&root, "quats", path)?;
         let quats_file = files(quats, "quats", 1, path)?.remove(0);
 
         let sh0 = obj(&root, "sh0", path)?;
-        let sh0_codebook = codebook(get(sh0, "codebook", "sh0.codebook", path)?, "sh0.codebook", path)?;
+        let sh0_codebook = codebook(
+            get(sh0, "codebook", "sh0.codebook", path)?,
+            "sh0.codebook",
+            path,
+        )?;
         let sh0_file = files(sh0, "sh0", 1, path)?.remove(0);
 
         let sh_n = match root.get("shN") {
@@ -546,18 +569,26 @@ impl Meta {
                     as u8;
                 let pcount = get(s, "count", "shN.count", path)?
                     .as_u64()
-                    .ok_or_else(|| Error::format(path, "shN.count", "is not a non-negative integer"))?;
+                    .ok_or_else(|| {
+                        Error::format(path, "shN.count", "is not a non-negative integer")
+                    })?;
                 if bands > 0 && (pcount == 0 || pcount > MAX_PALETTE) {
                     return Err(Error::format(
                         path,
                         "shN.count",
-                        format!("palette of {pcount} entries: must be 1..={MAX_PALETTE} (labels are 16 bits)"),
+                        format!(
+                            "palette of {pcount} entries: must be 1..={MAX_PALETTE} (labels are 16 bits)"
+                        ),
                     ));
                 }
                 if bands == 0 {
                     None
                 } else {
-                    let cb = codebook(get(s, "codebook", "shN.codebook", path)?, "shN.codebook", path)?;
+                    let cb = codebook(
+                        get(s, "codebook", "shN.codebook", path)?,
+                        "shN.codebook",
+                        path,
+                    )?;
                     let mut f = files(s, "shN", 2, path)?;
                     let labels = f.remove(1);
                     let centroids = f.remove(0);

@@ -127,7 +127,8 @@ const STREAM_NAMES: [&str; 6] = [
 const SH_FLIP: [f32; 15] = [
     -1.0, -1.0, 1.0, // y, z, x
     -1.0, 1.0, 1.0, -1.0, 1.0, // xy, yz, 3z²−1, xz, x²−y²
-    -1.0, 1.0, -1.0, -1.0, 1.0, -1.0, 1.0, // y(3x²−y²), xyz, y(5z²−1), z(5z²−3), x(5z²−1), z(x²−y²), x(x²−3y²)
+    -1.0, 1.0, -1.0, -1.0, 1.0, -1.0,
+    1.0, // y(3x²−y²), xyz, y(5z²−1), z(5z²−3), x(5z²−1), z(x²−y²), x(x²−3y²)
 ];
 
 /// Whether `path` has the extension `.spz` (case-insensitive).
@@ -198,11 +199,17 @@ fn parse_common(b: &[u8], path: &Path, ngsp: bool) -> Result<Header> {
         ));
     }
     let version = u32_at(b, 4);
-    let ok = if ngsp { version == 4 } else { (2..=3).contains(&version) };
+    let ok = if ngsp {
+        version == 4
+    } else {
+        (2..=3).contains(&version)
+    };
     if !ok {
         let why = match (version, ngsp) {
             (1, _) => "version 1 (float16 positions, never released) is not supported".to_owned(),
-            (v, true) => format!("version {v} with the plain NGSP header; that header is version 4"),
+            (v, true) => {
+                format!("version {v} with the plain NGSP header; that header is version 4")
+            }
             (v, false) => format!(
                 "unsupported version {v} in a gzip spz (this reads 2 and 3 there, 4 with the plain NGSP header)"
             ),
@@ -308,7 +315,11 @@ fn gzip_header(
 }
 
 fn gzip_error(path: &Path, e: &std::io::Error) -> Error {
-    Error::format(path, "gzip", format!("truncated or corrupt gzip stream: {e}"))
+    Error::format(
+        path,
+        "gzip",
+        format!("truncated or corrupt gzip stream: {e}"),
+    )
 }
 
 fn unpack_gzip(bytes: &[u8], path: &Path) -> Result<Packed> {
@@ -837,7 +848,10 @@ fn pack(scene: &Scene, version: u32, path: &Path) -> ([Vec<u8>; 6], u8) {
     let k = rest_per_channel(scene.sh_degree);
     let mut sh = vec![0u8; n * 3 * k];
     if k > 0 {
-        for (dst, src) in sh.chunks_exact_mut(3 * k).zip(scene.sh_rest.chunks_exact(3 * k)) {
+        for (dst, src) in sh
+            .chunks_exact_mut(3 * k)
+            .zip(scene.sh_rest.chunks_exact(3 * k))
+        {
             for j in 0..k {
                 let f = SH_FLIP.get(j).copied().unwrap_or(1.0);
                 let bucket = if j < 3 { SH1_BUCKET } else { SH_REST_BUCKET };
@@ -956,7 +970,11 @@ pub fn describe_spz(bytes: &[u8], path: &Path) -> Result<Vec<(String, String)>> 
             format!(
                 "{:#04x}{}",
                 header.flags,
-                if header.flags & 1 != 0 { " (antialiased)" } else { "" }
+                if header.flags & 1 != 0 {
+                    " (antialiased)"
+                } else {
+                    ""
+                }
             ),
         ),
         kv(

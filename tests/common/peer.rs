@@ -15,15 +15,25 @@ pub const VERSION: &str = "2.7.1";
 pub fn peer() -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("TQ3D_PEER").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peer/node_modules/.bin/splat-transform")),
+        Some(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/peer/node_modules/.bin/splat-transform"),
+        ),
     ];
     for c in candidates.into_iter().flatten() {
-        if c.is_file() && Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        if c.is_file()
+            && Command::new("node")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        {
             return Some(c);
         }
     }
     if super::data::required() {
-        panic!("the peer splat-transform is required here (CI) but missing: .ci/run installs it under target/peer");
+        panic!(
+            "the peer splat-transform is required here (CI) but missing: .ci/run installs it under target/peer"
+        );
     }
     super::gpu::note("SKIPPED: splat-transform (Node) is not installed: see tests/common/peer.rs");
     None

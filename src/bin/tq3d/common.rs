@@ -15,10 +15,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use turboquant3d::gpu::DeviceChoice;
 use turboquant3d::render::camera::load_cameras_json;
 use turboquant3d::render::{Camera, orbit};
+use turboquant3d::splat::Scene;
 use turboquant3d::splat::attributes::AttrBits;
 use turboquant3d::splat::container::Profile;
 use turboquant3d::splat::importance::{Weight, importance};
-use turboquant3d::splat::Scene;
 use turboquant3d::{Error, ScaleMode};
 
 /// The `--device` choice.

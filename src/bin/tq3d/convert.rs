@@ -15,8 +15,8 @@ use turboquant3d::splat::{self, CompressOptions, Scene};
 use turboquant3d::format::check_distinct;
 
 use crate::common::{
-    DeviceArg, Resolution, human, json_f64, output_to, print_json, prune_tau,
-    read_scene, report, sh_degree, spinner, views,
+    DeviceArg, Resolution, human, json_f64, output_to, print_json, prune_tau, read_scene, report,
+    sh_degree, spinner, views,
 };
 use crate::eval::Renderer;
 use crate::scene::{EncodingArg, ply_encoding};

@@ -102,7 +102,8 @@ pub fn view(args: ViewArgs) -> Result<(), Error> {
         ));
     }
     let scene = load(&args.input)?;
-    let event_loop = EventLoop::new().map_err(|e| Error::Gpu(format!("no display: {}", os_message(&e))))?;
+    let event_loop =
+        EventLoop::new().map_err(|e| Error::Gpu(format!("no display: {}", os_message(&e))))?;
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_with_display_handle_from_env(
         Box::new(event_loop.owned_display_handle()),
     ));
@@ -256,8 +257,11 @@ impl App {
             .instance
             .create_surface(window.clone())
             .map_err(|e| Error::Gpu(format!("cannot draw into the window: {e}")))?;
-        let (ctx, adapter) =
-            GpuContext::request_for_surface(&self.instance, &surface, AdapterPolicy::AllowSoftware)?;
+        let (ctx, adapter) = GpuContext::request_for_surface(
+            &self.instance,
+            &surface,
+            AdapterPolicy::AllowSoftware,
+        )?;
         log::info!("viewer on {}", ctx.describe());
         let uncaptured = Arc::new(Mutex::new(None));
         let sink = uncaptured.clone();
@@ -275,7 +279,9 @@ impl App {
             .copied()
             .find(|f| !f.is_srgb())
             .or_else(|| caps.formats.first().copied())
-            .ok_or_else(|| Error::Gpu(format!("{} cannot present to this window", ctx.describe())))?;
+            .ok_or_else(|| {
+                Error::Gpu(format!("{} cannot present to this window", ctx.describe()))
+            })?;
         let size = window.inner_size();
         let config = wgpu::SurfaceConfiguration {
             usage: wgpu::TextureUsages::RENDER_ATTACHMENT,
@@ -333,7 +339,8 @@ impl Gpu {
         if size.width > 0 && size.height > 0 {
             self.config.width = size.width;
             self.config.height = size.height;
-            self.surface.configure(&self.renderer.context().device, &self.config);
+            self.surface
+                .configure(&self.renderer.context().device, &self.config);
             self.orbit.resize(size.width, size.height);
             self.window.request_redraw();
         }
@@ -341,7 +348,12 @@ impl Gpu {
 
     /// Moves the camera for held keys, draws, presents and waits for the
     /// device, then updates the stats line.
-    fn frame(&mut self, input: &mut Input, background: [f32; 3], overlay: bool) -> Result<(), Error> {
+    fn frame(
+        &mut self,
+        input: &mut Input,
+        background: [f32; 3],
+        overlay: bool,
+    ) -> Result<(), Error> {
         let start = Instant::now();
         let dt = start.duration_since(self.last).as_secs_f32().min(0.1);
         self.last = start;
@@ -349,12 +361,14 @@ impl Gpu {
             self.orbit.fly(input.fly, dt);
         }
         let texture = match self.surface.get_current_texture() {
-            wgpu::CurrentSurfaceTexture::Success(t) | wgpu::CurrentSurfaceTexture::Suboptimal(t) => t,
+            wgpu::CurrentSurfaceTexture::Success(t)
+            | wgpu::CurrentSurfaceTexture::Suboptimal(t) => t,
             wgpu::CurrentSurfaceTexture::Timeout | wgpu::CurrentSurfaceTexture::Occluded => {
                 return Ok(());
             }
             wgpu::CurrentSurfaceTexture::Outdated | wgpu::CurrentSurfaceTexture::Lost => {
-                self.surface.configure(&self.renderer.context().device, &self.config);
+                self.surface
+                    .configure(&self.renderer.context().device, &self.config);
                 self.window.request_redraw();
                 return Ok(());
             }
@@ -439,7 +453,8 @@ impl Input {
             self.held.push(code);
         }
         let axis = |plus: KeyCode, minus: KeyCode| {
-            f32::from(u8::from(self.held.contains(&plus))) - f32::from(u8::from(self.held.contains(&minus)))
+            f32::from(u8::from(self.held.contains(&plus)))
+                - f32::from(u8::from(self.held.contains(&minus)))
         };
         self.fly = Vec3::new(
             axis(KeyCode::KeyD, KeyCode::KeyA),
@@ -581,7 +596,11 @@ fn text_overlay(line: &str, max_width: u32) -> Overlay {
         for (y, bits) in rows.iter().enumerate() {
             for x in 0..8 {
                 if bits >> x & 1 == 1 {
-                    overlay.set(margin + glyph * i as u32 + x, margin + y as u32, Overlay::INK);
+                    overlay.set(
+                        margin + glyph * i as u32 + x,
+                        margin + y as u32,
+                        Overlay::INK,
+                    );
                 }
             }
         }
