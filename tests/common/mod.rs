@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod decode;
 pub mod gpu;
 pub mod peer;
 pub mod ply;
