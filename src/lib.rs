@@ -42,6 +42,7 @@ pub mod codec;
 mod error;
 pub mod format;
 pub mod gpu;
+pub mod grid;
 pub mod render;
 pub mod splat;
 

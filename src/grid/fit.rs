@@ -1,0 +1,1 @@
+//! Fitting a 2D multiresolution hash encoding to an image (to come).
