@@ -271,3 +271,66 @@ fn a_real_spz_compresses_and_its_tq3s_converts_to_glb() {
     let psnr = v["rows"][0]["psnr_mean"].as_f64();
     assert!(psnr.is_some_and(|p| p.is_finite() && p > 20.0), "{v}");
 }
+
+/// `--against`: the output is rendered against that scene, not the input.
+/// An exact copy scores ∞ against its input and a finite PSNR against a
+/// scene that differs from it (the same scene with its opacities halved,
+/// written independently); `--against` without `--report` is refused.
+#[test]
+fn report_against_renders_the_output_against_another_scene() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, mut other) = scene_file(dir.path(), 1500);
+    for o in &mut other.opacity {
+        *o -= 1.0;
+    }
+    let reference = dir.path().join("other.ply");
+    ply::write_ply(&reference, &other, PlyEncoding::BinaryLittleEndian).unwrap();
+    let out = dir.path().join("out.ply");
+    let run = |extra: &[&std::ffi::OsStr]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "convert".as_ref(),
+            input.as_os_str(),
+            out.as_os_str(),
+            "--views".as_ref(),
+            "1".as_ref(),
+            "--resolution".as_ref(),
+            "48x48".as_ref(),
+            "--device".as_ref(),
+            "cpu".as_ref(),
+            "--json".as_ref(),
+        ];
+        args.extend_from_slice(extra);
+        tq3d(args)
+    };
+    let o = run(&["--report".as_ref()]);
+    assert_ok(&o, "report against the input");
+    assert_eq!(json(&o)["psnr_db"], "inf");
+    let o = run(&[
+        "--report".as_ref(),
+        "--against".as_ref(),
+        reference.as_os_str(),
+    ]);
+    assert_ok(&o, "report against another scene");
+    let v = json(&o);
+    let p = v["psnr_db"].as_f64().unwrap_or(f64::NAN);
+    assert!(p.is_finite() && p > 5.0, "{v}");
+    assert_eq!(v["against"].as_str(), reference.to_str());
+    let o = run(&["--against".as_ref(), reference.as_os_str()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--report"), "{}", stderr(&o));
+    // The scene scored against is an input: it is never the output.
+    let o = tq3d([
+        "convert".as_ref(),
+        input.as_os_str(),
+        reference.as_os_str(),
+        "--report".as_ref(),
+        "--against".as_ref(),
+        reference.as_os_str(),
+    ]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert_eq!(
+        ply::read_ply(&reference).unwrap().opacity,
+        other.opacity,
+        "the reference is untouched"
+    );
+}

@@ -45,6 +45,11 @@ pub struct ConvertArgs {
     /// views: report the size, the time and the PSNR against the input.
     #[arg(long)]
     report: bool,
+    /// With --report, render the output against this scene instead of the
+    /// input: the original, when the input is another tool's compressed
+    /// copy of it (e.g. a peer's .sog of the same capture).
+    #[arg(long, value_name = "SCENE", requires = "report")]
+    against: Option<PathBuf>,
     /// Orbit views for --report, 1..=1024.
     #[arg(long, default_value_t = 8, value_parser = views)]
     views: usize,
@@ -105,7 +110,9 @@ pub fn convert(a: ConvertArgs) -> Result<(), Error> {
         }
     };
     output_to(&a.output);
-    check_distinct(&a.output, &[&a.input])?;
+    let mut inputs = vec![a.input.as_path()];
+    inputs.extend(a.against.as_deref());
+    check_distinct(&a.output, &inputs)?;
     let in_format = formats::detect(&a.input)?;
     let quiet = a.json;
     let t0 = Instant::now();
@@ -142,11 +149,20 @@ pub fn convert(a: ConvertArgs) -> Result<(), Error> {
         }
         let bar = spinner("rendering the input and the output".into(), quiet);
         let back = formats::read_scene(&a.output)?;
-        splat::check_finite(&original).map_err(|e| e.in_file(&a.input))?;
+        let (reference, reference_path) = match &a.against {
+            Some(p) => (read_scene(p, true)?, p.as_path()),
+            None => (original.clone(), a.input.as_path()),
+        };
+        splat::check_finite(&reference).map_err(|e| e.in_file(reference_path))?;
         splat::check_finite(&back).map_err(|e| e.in_file(&a.output))?;
-        let cams = orbit(&original.positions, a.views, a.resolution.0, a.resolution.1);
+        let cams = orbit(
+            &reference.positions,
+            a.views,
+            a.resolution.0,
+            a.resolution.1,
+        );
         let renderer = Renderer::new(a.device)?;
-        let want = renderer.render_all(&original, &cams)?;
+        let want = renderer.render_all(&reference, &cams)?;
         let got = renderer.render_all(&back, &cams)?;
         bar.finish_and_clear();
         let mses = want
@@ -155,7 +171,11 @@ pub fn convert(a: ConvertArgs) -> Result<(), Error> {
             .map(|(x, y)| metrics::mse(x, y))
             .collect::<Result<Vec<f64>, _>>()?;
         let mean_mse = mses.iter().sum::<f64>() / mses.len().max(1) as f64;
-        Some((metrics::psnr_from_mse(mean_mse), renderer.name()))
+        Some((
+            metrics::psnr_from_mse(mean_mse),
+            renderer.name(),
+            reference_path.to_path_buf(),
+        ))
     } else {
         None
     };
@@ -167,8 +187,9 @@ pub fn convert(a: ConvertArgs) -> Result<(), Error> {
             "count": scene.len(), "input_count": original.len(), "sh_degree": scene.sh_degree,
             "seconds": {"read": t_read.as_secs_f64(), "write": t_write.as_secs_f64()},
         });
-        if let Some((p, renderer)) = &psnr {
+        if let Some((p, renderer, against)) = &psnr {
             v["psnr_db"] = json_f64(*p, "the PSNR")?;
+            v["against"] = json!(against);
             v["views"] = a.views.into();
             v["resolution"] = format!("{}x{}", a.resolution.0, a.resolution.1).into();
             v["renderer"] = renderer.clone().into();
@@ -189,9 +210,14 @@ pub fn convert(a: ConvertArgs) -> Result<(), Error> {
             t_read,
             t_write
         );
-        if let Some((p, renderer)) = &psnr {
+        if let Some((p, renderer, against)) = &psnr {
             report!(
-                "render PSNR against the input: {p:.2} dB (mean MSE over {} orbit views at {}x{}, {renderer})",
+                "render PSNR against {}: {p:.2} dB (mean MSE over {} orbit views at {}x{}, {renderer})",
+                if a.against.is_some() {
+                    against.display().to_string()
+                } else {
+                    "the input".to_owned()
+                },
                 a.views,
                 a.resolution.0,
                 a.resolution.1
