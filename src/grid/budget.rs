@@ -108,7 +108,8 @@ fn level_widths(
             count[l as usize] += 1;
         }
     }
-    let extra = |k: usize| cost(dim, h[k + 1], scale_bits as u32) - cost(dim, h[k], scale_bits as u32);
+    let extra =
+        |k: usize| cost(dim, h[k + 1], scale_bits as u32) - cost(dim, h[k], scale_bits as u32);
     let gain = |l: usize, k: usize| {
         value[l] * (dist[h[k] as usize] - dist[h[k + 1] as usize])
             / (count[l] as f64 * extra(k) as f64)
@@ -159,7 +160,15 @@ fn widths_for(
         WidthMode::PerGroup => Ok(a.widths),
         WidthMode::PerLevel => {
             let kept: Vec<bool> = a.widths.iter().map(|&b| b > 0).collect();
-            level_widths(level_of, values, &kept, levels, dim, scale_bits, code_budget)
+            level_widths(
+                level_of,
+                values,
+                &kept,
+                levels,
+                dim,
+                scale_bits,
+                code_budget,
+            )
         }
     }
 }
@@ -230,7 +239,15 @@ pub fn plan(
         let mut overhead = floor;
         for _ in 0..12 {
             let code_budget = (budget_bytes.saturating_sub(overhead) * 8).saturating_sub(slack);
-            let w = widths_for(mode, level_of, values, layout.levels, layout.dim, s, code_budget)?;
+            let w = widths_for(
+                mode,
+                level_of,
+                values,
+                layout.levels,
+                layout.dim,
+                s,
+                code_budget,
+            )?;
             let bytes = file_bytes(layout, &w, s)?;
             if bytes <= budget_bytes {
                 let obj = objective(&w, values, norms, level_of, layout.levels, layout.dim, s)?;
@@ -246,7 +263,10 @@ pub fn plan(
             }
             let fixed_now = bytes
                 - (w.iter().filter(|&&b| b > 0).count() as u64 * s as u64).div_ceil(8)
-                - w.iter().map(|&b| layout.dim as u64 * b as u64).sum::<u64>().div_ceil(8);
+                - w.iter()
+                    .map(|&b| layout.dim as u64 * b as u64)
+                    .sum::<u64>()
+                    .div_ceil(8);
             if fixed_now > overhead {
                 overhead = fixed_now;
             } else {
@@ -255,8 +275,6 @@ pub fn plan(
         }
     }
     best.ok_or_else(|| {
-        Error::InvalidArgument(format!(
-            "no widths fit a budget of {budget_bytes} bytes"
-        ))
+        Error::InvalidArgument(format!("no widths fit a budget of {budget_bytes} bytes"))
     })
 }

@@ -21,12 +21,14 @@ use half::f16;
 
 use crate::codec::allocate::distortions;
 use crate::codec::packing::copy_bits;
+use crate::gpu::{Engine, Ran};
 use crate::grid::budget::{self, Layout};
 use crate::grid::compressed::{CompressedGrid, ScaleRange, WidthMode};
 use crate::grid::group::Groups;
 use crate::grid::table::Grid;
-use crate::gpu::{Engine, Ran};
-use crate::{Codebook, Error, Quantizer, Result, Rotation, RotationKind, ScaleFormat, ScaleMode, Scales};
+use crate::{
+    Codebook, Error, Quantizer, Result, Rotation, RotationKind, ScaleFormat, ScaleMode, Scales,
+};
 
 /// Entries per group by default: d = 16 at F = 2 (docs/THEORY.md §13).
 pub const DEFAULT_GROUP: usize = 8;
@@ -189,7 +191,11 @@ pub fn compress(
 
     // A power of two puts the largest norm near 2^9, well inside f16.
     let top = norms.iter().cloned().fold(0.0, f64::max);
-    let shift = if top > 0.0 { 9 - top.log2().ceil() as i32 } else { 0 };
+    let shift = if top > 0.0 {
+        9 - top.log2().ceil() as i32
+    } else {
+        0
+    };
     let pre = 2f32.powi(shift);
 
     let mut run = GridRun {
@@ -214,14 +220,24 @@ pub fn compress(
         if members.is_empty() {
             continue;
         }
-        let q = Quantizer::with_rotation(rotation.clone(), b as u32, opts.scale_mode, ScaleFormat::F16)?;
+        let q = Quantizer::with_rotation(
+            rotation.clone(),
+            b as u32,
+            opts.scale_mode,
+            ScaleFormat::F16,
+        )?;
         centroids[b as usize] = Some(q.centroids().to_vec());
         buf.clear();
         for &i in &members {
             buf.extend(vectors[i * d..(i + 1) * d].iter().map(|&x| x * pre));
         }
         let enc = encode_rows(&q, &buf, engine, &mut run).map_err(|e| match e {
-            Error::ScaleUnrepresentable { row, scale, format, why } => Error::ScaleUnrepresentable {
+            Error::ScaleUnrepresentable {
+                row,
+                scale,
+                format,
+                why,
+            } => Error::ScaleUnrepresentable {
                 row: members[row],
                 scale,
                 format,
@@ -259,8 +275,16 @@ pub fn compress(
                 // Rounded outward so that every scale lies inside.
                 let (l32, h32) = (lo as f32, hi as f32);
                 ScaleRange {
-                    lo: if (l32 as f64) > lo { l32.next_down() } else { l32 },
-                    hi: if (h32 as f64) < hi { h32.next_up() } else { h32 },
+                    lo: if (l32 as f64) > lo {
+                        l32.next_down()
+                    } else {
+                        l32
+                    },
+                    hi: if (h32 as f64) < hi {
+                        h32.next_up()
+                    } else {
+                        h32
+                    },
                 }
             } else {
                 ScaleRange { lo: 0.0, hi: 0.0 }

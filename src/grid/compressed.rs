@@ -226,6 +226,9 @@ impl CompressedGrid {
 
     /// Code bits Σ d·b_i.
     pub fn code_bits(&self) -> u64 {
-        self.widths.iter().map(|&b| self.dim() as u64 * b as u64).sum()
+        self.widths
+            .iter()
+            .map(|&b| self.dim() as u64 * b as u64)
+            .sum()
     }
 }

@@ -381,7 +381,10 @@ pub fn sections<'a>(bytes: &'a [u8], path: &Path) -> Result<Vec<&'a [u8]>> {
             return Err(Error::format(
                 path,
                 format!("section {name}"),
-                format!("found tag {:?} where {name} belongs", String::from_utf8_lossy(&head[..4])),
+                format!(
+                    "found tag {:?} where {name} belongs",
+                    String::from_utf8_lossy(&head[..4])
+                ),
             ));
         }
         let len = u64_at(head, 4);
@@ -455,7 +458,8 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<CompressedGrid> {
     let bad = |field: &str, why: String| Error::format(path, field, why);
     let (lvl, rot, cbk, wid, scl, cod) = (s[0], s[1], s[2], s[3], s[4], s[5]);
     let values = h.entries.checked_mul(h.features as u64);
-    if values.is_none_or(|v| v == 0 || v > (bytes.len() as u64).saturating_mul(MAX_VALUES_PER_BYTE)) {
+    if values.is_none_or(|v| v == 0 || v > (bytes.len() as u64).saturating_mul(MAX_VALUES_PER_BYTE))
+    {
         return Err(bad(
             "entries",
             format!(
@@ -513,9 +517,11 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<CompressedGrid> {
         2 => vec![h.entries as usize, h.features],
         _ => vec![h.entries as usize * h.features],
     };
-    let groups = Groups::new(&levels, h.features, h.group).map_err(|e| bad("group", e.to_string()))?;
+    let groups =
+        Groups::new(&levels, h.features, h.group).map_err(|e| bad("group", e.to_string()))?;
     let d = groups.dim();
-    let rotation = Rotation::from_bytes(h.rotation, d, rot).map_err(|why| bad("section ROT", why))?;
+    let rotation =
+        Rotation::from_bytes(h.rotation, d, rot).map_err(|why| bad("section ROT", why))?;
     // CBK: count, then (b, 2^b centroids).
     let mut centroids: Vec<Option<Vec<f32>>> = vec![None; 9];
     let count = *cbk
@@ -525,7 +531,8 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<CompressedGrid> {
     for t in 0..count {
         let b = *cbk
             .get(at)
-            .ok_or_else(|| bad("section CBK", format!("table {t} is truncated")))? as usize;
+            .ok_or_else(|| bad("section CBK", format!("table {t} is truncated")))?
+            as usize;
         if !(1..=8).contains(&b) || centroids[b].is_some() {
             return Err(bad(
                 "section CBK",
