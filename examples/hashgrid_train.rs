@@ -69,9 +69,15 @@ fn main() -> Res<()> {
         let cam = cams.get(view).ok_or("--view must be below 8")?;
         let img = cpu::render(&scene, cam, [0.0; 3]);
         let data = img.data.iter().map(|v| v.clamp(0.0, 1.0)).collect();
-        (data, format!("{PLANT}, orbit view {view} of 8, CPU reference renderer"))
+        (
+            data,
+            format!("{PLANT}, orbit view {view} of 8, CPU reference renderer"),
+        )
     } else {
-        (procedural_target(size, size), "procedural_target".to_string())
+        (
+            procedural_target(size, size),
+            "procedural_target".to_string(),
+        )
     };
     println!("target: {size}×{size}, {source}");
     println!("config: {cfg:?}");
@@ -93,8 +99,7 @@ fn main() -> Res<()> {
         grid.losses.last().copied().unwrap_or(f64::NAN)
     );
     println!("PSNR f32 table {p32:.2} dB, f16 table {p16:.2} dB");
-    let total_untouched =
-        untouched.iter().sum::<f64>() / untouched.len() as f64;
+    let total_untouched = untouched.iter().sum::<f64>() / untouched.len() as f64;
     println!("untouched entries: {:.1}% of L·T", 100.0 * total_untouched);
     println!("level  N_l   storage  used    untouched  sensitivity");
     for (l, lv) in grid.encoding.levels().iter().enumerate() {
@@ -146,7 +151,10 @@ fn main() -> Res<()> {
         };
         png("target.png", &target)?;
         png("render.png", &img)?;
-        println!("wrote grid.npy, mlp.npy, meta.json, target.png, render.png to {}", dir.display());
+        println!(
+            "wrote grid.npy, mlp.npy, meta.json, target.png, render.png to {}",
+            dir.display()
+        );
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 //!   count; returns a [`FittedGrid`] (table `[L, T, F]`, MLP, touched
 //!   mask).
 //! - [`render`], [`psnr`], [`round_f16`]: score any (decoded) table.
+//! - [`loss_gradient`]: the full-image loss and its gradient.
 //! - [`sensitivity`]: per-level and per-value weights for bit allocation.
 //!
 //! ```
@@ -32,14 +33,19 @@ pub use encoding::{Encoding, HASH_PRIME_Y, Level, MAX_RESOLUTION};
 pub use image::{check_image, pixel_centre, procedural_target, psnr, render, round_f16};
 pub use mlp::Mlp;
 pub use sensitivity::{Sensitivity, sensitivity};
-pub use train::{ADAM_BETA1, ADAM_BETA2, ADAM_EPS, CHUNK, TABLE_INIT, fit};
+pub use train::{
+    ADAM_BETA1, ADAM_BETA2, ADAM_EPS, CHUNK, Gradient, TABLE_INIT, fit, loss_gradient,
+};
 
 use crate::{Error, Result};
 
 /// The settings of a fit. [`Default`] is the setting the codec is measured
 /// on: 12 levels × 2^14 entries × 2 features, N_min = 16, growth 1.38
 /// (finest level 16·1.38^11 ≈ 553 ≥ 2× a 256² image), one hidden layer of
-/// 32, learning rate 10⁻² decayed to 10⁻³ over the last half.
+/// 32, 400 steps of 2^14 pixels, learning rate 10⁻² decayed to 10⁻³ over
+/// the last half. On a 256² image that is 100 epochs: about 16 s on two
+/// busy cores, 53.7 dB on the plant capture's render and 43.6 dB on
+/// [`procedural_target`] (see `examples/hashgrid_train.rs`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct FitConfig {
     /// L, the number of levels: 12..=16.
@@ -86,7 +92,7 @@ impl Default for FitConfig {
             learning_rate: 1e-2,
             decay_fraction: 0.5,
             final_lr_fraction: 0.1,
-            steps: 2000,
+            steps: 400,
             batch_size: 1 << 14,
             seed: 0,
         }
@@ -143,11 +149,7 @@ impl FitConfig {
         }
         let fl = self.final_lr_fraction;
         if !(fl.is_finite() && fl > 0.0 && fl <= 1.0) {
-            return bad(
-                "final_lr_fraction",
-                fl.to_string(),
-                "finite and in (0, 1]",
-            );
+            return bad("final_lr_fraction", fl.to_string(), "finite and in (0, 1]");
         }
         if !(1..=10_000_000).contains(&self.steps) {
             return bad("steps", self.steps.to_string(), "in 1..=10000000");

@@ -201,14 +201,25 @@ impl Encoding {
         }
         let level_len = self.table_size() * self.features;
         for (l, level_table) in table.chunks_exact(level_len).enumerate() {
-            self.encode_level(l, level_table, pos, &mut out[l * self.features..][..self.features]);
+            self.encode_level(
+                l,
+                level_table,
+                pos,
+                &mut out[l * self.features..][..self.features],
+            );
         }
         Ok(())
     }
 
     /// Level `l`'s F interpolated features at `pos` from that level's T·F
     /// values.
-    pub(crate) fn encode_level(&self, l: usize, level_table: &[f32], pos: [f32; 2], out: &mut [f32]) {
+    pub(crate) fn encode_level(
+        &self,
+        l: usize,
+        level_table: &[f32],
+        pos: [f32; 2],
+        out: &mut [f32],
+    ) {
         let f = self.features;
         out.fill(0.0);
         for (e, w) in self.corners(l, pos) {

@@ -185,14 +185,24 @@ pub fn procedural_target(width: usize, height: usize) -> Vec<f32> {
             rgb = [k, k * 0.8 + 0.1, 1.0 - k * 0.9];
         }
         // Discs and rings with hard edges.
-        for (i, &(cx, cy, r)) in [(0.25f32, 0.3f32, 0.12f32), (0.62, 0.25, 0.08), (0.8, 0.55, 0.1), (0.4, 0.58, 0.06)]
-            .iter()
-            .enumerate()
+        for (i, &(cx, cy, r)) in [
+            (0.25f32, 0.3f32, 0.12f32),
+            (0.62, 0.25, 0.08),
+            (0.8, 0.55, 0.1),
+            (0.4, 0.58, 0.06),
+        ]
+        .iter()
+        .enumerate()
         {
             let d2 = (u - cx) * (u - cx) + (v - cy) * (v - cy);
             if d2 < r * r {
                 let ring = ((d2.sqrt() / r) * 6.0).floor() as i64 % 2 == 0;
-                let hue = [(0.9, 0.2, 0.1), (0.1, 0.7, 0.3), (0.2, 0.3, 0.9), (0.95, 0.85, 0.2)][i];
+                let hue = [
+                    (0.9, 0.2, 0.1),
+                    (0.1, 0.7, 0.3),
+                    (0.2, 0.3, 0.9),
+                    (0.95, 0.85, 0.2),
+                ][i];
                 let k = if i % 2 == 0 || ring { 1.0 } else { 0.35 };
                 rgb = [hue.0 * k, hue.1 * k, hue.2 * k];
             }

@@ -146,40 +146,140 @@ fn chunk_pass(pass: &Pass<'_>, target: &[f32], pixels: &[u32], scale: f32) -> Ch
     out
 }
 
-impl LevelState {
-    /// Scatters this level's gradient from the chunks in sample order, then
-    /// updates each entry touched in this step whose gradient is not zero
-    /// (tiny-cuda-nn's Adam also leaves encoding parameters with a zero
-    /// gradient alone, so entries no sample reaches keep their init values).
-    #[allow(clippy::too_many_arguments)]
-    fn apply(&mut self, l: usize, levels: usize, f: usize, outs: &[ChunkOut], step: u32, lr: f32, c1: f32, c2: f32) {
-        for o in outs {
-            for s in 0..o.n {
-                let at = (s * levels + l) * 4;
-                let dx = &o.dx[(s * levels + l) * f..][..f];
-                for k in 0..4 {
-                    let e = o.idx[at + k] as usize;
-                    let wk = o.w[at + k];
-                    for (g, &d) in self.grad[e * f..][..f].iter_mut().zip(dx) {
-                        *g += wk * d;
-                    }
-                    if self.stamp[e] != step {
-                        self.stamp[e] = step;
-                        self.touched[e] = true;
-                        self.list.push(e as u32);
-                    }
+/// Adds level `l`'s share of the chunks' feature gradients into `grad`
+/// (that level's T·F values), in chunk and sample order, calling `visit`
+/// with every entry a sample reads, in the same order.
+fn scatter(
+    l: usize,
+    levels: usize,
+    f: usize,
+    outs: &[ChunkOut],
+    grad: &mut [f32],
+    mut visit: impl FnMut(usize),
+) {
+    for o in outs {
+        for s in 0..o.n {
+            let at = (s * levels + l) * 4;
+            let dx = &o.dx[(s * levels + l) * f..][..f];
+            for k in 0..4 {
+                let e = o.idx[at + k] as usize;
+                let wk = o.w[at + k];
+                for (g, &d) in grad[e * f..][..f].iter_mut().zip(dx) {
+                    *g += wk * d;
                 }
+                visit(e);
             }
         }
+    }
+}
+
+impl LevelState {
+    /// Scatters this level's gradient, then updates each entry touched in
+    /// this step whose gradient is not zero (tiny-cuda-nn's Adam also leaves
+    /// encoding parameters with a zero gradient alone, so entries no sample
+    /// reaches keep their init values).
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        l: usize,
+        levels: usize,
+        f: usize,
+        outs: &[ChunkOut],
+        step: u32,
+        lr: f32,
+        c1: f32,
+        c2: f32,
+    ) {
+        let (stamp, touched, list) = (&mut self.stamp, &mut self.touched, &mut self.list);
+        scatter(l, levels, f, outs, &mut self.grad, |e| {
+            if stamp[e] != step {
+                stamp[e] = step;
+                touched[e] = true;
+                list.push(e as u32);
+            }
+        });
         for e in self.list.drain(..) {
             for i in e as usize * f..(e as usize + 1) * f {
                 let g = std::mem::take(&mut self.grad[i]);
                 if g != 0.0 {
-                    adam(&mut self.table[i], &mut self.m[i], &mut self.v[i], g, lr, c1, c2);
+                    adam(
+                        &mut self.table[i],
+                        &mut self.m[i],
+                        &mut self.v[i],
+                        g,
+                        lr,
+                        c1,
+                        c2,
+                    );
                 }
             }
         }
     }
+}
+
+/// The full-image loss of a grid and its gradient.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gradient {
+    /// Mean over pixels and RGB channels of (output − target)², the output
+    /// unclamped: the training loss over the whole image.
+    pub loss: f64,
+    /// ∂loss/∂table, `[L, T, F]`.
+    pub table: Vec<f32>,
+    /// ∂loss/∂MLP parameters, in [`Mlp::params`] order.
+    pub mlp: Vec<f32>,
+}
+
+/// The training loss over every pixel centre of `target` and its gradient
+/// with respect to the table and the MLP: what one full-image step of
+/// [`fit`] would follow. Deterministic for any thread count.
+///
+/// # Errors
+/// As [`super::render`], and for an ill-formed target as [`fit`].
+pub fn loss_gradient(
+    encoding: &Encoding,
+    table: &[f32],
+    mlp: &Mlp,
+    target: &[f32],
+    width: usize,
+    height: usize,
+) -> Result<Gradient> {
+    super::render(encoding, table, mlp, 1, 1)?;
+    check_image(target, width, height)?;
+    let levels = encoding.levels().len();
+    let f = encoding.features();
+    let level_len = encoding.table_size() * f;
+    let wt = Transposed::new(mlp);
+    let pass = Pass {
+        enc: encoding,
+        tables: table.chunks_exact(level_len).collect(),
+        mlp,
+        wt: &wt,
+        width,
+        height,
+    };
+    let n = width * height;
+    let pixels: Vec<u32> = (0..n as u32).collect();
+    let scale = 2.0 / (3 * n) as f32;
+    let outs: Vec<ChunkOut> = pixels
+        .par_chunks(CHUNK)
+        .map(|px| chunk_pass(&pass, target, px, scale))
+        .collect();
+    let mut g_mlp = vec![0f32; mlp.params().len()];
+    for o in &outs {
+        for (g, &v) in g_mlp.iter_mut().zip(&o.grad) {
+            *g += v;
+        }
+    }
+    let mut g_table = vec![0f32; table.len()];
+    g_table
+        .par_chunks_mut(level_len)
+        .enumerate()
+        .for_each(|(l, g)| scatter(l, levels, f, &outs, g, |_| {}));
+    Ok(Gradient {
+        loss: outs.iter().map(|o| o.sse).sum::<f64>() / (3 * n) as f64,
+        table: g_table,
+        mlp: g_mlp,
+    })
 }
 
 /// The learning rate of step `t` (1-based): constant, then decayed
