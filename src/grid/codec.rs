@@ -57,6 +57,13 @@ pub struct GridOptions {
     /// input-gradient share, say); every level 1 when absent. A group's
     /// weight is its level's weight times its energy ‖x_g‖².
     pub level_weights: Option<Vec<f64>>,
+    /// How much the output depends on each value (a readout's first-order
+    /// sensitivity Σ_p w_p,e²·J², say), one per table value; a group's
+    /// weight is then the mean over its values times ‖x_g‖², the predicted
+    /// output MSE per unit of relative error (the rotation spreads a
+    /// group's error evenly over its d coordinates). Multiplies the level
+    /// weights when both are given.
+    pub value_weights: Option<Vec<f32>>,
 }
 
 impl GridOptions {
@@ -71,6 +78,7 @@ impl GridOptions {
             scale_mode: ScaleMode::LeastSquares,
             seed: 0,
             level_weights: None,
+            value_weights: None,
         }
     }
 }
@@ -99,6 +107,7 @@ fn weights(
     dim: usize,
     level_of: &[u16],
     level_weights: Option<&[f64]>,
+    group_weights: Option<&[f64]>,
 ) -> (Vec<f64>, Vec<f64>) {
     let norms: Vec<f64> = vectors
         .chunks_exact(dim)
@@ -108,15 +117,48 @@ fn weights(
     let values = norms
         .iter()
         .zip(level_of)
-        .map(|(&n, &l)| {
+        .enumerate()
+        .map(|(i, (&n, &l))| {
             if n <= top * NEGLIGIBLE_NORM {
                 0.0
             } else {
-                level_weights.map_or(1.0, |w| w[l as usize]) * n * n
+                level_weights.map_or(1.0, |w| w[l as usize])
+                    * group_weights.map_or(1.0, |w| w[i])
+                    * n
+                    * n
             }
         })
         .collect();
     (values, norms)
+}
+
+/// The mean of per-value weights over each group's values (the padding
+/// excluded).
+fn mean_per_group(grid: &Grid, groups: &Groups, w: &[f32]) -> Result<Vec<f64>> {
+    if w.len() != grid.values() || w.iter().any(|x| !(x.is_finite() && *x >= 0.0)) {
+        return Err(Error::InvalidArgument(format!(
+            "{} value weights for a table of {} values; each must be finite and ≥ 0",
+            w.len(),
+            grid.values()
+        )));
+    }
+    let tmp = Grid {
+        data: w.to_vec(),
+        ..grid.clone()
+    };
+    let padded = groups.gather(&tmp);
+    let d = groups.dim();
+    let f = grid.features;
+    let mut out = Vec::with_capacity(groups.count());
+    for (l, &n) in groups.per_level.iter().enumerate() {
+        for k in 0..n {
+            let real = (grid.levels[l] - k * groups.entries).min(groups.entries) * f;
+            let at = (out.len()) * d;
+            let s: f64 = padded[at..at + real].iter().map(|&x| x as f64).sum();
+            out.push(s / real as f64);
+        }
+    }
+    Ok(out)
 }
 
 /// Encodes rows with the CPU's exact bytes, on the engine's GPU if it has one.
@@ -171,7 +213,17 @@ pub fn compress(
     let rotation = Arc::new(Rotation::new(RotationKind::Dense, d, opts.seed)?);
     let vectors = groups.gather(grid);
     let level_of = groups.level_of();
-    let (values, norms) = weights(&vectors, d, &level_of, opts.level_weights.as_deref());
+    let group_weights = match &opts.value_weights {
+        Some(w) => Some(mean_per_group(grid, &groups, w)?),
+        None => None,
+    };
+    let (values, norms) = weights(
+        &vectors,
+        d,
+        &level_of,
+        opts.level_weights.as_deref(),
+        group_weights.as_deref(),
+    );
     let layout = Layout {
         dim: d,
         levels: grid.level_count(),
