@@ -125,7 +125,15 @@ impl Ctx {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn ours(&self, bits: f64, g: usize, mode: WidthMode, w: Weights, tiles: bool, label: &str) -> Res<()> {
+    fn ours(
+        &self,
+        bits: f64,
+        g: usize,
+        mode: WidthMode,
+        w: Weights,
+        tiles: bool,
+        label: &str,
+    ) -> Res<()> {
         let mut opts = GridOptions::new(bits);
         opts.group = g;
         opts.widths = mode;
@@ -163,7 +171,13 @@ impl Ctx {
             if tiles { ", tiled dense levels" } else { "" },
             c.scale_bits
         );
-        self.row(&name, bytes.len() as u64, &data, Some(run.theory_nmse), secs)
+        self.row(
+            &name,
+            bytes.len() as u64,
+            &data,
+            Some(run.theory_nmse),
+            secs,
+        )
     }
 
     fn anchor(&self, a: turboquant3d::Result<Anchor>, secs: f64) -> Res<()> {
@@ -207,7 +221,11 @@ fn main() -> Res<()> {
     let t0 = Instant::now();
     let fg = fit(&target, SIZE, SIZE, &cfg)?;
     let table16 = round_f16(&fg.table);
-    let (l, t, f) = (fg.encoding.levels().len(), fg.encoding.table_size(), fg.encoding.features());
+    let (l, t, f) = (
+        fg.encoding.levels().len(),
+        fg.encoding.table_size(),
+        fg.encoding.features(),
+    );
     let img = render(&fg.encoding, &table16, &fg.mlp, SIZE, SIZE)?;
     let base_psnr = psnr(&img, &target)?;
     let sens = sensitivity(&fg.encoding, &table16, &fg.mlp, SIZE, SIZE)?;
@@ -226,7 +244,9 @@ fn main() -> Res<()> {
         level_w: sens.per_level.clone(),
         value_w: sens.per_value.iter().map(|&v| v as f32).collect(),
     };
-    println!("| setting | bits/feature | ratio vs f16 | PSNR loss | feature NMSE | theory NMSE | time |");
+    println!(
+        "| setting | bits/feature | ratio vs f16 | PSNR loss | feature NMSE | theory NMSE | time |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for &b in &bits {
         ctx.ours(b, 8, WidthMode::PerGroup, Weights::Value, false, "**")?;
@@ -251,7 +271,10 @@ fn main() -> Res<()> {
     let t0 = Instant::now();
     ctx.anchor(Ok(anchors::cast_f8(&ctx.grid)), t0.elapsed().as_secs_f64())?;
     let t0 = Instant::now();
-    ctx.anchor(Ok(anchors::cast_int8(&ctx.grid)), t0.elapsed().as_secs_f64())?;
+    ctx.anchor(
+        Ok(anchors::cast_int8(&ctx.grid)),
+        t0.elapsed().as_secs_f64(),
+    )?;
     for b in [6u32, 8] {
         let t0 = Instant::now();
         let u = anchors::uniform_per_level(&ctx.grid, b);

@@ -41,13 +41,19 @@ pub fn is_safetensors(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
 }
 
+/// Reads an array of rank 1..=3 from `.npy` or `.safetensors` (by
+/// extension): its shape, its values as f32 and its dtype.
+pub fn read_array(path: &Path, tensor: Option<&str>) -> Result<(Vec<usize>, Vec<f32>, Dtype)> {
+    if is_safetensors(path) {
+        read_safetensors(path, tensor)
+    } else {
+        read_npy(path)
+    }
+}
+
 /// Reads a table from `.npy` or `.safetensors` (by extension).
 pub fn read_grid(path: &Path, layout: &Layout) -> Result<Grid> {
-    let (shape, data, dtype) = if is_safetensors(path) {
-        read_safetensors(path, layout.tensor.as_deref())?
-    } else {
-        read_npy(path)?
-    };
+    let (shape, data, dtype) = read_array(path, layout.tensor.as_deref())?;
     Grid::from_array(
         &shape,
         data,
