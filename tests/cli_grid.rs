@@ -21,7 +21,11 @@ fn table(dtype: Dtype) -> Grid {
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 let u = (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
-                let tail = if (s >> 7) % 16 == 0 { 8.0 } else { 1.0 };
+                let tail = if (s >> 7).is_multiple_of(16) {
+                    8.0
+                } else {
+                    1.0
+                };
                 let v = if l == 0 && e >= 100 {
                     u * 2e-4
                 } else {
@@ -155,8 +159,8 @@ fn refused(input: &Path, extra: &[&str], want: &str) {
         "-o".as_ref(),
         out.as_os_str(),
     ];
-    args.extend(bits.iter().map(|s| std::ffi::OsStr::new(s)));
-    args.extend(extra.iter().map(|s| std::ffi::OsStr::new(s)));
+    args.extend(bits.iter().map(std::ffi::OsStr::new));
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
     let o = tq3d(&args);
     assert!(!o.status.success(), "{want}: succeeded");
     let err = stderr(&o);

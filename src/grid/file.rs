@@ -544,7 +544,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<CompressedGrid> {
             .get(at + 1..at + 1 + len)
             .ok_or_else(|| bad("section CBK", format!("table {t} (b = {b}) is truncated")))?;
         let v: Vec<f32> = body.chunks_exact(4).map(|c| f32_at(c, 0)).collect();
-        if v.iter().any(|x| !(x.abs() <= 1.0)) || v.windows(2).any(|w| w[0] >= w[1]) {
+        if v.iter().any(|x| x.is_nan() || x.abs() > 1.0) || v.windows(2).any(|w| w[0] >= w[1]) {
             return Err(bad(
                 "section CBK",
                 format!("table b = {b} is not strictly ascending within [-1, 1]"),
