@@ -1,6 +1,6 @@
 //! Widths for a byte budget: every group's width b_g ∈ 0..=8 and the scale
 //! code's bits S, chosen to minimise the predicted weighted error
-//! Σ_g v_g·D(d, b_g) (docs/THEORY.md §13) so that the whole file, every
+//! Σ_g v_g·D(d, b_g) (docs/THEORY.md §14) so that the whole file, every
 //! stored byte counted, fits the budget.
 //!
 //! - Per group: the allocator's exact greedy over all groups

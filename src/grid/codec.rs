@@ -30,7 +30,7 @@ use crate::{
     Codebook, Error, Quantizer, Result, Rotation, RotationKind, ScaleFormat, ScaleMode, Scales,
 };
 
-/// Entries per group by default: d = 16 at F = 2 (docs/THEORY.md §13).
+/// Entries per group by default: d = 16 at F = 2 (docs/THEORY.md §14).
 pub const DEFAULT_GROUP: usize = 8;
 
 /// A group is negligible, whatever the budget, when its norm is below this

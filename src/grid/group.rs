@@ -1,6 +1,6 @@
 //! Grouping: g consecutive entries of one level form one vector of
 //! d = g·F features, the unit TurboQuant rotates and quantises
-//! (docs/THEORY.md §13 for why 2-wide entries need it). A level whose size
+//! (docs/THEORY.md §14 for why 2-wide entries need it). A level whose size
 //! is not a multiple of g ends in a group padded with zeros; the padding is
 //! never written back. Groups never span two levels.
 
