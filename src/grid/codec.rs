@@ -6,9 +6,10 @@
 //! ```
 //! use turboquant3d::grid::codec::{GridOptions, compress};
 //! use turboquant3d::grid::table::{Dtype, Grid};
-//! // 2 levels × 64 entries × 2 features.
-//! let data: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
-//! let grid = Grid::from_array(&[2, 64, 2], data, Dtype::F32, None, None).unwrap();
+//! // 2 levels × 2048 entries × 2 features (the file's fixed part, 1.2 KB
+//! // with the d = 16 rotation, wants a table of some size).
+//! let data: Vec<f32> = (0..8192).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+//! let grid = Grid::from_array(&[2, 2048, 2], data, Dtype::F32, None, None).unwrap();
 //! let (c, _) = compress(&grid, &GridOptions::new(6.0), None).unwrap();
 //! let back = c.decode().unwrap();
 //! assert_eq!(back.shape, grid.shape);
