@@ -1,7 +1,7 @@
 //! Trains an Instant-NGP 2D hash grid with an MLP readout on an image, on
 //! the CPU, and reports what the hash-grid codec needs to know about it:
 //!
-//!     cargo run --release --example hashgrid_train -- [--out DIR] [--levels L] [--log2-t K]
+//!     cargo run --release --example hashgrid_train -- [--out hashgrid_out] [--levels L] [--log2-t K]
 //!         [--steps S] [--batch B] [--hidden W] [--layers 1|2] [--lr LR] [--base N] [--growth G]
 //!         [--seed S] [--size PX] [--view K] [--procedural]
 //!
@@ -16,7 +16,8 @@
 //! resolution, storage, untouched share and readout sensitivity. With
 //! `--out DIR` it writes `grid.npy` (f16, `[L, T, F]`), `mlp.npy` (f32, the
 //! MLP's parameters in `Mlp::params` order), `meta.json` (the config, the
-//! levels, the MLP widths, the figures), `target.png` and `render.png`.
+//! levels, the MLP widths, the figures), `target.png` and `render.png`
+//! (`hashgrid_out/` is git-ignored).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -98,7 +99,7 @@ fn main() -> Res<()> {
         cfg.batch_size,
         grid.losses.last().copied().unwrap_or(f64::NAN)
     );
-    println!("PSNR f32 table {p32:.2} dB, f16 table {p16:.2} dB");
+    println!("PSNR f32 table {p32:.3} dB, f16 table {p16:.3} dB");
     let total_untouched = untouched.iter().sum::<f64>() / untouched.len() as f64;
     println!("untouched entries: {:.1}% of L·T", 100.0 * total_untouched);
     println!("level  N_l   storage  used    untouched  sensitivity");
