@@ -208,6 +208,74 @@ pub fn whole_bits(s: &str) -> Result<u32, String> {
         .map_err(|_| format!("b = {s}: bits per coordinate must be an integer in 1..=8"))
 }
 
+/// The most bits per feature a grid budget may ask for.
+pub const MAX_GRID_BITS: f64 = 32.0;
+
+/// Clap value parser of `grid --bits`: average bits per feature, all
+/// bytes counted, in (0, 32].
+pub fn grid_bits(s: &str) -> Result<f64, String> {
+    float_in(s, 0.0, MAX_GRID_BITS, true).map_err(|e| {
+        format!("--bits {s}: {e}; bits per feature (every stored byte counted) must be in (0, {MAX_GRID_BITS}]")
+    })
+}
+
+/// Budgets, comma-separated, each as [`grid_bits`].
+#[derive(Clone, Debug)]
+pub struct BitsList(pub Vec<f64>);
+
+/// Clap value parser of `grid eval --bits`: a comma-separated list.
+pub fn grid_bits_list(s: &str) -> Result<BitsList, String> {
+    let v = s
+        .split(',')
+        .map(|p| grid_bits(p.trim()))
+        .collect::<Result<Vec<f64>, String>>()?;
+    if v.is_empty() || v.len() > 32 {
+        return Err(format!("{s:?}: give 1 to 32 budgets"));
+    }
+    Ok(BitsList(v))
+}
+
+/// Entries per level, comma-separated.
+#[derive(Clone, Debug)]
+pub struct LevelSizes(pub Vec<usize>);
+
+/// Clap value parser of `--levels`: 1..=64 positive integers.
+pub fn level_sizes(s: &str) -> Result<LevelSizes, String> {
+    let v = s
+        .split(',')
+        .map(|p| int_in(p, 1, 1 << 40).map(|x| x as usize))
+        .collect::<Result<Vec<usize>, String>>()
+        .map_err(|e| format!("--levels {s:?}: {e} (entries per level, comma-separated)"))?;
+    if v.is_empty() || v.len() > turboquant3d::grid::table::MAX_LEVELS {
+        return Err(format!(
+            "--levels {s:?}: give 1 to {} level sizes",
+            turboquant3d::grid::table::MAX_LEVELS
+        ));
+    }
+    Ok(LevelSizes(v))
+}
+
+/// Clap value parser of `--features`: 1..=64.
+pub fn grid_features(s: &str) -> Result<usize, String> {
+    int_in(s, 1, turboquant3d::grid::table::MAX_FEATURES as u64)
+        .map(|v| v as usize)
+        .map_err(|e| format!("--features: {e}"))
+}
+
+/// Clap value parser of `--group`: entries per group, 1..=512.
+pub fn grid_group(s: &str) -> Result<usize, String> {
+    int_in(s, 1, turboquant3d::grid::group::MAX_GROUP as u64)
+        .map(|v| v as usize)
+        .map_err(|e| format!("--group: {e} (entries per vector; d = g·F)"))
+}
+
+/// Clap value parser of `--scale-bits`: 1..=16.
+pub fn scale_bits(s: &str) -> Result<u8, String> {
+    int_in(s, 1, 16)
+        .map(|v| v as u8)
+        .map_err(|e| format!("--scale-bits: {e}"))
+}
+
 /// Clap value parser: an opacity pruning threshold τ in [0, 1).
 pub fn prune_tau(s: &str) -> Result<f32, String> {
     float_in(s, 0.0, 1.0, false)

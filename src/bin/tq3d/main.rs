@@ -21,6 +21,7 @@
 mod common;
 mod convert;
 mod eval;
+mod grid;
 mod plan;
 mod scene;
 mod vectors;
@@ -47,7 +48,7 @@ its direction is rotated by a fixed random orthogonal matrix and every coordinat
 with the Lloyd–Max codebook of the sphere's coordinate density. Nothing is trained: the codebook \
 depends on (d, b) alone, and the expected error d·C(d, b) is known before compressing.\n\n\
 Scenes: `compress`, `decompress`, `info`, `demo`, `eval`, `plan`. Raw vectors (.npy): `encode`, `decode`, \
-`codebook`, `info`."
+`codebook`, `info`. Hash grids: `grid compress|decompress|info|eval`."
 )]
 struct Cli {
     /// Worker threads, 1..=4 × the available cores (default: all cores).
@@ -98,6 +99,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Instant-NGP hash-grid tables (.npy, .safetensors) and .tq3g files: compress, decompress, info, eval.
+    #[command(subcommand)]
+    Grid(grid::GridCommand),
     /// Open a window on a scene (.tq3s drawn from its compressed SH-rest): orbit, pan, zoom, fly.
     View(view::ViewArgs),
     /// Describe a file: a .tq3s scene or .tqv vectors (header, streams, sizes, expected error), or any scene format tq3d reads (header, count, attribute ranges).
@@ -146,6 +150,7 @@ fn main() -> ExitCode {
         Command::Codebook { dim, bits, json } => vectors::codebook(dim, bits, json),
         Command::Info { input, json } => info(input, json),
         Command::View(args) => view::view(args),
+        Command::Grid(cmd) => grid::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
