@@ -237,8 +237,8 @@ fn a_real_spz_compresses_and_its_tq3s_converts_to_glb() {
     for i in 0..n {
         let q = want.rotations[i];
         let norm = q.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
-        for k in 0..4 {
-            let d = (f64::from(got.rotations[i][k]) - f64::from(q[k]) / norm).abs();
+        for (k, &qk) in q.iter().enumerate() {
+            let d = (f64::from(got.rotations[i][k]) - f64::from(qk) / norm).abs();
             assert!(d <= 2.5e-7, "rotation {i}/{k} differs by {d}");
         }
         for k in 0..3 {

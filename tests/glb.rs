@@ -42,11 +42,11 @@ fn split(glb: &[u8]) -> (Value, Vec<u8>) {
 /// Builds a GLB from a JSON value and a BIN chunk (padding per the spec).
 fn join(json: &Value, bin: &[u8]) -> Vec<u8> {
     let mut j = serde_json::to_vec(json).unwrap();
-    while j.len() % 4 != 0 {
+    while !j.len().is_multiple_of(4) {
         j.push(b' ');
     }
     let mut b = bin.to_vec();
-    while b.len() % 4 != 0 {
+    while !b.len().is_multiple_of(4) {
         b.push(0);
     }
     let total = 12 + 8 + j.len() + 8 + b.len();
@@ -227,8 +227,8 @@ fn assert_round_trip(src: &Scene, back: &Scene) {
         // Rotation: the normalised quaternion, computed here in f64.
         let q = src.rotations[i];
         let n = q.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
-        for k in 0..4 {
-            let want = f64::from(q[k]) / n;
+        for (k, &qk) in q.iter().enumerate() {
+            let want = f64::from(qk) / n;
             let got = f64::from(back.rotations[i][k]);
             assert!(
                 (got - want).abs() <= 2.5e-7,

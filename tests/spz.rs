@@ -241,7 +241,12 @@ fn wild_scene() -> Scene {
     s.opacity[3] = f32::NEG_INFINITY;
     s.opacity[4] = 40.0;
     s.rotations[5] = [0.0; 4];
-    s.rotations[6] = [0.7071068, 0.7071068, 0.0, 0.0];
+    s.rotations[6] = [
+        std::f32::consts::FRAC_1_SQRT_2,
+        std::f32::consts::FRAC_1_SQRT_2,
+        0.0,
+        0.0,
+    ];
     for v in &mut s.sh_rest[..45] {
         *v *= 10.0;
     }

@@ -890,8 +890,8 @@ fn decode(src: &mut dyn Source, path: &Path) -> Result<Scene> {
             for j in 0..k {
                 let x = (label % 64) * k + j;
                 let px = centroids.pixel(row * centroids.width + x);
-                for c in 0..3 {
-                    let v = lookup(&s.codebook, px[c], path, "shN.codebook", i)?;
+                for (c, &byte) in px.iter().take(3).enumerate() {
+                    let v = lookup(&s.codebook, byte, path, "shN.codebook", i)?;
                     if let Some(slot) = sh_rest.get_mut(base + c * k as usize + j as usize) {
                         *slot = v;
                     }
