@@ -285,6 +285,33 @@ fn write_corpus() {
     put("npy", "f16.npy", &npy_f16(3, 7));
 
     put("cameras_json", "cameras.json", CAMERAS.as_bytes());
+
+    // .tq3g: per-group widths (f32, d = 16, a quarter of the entries
+    // untouched), per-level widths (f16, d = 8), and three levels.
+    use turboquant3d::grid::codec::{GridOptions, compress as compress_grid};
+    use turboquant3d::grid::compressed::WidthMode;
+    use turboquant3d::grid::file::to_bytes;
+    use turboquant3d::grid::table::{Dtype, Grid};
+    for (name, shape, dtype, group, widths, bits) in [
+        ("groups_f32.tq3g", [2, 512, 2], Dtype::F32, 8, WidthMode::PerGroup, 8.0),
+        ("levels_f16.tq3g", [2, 256, 2], Dtype::F16, 4, WidthMode::PerLevel, 6.0),
+        ("three_levels.tq3g", [3, 256, 2], Dtype::F32, 4, WidthMode::PerGroup, 5.0),
+    ] {
+        let n: usize = shape.iter().product();
+        let x = common::data::gaussian(1, n, 21);
+        let data: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if i % 8 < 2 { v * 1e-4 } else { v * 0.1 })
+            .map(|v| half::f16::from_f32(v).to_f32())
+            .collect();
+        let grid = Grid::from_array(&shape, data, dtype, None, None).unwrap();
+        let mut opts = GridOptions::new(bits);
+        opts.group = group;
+        opts.widths = widths;
+        let (c, _) = compress_grid(&grid, &opts, None).unwrap();
+        put("tq3g", name, &to_bytes(&c).unwrap());
+    }
 }
 
 /// The byte range of stream `tag` in a `.tq3s` file, and its table entry.
