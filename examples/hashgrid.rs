@@ -164,7 +164,7 @@ impl Ctx {
             None => back.data,
         };
         let name = format!(
-            "{label}TurboQuant g = {g} (d = {}), {} widths, {} weights{}, S = {}",
+            "{label}TurboQuant g = {g} (d = {}), {} widths, {} weights{}, S = {}{label}",
             g * f,
             mode.name(),
             w.name(),
