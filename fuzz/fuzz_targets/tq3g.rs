@@ -6,41 +6,11 @@
 //! finite values.
 #![no_main]
 
-use std::path::Path;
-
 use libfuzzer_sys::fuzz_target;
-use turboquant3d::grid::file::from_bytes;
-use turboquant3d_fuzz::{Bound, begin, check_error, counting_allocator};
+use turboquant3d_fuzz::counting_allocator;
 
 counting_allocator!();
 
-/// Parsing keeps a width byte per group (≤ 4,096 groups a byte at the
-/// reader's 65,536 values a byte) and what the sections hold; decoding is
-/// capped at 2^22 values (16 MiB of f32, a few copies).
-const BOUND: Bound = Bound {
-    a: 8192,
-    b: 96 << 20,
-};
+include!("tq3g_common.rs");
 
-const DECODE_AT_MOST: usize = 1 << 22;
-
-fuzz_target!(|data: &[u8]| {
-    let name = "fuzz.tq3g";
-    let g = begin(data.len(), BOUND);
-    let r = from_bytes(data, Path::new(name)).and_then(|c| {
-        if c.values() > DECODE_AT_MOST {
-            return Ok(None);
-        }
-        c.decode().map(|grid| Some((c.values(), grid)))
-    });
-    drop(g);
-    match r {
-        Ok(Some((n, grid))) => {
-            assert_eq!(grid.data.len(), n);
-            assert_eq!(grid.shape.iter().product::<usize>(), n);
-            assert!(grid.data.iter().all(|v| v.is_finite()));
-        }
-        Ok(None) => {}
-        Err(e) => check_error(&e, name),
-    }
-});
+fuzz_target!(|data: &[u8]| run(data));

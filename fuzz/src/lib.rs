@@ -162,6 +162,18 @@ pub fn repair_tq3s(b: &mut [u8]) {
 /// Recomputes every checksum of a `.tqv` file in place (docs/FORMAT.md):
 /// the header's, then each section's that fits in the file.
 pub fn repair_tqv(b: &mut [u8]) {
+    repair_sections(b, 4);
+}
+
+/// The same for a `.tq3g` file, whose layout is `.tqv`'s with six sections.
+pub fn repair_tq3g(b: &mut [u8]) {
+    repair_sections(b, 6);
+}
+
+/// A 64-byte header whose CRC-32 of bytes 0..60 sits at 60, then up to
+/// `sections` sections of a 16-byte header (tag, u64 length, CRC-32 of the
+/// payload at +12) and the payload.
+fn repair_sections(b: &mut [u8], sections: usize) {
     const HEADER: usize = 64;
     const SECTION: usize = 16;
     if b.len() < HEADER {
@@ -170,7 +182,7 @@ pub fn repair_tqv(b: &mut [u8]) {
     let crc = crc32fast::hash(&b[..60]);
     put_crc(b, 60, crc);
     let mut at = HEADER;
-    for _ in 0..4 {
+    for _ in 0..sections {
         if b.len() < at + SECTION {
             return;
         }
