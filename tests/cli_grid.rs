@@ -79,6 +79,10 @@ fn compress_info_decompress_round_trip() {
         assert_eq!(v["levels"].as_array().unwrap().len(), 4);
         // Level 0's untouched groups are negligible.
         assert!(v["levels"][0]["coded"].as_u64().unwrap() <= 100 / 8 + 1);
+        // The top-level `info` tells a .tq3g by its magic and says the same.
+        let o2 = tq3d(["info".as_ref(), packed.as_os_str(), "--json".as_ref()]);
+        assert_ok(&o2, "tq3d info on a .tq3g");
+        assert_eq!(stdout(&o2), stdout(&o));
 
         let out = dir.path().join(format!("out.{ext}"));
         let o = tq3d([

@@ -317,7 +317,8 @@ fn info_json(c: &CompressedGrid, bytes: u64) -> Result<serde_json::Value, Error>
     }))
 }
 
-fn info_cmd(input: &Path, json: bool) -> Result<(), Error> {
+/// `tq3d grid info`, and `tq3d info` on a `.tq3g`.
+pub fn info_cmd(input: &Path, json: bool) -> Result<(), Error> {
     let bytes = file::read_bytes(input)?;
     let c = file::from_bytes(&bytes, input)?;
     let v = info_json(&c, bytes.len() as u64)?;

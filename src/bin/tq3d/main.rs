@@ -104,11 +104,11 @@ enum Command {
     Grid(grid::GridCommand),
     /// Open a window on a scene (.tq3s drawn from its compressed SH-rest): orbit, pan, zoom, fly.
     View(view::ViewArgs),
-    /// Describe a file: a .tq3s scene or .tqv vectors (header, streams, sizes, expected error), or any scene format tq3d reads (header, count, attribute ranges).
+    /// Describe a file: a .tq3s scene, .tqv vectors or a .tq3g hash grid (header, streams, sizes, expected error), or any scene format tq3d reads (header, count, attribute ranges).
     Info {
-        /// The file: .tq3s, .tqv, or a scene in any format `tq3d convert` reads.
+        /// The file: .tq3s, .tqv, .tq3g, or a scene in any format `tq3d convert` reads.
         input: PathBuf,
-        /// Print JSON (scene files).
+        /// Print JSON (scene and .tq3g files).
         #[arg(long)]
         json: bool,
     },
@@ -193,6 +193,8 @@ fn info(input: PathBuf, json: bool) -> Result<(), Error> {
     if magic.starts_with(&turboquant3d::splat::container::MAGIC) {
         let bytes = turboquant3d::splat::container::read_bytes(&input)?;
         scene::info(input, bytes, json)
+    } else if magic.starts_with(&turboquant3d::grid::file::MAGIC) {
+        grid::info_cmd(&input, json)
     } else if magic.starts_with(&turboquant3d::format::tqv::MAGIC) {
         if json {
             return Err(Error::InvalidArgument(
