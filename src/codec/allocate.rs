@@ -278,9 +278,8 @@ impl Steps {
         // down: `prefix` holds the `known` top bits of that key, `left` the
         // budget after every step whose key is above the prefix's range.
         let (mut prefix, mut known, mut left) = (0u64, 0u32, budget);
-        let in_range = |key: u64, prefix: u64, known: u32| {
-            known == 0 || key >> (64 - known) == prefix
-        };
+        let in_range =
+            |key: u64, prefix: u64, known: u32| known == 0 || key >> (64 - known) == prefix;
         loop {
             let shift = 64 - known - DIGIT;
             let hist = values

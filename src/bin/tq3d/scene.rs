@@ -17,9 +17,9 @@ use turboquant3d::{Error, theory};
 
 use crate::common::alloc::{self, AllocArgs, AllocatedWidths};
 use crate::common::{
-    AttrBitsArg, DeviceArg, ProfileArg, ScaleArg, Stages, attr_bits_help, average_bits, demo_count, human,
-    is_average_bits, output_to, print_json, prune_tau, read_scene, report, sh_degree, spinner,
-    whole_bits,
+    AttrBitsArg, DeviceArg, ProfileArg, ScaleArg, Stages, attr_bits_help, average_bits, demo_count,
+    human, is_average_bits, output_to, print_json, prune_tau, read_scene, report, sh_degree,
+    spinner, whole_bits,
 };
 
 #[derive(clap::Args)]
@@ -189,7 +189,9 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
     }
     let input_bytes = file_len(&a.input)?;
     let scene = stages.time("read", || read_scene(&a.input, a.json))?;
-    stages.time("check", || splat::check_finite(&scene)).map_err(|e| e.in_file(&a.input))?;
+    stages
+        .time("check", || splat::check_finite(&scene))
+        .map_err(|e| e.in_file(&a.input))?;
     let degree = opts
         .sh_degree
         .map_or(scene.sh_degree, |l| l.min(scene.sh_degree));
@@ -248,14 +250,7 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
     bar.set_message(format!("writing {}", output.display()));
     stages.time("write", || c.write(&output))?;
     bar.finish_and_clear();
-    report_compress(
-        &a,
-        &c,
-        input_bytes,
-        sh_err,
-        allocation.as_ref(),
-        &stages,
-    );
+    report_compress(&a, &c, input_bytes, sh_err, allocation.as_ref(), &stages);
     Ok(())
 }
 

@@ -90,7 +90,10 @@ pub fn encode(args: EncodeArgs) -> Result<(), Error> {
         .position_first(|c| !c.iter().all(|v| v.is_finite()));
     if let Some(i) = bad.and_then(|b| {
         let at = b * BLOCK;
-        data[at..].iter().position(|v| !v.is_finite()).map(|j| at + j)
+        data[at..]
+            .iter()
+            .position(|v| !v.is_finite())
+            .map(|j| at + j)
     }) {
         return Err(Error::NonFinite {
             row: i / m.cols.max(1),
