@@ -141,3 +141,80 @@ fn splat_importance_is_the_weight_times_the_truncated_sh_energy() {
     assert!(importance(&s, 1, Weight::Coverage, None).is_err());
     assert!(importance(&s, 1, Weight::Coverage, Some(&cov[1..])).is_err());
 }
+
+/// A small deterministic generator (no dependence on rand's streams).
+fn lcg(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *seed >> 33
+}
+
+/// The parallel allocation is the greedy's, widths, bits and objective,
+/// bit for bit, and the same on one thread as on several.
+fn assert_same(values: &[f64], d: usize, budget: u64, max: u8) {
+    let want = allocate::allocate_greedy(values, d, 16, budget, max).unwrap();
+    let got = allocate(values, d, 16, budget, max).unwrap();
+    assert_eq!(got.widths, want.widths, "d {d}, budget {budget}, max {max}");
+    assert_eq!(got.bits, want.bits);
+    assert_eq!(got.objective.to_bits(), want.objective.to_bits());
+}
+
+#[test]
+fn the_parallel_allocation_is_the_greedy_on_random_and_tied_instances() {
+    let mut seed = 7u64;
+    for round in 0..300 {
+        let n = 1 + (lcg(&mut seed) % 60) as usize;
+        // Few distinct values (ties across vectors), zeros, and wide ranges.
+        let distinct = 1 + lcg(&mut seed) % 6;
+        let values: Vec<f64> = (0..n)
+            .map(|_| match lcg(&mut seed) % 8 {
+                0 => 0.0,
+                _ if round % 2 == 0 => (lcg(&mut seed) % distinct) as f64 * 0.5 + 0.25,
+                _ => ((lcg(&mut seed) % 2000) as f64 / 100.0 - 10.0).exp(),
+            })
+            .collect();
+        let d = [9usize, 24, 45, 64][round % 4];
+        let max = 1 + (round % 8) as u8;
+        let full: u64 = n as u64 * cost(d, max, 16);
+        let budget = lcg(&mut seed) % (full + 2);
+        assert_same(&values, d, budget, max);
+    }
+    // Every budget of a small instance with ties, one bit at a time.
+    let values = [1.0, 0.5, 1.0, 0.0, 2.0, 0.5];
+    let full = values.len() as u64 * cost(9, 8, 16);
+    for budget in 0..=full + 1 {
+        assert_same(&values, 9, budget, 8);
+    }
+}
+
+#[test]
+fn the_parallel_allocation_is_the_greedy_at_scale_on_any_thread_count() {
+    // Enough upgrades that the selection needs more than one radix pass,
+    // and a run of equal values whose tie spans the whole key.
+    let n = 60_000;
+    let mut seed = 3u64;
+    let values: Vec<f64> = (0..n)
+        .map(|i| {
+            if i % 3 == 0 {
+                1.5
+            } else {
+                ((lcg(&mut seed) % 100_000) as f64 / 1e4 - 5.0).exp()
+            }
+        })
+        .collect();
+    let budget = n as u64 * cost(45, 2, 16) + 12_345;
+    let want = allocate::allocate_greedy(&values, 45, 16, budget, 8).unwrap();
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let got = pool.install(|| allocate(&values, 45, 16, budget, 8).unwrap());
+        assert_eq!(got, want, "{threads} threads");
+    }
+    // More tied upgrades than the selection sorts outright (2^16): every
+    // radix pass runs, down to the last bit of the key.
+    let tied = vec![1.5; 70_000];
+    assert_same(&tied, 45, 70_000 * cost(45, 3, 16) - 77, 8);
+}

@@ -23,6 +23,8 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+use rayon::prelude::*;
+
 use crate::{Codebook, Error, Result};
 
 /// Widest per-vector code.
@@ -172,7 +174,47 @@ fn greedy(
 /// for some λ: exactly optimal for the bits it spends (Everett 1963), which
 /// fall short of the budget by less than one upgrade (d·8 + scale bits at
 /// most).
+///
+/// The result is [`allocate_greedy`]'s, found in parallel: the greedy takes
+/// the upgrades in one global order, so the answer is the longest prefix of
+/// that order that fits, and the λ where the prefix ends is found by a
+/// radix selection over the gains (see `threshold`). Identical widths for
+/// any thread count.
 pub fn allocate(
+    values: &[f64],
+    dim: usize,
+    scale_bits: u32,
+    budget: u64,
+    max_bits: u8,
+) -> Result<Allocation> {
+    let dist = distortions(dim)?;
+    let h = hull(dim, scale_bits, &dist, max_bits.min(MAX_BITS));
+    let steps = Steps::new(&h, &dist, dim, scale_bits);
+    // Gains must be ordered as their bits are (non-negative, not NaN).
+    if steps.drop.iter().any(|d| d.is_nan() || *d < 0.0) {
+        return allocate_greedy(values, dim, scale_bits, budget, max_bits);
+    }
+    let widths = steps.allocate(values, budget);
+    let widths: Vec<u8> = widths.into_par_iter().map(|k| h[k as usize]).collect();
+    let bits = widths
+        .par_iter()
+        .map(|&b| cost(dim, b, scale_bits))
+        .sum::<u64>();
+    let objective = widths
+        .iter()
+        .zip(values)
+        .map(|(&b, &v)| v * dist[b as usize])
+        .sum();
+    Ok(Allocation {
+        widths,
+        bits,
+        objective,
+    })
+}
+
+/// [`allocate`] by the greedy itself: a heap of each vector's next
+/// upgrade. Sequential; the reference the parallel form is tested against.
+pub fn allocate_greedy(
     values: &[f64],
     dim: usize,
     scale_bits: u32,
@@ -182,6 +224,168 @@ pub fn allocate(
     greedy(values, dim, scale_bits, max_bits, |spent, extra, _| {
         spent + extra <= budget
     })
+}
+
+/// The upgrades along a hull: step k goes from width h[k] to h[k + 1].
+struct Steps {
+    extra: Vec<u64>,
+    drop: Vec<f64>,
+}
+
+/// Bits of the gain a radix pass sorts by.
+const DIGIT: u32 = 16;
+/// Upgrades few enough to sort outright.
+const FEW: u64 = 1 << 16;
+
+impl Steps {
+    fn new(h: &[u8], dist: &[f64; 9], dim: usize, scale_bits: u32) -> Steps {
+        let k = h.len().saturating_sub(1);
+        Steps {
+            extra: (0..k)
+                .map(|k| cost(dim, h[k + 1], scale_bits) - cost(dim, h[k], scale_bits))
+                .collect(),
+            drop: (0..k)
+                .map(|k| dist[h[k] as usize] - dist[h[k + 1] as usize])
+                .collect(),
+        }
+    }
+
+    /// The greedy's order key of vector `v`'s steps, as f64 bits: the gain
+    /// exactly as `greedy` computes it, lowered to the running minimum along
+    /// the chain. The heap cannot take step k + 1 before step k, and takes
+    /// it straight after when rounding made it gain more; so the heap's
+    /// order is the sort by (key descending, vector ascending, step
+    /// ascending). Keys are non-increasing along a chain.
+    fn keys(&self, v: f64, out: &mut [u64; 8]) -> usize {
+        if v.is_nan() || v <= 0.0 {
+            return 0; // never upgraded (the greedy leaves it out of the heap)
+        }
+        let mut low = f64::INFINITY;
+        for (k, (&e, &d)) in self.extra.iter().zip(&self.drop).enumerate() {
+            let g = v * d / e as f64;
+            if g < low {
+                low = g;
+            }
+            out[k] = low.to_bits();
+        }
+        self.extra.len()
+    }
+
+    /// Hull positions per vector: the longest prefix of the greedy order
+    /// whose bits fit in `budget`.
+    fn allocate(&self, values: &[f64], budget: u64) -> Vec<u8> {
+        // Select the digits of the key at which the budget runs out, top
+        // down: `prefix` holds the `known` top bits of that key, `left` the
+        // budget after every step whose key is above the prefix's range.
+        let (mut prefix, mut known, mut left) = (0u64, 0u32, budget);
+        let in_range =
+            |key: u64, prefix: u64, known: u32| known == 0 || key >> (64 - known) == prefix;
+        loop {
+            let shift = 64 - known - DIGIT;
+            let hist = values
+                .par_chunks(1 << 12)
+                .fold(
+                    || vec![(0u64, 0u64); 1 << DIGIT],
+                    |mut hist, chunk| {
+                        let mut keys = [0u64; 8];
+                        for &v in chunk {
+                            let n = self.keys(v, &mut keys);
+                            for (k, &key) in keys[..n].iter().enumerate() {
+                                if in_range(key, prefix, known) {
+                                    let b = &mut hist[((key >> shift) & 0xFFFF) as usize];
+                                    b.0 += self.extra[k];
+                                    b.1 += 1;
+                                }
+                            }
+                        }
+                        hist
+                    },
+                )
+                .reduce(
+                    || vec![(0u64, 0u64); 1 << DIGIT],
+                    |mut a, b| {
+                        for (x, y) in a.iter_mut().zip(b) {
+                            x.0 += y.0;
+                            x.1 += y.1;
+                        }
+                        a
+                    },
+                );
+            // The highest bucket that does not fit in what is left.
+            let mut crossing = None;
+            for (b, &(bits, count)) in hist.iter().enumerate().rev() {
+                if bits > left {
+                    crossing = Some((b as u64, count));
+                    break;
+                }
+                left -= bits;
+            }
+            let Some((b, count)) = crossing else {
+                // Only possible on the first pass (a crossing bucket's
+                // sub-buckets add up to more than is left): every step fits.
+                return self.positions(values, prefix, known, &[], 0);
+            };
+            prefix = (prefix << DIGIT) | b;
+            known += DIGIT;
+            if count <= FEW || known == 64 {
+                break;
+            }
+        }
+        // The steps in the crossing range, in the greedy's order; take them
+        // until the first that does not fit.
+        let mut cand: Vec<(u64, u32, u8)> = values
+            .par_iter()
+            .enumerate()
+            .flat_map_iter(|(i, &v)| {
+                let mut keys = [0u64; 8];
+                let n = self.keys(v, &mut keys);
+                (0..n)
+                    .filter(move |&k| in_range(keys[k], prefix, known))
+                    .map(move |k| (keys[k], i as u32, k as u8))
+            })
+            .collect();
+        cand.par_sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let mut taken = 0;
+        for &(_, _, k) in &cand {
+            let e = self.extra[k as usize];
+            if e > left {
+                break;
+            }
+            left -= e;
+            taken += 1;
+        }
+        self.positions(values, prefix, known, &cand, taken)
+    }
+
+    /// Hull positions: every step whose key is above the range of
+    /// `prefix`, plus the first `taken` of the sorted candidates.
+    fn positions(
+        &self,
+        values: &[f64],
+        prefix: u64,
+        known: u32,
+        cand: &[(u64, u32, u8)],
+        taken: usize,
+    ) -> Vec<u8> {
+        let mut pos: Vec<u8> = values
+            .par_iter()
+            .map(|&v| {
+                let mut keys = [0u64; 8];
+                let n = self.keys(v, &mut keys);
+                if known == 0 {
+                    return n as u8;
+                }
+                keys[..n]
+                    .iter()
+                    .take_while(|&&key| key >> (64 - known) > prefix)
+                    .count() as u8
+            })
+            .collect();
+        for &(_, i, k) in &cand[..taken] {
+            pos[i as usize] = k + 1;
+        }
+        pos
+    }
 }
 
 /// Widths for an average of `avg_bits` code bits per coordinate over the

@@ -3,8 +3,14 @@
 //! more, so that trailing data is still reported), and stop. A device or a
 //! pipe that never ends (`/dev/zero`) costs one header's worth of reading,
 //! never all the memory there is.
+//!
+//! [`map_declared`] is the same contract without the copy: a regular file is
+//! memory-mapped and the format sees the mapped bytes in place (the kernel
+//! pages in only what is touched); anything else (a pipe, a device) is read
+//! as [`read_declared`] reads it.
 
 use std::io::Read;
+use std::ops::Deref;
 use std::path::Path;
 
 use crate::{Error, Result};
@@ -62,6 +68,83 @@ pub(crate) fn read_declared(
             };
             buf.extend_from_slice(&one[..extra]);
             return Ok(buf);
+        }
+    }
+}
+
+/// The bytes of an input: mapped from a regular file, or read into memory.
+pub(crate) enum Input {
+    /// A read-only map of the file, and how much of it the format declared
+    /// (plus at most one trailing byte, as [`read_declared`] returns).
+    Mapped(memmap2::Mmap, usize),
+    /// Bytes read by [`read_declared`].
+    Read(Vec<u8>),
+}
+
+impl Deref for Input {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Input::Mapped(m, len) => &m[..*len],
+            Input::Read(v) => v,
+        }
+    }
+}
+
+/// [`read_declared`] without the copy for a regular, non-empty file: the
+/// file is memory-mapped and `extent` sees the same prefixes it would have
+/// been given by reading, so the result (truncated, exact, or one byte
+/// over) is the same bytes. Inputs that cannot be mapped (pipes, devices,
+/// empty files, a failed map) are read by [`read_declared`].
+///
+/// A map is a view of the file, not a copy: the file must not be truncated
+/// or rewritten by another process while it is read (a truncation would
+/// fault on the next page touched), which is the usual contract of a
+/// command-line input.
+pub(crate) fn map_declared(
+    path: &Path,
+    mut extent: impl FnMut(&[u8]) -> Result<Extent>,
+) -> Result<Input> {
+    let io = |e| Error::io(path, e);
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if meta.is_dir() {
+        return Err(Error::format(path, "file", "is a folder, not a file"));
+    }
+    let len = usize::try_from(meta.len()).ok().filter(|&l| l > 0);
+    // Populated: one call maps every page already in the page cache, where
+    // faulting them in one by one as the parser touches them costs more
+    // than the copy it saves. SAFETY: the map is read-only and private to
+    // this process; see the function's docs for what a concurrent writer
+    // may do to it.
+    let map = match len {
+        Some(_) if meta.is_file() => {
+            unsafe { memmap2::MmapOptions::new().populate().map(&file) }.ok()
+        }
+        _ => None,
+    };
+    let Some(map) = map else {
+        drop(file);
+        return read_declared(path, extent).map(Input::Read);
+    };
+    let file_len = map.len() as u64;
+    let mut have = 0u64;
+    loop {
+        let (want, total) = match extent(&map[..have as usize])? {
+            Extent::Need(n) => (n, false),
+            Extent::Total(n) => (n, true),
+        };
+        if want > have {
+            have = want.min(file_len);
+            if have < want {
+                return Ok(Input::Mapped(map, have as usize)); // truncated
+            }
+        } else if !total {
+            return Err(Error::format(path, "header", "declares no length"));
+        }
+        if total {
+            // One byte past the declared end, as read_declared reads it.
+            return Ok(Input::Mapped(map, (have + 1).min(file_len) as usize));
         }
     }
 }

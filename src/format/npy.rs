@@ -5,8 +5,9 @@ use std::path::Path;
 
 use half::f16;
 use npyz::{DType, NpyFile, Order, WriterBuilder};
+use rayon::prelude::*;
 
-use crate::format::input::{Extent, read_declared};
+use crate::format::input::{Extent, Input, map_declared};
 use crate::format::write_atomic;
 use crate::{Error, Result};
 
@@ -24,8 +25,99 @@ pub struct Matrix {
 /// Reads a 2-D C-order `.npy` of f32 or f16 (either byte order) as f32.
 /// Only as many bytes as the header declares are read.
 pub fn read_matrix(path: &Path) -> Result<Matrix> {
-    let bytes = read_declared(path, |b| extent(b, path))?;
-    from_bytes(&bytes, path)
+    open_matrix(path).map(MatrixData::into_matrix)
+}
+
+/// A matrix as [`open_matrix`] gives it: little-endian f32 data viewed in
+/// the mapped file, anything else converted to f32.
+pub struct MatrixData {
+    /// Number of rows N.
+    pub rows: usize,
+    /// Row length D.
+    pub cols: usize,
+    values: Values,
+}
+
+enum Values {
+    /// The file, and the byte range of its f32 data (aligned, little-endian).
+    InPlace(Input, std::ops::Range<usize>),
+    Owned(Vec<f32>),
+}
+
+impl MatrixData {
+    /// The N·D values, row-major.
+    pub fn values(&self) -> &[f32] {
+        match &self.values {
+            Values::InPlace(bytes, r) => bytemuck::cast_slice(&bytes[r.clone()]),
+            Values::Owned(v) => v,
+        }
+    }
+
+    /// Whether the values are a view of the file (no copy was made).
+    pub fn in_place(&self) -> bool {
+        matches!(self.values, Values::InPlace(..))
+    }
+
+    /// The values in memory of their own.
+    pub fn into_matrix(self) -> Matrix {
+        let data = match self.values {
+            Values::Owned(v) => v,
+            Values::InPlace(..) => self.values().to_vec(),
+        };
+        Matrix {
+            rows: self.rows,
+            cols: self.cols,
+            data,
+        }
+    }
+}
+
+/// [`read_matrix`] without copies where the file allows: a regular file is
+/// memory-mapped and little-endian f32 data (4-byte aligned in the file, as
+/// NumPy's 64-byte header padding makes it) is used where it lies; f16 and
+/// big-endian data are converted on the rayon pool. A pipe or device is
+/// read as far as its header declares, as [`read_matrix`] always did.
+pub fn open_matrix(path: &Path) -> Result<MatrixData> {
+    let bytes = map_declared(path, |b| extent(b, path))?;
+    let h = checked(&bytes, path)?;
+    let range = h.data_start as usize..(h.data_start + h.data_len()) as usize;
+    let view = matches!(bytes, Input::Mapped(..))
+        && h.width == 4
+        && h.little
+        && cfg!(target_endian = "little")
+        && bytemuck::try_cast_slice::<u8, f32>(&bytes[range.clone()]).is_ok();
+    let values = if view {
+        Values::InPlace(bytes, range)
+    } else {
+        Values::Owned(convert(&bytes[range], &h))
+    };
+    Ok(MatrixData {
+        rows: h.rows as usize,
+        cols: h.cols as usize,
+        values,
+    })
+}
+
+/// The data of a checked header as f32, in parallel.
+fn convert(data: &[u8], h: &Header) -> Vec<f32> {
+    match (h.width, h.little) {
+        (4, true) => data
+            .par_chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        (4, false) => data
+            .par_chunks_exact(4)
+            .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        (_, true) => data
+            .par_chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        (_, false) => data
+            .par_chunks_exact(2)
+            .map(|c| f16::from_be_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+    }
 }
 
 /// The `.npy` magic string.
@@ -40,6 +132,7 @@ struct Header {
     rows: u64,
     cols: u64,
     width: u64,
+    little: bool,
 }
 
 impl Header {
@@ -182,13 +275,24 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
         rows,
         cols,
         width,
+        little: !ty.starts_with('>'),
     })
 }
 
 /// Parses the bytes of a whole `.npy` file as [`read_matrix`] does. `path`
 /// only names the input in messages.
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Matrix> {
-    let bad = |field: &str, why: String| Error::format(path, field, why);
+    let h = checked(bytes, path)?;
+    let start = h.data_start as usize;
+    Ok(Matrix {
+        rows: h.rows as usize,
+        cols: h.cols as usize,
+        data: convert(&bytes[start..start + h.data_len() as usize], &h),
+    })
+}
+
+/// The checked header of a whole file, whose data must all be present.
+fn checked(bytes: &[u8], path: &Path) -> Result<Header> {
     let h = parse_header(bytes, path)?;
     // Check the declared size against the bytes present before allocating.
     let (need, have) = (
@@ -196,7 +300,8 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Matrix> {
         bytes.len() as u64 - h.data_start.min(bytes.len() as u64),
     );
     if need > have {
-        return Err(bad(
+        return Err(Error::format(
+            path,
             "data",
             format!(
                 "shape [{}, {}] needs {need} bytes of data, the file has {have} after its header: truncated?",
@@ -204,29 +309,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Matrix> {
             ),
         ));
     }
-    let npy = NpyFile::new(bytes).map_err(|e| bad("npy header", one_line(e)))?;
-    let data: Vec<f32> = if h.width == 4 {
-        npy.into_vec::<f32>()
-            .map_err(|e| bad("data", one_line(e)))?
-    } else {
-        npy.into_vec::<f16>()
-            .map_err(|e| bad("data", one_line(e)))?
-            .into_iter()
-            .map(f16::to_f32)
-            .collect()
-    };
-    let count = h.rows * h.cols;
-    if data.len() as u64 != count {
-        return Err(bad(
-            "data",
-            format!("expected {count} values, read {}", data.len()),
-        ));
-    }
-    Ok(Matrix {
-        rows: h.rows as usize,
-        cols: h.cols as usize,
-        data,
-    })
+    Ok(h)
 }
 
 /// Writes a row-major [rows, cols] f32 matrix as `.npy`, atomically.

@@ -12,6 +12,8 @@
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 
@@ -111,9 +113,21 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>
     let tmp =
         w.0.into_inner()
             .map_err(|e| Error::io(path, e.into_error()))?;
+    let t = Instant::now();
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    SYNC_NANOS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
     tmp.persist(&target).map_err(|e| Error::io(path, e.error))?;
     Ok(written)
+}
+
+/// Nanoseconds this process has spent in the fsync of [`write_atomic`].
+static SYNC_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// Time this process has spent so far making written files durable (the
+/// fsync before each atomic rename), for profiles: it is part of a write's
+/// time, and on a slow disk most of it.
+pub fn sync_time() -> Duration {
+    Duration::from_nanos(SYNC_NANOS.load(Ordering::Relaxed))
 }
 
 /// A writer that counts the bytes it passes on.

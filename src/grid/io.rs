@@ -10,7 +10,7 @@ use half::f16;
 use npyz::{DType, NpyFile, Order};
 use safetensors::{Dtype as StDtype, SafeTensors, tensor::TensorView};
 
-use crate::format::input::{Extent, read_declared};
+use crate::format::input::{Extent, map_declared};
 use crate::format::write_atomic;
 use crate::grid::table::{Dtype, Grid};
 use crate::{Error, Result};
@@ -264,7 +264,7 @@ fn values(raw: &[u8], dtype: Dtype) -> Vec<f32> {
 }
 
 fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>, Dtype)> {
-    let bytes = read_declared(path, |b| npy_extent(b, path))?;
+    let bytes = map_declared(path, |b| npy_extent(b, path))?;
     let h = npy_header(&bytes, path)?;
     let start = h.data_start as usize;
     let need = h.data_len();
@@ -317,7 +317,7 @@ fn st_extent(bytes: &[u8], path: &Path) -> Result<Extent> {
 }
 
 fn read_safetensors(path: &Path, tensor: Option<&str>) -> Result<(Vec<usize>, Vec<f32>, Dtype)> {
-    let bytes = read_declared(path, |b| st_extent(b, path))?;
+    let bytes = map_declared(path, |b| st_extent(b, path))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::format(path, "safetensors", one_line(e)))?;
     let mut names = st.names();

@@ -527,3 +527,65 @@ pub fn load_views(
         }
     }
 }
+
+/// The peak resident memory of this process so far, in bytes (Linux:
+/// `VmHWM` of /proc/self/status); `None` where the system does not say.
+pub fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A `--json` profile: each stage's seconds in the order they ran, the
+/// fsync share of the writes, and the peak memory.
+pub struct Stages(Vec<(&'static str, Duration)>);
+
+impl Stages {
+    pub fn new() -> Stages {
+        Stages(Vec::new())
+    }
+
+    /// Records a stage.
+    pub fn add(&mut self, name: &'static str, d: Duration) {
+        self.0.push((name, d));
+    }
+
+    /// Runs `f` as the stage `name`.
+    pub fn time<T>(&mut self, name: &'static str, f: impl FnOnce() -> T) -> T {
+        let t = std::time::Instant::now();
+        let out = f();
+        self.add(name, t.elapsed());
+        out
+    }
+
+    /// One stage's time (zero when it did not run).
+    pub fn get(&self, name: &str) -> Duration {
+        self.0
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, d)| *d)
+            .sum()
+    }
+
+    /// `{"seconds": {stage: s, …, "write_fsync": s}, "peak_memory_bytes": n | "unavailable"}`
+    /// entries for a JSON report; "write_fsync" is the part of the writes
+    /// spent in fsync.
+    pub fn json(&self) -> [(&'static str, serde_json::Value); 2] {
+        let mut s = serde_json::Map::new();
+        for (n, d) in &self.0 {
+            s.insert((*n).into(), d.as_secs_f64().into());
+        }
+        s.insert(
+            "write_fsync".into(),
+            turboquant3d::format::output::sync_time()
+                .as_secs_f64()
+                .into(),
+        );
+        let peak = peak_memory().map_or_else(|| "unavailable".into(), serde_json::Value::from);
+        [
+            ("seconds", serde_json::Value::Object(s)),
+            ("peak_memory_bytes", peak),
+        ]
+    }
+}

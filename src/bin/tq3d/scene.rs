@@ -1,7 +1,7 @@
 //! The scene commands: `compress`, `decompress`, `info` on `.tq3s`, `demo`.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::ValueEnum;
 use serde_json::json;
@@ -17,9 +17,9 @@ use turboquant3d::{Error, theory};
 
 use crate::common::alloc::{self, AllocArgs, AllocatedWidths};
 use crate::common::{
-    AttrBitsArg, DeviceArg, ProfileArg, ScaleArg, attr_bits_help, average_bits, demo_count, human,
-    is_average_bits, output_to, print_json, prune_tau, read_scene, report, sh_degree, spinner,
-    whole_bits,
+    AttrBitsArg, DeviceArg, ProfileArg, ScaleArg, Stages, attr_bits_help, average_bits, demo_count,
+    human, is_average_bits, output_to, print_json, prune_tau, read_scene, report, sh_degree,
+    spinner, whole_bits,
 };
 
 #[derive(clap::Args)]
@@ -175,7 +175,7 @@ fn expected_sh_error(d: usize, b: u32) -> Option<f64> {
 }
 
 pub fn compress(a: CompressArgs) -> Result<(), Error> {
-    let t0 = Instant::now();
+    let mut stages = Stages::new();
     let mut opts = options(&a);
     if a.alloc.target_psnr_loss.is_none() && !is_average_bits(a.sh_bits) {
         return Err(Error::InvalidArgument(format!(
@@ -188,17 +188,20 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
         check_distinct(out, &[&a.input])?;
     }
     let input_bytes = file_len(&a.input)?;
-    let scene = read_scene(&a.input, a.json)?;
-    splat::check_finite(&scene).map_err(|e| e.in_file(&a.input))?;
-    let t_read = t0.elapsed();
+    let scene = stages.time("read", || read_scene(&a.input, a.json))?;
+    stages
+        .time("check", || splat::check_finite(&scene))
+        .map_err(|e| e.in_file(&a.input))?;
     let degree = opts
         .sh_degree
         .map_or(scene.sh_degree, |l| l.min(scene.sh_degree));
-    let allocation = alloc::widths(&scene, degree, opts.prune_opacity, a.sh_bits, &a.alloc)?;
+    let allocation = stages.time("allocate", || {
+        alloc::widths(&scene, degree, opts.prune_opacity, a.sh_bits, &a.alloc)
+    })?;
     if let Some(w) = &allocation {
         opts.sh_widths = Some(w.widths.clone());
     }
-    let p = splat::predict_size(&scene, &opts)?;
+    let p = stages.time("predict", || splat::predict_size(&scene, &opts))?;
     let sh_err = if allocation.is_some() {
         None
     } else {
@@ -241,24 +244,13 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
     let output = a.output.clone().ok_or_else(|| {
         Error::InvalidArgument("-o/--output is required without --dry-run".into())
     })?;
-    let engine = Engine::new(a.device.into())?;
+    let engine = stages.time("device", || Engine::new(a.device.into()))?;
     let bar = spinner(format!("compressing {} Gaussians", scene.len()), a.json);
-    let t1 = Instant::now();
-    let c = splat::compress_on(&scene, &opts, &engine)?;
-    let t_compress = t1.elapsed();
+    let c = stages.time("compress", || splat::compress_on(&scene, &opts, &engine))?;
     bar.set_message(format!("writing {}", output.display()));
-    let t2 = Instant::now();
-    c.write(&output)?;
-    let t_write = t2.elapsed();
+    stages.time("write", || c.write(&output))?;
     bar.finish_and_clear();
-    report_compress(
-        &a,
-        &c,
-        input_bytes,
-        sh_err,
-        allocation.as_ref(),
-        [t_read, t_compress, t_write],
-    );
+    report_compress(&a, &c, input_bytes, sh_err, allocation.as_ref(), &stages);
     Ok(())
 }
 
@@ -268,7 +260,7 @@ fn report_compress(
     input_bytes: u64,
     sh_err: Option<f64>,
     allocation: Option<&AllocatedWidths>,
-    t: [Duration; 3],
+    stages: &Stages,
 ) {
     let size = c.size();
     let p = &c.prediction;
@@ -287,8 +279,14 @@ fn report_compress(
                 "coding": if s.info.coding == Coding::Zstd {"zstd"} else {"raw"},
                 "raw_bytes": s.info.raw_len, "stored_bytes": s.info.stored_len})).collect::<Vec<_>>(),
             "sh_expected_relative_error": sh_err,
-            "seconds": {"read": t[0].as_secs_f64(), "compress": t[1].as_secs_f64(), "write": t[2].as_secs_f64()},
         });
+        let mut v = v;
+        for (k, x) in stages.json() {
+            v[k] = x;
+        }
+        let ct = &c.timings;
+        v["seconds"]["compress_stages"] = json!({"prune_and_order": ct.prune_and_order.as_secs_f64(),
+            "sh": ct.sh.as_secs_f64(), "attributes": ct.attributes.as_secs_f64(), "entropy": ct.entropy.as_secs_f64()});
         print_json(&v);
         return;
     }
@@ -345,9 +343,10 @@ fn report_compress(
         );
     }
     report!(
-        "  read {:.2?}, compress {:.2?} (order {:.2?}, SH {:.2?} on {}{}, attributes {:.2?}, zstd {:.2?}), write {:.2?}",
-        t[0],
-        t[1],
+        "  read {:.2?}, allocate {:.2?}, compress {:.2?} (order {:.2?}, SH {:.2?} on {}{}, attributes {:.2?}, zstd {:.2?}), write {:.2?}",
+        stages.get("read"),
+        stages.get("allocate"),
+        stages.get("compress"),
         c.timings.prune_and_order,
         c.timings.sh,
         c.sh_run.ran,
@@ -358,7 +357,7 @@ fn report_compress(
         },
         c.timings.attributes,
         c.timings.entropy,
-        t[2]
+        stages.get("write")
     );
 }
 
@@ -382,31 +381,36 @@ fn write_scene(path: &Path, scene: &Scene, encoding: PlyEncoding) -> Result<u64,
 }
 
 pub fn decompress(a: DecompressArgs) -> Result<(), Error> {
-    let t0 = Instant::now();
+    let mut stages = Stages::new();
     output_to(&a.output);
     check_distinct(&a.output, &[&a.input])?;
     let bar = spinner(format!("decompressing {}", a.input.display()), a.json);
-    let scene = splat::read(&a.input)?;
-    let t_decode = t0.elapsed();
+    let bytes = stages.time("read", || container::read_bytes(&a.input))?;
+    let scene = stages.time("decode", || splat::decompress(&bytes, &a.input))?;
+    drop(bytes);
     bar.set_message(format!("writing {}", a.output.display()));
-    let t1 = Instant::now();
-    let out_bytes = write_scene(&a.output, &scene, ply_encoding(a.encoding))?;
-    let t_write = t1.elapsed();
+    let out_bytes = stages.time("write", || {
+        write_scene(&a.output, &scene, ply_encoding(a.encoding))
+    })?;
     bar.finish_and_clear();
     if a.json {
-        let v = json!({"input": a.input, "output": a.output, "count": scene.len(), "sh_degree": scene.sh_degree,
-            "output_bytes": out_bytes, "seconds": {"decode": t_decode.as_secs_f64(), "write": t_write.as_secs_f64()}});
+        let mut v = json!({"input": a.input, "output": a.output, "count": scene.len(), "sh_degree": scene.sh_degree,
+            "output_bytes": out_bytes});
+        for (k, x) in stages.json() {
+            v[k] = x;
+        }
         print_json(&v);
     } else {
         report!(
-            "{} -> {}: {} Gaussians, SH degree {}, {}; decode {:.2?}, write {:.2?}",
+            "{} -> {}: {} Gaussians, SH degree {}, {}; read {:.2?}, decode {:.2?}, write {:.2?}",
             a.input.display(),
             a.output.display(),
             scene.len(),
             scene.sh_degree,
             human(out_bytes),
-            t_decode,
-            t_write
+            stages.get("read"),
+            stages.get("decode"),
+            stages.get("write")
         );
     }
     Ok(())

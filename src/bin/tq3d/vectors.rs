@@ -15,8 +15,10 @@ use turboquant3d::{
     ScaleMode, Scales, theory,
 };
 
+use rayon::prelude::*;
+
 use crate::common::{
-    DeviceArg, ScaleArg, human, output_to, print_json, report, vector_dim, whole_bits,
+    DeviceArg, ScaleArg, Stages, human, output_to, print_json, report, vector_dim, whole_bits,
 };
 
 #[derive(clap::Args)]
@@ -55,6 +57,10 @@ pub struct EncodeArgs {
     /// GPU failure; gpu insists on a GPU (any adapter); cpu uses the CPU.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
+    /// Print one JSON object: sizes, each stage's seconds (read, check,
+    /// setup, device, encode, write with its fsync) and the peak memory.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -71,18 +77,32 @@ enum ScaleFormatArg {
 }
 
 pub fn encode(args: EncodeArgs) -> Result<(), Error> {
-    let t0 = Instant::now();
+    let mut stages = Stages::new();
     output_to(&args.output);
     check_distinct(&args.output, &[&args.input])?;
-    let m = npy::read_matrix(&args.input)?;
-    if let Some(i) = m.data.iter().position(|v| !v.is_finite()) {
+    let m = stages.time("read", || npy::open_matrix(&args.input))?;
+    let data = m.values();
+    let t = Instant::now();
+    // In blocks: a per-value parallel search costs more than the scan.
+    const BLOCK: usize = 1 << 16;
+    let bad = data
+        .par_chunks(BLOCK)
+        .position_first(|c| !c.iter().all(|v| v.is_finite()));
+    if let Some(i) = bad.and_then(|b| {
+        let at = b * BLOCK;
+        data[at..]
+            .iter()
+            .position(|v| !v.is_finite())
+            .map(|j| at + j)
+    }) {
         return Err(Error::NonFinite {
             row: i / m.cols.max(1),
             col: i % m.cols.max(1),
-            value: m.data[i],
+            value: data[i],
         }
         .in_file(&args.input));
     }
+    stages.add("check", t.elapsed());
     if let Some(d) = args.dim
         && d != m.cols
     {
@@ -113,16 +133,14 @@ pub fn encode(args: EncodeArgs) -> Result<(), Error> {
             ScaleFormatArg::F16 => ScaleFormat::F16,
         },
     };
-    let q = Quantizer::new(&config)?;
-    let t_read = t0.elapsed();
-
-    let engine = Engine::new(args.device.into())?;
+    let q = stages.time("setup", || Quantizer::new(&config))?;
+    let engine = stages.time("device", || Engine::new(args.device.into()))?;
     let t1 = Instant::now();
     let n = m.rows;
     let encoded = if engine.has_gpu() {
-        engine.encode(&q, &m.data)
+        engine.encode(&q, data)
     } else {
-        encode_cpu_with_progress(&q, &m.data, n, d, args.bits, config.scale_format)
+        encode_cpu_with_progress(&q, data, n, d, args.bits, config.scale_format, args.json)
             .map(|e| (e, Ran::Cpu))
     };
     let (enc, ran) = encoded.map_err(|e| match e {
@@ -133,9 +151,39 @@ pub fn encode(args: EncodeArgs) -> Result<(), Error> {
         e => e,
     })?;
     let t_encode = t1.elapsed();
-    let out_bytes = tqv::write(&args.output, &q, &enc, Some(args.seed))?;
+    stages.add("encode", t_encode);
+    let out_bytes = stages.time("write", || {
+        tqv::write(&args.output, &q, &enc, Some(args.seed))
+    })?;
 
     let in_bytes = (n * d * 4) as u64;
+    let expected = theory::expected_error(d, args.bits)?;
+    let measured = if args.verify {
+        let (y, _) = stages.time("verify", || engine.decode(&q, &enc))?;
+        let (mut err, mut energy) = (0f64, 0f64);
+        for (a, b) in data.iter().zip(&y) {
+            err += (*a as f64 - *b as f64).powi(2);
+            energy += (*a as f64).powi(2);
+        }
+        Some(err / energy)
+    } else {
+        None
+    };
+    if args.json {
+        let mut v = serde_json::json!({
+            "input": args.input, "output": args.output, "count": n, "dim": d, "bits": args.bits,
+            "rotation": config.rotation.name(), "scale": config.scale_mode.name(),
+            "scale_format": config.scale_format.name(), "device": ran.to_string(),
+            "input_bytes": in_bytes, "output_bytes": out_bytes,
+            "input_in_place": m.in_place(),
+            "expected_relative_error": expected, "measured_relative_error": measured,
+        });
+        for (k, x) in stages.json() {
+            v[k] = x;
+        }
+        print_json(&v);
+        return Ok(());
+    }
     report!(
         "encoded {n} vectors of d = {d} at b = {} ({} rotation, {} scale as {})",
         args.bits,
@@ -151,28 +199,22 @@ pub fn encode(args: EncodeArgs) -> Result<(), Error> {
         out_bytes as f64 * 8.0 / (n * d) as f64
     );
     report!(
-        "  read {:.2?}, encode {:.2?} on {ran} ({:.2} M vectors/s)",
-        t_read,
+        "  read {:.2?}, encode {:.2?} on {ran} ({:.2} M vectors/s), write {:.2?}",
+        stages.get("read"),
         t_encode,
-        n as f64 / t_encode.as_secs_f64() / 1e6
+        n as f64 / t_encode.as_secs_f64() / 1e6,
+        stages.get("write")
     );
-    let expected = theory::expected_error(d, args.bits)?;
     report!(
         "  expected ||u - u^||^2 for unit u: d*C(d,b) = {expected:.6}  (bounds {:.6} .. {:.6})",
         theory::lower_bound(args.bits),
         theory::upper_bound(args.bits)
     );
-    if args.verify {
-        let (y, _) = engine.decode(&q, &enc)?;
-        let (mut err, mut energy) = (0f64, 0f64);
-        for (a, b) in m.data.iter().zip(&y) {
-            err += (*a as f64 - *b as f64).powi(2);
-            energy += (*a as f64).powi(2);
-        }
+    if let Some(m) = measured {
         report!(
             "  measured sum||x - x~||^2 / sum||x||^2 = {:.6} ({:+.2} % against d*C(d,b){})",
-            err / energy,
-            100.0 * (err / energy / expected - 1.0),
+            m,
+            100.0 * (m / expected - 1.0),
             if config.scale_mode == ScaleMode::LeastSquares {
                 "; the LS scale lowers it"
             } else {
@@ -210,11 +252,12 @@ fn encode_cpu_with_progress(
     d: usize,
     bits: u32,
     format: ScaleFormat,
+    quiet: bool,
 ) -> Result<Encoded, Error> {
     let slab = 64 * CHUNK;
     let mut codes = vec![0u8; packed_len(n * d, bits)];
     let mut scales = vec![0f32; n];
-    let bar = if n > 4 * slab {
+    let bar = if n > 4 * slab && !quiet {
         ProgressBar::new(n as u64)
     } else {
         ProgressBar::hidden()
