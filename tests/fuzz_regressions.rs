@@ -293,9 +293,30 @@ fn write_corpus() {
     use turboquant3d::grid::file::to_bytes;
     use turboquant3d::grid::table::{Dtype, Grid};
     for (name, shape, dtype, group, widths, bits) in [
-        ("groups_f32.tq3g", [2, 512, 2], Dtype::F32, 8, WidthMode::PerGroup, 8.0),
-        ("levels_f16.tq3g", [2, 256, 2], Dtype::F16, 4, WidthMode::PerLevel, 6.0),
-        ("three_levels.tq3g", [3, 256, 2], Dtype::F32, 4, WidthMode::PerGroup, 5.0),
+        (
+            "groups_f32.tq3g",
+            [2, 512, 2],
+            Dtype::F32,
+            8,
+            WidthMode::PerGroup,
+            8.0,
+        ),
+        (
+            "levels_f16.tq3g",
+            [2, 256, 2],
+            Dtype::F16,
+            4,
+            WidthMode::PerLevel,
+            6.0,
+        ),
+        (
+            "three_levels.tq3g",
+            [3, 256, 2],
+            Dtype::F32,
+            4,
+            WidthMode::PerGroup,
+            5.0,
+        ),
     ] {
         let n: usize = shape.iter().product();
         let x = common::data::gaussian(1, n, 21);
