@@ -425,6 +425,7 @@ impl Quantizer {
         let mut x = vec![0f32; d * W];
         let mut y = vec![0f32; d * W];
         let mut q = vec![0u32; d * W];
+        let mut cent = vec![0f32; d * W];
         // Each vector's d·b code bits as 32-bit words, word-major.
         let nwords = (d * bits as usize).div_ceil(32);
         let tail_bits = (d * bits as usize - 32 * (nwords - 1)) as u32;
@@ -465,16 +466,19 @@ impl Quantizer {
             }
             let norm = normalise_block::<W>(&mut x, d);
             self.rotation.forward_tile::<W>(&x, &mut y);
-            quantise_block::<W>(
+            let ls = self.scale_mode == ScaleMode::LeastSquares;
+            let filled = quantise_block::<W>(
                 &y,
                 &self.boundaries,
                 &self.positive_boundaries,
+                if ls { &self.positive_centroids } else { &[] },
                 bits,
                 &mut q,
+                &mut cent,
             );
             let mut s = norm;
-            if self.scale_mode == ScaleMode::LeastSquares {
-                let (dot, cc) = self.ls_sums::<W>(&y, &q);
+            if ls {
+                let (dot, cc) = self.ls_sums::<W>(&y, &q, &mut cent, filled);
                 for v in 0..W {
                     s[v] = norm[v] * (dot[v] / cc[v]);
                 }
@@ -507,42 +511,28 @@ impl Quantizer {
     }
 
     /// ⟨y, ĉ⟩ and ‖ĉ‖² per vector of a `[d][W]` tile, summed over j in
-    /// order. For symmetric tables ĉ comes from a select over the upper half
-    /// (vectorises); the values are the table's either way.
+    /// order. ĉ is `cent` where [`quantise_block`] filled it (symmetric
+    /// tables), else looked up from the codes; the values are the table's
+    /// either way.
     #[inline(always)]
-    fn ls_sums<const W: usize>(&self, y: &[f32], q: &[u32]) -> ([f32; W], [f32; W]) {
+    fn ls_sums<const W: usize>(
+        &self,
+        y: &[f32],
+        q: &[u32],
+        cent: &mut [f32],
+        filled: bool,
+    ) -> ([f32; W], [f32; W]) {
+        if !filled {
+            for (c, &k) in cent.iter_mut().zip(q) {
+                *c = self.centroids[k as usize];
+            }
+        }
         let mut dot = [0f32; W];
         let mut cc = [0f32; W];
-        let pc = &self.positive_centroids;
-        if !pc.is_empty() && pc.len() <= 8 {
-            let h = pc.len() as u32;
-            for (yj, qj) in y.chunks_exact(W).zip(q.chunks_exact(W)) {
-                // code ≥ h: +pc[code − h]; code < h: −pc[h − 1 − code].
-                let mut idx = [0u32; W];
-                let mut neg = [0u32; W];
-                for v in 0..W {
-                    neg[v] = (qj[v] < h) as u32;
-                    idx[v] = if qj[v] < h { h - 1 - qj[v] } else { qj[v] - h };
-                }
-                let mut c = [pc[0]; W];
-                for (i, &p) in pc.iter().enumerate().skip(1) {
-                    for v in 0..W {
-                        c[v] = if idx[v] == i as u32 { p } else { c[v] };
-                    }
-                }
-                for v in 0..W {
-                    let c = f32::from_bits(c[v].to_bits() ^ (neg[v] << 31));
-                    dot[v] += yj[v] * c;
-                    cc[v] += c * c;
-                }
-            }
-        } else {
-            for (yj, qj) in y.chunks_exact(W).zip(q.chunks_exact(W)) {
-                for v in 0..W {
-                    let c = self.centroids[qj[v] as usize];
-                    dot[v] += yj[v] * c;
-                    cc[v] += c * c;
-                }
+        for (yj, cj) in y.chunks_exact(W).zip(cent.chunks_exact(W)) {
+            for v in 0..W {
+                dot[v] += yj[v] * cj[v];
+                cc[v] += cj[v] * cj[v];
             }
         }
         (dot, cc)
@@ -661,16 +651,54 @@ fn normalise_block<const W: usize>(x: &mut [f32], d: usize) -> [f32; W] {
     norm
 }
 
-/// code = #{i : boundary_i < y}, for a `[d][LANES]` block. `positive` is
+/// code = #{i : boundary_i < y}, for a `[d][W]` block. `positive` is
 /// the upper half of a symmetric table (see [`symmetric_half`]), or empty.
+///
+/// With `centroids`, the upper half of a symmetric centroid table (or
+/// empty), the symmetric branch also writes each ĉ into `cent` and returns
+/// true: a select riding on the same comparisons, so the least-squares sums
+/// need no table lookup.
 #[inline(always)]
 fn quantise_block<const W: usize>(
     y: &[f32],
     boundaries: &[f32],
     positive: &[f32],
+    centroids: &[f32],
     bits: u32,
     q: &mut [u32],
-) {
+    cent: &mut [f32],
+) -> bool {
+    if bits <= 4 && !positive.is_empty() && centroids.len() == positive.len() + 1 {
+        // As below, and ĉ = ±centroids[#{p_j < a}]: code h + c has the
+        // centroid centroids[c], code h − 1 − c its negative.
+        let h = positive.len() as u32 + 1;
+        for ((yj, qj), cj) in y
+            .chunks_exact(W)
+            .zip(q.chunks_exact_mut(W))
+            .zip(cent.chunks_exact_mut(W))
+        {
+            let mut a = [0f32; W];
+            let mut up = [0u32; W];
+            for v in 0..W {
+                up[v] = (yj[v] <= 0.0) as u32;
+                a[v] = f32::from_bits(yj[v].abs().to_bits() + up[v]);
+            }
+            let mut c = [0u32; W];
+            let mut m = [centroids[0]; W];
+            for (&p, &next) in positive.iter().zip(&centroids[1..]) {
+                for v in 0..W {
+                    let gt = p < a[v];
+                    c[v] += gt as u32;
+                    m[v] = if gt { next } else { m[v] };
+                }
+            }
+            for v in 0..W {
+                qj[v] = h + c[v] - up[v] * (2 * c[v] + 1);
+                cj[v] = f32::from_bits(m[v].to_bits() ^ (up[v] << 31));
+            }
+        }
+        return true;
+    }
     if bits <= 4 && !positive.is_empty() {
         // A symmetric table with 0 in the middle: with h = 2^(b−1),
         //   y > 0: code = h + #{p_j < y},   y ≤ 0: code = h − 1 − #{p_j ≤ −y},
@@ -714,6 +742,7 @@ fn quantise_block<const W: usize>(
             *qv = quantise_one(yv, boundaries, bits) as u32;
         }
     }
+    false
 }
 
 /// The positive boundaries of a table that is exactly symmetric about a
@@ -791,9 +820,23 @@ mod tests {
             ys.extend((0..400).map(|i| (i as f32 - 200.0) * 0.0017));
             ys.resize(ys.len().div_ceil(LANES) * LANES, 0.25);
             let (mut fast, mut full) = (vec![0u32; ys.len()], vec![0u32; ys.len()]);
-            quantise_block::<LANES>(&ys, &t, &half, bits, &mut fast);
-            quantise_block::<LANES>(&ys, &t, &[], bits, &mut full);
+            let mut cent = vec![0f32; ys.len()];
+            quantise_block::<LANES>(&ys, &t, &half, &[], bits, &mut fast, &mut cent);
+            quantise_block::<LANES>(&ys, &t, &[], &[], bits, &mut full, &mut cent);
+            let c = cb.centroids_f32();
+            let mut with_c = vec![0u32; ys.len()];
+            let filled = quantise_block::<LANES>(
+                &ys,
+                &t,
+                &half,
+                &c[c.len() / 2..],
+                bits,
+                &mut with_c,
+                &mut cent,
+            );
+            assert!(filled && with_c == full, "b={bits}");
             for (i, y) in ys.iter().enumerate() {
+                assert_eq!(cent[i], c[full[i] as usize], "b={bits} y={y:e}: centroid");
                 assert_eq!(fast[i], full[i], "b={bits} y={y:e}");
                 assert_eq!(
                     full[i],

@@ -8,7 +8,9 @@
 //! The batch kernels work on *lane blocks*: [`LANES`] vectors stored
 //! coordinate-major (`block[j * LANES + v]` is coordinate j of vector v), so
 //! every arithmetic step is one SIMD operation across vectors and each sum
-//! runs in a fixed order. Rust never contracts `a * b + c` into an FMA, so
+//! runs in a fixed order. Rust never contracts `a * b + c` into an FMA, and
+//! the encoder's dense tile ([`Rotation::forward_tile`]) fuses explicitly
+//! with `f32::mul_add`, which rounds once with or without FMA hardware, so
 //! the results are bit-identical on every platform and SIMD width.
 
 use rand::SeedableRng;
