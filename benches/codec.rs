@@ -4,7 +4,10 @@
 //!
 //! The workloads of the issue: d = 45 (3DGS SH) with 1,000,000 vectors and
 //! d = 1024 (transformer tokens) with 65,536 vectors, b ∈ {2, 3, 4}; plus the
-//! codebook solve.
+//! codebook solve. Each quantizer is `QuantizerConfig::new`, which is what
+//! `tq3d encode` runs by default (auto rotation, least-squares scale stored
+//! as f32), and `Quantizer::encode` goes through `encode_into`, the call the
+//! CLI makes per slab.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;

@@ -33,6 +33,10 @@ use crate::{Error, Result, Rows, RowsMut};
 /// every chunk but the last starts on a byte boundary of the code stream.
 pub const CHUNK: usize = 1024;
 
+/// Vectors per encode tile with a dense rotation: two lane blocks, the width
+/// of the rotation's register tile ([`Rotation::forward_tile`]).
+const DENSE_TILE: usize = 2 * LANES;
+
 /// Everything that defines a quantizer before it is built.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizerConfig {
@@ -86,6 +90,8 @@ pub struct Quantizer {
     boundaries: Vec<f32>,
     /// The upper half of `boundaries` when the table is symmetric.
     positive_boundaries: Vec<f32>,
+    /// The upper half of `centroids` when both tables are symmetric.
+    positive_centroids: Vec<f32>,
     scale_mode: ScaleMode,
     scale_format: ScaleFormat,
     force_portable: bool,
@@ -151,6 +157,14 @@ impl Quantizer {
             }
         }
         let positive_boundaries = symmetric_half(&boundaries);
+        let h = n / 2;
+        let positive_centroids = if !positive_boundaries.is_empty()
+            && (0..h).all(|i| centroids[h - 1 - i] == -centroids[h + i])
+        {
+            centroids[h..].to_vec()
+        } else {
+            Vec::new()
+        };
         Ok(Quantizer {
             dim,
             bits,
@@ -158,6 +172,7 @@ impl Quantizer {
             centroids,
             boundaries,
             positive_boundaries,
+            positive_centroids,
             scale_mode,
             scale_format,
             force_portable: false,
@@ -325,15 +340,18 @@ impl Quantizer {
         scales: &mut [f32],
     ) -> Result<()> {
         #[cfg(target_arch = "x86_64")]
-        if !self.force_portable && std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
+        if !self.force_portable
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
             return unsafe { self.encode_chunk_avx2(rows, first, codes, scales) };
         }
         self.encode_chunk_portable(rows, first, codes, scales)
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     fn encode_chunk_avx2(
         &self,
         rows: Rows<'_>,
@@ -384,18 +402,58 @@ impl Quantizer {
         codes: &mut [u8],
         scales: &mut [f32],
     ) -> Result<()> {
+        match &*self.rotation {
+            Rotation::Dense(_) => self.encode_tiles::<DENSE_TILE>(rows, first, codes, scales),
+            Rotation::Hadamard(_) => self.encode_tiles::<LANES>(rows, first, codes, scales),
+        }
+    }
+
+    /// Encodes a chunk in tiles of W vectors stored coordinate-major
+    /// (`tile[j * W + v]`), every step SIMD across vectors and each vector's
+    /// arithmetic independent of W. A tile stays in L1 from the gather to
+    /// the packed codes: the input is read once and the output written once.
+    #[inline(always)]
+    fn encode_tiles<const W: usize>(
+        &self,
+        rows: Rows<'_>,
+        first: usize,
+        codes: &mut [u8],
+        scales: &mut [f32],
+    ) -> Result<()> {
         let d = self.dim;
         let bits = self.bits;
-        let mut x = vec![0f32; d * LANES];
-        let mut y = vec![0f32; d * LANES];
-        let mut q = vec![0u8; d * LANES];
+        let mut x = vec![0f32; d * W];
+        let mut y = vec![0f32; d * W];
+        let mut q = vec![0u32; d * W];
+        let mut cent = vec![0f32; d * W];
+        // Each vector's d·b code bits as 32-bit words, word-major.
+        let nwords = (d * bits as usize).div_ceil(32);
+        let tail_bits = (d * bits as usize - 32 * (nwords - 1)) as u32;
+        let mut words = vec![0u32; nwords * W];
         let mut writer = BitWriter::new(codes);
         let n = rows.len();
-        for start in (0..n).step_by(LANES) {
-            let nv = LANES.min(n - start);
-            // Gather into a coordinate-major block, rejecting NaN and ±Inf.
-            for v in 0..LANES {
+        for start in (0..n).step_by(W) {
+            let nv = W.min(n - start);
+            for v in 0..W {
                 if v < nv {
+                    for (j, &t) in rows.row(start + v).iter().enumerate() {
+                        x[j * W + v] = t;
+                    }
+                } else {
+                    for j in 0..d {
+                        x[j * W + v] = 0.0;
+                    }
+                }
+            }
+            // NaN and ±Inf fail |t| <= MAX; only then look for the first one.
+            let mut finite = [1u32; W];
+            for j in 0..d {
+                for v in 0..W {
+                    finite[v] &= (x[j * W + v].abs() <= f32::MAX) as u32;
+                }
+            }
+            if finite.contains(&0) {
+                for v in 0..nv {
                     let row = rows.row(start + v);
                     if let Some(col) = row.iter().position(|t| !t.is_finite()) {
                         return Err(Error::NonFinite {
@@ -404,49 +462,80 @@ impl Quantizer {
                             value: row[col],
                         });
                     }
-                    for (j, &t) in row.iter().enumerate() {
-                        x[j * LANES + v] = t;
-                    }
-                } else {
-                    for j in 0..d {
-                        x[j * LANES + v] = 0.0;
-                    }
                 }
             }
-            let norm = normalise_block(&mut x, d);
-            self.rotation.forward_block(&x, &mut y);
-            quantise_block(
+            let norm = normalise_block::<W>(&mut x, d);
+            self.rotation.forward_tile::<W>(&x, &mut y);
+            let ls = self.scale_mode == ScaleMode::LeastSquares;
+            let filled = quantise_block::<W>(
                 &y,
                 &self.boundaries,
                 &self.positive_boundaries,
+                if ls { &self.positive_centroids } else { &[] },
                 bits,
                 &mut q,
+                &mut cent,
             );
             let mut s = norm;
-            if self.scale_mode == ScaleMode::LeastSquares {
-                let mut dot = [0f32; LANES];
-                let mut cc = [0f32; LANES];
-                for j in 0..d {
-                    for v in 0..LANES {
-                        let c = self.centroids[q[j * LANES + v] as usize];
-                        dot[v] += y[j * LANES + v] * c;
-                        cc[v] += c * c;
-                    }
-                }
-                for v in 0..LANES {
+            if ls {
+                let (dot, cc) = self.ls_sums::<W>(&y, &q, &mut cent, filled);
+                for v in 0..W {
                     s[v] = norm[v] * (dot[v] / cc[v]);
                 }
             }
-            for v in 0..nv {
-                let row = first + start + v;
-                scales[start + v] = self.store_scale(row, s[v])?;
-                for j in 0..d {
-                    writer.put(q[j * LANES + v] as u32, bits);
+            // Pack each vector's codes into its words, across vectors.
+            words.fill(0);
+            for j in 0..d {
+                let bit = j * bits as usize;
+                let (w, sh) = (bit / 32, (bit % 32) as u32);
+                let qj = &q[j * W..(j + 1) * W];
+                for v in 0..W {
+                    words[w * W + v] |= qj[v] << sh;
                 }
+                if sh + bits > 32 {
+                    for v in 0..W {
+                        words[(w + 1) * W + v] |= qj[v] >> (32 - sh);
+                    }
+                }
+            }
+            for v in 0..nv {
+                scales[start + v] = self.store_scale(first + start + v, s[v])?;
+                for w in 0..nwords - 1 {
+                    writer.put(words[w * W + v], 32);
+                }
+                writer.put(words[(nwords - 1) * W + v], tail_bits);
             }
         }
         writer.finish();
         Ok(())
+    }
+
+    /// ⟨y, ĉ⟩ and ‖ĉ‖² per vector of a `[d][W]` tile, summed over j in
+    /// order. ĉ is `cent` where [`quantise_block`] filled it (symmetric
+    /// tables), else looked up from the codes; the values are the table's
+    /// either way.
+    #[inline(always)]
+    fn ls_sums<const W: usize>(
+        &self,
+        y: &[f32],
+        q: &[u32],
+        cent: &mut [f32],
+        filled: bool,
+    ) -> ([f32; W], [f32; W]) {
+        if !filled {
+            for (c, &k) in cent.iter_mut().zip(q) {
+                *c = self.centroids[k as usize];
+            }
+        }
+        let mut dot = [0f32; W];
+        let mut cc = [0f32; W];
+        for (yj, cj) in y.chunks_exact(W).zip(cent.chunks_exact(W)) {
+            for v in 0..W {
+                dot[v] += yj[v] * cj[v];
+                cc[v] += cj[v] * cj[v];
+            }
+        }
+        (dot, cc)
     }
 
     /// Rounds a scale to its stored format, or says why it cannot be stored.
@@ -525,90 +614,133 @@ impl Quantizer {
 /// brings its largest entry into [1, 2), so the sum of squares neither
 /// overflows nor underflows; zero vectors stay zero with norm 0.
 #[inline(always)]
-fn normalise_block(x: &mut [f32], d: usize) -> [f32; LANES] {
-    let mut maxabs = [0f32; LANES];
+fn normalise_block<const W: usize>(x: &mut [f32], d: usize) -> [f32; W] {
+    let mut maxabs = [0f32; W];
     for j in 0..d {
-        for v in 0..LANES {
-            maxabs[v] = maxabs[v].max(x[j * LANES + v].abs());
+        for v in 0..W {
+            maxabs[v] = maxabs[v].max(x[j * W + v].abs());
         }
     }
-    let mut pre = [1f32; LANES];
-    let mut post = [1f32; LANES];
-    for v in 0..LANES {
+    let mut pre = [1f32; W];
+    let mut post = [1f32; W];
+    for v in 0..W {
         let e = ((maxabs[v].to_bits() >> 23) & 0xff).clamp(1, 253);
         pre[v] = f32::from_bits((254 - e) << 23); // 2^(127 − e)
         post[v] = f32::from_bits(e << 23); // 2^(e − 127)
     }
-    let mut n2 = [0f32; LANES];
+    let mut n2 = [0f32; W];
     for j in 0..d {
-        for v in 0..LANES {
-            let t = x[j * LANES + v] * pre[v];
-            x[j * LANES + v] = t;
+        for v in 0..W {
+            let t = x[j * W + v] * pre[v];
+            x[j * W + v] = t;
             n2[v] += t * t;
         }
     }
-    let mut inv = [0f32; LANES];
-    let mut norm = [0f32; LANES];
-    for v in 0..LANES {
+    let mut inv = [0f32; W];
+    let mut norm = [0f32; W];
+    for v in 0..W {
         let r = n2[v].sqrt();
         inv[v] = if r > 0.0 { 1.0 / r } else { 0.0 };
         norm[v] = r * post[v];
     }
     for j in 0..d {
-        for v in 0..LANES {
-            x[j * LANES + v] *= inv[v];
+        for v in 0..W {
+            x[j * W + v] *= inv[v];
         }
     }
     norm
 }
 
-/// code = #{i : boundary_i < y}, for a `[d][LANES]` block. `positive` is
+/// code = #{i : boundary_i < y}, for a `[d][W]` block. `positive` is
 /// the upper half of a symmetric table (see [`symmetric_half`]), or empty.
+///
+/// With `centroids`, the upper half of a symmetric centroid table (or
+/// empty), the symmetric branch also writes each ĉ into `cent` and returns
+/// true: a select riding on the same comparisons, so the least-squares sums
+/// need no table lookup.
 #[inline(always)]
-fn quantise_block(y: &[f32], boundaries: &[f32], positive: &[f32], bits: u32, q: &mut [u8]) {
+fn quantise_block<const W: usize>(
+    y: &[f32],
+    boundaries: &[f32],
+    positive: &[f32],
+    centroids: &[f32],
+    bits: u32,
+    q: &mut [u32],
+    cent: &mut [f32],
+) -> bool {
+    if bits <= 4 && !positive.is_empty() && centroids.len() == positive.len() + 1 {
+        // As below, and ĉ = ±centroids[#{p_j < a}]: code h + c has the
+        // centroid centroids[c], code h − 1 − c its negative.
+        let h = positive.len() as u32 + 1;
+        for ((yj, qj), cj) in y
+            .chunks_exact(W)
+            .zip(q.chunks_exact_mut(W))
+            .zip(cent.chunks_exact_mut(W))
+        {
+            let mut a = [0f32; W];
+            let mut up = [0u32; W];
+            for v in 0..W {
+                up[v] = (yj[v] <= 0.0) as u32;
+                a[v] = f32::from_bits(yj[v].abs().to_bits() + up[v]);
+            }
+            let mut c = [0u32; W];
+            let mut m = [centroids[0]; W];
+            for (&p, &next) in positive.iter().zip(&centroids[1..]) {
+                for v in 0..W {
+                    let gt = p < a[v];
+                    c[v] += gt as u32;
+                    m[v] = if gt { next } else { m[v] };
+                }
+            }
+            for v in 0..W {
+                qj[v] = h + c[v] - up[v] * (2 * c[v] + 1);
+                cj[v] = f32::from_bits(m[v].to_bits() ^ (up[v] << 31));
+            }
+        }
+        return true;
+    }
     if bits <= 4 && !positive.is_empty() {
         // A symmetric table with 0 in the middle: with h = 2^(b−1),
         //   y > 0: code = h + #{p_j < y},   y ≤ 0: code = h − 1 − #{p_j ≤ −y},
         // which equals the full count with half the comparisons.
         let h = positive.len() as u32 + 1;
-        for (yj, qj) in y.chunks_exact(LANES).zip(q.chunks_exact_mut(LANES)) {
+        for (yj, qj) in y.chunks_exact(W).zip(q.chunks_exact_mut(W)) {
             // p ≤ |y| is p < next_up(|y|): one comparison for both signs.
-            let mut a = [0f32; LANES];
-            let mut up = [0u32; LANES];
-            for v in 0..LANES {
+            let mut a = [0f32; W];
+            let mut up = [0u32; W];
+            for v in 0..W {
                 up[v] = (yj[v] <= 0.0) as u32;
                 a[v] = f32::from_bits(yj[v].abs().to_bits() + up[v]);
             }
-            let mut c = [0u32; LANES];
+            let mut c = [0u32; W];
             for &p in positive {
-                for v in 0..LANES {
+                for v in 0..W {
                     c[v] += (p < a[v]) as u32;
                 }
             }
-            for v in 0..LANES {
+            for v in 0..W {
                 // y > 0: h + c; y ≤ 0: h − 1 − c.
-                qj[v] = (h + c[v] - up[v] * (2 * c[v] + 1)) as u8;
+                qj[v] = h + c[v] - up[v] * (2 * c[v] + 1);
             }
         }
     } else if bits <= 4 {
         // At most 15 boundaries: a branch-free count vectorises across lanes.
-        for (yj, qj) in y.chunks_exact(LANES).zip(q.chunks_exact_mut(LANES)) {
+        for (yj, qj) in y.chunks_exact(W).zip(q.chunks_exact_mut(W)) {
             // 32-bit counters match the f32 compare masks lane for lane.
-            let mut c = [0u32; LANES];
+            let mut c = [0u32; W];
             for &t in boundaries {
-                for v in 0..LANES {
+                for v in 0..W {
                     c[v] += (t < yj[v]) as u32;
                 }
             }
-            for v in 0..LANES {
-                qj[v] = c[v] as u8;
-            }
+            qj.copy_from_slice(&c);
         }
     } else {
         for (&yv, qv) in y.iter().zip(q.iter_mut()) {
-            *qv = quantise_one(yv, boundaries, bits);
+            *qv = quantise_one(yv, boundaries, bits) as u32;
         }
     }
+    false
 }
 
 /// The positive boundaries of a table that is exactly symmetric about a
@@ -685,12 +817,34 @@ mod tests {
             }
             ys.extend((0..400).map(|i| (i as f32 - 200.0) * 0.0017));
             ys.resize(ys.len().div_ceil(LANES) * LANES, 0.25);
-            let (mut fast, mut full) = (vec![0u8; ys.len()], vec![0u8; ys.len()]);
-            quantise_block(&ys, &t, &half, bits, &mut fast);
-            quantise_block(&ys, &t, &[], bits, &mut full);
+            let (mut fast, mut full) = (vec![0u32; ys.len()], vec![0u32; ys.len()]);
+            let mut cent = vec![0f32; ys.len()];
+            quantise_block::<LANES>(&ys, &t, &half, &[], bits, &mut fast, &mut cent);
+            quantise_block::<LANES>(&ys, &t, &[], &[], bits, &mut full, &mut cent);
+            let c = cb.centroids_f32();
+            let mut with_c = vec![0u32; ys.len()];
+            let filled = quantise_block::<LANES>(
+                &ys,
+                &t,
+                &half,
+                &c[c.len() / 2..],
+                bits,
+                &mut with_c,
+                &mut cent,
+            );
+            // b = 1 has no positive boundaries: the plain count and a lookup.
+            assert_eq!(filled, bits > 1, "b={bits}");
+            assert_eq!(with_c, full, "b={bits}");
             for (i, y) in ys.iter().enumerate() {
+                if filled {
+                    assert_eq!(cent[i], c[full[i] as usize], "b={bits} y={y:e}: centroid");
+                }
                 assert_eq!(fast[i], full[i], "b={bits} y={y:e}");
-                assert_eq!(full[i], quantise_one(*y, &t, bits), "b={bits} y={y:e}");
+                assert_eq!(
+                    full[i],
+                    quantise_one(*y, &t, bits) as u32,
+                    "b={bits} y={y:e}"
+                );
             }
         }
         assert!(symmetric_half(&[-0.5, 0.0, 0.4]).is_empty());
@@ -705,7 +859,7 @@ mod tests {
                 x[j * LANES] = m * if j % 2 == 0 { 1.0 } else { -0.5 };
             }
             let want_norm = (m as f64) * (2.0f64 * (1.0 + 0.25)).sqrt();
-            let norm = normalise_block(&mut x, d);
+            let norm = normalise_block::<LANES>(&mut x, d);
             if m == 0.0 {
                 assert_eq!(norm[0], 0.0);
                 assert!(x.iter().all(|&t| t == 0.0));

@@ -8,7 +8,9 @@
 //! The batch kernels work on *lane blocks*: [`LANES`] vectors stored
 //! coordinate-major (`block[j * LANES + v]` is coordinate j of vector v), so
 //! every arithmetic step is one SIMD operation across vectors and each sum
-//! runs in a fixed order. Rust never contracts `a * b + c` into an FMA, so
+//! runs in a fixed order. Rust never contracts `a * b + c` into an FMA, and
+//! the encoder's dense tile ([`Rotation::forward_tile`]) fuses explicitly
+//! with `f32::mul_add`, which rounds once with or without FMA hardware, so
 //! the results are bit-identical on every platform and SIMD width.
 
 use rand::SeedableRng;
@@ -257,7 +259,19 @@ impl Rotation {
     pub(crate) fn forward_block(&self, src: &[f32], dst: &mut [f32]) {
         match self {
             Rotation::Dense(r) => matmul_block(&r.matrix, r.dim, src, dst),
-            Rotation::Hadamard(r) => r.forward_block(src, dst),
+            Rotation::Hadamard(r) => r.forward_block::<LANES>(src, dst),
+        }
+    }
+
+    /// The encoder's Π on a `[d][W]` tile. Dense: [`matmul_fma_tile`], whose
+    /// fused multiply-adds round once per step (docs/THEORY.md §7), so it can
+    /// differ from [`Rotation::forward_block`] in the last bit. Hadamard: the
+    /// same arithmetic as `forward_block`.
+    #[inline(always)]
+    pub(crate) fn forward_tile<const W: usize>(&self, src: &[f32], dst: &mut [f32]) {
+        match self {
+            Rotation::Dense(r) => matmul_fma_tile::<W>(&r.matrix, r.dim, src, dst),
+            Rotation::Hadamard(r) => r.forward_block::<W>(src, dst),
         }
     }
 
@@ -266,7 +280,7 @@ impl Rotation {
     pub(crate) fn inverse_block(&self, src: &[f32], dst: &mut [f32]) {
         match self {
             Rotation::Dense(r) => matmul_block(&r.transpose, r.dim, src, dst),
-            Rotation::Hadamard(r) => r.inverse_block(src, dst),
+            Rotation::Hadamard(r) => r.inverse_block::<LANES>(src, dst),
         }
     }
 
@@ -479,31 +493,31 @@ impl HadamardRotation {
     }
 
     #[inline(always)]
-    fn forward_block(&self, src: &[f32], dst: &mut [f32]) {
+    fn forward_block<const W: usize>(&self, src: &[f32], dst: &mut [f32]) {
         let d = self.dim;
-        dst[..d * LANES].copy_from_slice(&src[..d * LANES]);
+        dst[..d * W].copy_from_slice(&src[..d * W]);
         for (r, s) in self.signs.iter().enumerate() {
-            apply_signs(dst, s);
-            fwht_block(&mut dst[..d * LANES], d);
+            apply_signs::<W>(dst, s);
+            fwht_block::<W>(&mut dst[..d * W], d);
             if r == 0 {
-                permute_block(dst, &self.perm);
+                permute_block::<W>(dst, &self.perm);
             }
         }
-        scale_block(&mut dst[..d * LANES], self.scale);
+        scale_block(&mut dst[..d * W], self.scale);
     }
 
     #[inline(always)]
-    fn inverse_block(&self, src: &[f32], dst: &mut [f32]) {
+    fn inverse_block<const W: usize>(&self, src: &[f32], dst: &mut [f32]) {
         let d = self.dim;
-        dst[..d * LANES].copy_from_slice(&src[..d * LANES]);
+        dst[..d * W].copy_from_slice(&src[..d * W]);
         for (r, s) in self.signs.iter().enumerate().rev() {
             if r == 0 {
-                permute_block(dst, &self.inverse_perm);
+                permute_block::<W>(dst, &self.inverse_perm);
             }
-            fwht_block(&mut dst[..d * LANES], d);
-            apply_signs(dst, s);
+            fwht_block::<W>(&mut dst[..d * W], d);
+            apply_signs::<W>(dst, s);
         }
-        scale_block(&mut dst[..d * LANES], self.scale);
+        scale_block(&mut dst[..d * W], self.scale);
     }
 }
 
@@ -545,16 +559,68 @@ fn matmul_block(m: &[f32], d: usize, src: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// Unnormalised in-place Walsh–Hadamard transform of a `[d][LANES]` block.
+/// Output rows per register tile of [`matmul_fma_tile`]. Six rows of a
+/// 16-vector tile are 12 AVX2 accumulators: enough independent chains to
+/// cover the FMA latency on both ports, with room for the operands.
+const FMA_ROWS: usize = 6;
+
+/// dst = M·src for a row-major d×d matrix and `[d][W]` tiles: the
+/// encoder's rotation as a small GEMM, register-tiled. Every sum runs over
+/// k = 0..d in order, each step one fused multiply-add (`f32::mul_add`,
+/// rounded once), so the bits are the same on every target: an FMA
+/// instruction where the CPU has one, the correctly rounded `fmaf`
+/// otherwise (the portable path).
 #[inline(always)]
-fn fwht_block(x: &mut [f32], d: usize) {
+fn matmul_fma_tile<const W: usize>(m: &[f32], d: usize, src: &[f32], dst: &mut [f32]) {
+    let src = &src.as_chunks::<W>().0[..d];
+    let dst = &mut dst.as_chunks_mut::<W>().0[..d];
+    let mut j = 0;
+    while j + FMA_ROWS <= d {
+        fma_rows::<W, FMA_ROWS>(m, d, j, src, dst);
+        j += FMA_ROWS;
+    }
+    match d - j {
+        1 => fma_rows::<W, 1>(m, d, j, src, dst),
+        2 => fma_rows::<W, 2>(m, d, j, src, dst),
+        3 => fma_rows::<W, 3>(m, d, j, src, dst),
+        4 => fma_rows::<W, 4>(m, d, j, src, dst),
+        5 => fma_rows::<W, 5>(m, d, j, src, dst),
+        _ => {}
+    }
+}
+
+/// Rows j..j+R of dst = M·src, accumulated in registers.
+#[inline(always)]
+fn fma_rows<const W: usize, const R: usize>(
+    m: &[f32],
+    d: usize,
+    j: usize,
+    src: &[[f32; W]],
+    dst: &mut [[f32; W]],
+) {
+    let rows: [&[f32]; R] = std::array::from_fn(|r| &m[(j + r) * d..(j + r + 1) * d]);
+    let mut acc = [[0.0f32; W]; R];
+    for (k, x) in src.iter().enumerate() {
+        for r in 0..R {
+            let w = rows[r][k];
+            for v in 0..W {
+                acc[r][v] = w.mul_add(x[v], acc[r][v]);
+            }
+        }
+    }
+    dst[j..j + R].copy_from_slice(&acc);
+}
+
+/// Unnormalised in-place Walsh–Hadamard transform of a `[d][W]` block.
+#[inline(always)]
+fn fwht_block<const W: usize>(x: &mut [f32], d: usize) {
     let mut h = 1;
     while h < d {
         for base in (0..d).step_by(2 * h) {
             for i in base..base + h {
-                let (lo, hi) = x.as_chunks_mut::<LANES>().0.split_at_mut(i + h);
+                let (lo, hi) = x.as_chunks_mut::<W>().0.split_at_mut(i + h);
                 let (a, b) = (&mut lo[i], &mut hi[0]);
-                for v in 0..LANES {
+                for v in 0..W {
                     let (p, q) = (a[v], b[v]);
                     a[v] = p + q;
                     b[v] = p - q;
@@ -566,9 +632,9 @@ fn fwht_block(x: &mut [f32], d: usize) {
 }
 
 #[inline(always)]
-fn apply_signs(x: &mut [f32], signs: &[f32]) {
+fn apply_signs<const W: usize>(x: &mut [f32], signs: &[f32]) {
     for (j, &s) in signs.iter().enumerate() {
-        for v in x[j * LANES..(j + 1) * LANES].iter_mut() {
+        for v in x[j * W..(j + 1) * W].iter_mut() {
             *v *= s;
         }
     }
@@ -583,12 +649,12 @@ fn scale_block(x: &mut [f32], s: f32) {
 
 /// y[j] = x[perm[j]] on rows of a block, in place.
 #[inline(always)]
-fn permute_block(x: &mut [f32], perm: &[u32]) {
+fn permute_block<const W: usize>(x: &mut [f32], perm: &[u32]) {
     let d = perm.len();
-    let copy = x[..d * LANES].to_vec();
+    let copy = x[..d * W].to_vec();
     for (j, &p) in perm.iter().enumerate() {
         let p = p as usize;
-        x[j * LANES..(j + 1) * LANES].copy_from_slice(&copy[p * LANES..(p + 1) * LANES]);
+        x[j * W..(j + 1) * W].copy_from_slice(&copy[p * W..(p + 1) * W]);
     }
 }
 
