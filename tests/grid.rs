@@ -448,3 +448,29 @@ fn gpu_and_cpu_files_are_identical() {
         ran(&format!("grid compress, dense kernel, d = {}", 2 * g));
     }
 }
+
+/// A table far from 1 (all values near 1e-35, an f32 table can hold them)
+/// compresses, but its scales fall outside the file's 2^±100 range: the
+/// writer refuses it in one line, as the reader would, and writes nothing.
+#[test]
+fn scales_the_reader_would_refuse_are_never_written() {
+    let mut grid = gaussian(2, 512, 9);
+    for v in &mut grid.data {
+        *v *= 1e-35;
+    }
+    let (c, _) = compress(&grid, &GridOptions::new(8.0), None).unwrap();
+    let e = file::to_bytes(&c).unwrap_err().to_string();
+    assert!(e.contains("2^±100") && !e.contains('\n'), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny.tq3g");
+    assert!(file::write(&out, &c).is_err());
+    assert!(!out.exists(), "nothing is written");
+    // The same table near 1 is written and reads back.
+    let mut near = grid.clone();
+    for v in &mut near.data {
+        *v *= 1e35;
+    }
+    let (c, _) = compress(&near, &GridOptions::new(8.0), None).unwrap();
+    let b = file::to_bytes(&c).unwrap();
+    assert!(file::from_bytes(&b, Path::new("near.tq3g")).is_ok());
+}

@@ -127,6 +127,15 @@ pub fn to_bytes(c: &CompressedGrid) -> Result<Vec<u8>> {
             "widths or scale ranges do not match the levels".into(),
         ));
     }
+    // What the reader refuses is never written.
+    for (l, r) in c.scale_ranges.iter().enumerate() {
+        if !(r.lo.abs() <= MAX_LOG2_SCALE && r.hi.abs() <= MAX_LOG2_SCALE && r.lo <= r.hi) {
+            return Err(Error::InvalidArgument(format!(
+                "level {l}: its groups' scales span 2^{} to 2^{}, beyond the .tq3g range of 2^±{MAX_LOG2_SCALE}; scale the table nearer 1 first",
+                r.lo, r.hi
+            )));
+        }
+    }
     let mut out = Vec::with_capacity(HEADER_LEN + c.codes.len() + 4096);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
