@@ -144,7 +144,7 @@ impl Header {
 
 /// How many bytes precede the header's text, and the text's length, or
 /// `None` when `bytes` is too short to say.
-fn preamble(bytes: &[u8], path: &Path) -> Result<Option<(u64, u64)>> {
+pub(crate) fn preamble(bytes: &[u8], path: &Path) -> Result<Option<(u64, u64)>> {
     if bytes.len() < 10 {
         return Ok(None);
     }
@@ -195,7 +195,7 @@ fn extent(bytes: &[u8], path: &Path) -> Result<Extent> {
 }
 
 /// One line from a parser's message, however many it had.
-fn one_line(e: impl std::fmt::Display) -> String {
+pub(crate) fn one_line(e: impl std::fmt::Display) -> String {
     e.to_string()
         .split_whitespace()
         .collect::<Vec<_>>()

@@ -11,12 +11,13 @@ use npyz::{DType, NpyFile, Order};
 use safetensors::{Dtype as StDtype, SafeTensors, tensor::TensorView};
 
 use crate::format::input::{Extent, map_declared};
+// The .npy preamble (magic, version, header length and its 4 KiB limit) is
+// the vector reader's; this module adds ranks 1–3 and f16/f32 grids.
+use crate::format::npy::{one_line, preamble};
 use crate::format::write_atomic;
 use crate::grid::table::{Dtype, Grid};
 use crate::{Error, Result};
 
-/// Longest `.npy` header accepted (as in [`crate::format::npy`]).
-const NPY_MAX_HEADER: u64 = 4096;
 /// Longest safetensors JSON header accepted.
 const ST_MAX_HEADER: u64 = 16 << 20;
 /// The tensor name written when none is given.
@@ -126,54 +127,9 @@ impl NpyHeader {
     }
 }
 
-fn npy_preamble(bytes: &[u8], path: &Path) -> Result<Option<(u64, u64)>> {
-    if bytes.len() < 10 {
-        return Ok(None);
-    }
-    if &bytes[..6] != b"\x93NUMPY" {
-        return Err(Error::format(
-            path,
-            "magic",
-            "not a .npy file: it does not start with \"\\x93NUMPY\"",
-        ));
-    }
-    let (start, text) = match bytes[6] {
-        1 => (10, u64::from(u16::from_le_bytes([bytes[8], bytes[9]]))),
-        2 | 3 if bytes.len() >= 12 => (
-            12,
-            u64::from(u32::from_le_bytes([
-                bytes[8], bytes[9], bytes[10], bytes[11],
-            ])),
-        ),
-        2 | 3 => return Ok(None),
-        v => {
-            return Err(Error::format(
-                path,
-                "version",
-                format!("{v} is not a .npy version (1, 2 or 3)"),
-            ));
-        }
-    };
-    if text > NPY_MAX_HEADER {
-        return Err(Error::format(
-            path,
-            "npy header",
-            format!("declares {text} bytes of header; at most {NPY_MAX_HEADER} are accepted"),
-        ));
-    }
-    Ok(Some((start, text)))
-}
-
-fn one_line(e: impl std::fmt::Display) -> String {
-    e.to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn npy_header(bytes: &[u8], path: &Path) -> Result<NpyHeader> {
     let bad = |field: &str, why: String| Error::format(path, field, why);
-    let Some((start, text)) = npy_preamble(bytes, path)? else {
+    let Some((start, text)) = preamble(bytes, path)? else {
         return Err(bad(
             "npy header",
             format!("the file is {} bytes: truncated", bytes.len()),
@@ -239,7 +195,7 @@ fn npy_header(bytes: &[u8], path: &Path) -> Result<NpyHeader> {
 }
 
 fn npy_extent(bytes: &[u8], path: &Path) -> Result<Extent> {
-    let Some((start, text)) = npy_preamble(bytes, path)? else {
+    let Some((start, text)) = preamble(bytes, path)? else {
         return Ok(Extent::Need(if bytes.len() < 10 { 10 } else { 12 }));
     };
     if (bytes.len() as u64) < start + text {
