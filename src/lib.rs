@@ -43,6 +43,7 @@ mod error;
 pub mod format;
 pub mod gpu;
 pub mod grid;
+pub mod kv;
 pub mod render;
 pub mod splat;
 

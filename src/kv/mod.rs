@@ -1,0 +1,12 @@
+//! Transformer key/value caches (docs/THEORY.md §15, the `.tq3k` file in
+//! docs/FORMAT.md): each token's key or value row is cut into vectors (the
+//! whole width, or one per head, with optional outlier-channel segments),
+//! and each vector is coded by TurboQuant at a width the rate–distortion
+//! allocator picks from how much its error shows in attention.
+//!
+//! - [`coded`]: the compressed form of one tensor ([`CodedTensor`]) and how
+//!   rows are cut into units ([`Plan`]).
+
+pub mod coded;
+
+pub use coded::{CodedTensor, Plan, Rotations};
