@@ -144,6 +144,12 @@ impl Rotations {
         Ok(Rotations { seed, by_dim })
     }
 
+    /// Rotations read from a file: the reader checks them against the
+    /// seed's before use (`by_dim` must hold every dimension of the plan).
+    pub fn from_parts(seed: u64, by_dim: HashMap<usize, Arc<Rotation>>) -> Rotations {
+        Rotations { seed, by_dim }
+    }
+
     /// The seed they came from.
     pub fn seed(&self) -> u64 {
         self.seed
@@ -349,13 +355,18 @@ impl CodedTensor {
         Ok(out)
     }
 
-    /// Decodes every token (`tokens × width`, row-major).
+    /// Decodes every token (`tokens × width`, row-major) with the rotations
+    /// of the tensor's seed.
     pub fn decode(&self) -> Result<Vec<f32>> {
+        self.decode_with(&Rotations::new(&self.plan.dims(), self.seed)?)
+    }
+
+    /// Decodes every token with the given rotations (a file's).
+    pub fn decode_with(&self, rotations: &Rotations) -> Result<Vec<f32>> {
         self.validate()?;
         let plan = &self.plan;
         let width = plan.width();
         let per = plan.units_per_token();
-        let rotations = Rotations::new(&plan.dims(), self.seed)?;
         let units = plan.units();
         let offsets = self.bit_offsets();
         let mut out = vec![0f32; self.tokens * width];

@@ -4,9 +4,11 @@
 //! and each vector is coded by TurboQuant at a width the rate–distortion
 //! allocator picks from how much its error shows in attention.
 //!
+//! - [`attention`]: attention over a cache, the exact reference first;
 //! - [`coded`]: the compressed form of one tensor ([`CodedTensor`]) and how
 //!   rows are cut into units ([`Plan`]).
 
+pub mod attention;
 pub mod coded;
 
 pub use coded::{CodedTensor, Plan, Rotations};
