@@ -1,39 +1,17 @@
 //! The bit allocation against an exhaustive search, and against uniform
 //! widths at equal bits; and the splat weights it is given.
 
-use turboquant3d::codec::allocate::{self, allocate, cost, distortions};
+use turboquant3d::codec::allocate::{self, Class, allocate, cost, distortions};
 
 /// The best Σ v_i·D(b_i) over every width vector with b_i ≤ max and total
 /// cost ≤ budget, by brute force.
 fn exhaustive(values: &[f64], d: usize, s: u32, budget: u64, max: u8) -> f64 {
-    let dist = distortions(d).unwrap();
-    let n = values.len();
-    let mut best = f64::INFINITY;
-    let mut w = vec![0u8; n];
-    loop {
-        let c: u64 = w.iter().map(|&b| cost(d, b, s)).sum();
-        if c <= budget {
-            let obj: f64 = w
-                .iter()
-                .zip(values)
-                .map(|(&b, &v)| v * dist[b as usize])
-                .sum();
-            best = best.min(obj);
-        }
-        // Next width vector (odometer).
-        let mut k = 0;
-        loop {
-            if k == n {
-                return best;
-            }
-            if w[k] < max {
-                w[k] += 1;
-                break;
-            }
-            w[k] = 0;
-            k += 1;
-        }
-    }
+    let class = [Class {
+        dim: d,
+        scale_bits: s,
+        max_bits: max,
+    }];
+    exhaustive_classes(values, &vec![0; values.len()], &class, budget)
 }
 
 #[test]
@@ -217,4 +195,126 @@ fn the_parallel_allocation_is_the_greedy_at_scale_on_any_thread_count() {
     // radix pass runs, down to the last bit of the key.
     let tied = vec![1.5; 70_000];
     assert_same(&tied, 45, 70_000 * cost(45, 3, 16) - 77, 8);
+}
+
+/// The least Σ v_i·D_{c(i)}(b_i) over every width vector that spends at
+/// most `budget` bits, by enumeration (tiny instances only).
+fn exhaustive_classes(values: &[f64], class: &[u8], classes: &[Class], budget: u64) -> f64 {
+    let dist: Vec<[f64; 9]> = classes
+        .iter()
+        .map(|c| distortions(c.dim).unwrap())
+        .collect();
+    let mut best = f64::INFINITY;
+    let mut b = vec![0u8; values.len()];
+    loop {
+        let bits: u64 = b
+            .iter()
+            .zip(class)
+            .map(|(&w, &c)| cost(classes[c as usize].dim, w, classes[c as usize].scale_bits))
+            .sum();
+        if bits <= budget {
+            let obj: f64 = b
+                .iter()
+                .zip(values)
+                .zip(class)
+                .map(|((&w, &v), &c)| v * dist[c as usize][w as usize])
+                .sum();
+            best = best.min(obj);
+        }
+        // Next width vector, odometer style.
+        let mut i = 0;
+        loop {
+            if i == b.len() {
+                return best;
+            }
+            if b[i] < classes[class[i] as usize].max_bits {
+                b[i] += 1;
+                break;
+            }
+            b[i] = 0;
+            i += 1;
+        }
+    }
+}
+
+#[test]
+fn the_mixed_allocation_is_optimal_for_the_bits_it_spends_and_is_the_greedy() {
+    // A head's 48 main and 16 outlier channels and a whole-width 64, with
+    // different scale sizes: the shapes a KV layer mixes.
+    let classes = [
+        Class {
+            dim: 48,
+            scale_bits: 16,
+            max_bits: 4,
+        },
+        Class {
+            dim: 16,
+            scale_bits: 16,
+            max_bits: 5,
+        },
+        Class {
+            dim: 64,
+            scale_bits: 8,
+            max_bits: 3,
+        },
+    ];
+    let mut seed = 11u64;
+    for round in 0..40 {
+        let n = 2 + (lcg(&mut seed) % 3) as usize;
+        let values: Vec<f64> = (0..n)
+            .map(|_| ((lcg(&mut seed) % 400) as f64 / 100.0 - 2.0).exp())
+            .collect();
+        let class: Vec<u8> = (0..n).map(|_| (lcg(&mut seed) % 3) as u8).collect();
+        let full: u64 = class
+            .iter()
+            .map(|&c| {
+                let c = classes[c as usize];
+                cost(c.dim, c.max_bits, c.scale_bits)
+            })
+            .sum();
+        let budget = lcg(&mut seed) % (full + 2);
+        let got = allocate::allocate_classes(&values, &class, &classes, budget).unwrap();
+        let heap = allocate::allocate_classes_greedy(&values, &class, &classes, budget).unwrap();
+        assert_eq!(got, heap, "round {round}");
+        assert!(got.bits <= budget);
+        // Optimal among all allocations of at most the bits it spent.
+        let best = exhaustive_classes(&values, &class, &classes, got.bits);
+        assert!(
+            got.objective <= best * (1.0 + 1e-12),
+            "round {round}: {} > {best}",
+            got.objective
+        );
+    }
+    // Larger random instances with ties: the radix selection is the heap.
+    for round in 0..60 {
+        let n = 1 + (lcg(&mut seed) % 3000) as usize;
+        let values: Vec<f64> = (0..n)
+            .map(|_| match lcg(&mut seed) % 6 {
+                0 => 0.0,
+                1 => 1.5,
+                _ => ((lcg(&mut seed) % 2000) as f64 / 100.0 - 10.0).exp(),
+            })
+            .collect();
+        let class: Vec<u8> = (0..n).map(|_| (lcg(&mut seed) % 3) as u8).collect();
+        let budget = lcg(&mut seed) % (n as u64 * 300);
+        let got = allocate::allocate_classes(&values, &class, &classes, budget).unwrap();
+        let heap = allocate::allocate_classes_greedy(&values, &class, &classes, budget).unwrap();
+        assert_eq!(got, heap, "round {round}");
+    }
+}
+
+#[test]
+fn one_class_mixed_is_the_plain_allocation() {
+    let mut seed = 5u64;
+    let values: Vec<f64> = (0..500)
+        .map(|_| ((lcg(&mut seed) % 1000) as f64 / 100.0 - 5.0).exp())
+        .collect();
+    let classes = [Class {
+        dim: 45,
+        scale_bits: 16,
+        max_bits: 8,
+    }];
+    let budget = 500 * cost(45, 3, 16) + 77;
+    let mixed = allocate::allocate_classes(&values, &vec![0; 500], &classes, budget).unwrap();
+    assert_eq!(mixed, allocate(&values, 45, 16, budget, 8).unwrap());
 }

@@ -194,7 +194,11 @@ pub fn allocate(
     if steps.drop.iter().any(|d| d.is_nan() || *d < 0.0) {
         return allocate_greedy(values, dim, scale_bits, budget, max_bits);
     }
-    let widths = steps.allocate(values, budget);
+    let pool = Pool {
+        steps: std::slice::from_ref(&steps),
+        class: &[],
+    };
+    let widths = pool.allocate(values, budget);
     let widths: Vec<u8> = widths.into_par_iter().map(|k| h[k as usize]).collect();
     let bits = widths
         .par_iter()
@@ -226,7 +230,169 @@ pub fn allocate_greedy(
     })
 }
 
+/// One class of vectors in a mixed allocation: its dimension, the bits of
+/// its scale, and its widest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Class {
+    /// Vector dimension d.
+    pub dim: usize,
+    /// Bits stored per vector of width ≥ 1 besides its codes.
+    pub scale_bits: u32,
+    /// Widest code, at most [`MAX_BITS`].
+    pub max_bits: u8,
+}
+
+/// Each class's hull and steps, checked.
+fn class_hulls(class: &[u8], classes: &[Class]) -> Result<Vec<(Vec<u8>, [f64; 9], Steps)>> {
+    if classes.is_empty() || classes.len() > 256 {
+        return Err(Error::InvalidArgument(format!(
+            "a mixed allocation needs 1..=256 classes, got {}",
+            classes.len()
+        )));
+    }
+    if let Some(i) = class.iter().position(|&c| c as usize >= classes.len()) {
+        return Err(Error::InvalidArgument(format!(
+            "vector {i} is of class {}, there are {}",
+            class[i],
+            classes.len()
+        )));
+    }
+    classes
+        .iter()
+        .map(|c| {
+            let dist = distortions(c.dim)?;
+            let h = hull(c.dim, c.scale_bits, &dist, c.max_bits.min(MAX_BITS));
+            let steps = Steps::new(&h, &dist, c.dim, c.scale_bits);
+            Ok((h, dist, steps))
+        })
+        .collect()
+}
+
+/// [`allocate`] over vectors of several classes (dimensions, scale sizes,
+/// widest codes) under one budget: minimises Σ_i v_i·D(d_{c(i)}, b_i)
+/// subject to Σ_i cost_{c(i)}(b_i) ≤ `budget`. Each vector's steps lie on
+/// its own class's hull, and the greedy takes every step in one global
+/// order of gain per bit, so the result is again the Lagrangian optimum
+/// for the bits it spends, found by the same parallel radix selection;
+/// [`allocate_classes_greedy`] is the heap it is tested against. A key
+/// and a value, or a head's main and outlier channels, share one budget
+/// this way.
+pub fn allocate_classes(
+    values: &[f64],
+    class: &[u8],
+    classes: &[Class],
+    budget: u64,
+) -> Result<Allocation> {
+    if class.len() != values.len() {
+        return Err(Error::Shape(format!(
+            "{} values but {} classes",
+            values.len(),
+            class.len()
+        )));
+    }
+    let hulls = class_hulls(class, classes)?;
+    if hulls
+        .iter()
+        .any(|(_, _, s)| s.drop.iter().any(|d| d.is_nan() || *d < 0.0))
+    {
+        return allocate_classes_greedy(values, class, classes, budget);
+    }
+    let steps: Vec<Steps> = hulls.iter().map(|(_, _, s)| s.clone()).collect();
+    let pos = Pool {
+        steps: &steps,
+        class,
+    }
+    .allocate(values, budget);
+    let widths: Vec<u8> = pos
+        .par_iter()
+        .zip(class.par_iter())
+        .map(|(&k, &c)| hulls[c as usize].0[k as usize])
+        .collect();
+    Ok(summarise(widths, values, class, classes, &hulls))
+}
+
+/// [`allocate_classes`] by a heap of each vector's next upgrade
+/// (sequential; the reference).
+pub fn allocate_classes_greedy(
+    values: &[f64],
+    class: &[u8],
+    classes: &[Class],
+    budget: u64,
+) -> Result<Allocation> {
+    if class.len() != values.len() {
+        return Err(Error::Shape(format!(
+            "{} values but {} classes",
+            values.len(),
+            class.len()
+        )));
+    }
+    let hulls = class_hulls(class, classes)?;
+    let steps = |i: usize| &hulls[class[i] as usize].2;
+    let gain = |i: usize, k: usize| {
+        let s = steps(i);
+        values[i] * s.drop[k] / s.extra[k] as f64
+    };
+    let mut pos = vec![0usize; values.len()];
+    let mut heap: BinaryHeap<Step> = (0..values.len())
+        .filter(|&i| values[i] > 0.0 && !steps(i).extra.is_empty())
+        .map(|i| Step {
+            gain: gain(i, 0),
+            index: i as u32,
+        })
+        .collect();
+    let mut spent = 0u64;
+    while let Some(step) = heap.peek() {
+        let i = step.index as usize;
+        let k = pos[i];
+        let e = steps(i).extra[k];
+        if spent + e > budget {
+            break;
+        }
+        heap.pop();
+        spent += e;
+        pos[i] = k + 1;
+        if k + 1 < steps(i).extra.len() {
+            heap.push(Step {
+                gain: gain(i, k + 1),
+                index: i as u32,
+            });
+        }
+    }
+    let widths = pos
+        .iter()
+        .zip(class)
+        .map(|(&k, &c)| hulls[c as usize].0[k])
+        .collect();
+    Ok(summarise(widths, values, class, classes, &hulls))
+}
+
+fn summarise(
+    widths: Vec<u8>,
+    values: &[f64],
+    class: &[u8],
+    classes: &[Class],
+    hulls: &[(Vec<u8>, [f64; 9], Steps)],
+) -> Allocation {
+    let bits = widths
+        .iter()
+        .zip(class)
+        .map(|(&b, &c)| cost(classes[c as usize].dim, b, classes[c as usize].scale_bits))
+        .sum();
+    let objective = widths
+        .iter()
+        .zip(values)
+        .zip(class)
+        .map(|((&b, &v), &c)| v * hulls[c as usize].1[b as usize])
+        .sum();
+    Allocation {
+        widths,
+        bits,
+        objective,
+    }
+}
+
 /// The upgrades along a hull: step k goes from width h[k] to h[k + 1].
+#[derive(Clone)]
 struct Steps {
     extra: Vec<u64>,
     drop: Vec<f64>,
@@ -270,6 +436,24 @@ impl Steps {
         }
         self.extra.len()
     }
+}
+
+/// Items of several classes (each its own hull of steps) allocated under one
+/// budget: item i belongs to `steps[class[i]]`, or to `steps[0]` when
+/// `class` is empty.
+struct Pool<'a> {
+    steps: &'a [Steps],
+    class: &'a [u8],
+}
+
+impl Pool<'_> {
+    fn of(&self, i: usize) -> &Steps {
+        &self.steps[if self.class.is_empty() {
+            0
+        } else {
+            self.class[i] as usize
+        }]
+    }
 
     /// Hull positions per vector: the longest prefix of the greedy order
     /// whose bits fit in `budget`.
@@ -284,16 +468,18 @@ impl Steps {
             let shift = 64 - known - DIGIT;
             let hist = values
                 .par_chunks(1 << 12)
+                .enumerate()
                 .fold(
                     || vec![(0u64, 0u64); 1 << DIGIT],
-                    |mut hist, chunk| {
+                    |mut hist, (c, chunk)| {
                         let mut keys = [0u64; 8];
-                        for &v in chunk {
-                            let n = self.keys(v, &mut keys);
+                        for (j, &v) in chunk.iter().enumerate() {
+                            let i = (c << 12) + j;
+                            let n = self.of(i).keys(v, &mut keys);
                             for (k, &key) in keys[..n].iter().enumerate() {
                                 if in_range(key, prefix, known) {
                                     let b = &mut hist[((key >> shift) & 0xFFFF) as usize];
-                                    b.0 += self.extra[k];
+                                    b.0 += self.of(i).extra[k];
                                     b.1 += 1;
                                 }
                             }
@@ -338,7 +524,7 @@ impl Steps {
             .enumerate()
             .flat_map_iter(|(i, &v)| {
                 let mut keys = [0u64; 8];
-                let n = self.keys(v, &mut keys);
+                let n = self.of(i).keys(v, &mut keys);
                 (0..n)
                     .filter(move |&k| in_range(keys[k], prefix, known))
                     .map(move |k| (keys[k], i as u32, k as u8))
@@ -346,8 +532,8 @@ impl Steps {
             .collect();
         cand.par_sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         let mut taken = 0;
-        for &(_, _, k) in &cand {
-            let e = self.extra[k as usize];
+        for &(_, i, k) in &cand {
+            let e = self.of(i as usize).extra[k as usize];
             if e > left {
                 break;
             }
@@ -369,9 +555,10 @@ impl Steps {
     ) -> Vec<u8> {
         let mut pos: Vec<u8> = values
             .par_iter()
-            .map(|&v| {
+            .enumerate()
+            .map(|(i, &v)| {
                 let mut keys = [0u64; 8];
-                let n = self.keys(v, &mut keys);
+                let n = self.of(i).keys(v, &mut keys);
                 if known == 0 {
                     return n as u8;
                 }
