@@ -242,8 +242,11 @@ pub struct Class {
     pub max_bits: u8,
 }
 
+/// A class's hull widths, distortions and steps.
+type Hull = (Vec<u8>, [f64; 9], Steps);
+
 /// Each class's hull and steps, checked.
-fn class_hulls(class: &[u8], classes: &[Class]) -> Result<Vec<(Vec<u8>, [f64; 9], Steps)>> {
+fn class_hulls(class: &[u8], classes: &[Class]) -> Result<Vec<Hull>> {
     if classes.is_empty() || classes.len() > 256 {
         return Err(Error::InvalidArgument(format!(
             "a mixed allocation needs 1..=256 classes, got {}",
@@ -371,7 +374,7 @@ fn summarise(
     values: &[f64],
     class: &[u8],
     classes: &[Class],
-    hulls: &[(Vec<u8>, [f64; 9], Steps)],
+    hulls: &[Hull],
 ) -> Allocation {
     let bits = widths
         .iter()

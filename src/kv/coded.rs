@@ -355,6 +355,31 @@ impl CodedTensor {
         Ok(out)
     }
 
+    /// Appends tokens coded at `widths` with this tensor's plan, mean and
+    /// seed, without touching the tokens already coded. The result is
+    /// byte-identical to coding all the tokens at once with the same plan,
+    /// mean and widths: each unit's codes and scale depend only on its own
+    /// values (docs/FORMAT.md, "Appending").
+    pub fn append(&mut self, x: &[f32], tokens: usize, widths: Vec<u8>) -> Result<()> {
+        self.validate()?;
+        let more = CodedTensor::encode(
+            x,
+            tokens,
+            self.plan.clone(),
+            self.mean.clone(),
+            widths,
+            self.seed,
+        )?;
+        let at = self.bit_offsets()[self.widths.len()] as usize;
+        let extra = more.bit_offsets()[more.widths.len()] as usize;
+        self.codes.resize(packed_len(at + extra, 1), 0);
+        copy_bits(&more.codes, 0, &mut self.codes, at, extra);
+        self.widths.extend_from_slice(&more.widths);
+        self.scales.extend_from_slice(&more.scales);
+        self.tokens += tokens;
+        Ok(())
+    }
+
     /// Decodes every token (`tokens × width`, row-major) with the rotations
     /// of the tensor's seed.
     pub fn decode(&self) -> Result<Vec<f32>> {

@@ -5,10 +5,13 @@
 //! allocator picks from how much its error shows in attention.
 //!
 //! - [`attention`]: attention over a cache, the exact reference first;
+//! - [`codec`]: plans, unit weights and the allocation of a layer's bits;
 //! - [`coded`]: the compressed form of one tensor ([`CodedTensor`]) and how
 //!   rows are cut into units ([`Plan`]).
 
 pub mod attention;
+pub mod codec;
 pub mod coded;
 
+pub use codec::{Budget, KvConfig, LayerIn, LayerOut, Mode, Weighting, compress_layer};
 pub use coded::{CodedTensor, Plan, Rotations};
