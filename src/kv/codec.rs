@@ -72,7 +72,7 @@ impl Default for KvConfig {
             centre_keys: true,
             outliers: 0,
             weighting: Weighting::Attention,
-            weight_queries: 64,
+            weight_queries: 32,
             seed: 0,
         }
     }
@@ -182,7 +182,7 @@ pub fn channel_mean(x: &[f32], tokens: usize, width: usize) -> Vec<f32> {
 
 /// What attention makes of each token, per attention head, from a sample of
 /// queries: `pv[t·H + h] = Σ_i p_iht²` and, per query, the key-error factor
-/// `pk[(i·T + t)·H + h] = p_iht²·‖v_th − o_ih‖² / d_h`.
+/// `pk[(h·n + i)·T + t] = p_iht²·‖v_th − o_ih‖² / d_h`.
 struct Attention {
     queries: Vec<f32>,
     n: usize,
@@ -199,6 +199,24 @@ fn sample_rows(x: &[f32], rows: usize, width: usize, at_most: usize) -> (Vec<f32
         out.extend_from_slice(&x[r * width..(r + 1) * width]);
     }
     (out, n)
+}
+
+/// Σ a_j·b_j in eight lanes (vectorises; a fixed order, so deterministic).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for j in 0..8 {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 fn attention(input: &LayerIn<'_>, cfg: &KvConfig) -> Option<Attention> {
@@ -218,7 +236,8 @@ fn attention(input: &LayerIn<'_>, cfg: &KvConfig) -> Option<Attention> {
             let mut pv = vec![0f64; t_n];
             let mut pk = vec![0f64; n * t_n];
             let mut p = vec![0f64; t_n];
-            let mut o = vec![0f64; hd];
+            let mut o = vec![0f32; hd];
+            let mut diff = vec![0f32; hd];
             for i in 0..n {
                 let qi = &q[i * w + h * hd..i * w + (h + 1) * hd];
                 match k {
@@ -226,8 +245,7 @@ fn attention(input: &LayerIn<'_>, cfg: &KvConfig) -> Option<Attention> {
                         let mut max = f64::NEG_INFINITY;
                         for (t, pt) in p.iter_mut().enumerate() {
                             let kt = &k[t * w + h * hd..t * w + (h + 1) * hd];
-                            let dot: f32 = qi.iter().zip(kt).map(|(a, b)| a * b).sum();
-                            *pt = dot as f64 * scale;
+                            *pt = dot(qi, kt) as f64 * scale;
                             max = max.max(*pt);
                         }
                         let mut total = 0.0;
@@ -244,28 +262,27 @@ fn attention(input: &LayerIn<'_>, cfg: &KvConfig) -> Option<Attention> {
                 for (a, &pt) in pv.iter_mut().zip(&p) {
                     *a += pt * pt;
                 }
+                let row = &mut pk[i * t_n..(i + 1) * t_n];
                 match input.v {
                     Some(v) => {
                         o.fill(0.0);
                         for (t, &pt) in p.iter().enumerate() {
                             let vt = &v[t * w + h * hd..t * w + (h + 1) * hd];
                             for (a, &x) in o.iter_mut().zip(vt) {
-                                *a += pt * x as f64;
+                                *a += pt as f32 * x;
                             }
                         }
                         for (t, &pt) in p.iter().enumerate() {
                             let vt = &v[t * w + h * hd..t * w + (h + 1) * hd];
-                            let d2: f64 = vt
-                                .iter()
-                                .zip(&o)
-                                .map(|(&x, &m)| (x as f64 - m).powi(2))
-                                .sum();
-                            pk[i * t_n + t] = pt * pt * d2 / hd as f64;
+                            for ((d, &x), &m) in diff.iter_mut().zip(vt).zip(&o) {
+                                *d = x - m;
+                            }
+                            row[t] = pt * pt * dot(&diff, &diff) as f64 / hd as f64;
                         }
                     }
                     None => {
-                        for (t, &pt) in p.iter().enumerate() {
-                            pk[i * t_n + t] = pt * pt / hd as f64;
+                        for (r, &pt) in row.iter_mut().zip(&p) {
+                            *r = pt * pt / hd as f64;
                         }
                     }
                 }
@@ -273,17 +290,14 @@ fn attention(input: &LayerIn<'_>, cfg: &KvConfig) -> Option<Attention> {
             (pv, pk)
         })
         .collect();
+    // pv[t·H + h]; pk[(h·n + i)·T + t].
     let mut pv = vec![0f64; t_n * hn];
-    let mut pk = vec![0f64; n * t_n * hn];
-    for (h, (a, b)) in per_head.iter().enumerate() {
+    let mut pk = Vec::with_capacity(n * t_n * hn);
+    for (h, (a, b)) in per_head.into_iter().enumerate() {
         for t in 0..t_n {
             pv[t * hn + h] = a[t];
         }
-        for i in 0..n {
-            for t in 0..t_n {
-                pk[(i * t_n + t) * hn + h] = b[i * t_n + t];
-            }
-        }
+        pk.extend(b);
     }
     Some(Attention {
         queries: q,
@@ -312,6 +326,29 @@ fn unit_weights(
         .iter()
         .map(|(h, c)| c.iter().map(|&c| h * plan.head_dim + c as usize).collect())
         .collect();
+    // Per unit of a token, per head it touches: Σ_{c ∈ S∩h} q_ic² for each
+    // sampled query (keys only).
+    let qs: Vec<Vec<(usize, Vec<f64>)>> = match (att, key) {
+        (Some(att), true) => chans
+            .iter()
+            .map(|ch| {
+                let mut by_head: Vec<(usize, Vec<f64>)> = Vec::new();
+                for &c in ch {
+                    let h = c / hd;
+                    if by_head.last().is_none_or(|(g, _)| *g != h) {
+                        by_head.push((h, vec![0.0; att.n]));
+                    }
+                    if let Some((_, e)) = by_head.last_mut() {
+                        for (i, e) in e.iter_mut().enumerate() {
+                            *e += (att.queries[i * w + c] as f64).powi(2);
+                        }
+                    }
+                }
+                by_head
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     (0..tokens * per)
         .into_par_iter()
         .map(|u| {
@@ -325,26 +362,25 @@ fn unit_weights(
                     v * v
                 })
                 .sum::<f64>();
-            let per_elem = energy / ch.len() as f64;
             let Some(att) = att else {
                 return energy;
             };
             let hn = heads.heads;
             let factor: f64 = if key {
                 // Σ_h Σ_i pk_iht · Σ_{c ∈ S∩h} q_ic².
-                let mut f = 0.0;
-                for i in 0..att.n {
-                    let qi = &att.queries[i * w..(i + 1) * w];
-                    for &c in ch {
-                        let h = c / hd;
-                        f += att.pk[(i * tokens + t) * hn + h] * (qi[c] as f64).powi(2);
-                    }
-                }
-                f
+                qs[k]
+                    .iter()
+                    .map(|(h, e)| {
+                        e.iter()
+                            .enumerate()
+                            .map(|(i, &e)| att.pk[(h * att.n + i) * tokens + t] * e)
+                            .sum::<f64>()
+                    })
+                    .sum()
             } else {
                 ch.iter().map(|&c| att.pv[t * hn + c / hd]).sum()
             };
-            per_elem * factor
+            energy / ch.len() as f64 * factor
         })
         .collect()
 }
