@@ -7,8 +7,14 @@
 //! - [`attention`]: attention over a cache, the exact reference first;
 //! - [`coded`]: the compressed form of one tensor ([`CodedTensor`]) and how
 //!   rows are cut into units ([`Plan`]).
+//! - [`kivi`]: KIVI-style asymmetric integer quantisation, the baseline;
+//! - [`metrics`]: attention output, logit and top-k errors, NMSE;
+//! - [`synth`]: synthetic caches with real caches' structure.
 
 pub mod attention;
 pub mod coded;
+pub mod kivi;
+pub mod metrics;
+pub mod synth;
 
 pub use coded::{CodedTensor, Plan, Rotations};
