@@ -68,7 +68,7 @@ fn check(q: &[f32], k: &[f32], tokens: usize, heads: Heads) -> Result<usize> {
             what: format!("attention of {} queries over {tokens} tokens", q.len() / w),
         });
     }
-    if q.len() % w != 0 {
+    if !q.len().is_multiple_of(w) {
         return Err(Error::Shape(format!(
             "queries: {} values are not whole rows of width {w}",
             q.len()
