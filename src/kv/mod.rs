@@ -8,10 +8,16 @@
 //! - [`codec`]: plans, unit weights and the allocation of a layer's bits;
 //! - [`coded`]: the compressed form of one tensor ([`CodedTensor`]) and how
 //!   rows are cut into units ([`Plan`]).
+//! - [`kivi`]: KIVI-style asymmetric integer quantisation, the baseline;
+//! - [`metrics`]: attention output, logit and top-k errors, NMSE;
+//! - [`synth`]: synthetic caches with real caches' structure.
 
 pub mod attention;
 pub mod codec;
 pub mod coded;
+pub mod kivi;
+pub mod metrics;
+pub mod synth;
 
 pub use codec::{Budget, KvConfig, LayerIn, LayerOut, Mode, Weighting, compress_layer};
 pub use coded::{CodedTensor, Plan, Rotations};
