@@ -6,9 +6,12 @@
 //!
 //! - [`attention`]: attention over a cache, the exact reference first;
 //! - [`coded`]: the compressed form of one tensor ([`CodedTensor`]) and how
-//!   rows are cut into units ([`Plan`]).
+//!   rows are cut into units ([`Plan`]);
+//! - [`file`]: the `.tq3k` file of coded and raw entries ([`KvFile`]).
 
 pub mod attention;
 pub mod coded;
+pub mod file;
 
 pub use coded::{CodedTensor, Plan, Rotations};
+pub use file::KvFile;
