@@ -480,3 +480,56 @@ fn write_corpus() {
         std::fs::write(dir.join(name), b).unwrap();
     }
 }
+
+/// docs/FORMAT.md, "Appending tokens": a layer coded from more tokens has
+/// the shorter one's WID, SCL and COD as prefixes (but for the last, partly
+/// filled WID and COD bytes), with the same LHD but for T.
+#[test]
+fn more_tokens_extend_the_layer_sections_as_prefixes() {
+    let plan = Plan::new(1, 8, vec![vec![vec![0, 2], vec![1, 3, 4, 5, 6, 7]]]).unwrap();
+    let (short, long) = (3, 7);
+    let x = pseudo(long * 8, 5);
+    let mean = Some(pseudo(8, 6));
+    let widths: Vec<u8> = (0..long * 2).map(|u| [3, 0, 5, 8, 1][u % 5]).collect();
+    let layer = |t: usize| {
+        let c = CodedTensor::encode(
+            &x[..t * 8],
+            t,
+            plan.clone(),
+            mean.clone(),
+            widths[..t * 2].to_vec(),
+            SEED,
+        )
+        .unwrap();
+        let f = KvFile::new(
+            SEED,
+            vec![KvEntry {
+                name: "k".into(),
+                dtype: "F32".into(),
+                shape: vec![t as u64, 8],
+                layout: "".into(),
+                body: Body::Coded {
+                    role: Role::Key,
+                    layers: vec![c],
+                },
+            }],
+            None,
+        );
+        let b = f.to_bytes().unwrap();
+        let secs = sections(&b);
+        let n = secs.len();
+        secs[n - 4..]
+            .iter()
+            .map(|s| b[s.2.clone()].to_vec())
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (layer(short), layer(long));
+    assert_eq!(a[0][8..], b[0][8..], "LHD but for T");
+    for (k, name) in [(1, "WID"), (2, "SCL"), (3, "COD")] {
+        let keep = a[k].len().saturating_sub(1);
+        assert!(b[k].len() > a[k].len(), "{name} grows");
+        assert_eq!(a[k][..keep], b[k][..keep], "{name}");
+    }
+    // SCL has no partial byte: all of it is a prefix.
+    assert_eq!(a[2][..], b[2][..a[2].len()]);
+}

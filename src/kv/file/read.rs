@@ -468,7 +468,9 @@ pub(super) fn from_bytes(bytes: &[u8], path: &Path) -> Result<KvFile> {
         ));
     }
     for (&d, stored) in &rotation_bytes {
-        let want = Rotation::new(RotationKind::default_for(d), d, h.seed)?.to_bytes();
+        let want = Rotation::new(RotationKind::default_for(d), d, h.seed)
+            .map_err(|e| e.in_file(path))?
+            .to_bytes();
         if want != *stored {
             return Err(bad(
                 &format!("ROT section d = {d}"),
@@ -477,7 +479,9 @@ pub(super) fn from_bytes(bytes: &[u8], path: &Path) -> Result<KvFile> {
         }
     }
     for (&(d, b), stored) in &tables {
-        let want = Codebook::get(d, b as u32)?.centroids_f32();
+        let want = Codebook::get(d, b as u32)
+            .map_err(|e| e.in_file(path))?
+            .centroids_f32();
         if want
             .iter()
             .flat_map(|c| c.to_le_bytes())
