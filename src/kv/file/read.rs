@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use super::{
     Body, FLAG_METADATA, HEADER_LEN, KvEntry, KvFile, LAYER_MEAN, LAYER_SEGMENTED, MAGIC,
-    MAX_CHANNELS_PER_BYTE, MAX_SEGMENTS, Role, SECTION_HEADER_LEN, Stored, VERSION, dtype_size,
-    kind_code, shape_product,
+    MAX_CHANNELS_PER_BYTE, Role, SECTION_HEADER_LEN, Stored, VERSION, dtype_size, kind_code,
+    shape_product,
 };
 use crate::codec::codebook::MAX_DIM;
 use crate::codec::packing::packed_len;
@@ -624,7 +624,6 @@ fn parse_layer(
         if segments.iter().all(|s| s.len() == 1) {
             return Err(bad("LHD", "a segmented plan of one segment a head".into()));
         }
-        debug_assert!(segments.iter().all(|s| s.len() <= MAX_SEGMENTS));
         Plan::new(heads, head_dim, segments)
     } else {
         Plan::uniform(heads, head_dim)
