@@ -7,7 +7,8 @@
 //! - [`attention`]: attention over a cache, the exact reference first;
 //! - [`codec`]: plans, unit weights and the allocation of a layer's bits;
 //! - [`coded`]: the compressed form of one tensor ([`CodedTensor`]) and how
-//!   rows are cut into units ([`Plan`]).
+//!   rows are cut into units ([`Plan`]);
+//! - [`file`]: the `.tq3k` file of coded and raw entries ([`KvFile`]);
 //! - [`kivi`]: KIVI-style asymmetric integer quantisation, the baseline;
 //! - [`metrics`]: attention output, logit and top-k errors, NMSE;
 //! - [`synth`]: synthetic caches with real caches' structure.
@@ -15,9 +16,11 @@
 pub mod attention;
 pub mod codec;
 pub mod coded;
+pub mod file;
 pub mod kivi;
 pub mod metrics;
 pub mod synth;
 
 pub use codec::{Budget, KvConfig, LayerIn, LayerOut, Mode, Weighting, compress_layer};
 pub use coded::{CodedTensor, Plan, Rotations};
+pub use file::KvFile;
