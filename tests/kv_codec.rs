@@ -238,3 +238,61 @@ fn appending_tokens_gives_the_bytes_of_coding_them_all_at_once() {
         assert_eq!(part, all, "cut at {cut}");
     }
 }
+
+/// Attention-output error of our codec and of KIVI (groups of 128) at
+/// KIVI's bits per element, on synthetic caches with outlier channels, a
+/// shared key offset, head energies spread 10×, correlated tokens and an
+/// attention sink (`kv::synth`, each property tested in kv_baselines.rs).
+#[test]
+fn attention_error_is_below_kivi_at_equal_bits_and_lower_still_with_queries() {
+    use turboquant3d::kv::codec::budget_bits;
+    use turboquant3d::kv::kivi;
+    use turboquant3d::kv::metrics::attention_error;
+    use turboquant3d::kv::synth::{SynthConfig, cache};
+    let (tokens, h) = (512, 8);
+    for seed in [1, 2] {
+        let c = cache(&SynthConfig::new(tokens, h, 64, seed)).unwrap();
+        let w = c.heads.width();
+        let n = (tokens * w) as u64;
+        for bits in [2u32, 3, 4] {
+            let kk = kivi::quantize_keys(&c.k, tokens, w, bits, 128).unwrap();
+            let kv = kivi::quantize_values(&c.v, tokens, w, bits, 128).unwrap();
+            let bpe = (kk.stored_bits + kv.stored_bits) as f64 / (2 * n) as f64;
+            let theirs = attention_error(&c.q, &c.k, &c.v, &kk.data, &kv.data, tokens, c.heads, 8)
+                .unwrap()
+                .output_rel;
+            let ours = |queries: bool| {
+                let input = LayerIn {
+                    k: Some(&c.k),
+                    v: Some(&c.v),
+                    q: queries.then_some(c.q.as_slice()),
+                    tokens,
+                    heads: c.heads,
+                };
+                let out = compress_layer(
+                    &input,
+                    &KvConfig::default(),
+                    Budget::Joint(budget_bits(2 * n, bpe)),
+                )
+                .unwrap();
+                let (k, v) = (out.k.unwrap(), out.v.unwrap());
+                assert!(
+                    8 * (k.payload_bytes() + v.payload_bytes()) <= (bpe * (2 * n) as f64) as u64
+                );
+                let (kh, vh) = (k.decode().unwrap(), v.decode().unwrap());
+                attention_error(&c.q, &c.k, &c.v, &kh, &vh, tokens, c.heads, 8)
+                    .unwrap()
+                    .output_rel
+            };
+            let (blind, informed) = (ours(false), ours(true));
+            assert!(
+                blind <= theirs,
+                "seed {seed}, {bpe} bits: ours {blind} > KIVI {theirs}"
+            );
+            assert!(
+                informed < blind,
+                "seed {seed}, {bpe} bits: with queries {informed}, without {blind}"
+            );
+        }
+    }
+}

@@ -38,12 +38,16 @@ pub enum Mode {
 /// How units are weighted for the allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Weighting {
-    /// Every element alike (plain TurboQuant at mixed widths: the
-    /// allocation follows the norms only).
+    /// Every element's squared error alike: v_u = ‖x_u‖², so the
+    /// allocation follows the norms (uniform attention).
     Uniform,
+    /// Every unit's relative error alike: v_u = d_u, so every unit of a
+    /// dimension gets the same width (plain TurboQuant).
+    Flat,
     /// The first-order attention-output error, with the layer's queries
-    /// where given and the keys themselves standing in for queries
-    /// otherwise.
+    /// where given; [`Weighting::Uniform`] (and sink protection) without.
+    /// Keys standing in for the queries were measured and lose badly: they
+    /// starve the tokens real queries attend to (docs/THEORY.md §15).
     Attention,
 }
 
@@ -61,6 +65,10 @@ pub struct KvConfig {
     /// Queries (real or stand-in) used for the weights, at most; evenly
     /// spaced over the tokens.
     pub weight_queries: usize,
+    /// Without queries: per attention head, this many tokens that look
+    /// like attention sinks (the largest centred key norm over value norm)
+    /// are coded at the widest width.
+    pub sinks: usize,
     /// Seed of every rotation.
     pub seed: u64,
 }
@@ -73,6 +81,7 @@ impl Default for KvConfig {
             outliers: 0,
             weighting: Weighting::Attention,
             weight_queries: 32,
+            sinks: 4,
             seed: 0,
         }
     }
@@ -222,11 +231,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 fn attention(input: &LayerIn<'_>, cfg: &KvConfig) -> Option<Attention> {
     let heads = input.heads;
     let (w, hd, t_n, hn) = (heads.width(), heads.head_dim, input.tokens, heads.heads);
-    let (q, n) = match (input.q, input.k) {
-        (Some(q), _) => sample_rows(q, q.len() / w, w, cfg.weight_queries),
-        (None, Some(k)) => sample_rows(k, t_n, w, cfg.weight_queries),
-        (None, None) => return None,
-    };
+    let (q, n) = sample_rows(input.q?, input.q?.len() / w, w, cfg.weight_queries);
     let k = input.k;
     let scale = 1.0 / (hd as f64).sqrt();
     // Per head: p (n × T), then the two factors.
@@ -385,6 +390,67 @@ fn unit_weights(
         .collect()
 }
 
+/// Per attention head, the `n` tokens most like a sink: the largest
+/// ‖k − μ‖ / ‖v‖ (real caches' sinks have the largest centred key and the
+/// smallest value), or the largest ‖k − μ‖ without values. Pairs (token, head).
+fn sink_tokens(input: &LayerIn<'_>, n: usize, centre: bool) -> Vec<(usize, usize)> {
+    let Some(k) = input.k else {
+        return Vec::new();
+    };
+    let heads = input.heads;
+    let (w, hd, t_n) = (heads.width(), heads.head_dim, input.tokens);
+    let mean = centre.then(|| channel_mean(k, t_n, w));
+    let mut out = Vec::new();
+    for h in 0..heads.heads {
+        let r = h * hd..(h + 1) * hd;
+        let mut score: Vec<(f64, usize)> = (0..t_n)
+            .map(|t| {
+                let kn: f64 = k[t * w..][r.clone()]
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &x)| {
+                        (x as f64 - mean.as_ref().map_or(0.0, |m| m[h * hd + j] as f64)).powi(2)
+                    })
+                    .sum::<f64>()
+                    .sqrt();
+                let vn = input.v.map_or(1.0, |v| {
+                    v[t * w..][r.clone()]
+                        .iter()
+                        .map(|&x| (x as f64).powi(2))
+                        .sum::<f64>()
+                        .sqrt()
+                });
+                (kn / vn.max(1e-30), t)
+            })
+            .collect();
+        score.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        out.extend(score.iter().take(n).map(|&(_, t)| (t, h)));
+    }
+    out
+}
+
+/// Raises the weights of the units of each (token, head) in `sinks` above
+/// every other unit's, so the allocator gives them the widest codes first.
+fn protect(weights: &mut [f64], plan: &Plan, heads: Heads, sinks: &[(usize, usize)]) {
+    if sinks.is_empty() {
+        return;
+    }
+    let top = weights.iter().copied().fold(0.0f64, f64::max).max(1e-30) * 1e6;
+    let units = plan.units();
+    let per = units.len();
+    for &(t, h) in sinks {
+        for (k, (ch_head, ch)) in units.iter().enumerate() {
+            // Does unit k of the token touch attention head h?
+            let touches = ch
+                .iter()
+                .any(|&c| (ch_head * plan.head_dim + c as usize) / heads.head_dim == h);
+            if touches {
+                weights[t * per + k] = top;
+            }
+        }
+    }
+}
+
 /// Bits of a tensor's payload that do not depend on the widths: the f16
 /// mean, a nibble of width per unit, and at most 7 bits of stream padding.
 fn fixed_bits(plan: &Plan, tokens: usize, mean: bool) -> u64 {
@@ -424,7 +490,11 @@ pub fn compress_layer(input: &LayerIn<'_>, cfg: &KvConfig, budget: Budget) -> Re
     }
     let att = match cfg.weighting {
         Weighting::Attention => attention(input, cfg),
-        Weighting::Uniform => None,
+        Weighting::Uniform | Weighting::Flat => None,
+    };
+    let sinks = match (input.q, cfg.sinks) {
+        (None, n) if n > 0 => sink_tokens(input, n, cfg.centre_keys),
+        _ => Vec::new(),
     };
     // Plans, means and weights of each tensor present.
     struct Part<'a> {
@@ -442,7 +512,14 @@ pub fn compress_layer(input: &LayerIn<'_>, cfg: &KvConfig, budget: Budget) -> Re
         let mean =
             (key && cfg.centre_keys).then(|| crate::kv::coded::round_f16(&channel_mean(x, t_n, w)));
         let plan = plan(x, t_n, heads, cfg.mode, cfg.outliers, mean.as_deref())?;
-        let weights = unit_weights(x, mean.as_deref(), &plan, t_n, heads, att.as_ref(), key);
+        let mut weights = match cfg.weighting {
+            Weighting::Flat => {
+                let dims: Vec<f64> = plan.units().iter().map(|(_, c)| c.len() as f64).collect();
+                (0..t_n).flat_map(|_| dims.iter().copied()).collect()
+            }
+            _ => unit_weights(x, mean.as_deref(), &plan, t_n, heads, att.as_ref(), key),
+        };
+        protect(&mut weights, &plan, heads, &sinks);
         parts.push(Some(Part {
             x,
             mean,
