@@ -13,7 +13,7 @@
 //! - Decoding adds the per-channel mean back, if the tensor was centred.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 
@@ -132,14 +132,30 @@ pub struct Rotations {
 }
 
 impl Rotations {
-    /// The rotation of every dimension in `dims` for `seed`.
+    /// The rotation of every dimension in `dims` for `seed`. Built once
+    /// per process and (d, seed): a dense rotation of d = 768 is a QR of
+    /// 768 × 768, and every layer of a cache asks for the same one.
     pub fn new(dims: &[usize], seed: u64) -> Result<Rotations> {
+        type Cache = Mutex<HashMap<(usize, u64), Arc<Rotation>>>;
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
         let mut by_dim = HashMap::new();
         for &d in dims {
-            by_dim.insert(
-                d,
-                Arc::new(Rotation::new(RotationKind::default_for(d), d, seed)?),
-            );
+            let hit = cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&(d, seed))
+                .cloned();
+            let r = match hit {
+                Some(r) => r,
+                None => {
+                    // Built outside the lock; a racing thread builds the same.
+                    let r = Arc::new(Rotation::new(RotationKind::default_for(d), d, seed)?);
+                    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+                    map.entry((d, seed)).or_insert(r).clone()
+                }
+            };
+            by_dim.insert(d, r);
         }
         Ok(Rotations { seed, by_dim })
     }
