@@ -45,7 +45,7 @@ fn outlier_plan(heads: usize, head_dim: usize) -> Plan {
                 return vec![(0..head_dim as u32).collect()];
             }
             let (out, rest): (Vec<u32>, Vec<u32>) =
-                (0..head_dim as u32).partition(|c| (c + h as u32) % 7 == 0);
+                (0..head_dim as u32).partition(|c| (c + h as u32).is_multiple_of(7));
             vec![out, rest]
         })
         .collect();
@@ -68,8 +68,7 @@ fn case(
     heads: Heads,
     tokens: usize,
     n_q: usize,
-    k_plan: Plan,
-    v_plan: Plan,
+    (k_plan, v_plan): (Plan, Plan),
     lo_width: u8,
     seed: u64,
 ) -> Case {
@@ -120,8 +119,7 @@ fn cases() -> Vec<Case> {
             h(1, 64),
             1,
             3,
-            Plan::uniform(1, 64).unwrap(),
-            Plan::uniform(1, 64).unwrap(),
+            (Plan::uniform(1, 64).unwrap(), Plan::uniform(1, 64).unwrap()),
             0,
             1,
         ),
@@ -130,8 +128,7 @@ fn cases() -> Vec<Case> {
             h(4, 48),
             300,
             7,
-            outlier_plan(4, 48),
-            Plan::uniform(4, 48).unwrap(),
+            (outlier_plan(4, 48), Plan::uniform(4, 48).unwrap()),
             0,
             2,
         ),
@@ -140,8 +137,7 @@ fn cases() -> Vec<Case> {
             h(4, 64),
             129,
             5,
-            Plan::uniform(4, 64).unwrap(),
-            outlier_plan(4, 64),
+            (Plan::uniform(4, 64).unwrap(), outlier_plan(4, 64)),
             0,
             3,
         ),
@@ -150,8 +146,7 @@ fn cases() -> Vec<Case> {
             h(2, 256),
             70,
             4,
-            outlier_plan(2, 256),
-            outlier_plan(2, 256),
+            (outlier_plan(2, 256), outlier_plan(2, 256)),
             1,
             4,
         ),
