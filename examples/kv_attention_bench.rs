@@ -10,9 +10,11 @@
 //! The CPU rows time the references (`kv::attention::attend` from codes,
 //! `attend_exact` in f64 over f16-rounded K/V): indicative only. With
 //! `--device` (a hardware GPU) or `--device-any` (lavapipe too), the GPU
-//! rows time `GpuAttention` from codes and over f16, by wall time around
-//! submit + wait of `--inner` dispatches (default 20) (no timestamp queries: the library's
-//! device asks for no features); medians over the repetitions.
+//! rows time `GpuAttention` from codes and over f16: wall time around
+//! submit + wait of `--inner` dispatches (default 20), and, when the
+//! adapter has `TIMESTAMP_QUERY` (then requested for this device only),
+//! GPU time between timestamps written by empty passes around them;
+//! medians over the repetitions.
 //!
 //! "GB/s" counts the cache bytes every workgroup reads (codes and unit
 //! directory, or f16 K and V) once per block of 4 queries; with 64 queries
@@ -25,7 +27,7 @@ use turboquant3d::gpu::{AdapterPolicy, GpuContext};
 use turboquant3d::kv::attention::{Heads, attend, attend_exact};
 use turboquant3d::kv::coded::round_f16;
 use turboquant3d::kv::{CodedTensor, Plan};
-use turboquant3d::{Result, wgpu};
+use turboquant3d::{Error, Result, wgpu};
 
 const TOKENS: usize = 1536;
 const HEADS: Heads = Heads {
@@ -76,13 +78,44 @@ fn report(what: &str, seconds: f64, n_q: usize, bytes_per_block: u64) {
     );
 }
 
+/// The best adapter under `policy` (high performance first), opened with
+/// `TIMESTAMP_QUERY` if it has it; whether it does.
+fn open(policy: AdapterPolicy) -> Result<(GpuContext, bool)> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        ..Default::default()
+    }))
+    .map_err(|e| Error::Gpu(format!("no GPU adapter: {e}")))?;
+    let info = adapter.get_info();
+    if policy == AdapterPolicy::HardwareOnly && info.device_type == wgpu::DeviceType::Cpu {
+        return Err(Error::Gpu(format!(
+            "{} is a software adapter (use --device-any to time it)",
+            info.name
+        )));
+    }
+    let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("kv_attention_bench"),
+        required_features: features,
+        required_limits: wgpu::Limits::default(),
+        ..Default::default()
+    }))
+    .map_err(|e| Error::Gpu(format!("cannot open {}: {e}", info.name)))?;
+    Ok((GpuContext::from_device(device, queue), !features.is_empty()))
+}
+
+/// Seconds per attention call: the median wall time, and the GPU times
+/// from timestamps when `stamps`.
 fn gpu_time(
     ctx: &GpuContext,
     att: &GpuAttention,
     q: &[f32],
     reps: usize,
     inner: usize,
-) -> Result<f64> {
+    stamps: bool,
+) -> Result<(f64, Vec<f64>)> {
     use wgpu::BufferUsages as U;
     use wgpu::util::DeviceExt;
     let device = &ctx.device;
@@ -97,19 +130,82 @@ fn gpu_time(
         usage: U::STORAGE,
         mapped_at_creation: false,
     });
+    let timer = stamps.then(|| {
+        let set = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("attention timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let resolve = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps"),
+            size: 16,
+            usage: U::QUERY_RESOLVE | U::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let read = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps readback"),
+            size: 16,
+            usage: U::MAP_READ | U::COPY_DST,
+            mapped_at_creation: false,
+        });
+        (set, resolve, read)
+    });
+    let period = ctx.queue.get_timestamp_period() as f64 * 1e-9;
     let n_q = q.len() / HEADS.width();
+    let mut gpu = Vec::new();
+    let wait = || {
+        device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(e.to_string()))
+    };
     let per_submit = time(reps, || {
         let mut encoder = device.create_command_encoder(&Default::default());
+        // An empty pass writes the start, another the end, so the kernels'
+        // own passes need no change.
+        let mark = |encoder: &mut wgpu::CommandEncoder, start: bool| {
+            if let Some((set, _, _)) = &timer {
+                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("timestamp"),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: set,
+                        beginning_of_pass_write_index: start.then_some(0),
+                        end_of_pass_write_index: (!start).then_some(1),
+                    }),
+                });
+            }
+        };
+        mark(&mut encoder, true);
         for _ in 0..inner {
             att.record_attend(&mut encoder, &queries, n_q, &out)?;
         }
+        mark(&mut encoder, false);
+        if let Some((set, resolve, read)) = &timer {
+            encoder.resolve_query_set(set, 0..2, resolve, 0);
+            encoder.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
+        }
         ctx.queue.submit([encoder.finish()]);
-        device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| turboquant3d::Error::Gpu(e.to_string()))?;
+        wait()?;
+        if let Some((_, _, read)) = &timer {
+            read.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+            wait()?;
+            let t: Vec<u64> = {
+                let view = read
+                    .slice(..)
+                    .get_mapped_range()
+                    .map_err(|e| Error::Gpu(e.to_string()))?;
+                bytemuck::pod_collect_to_vec(&view[..])
+            };
+            read.unmap();
+            gpu.push(t[1].wrapping_sub(t[0]) as f64 * period / inner as f64);
+        }
         Ok(())
     })?;
-    Ok(per_submit / inner as f64)
+    // The warm-up call's timestamps are dropped like its wall time.
+    if !gpu.is_empty() {
+        gpu.remove(0);
+    }
+    Ok((per_submit / inner as f64, gpu))
 }
 
 fn main() -> Result<()> {
@@ -168,22 +264,35 @@ fn main() -> Result<()> {
         println!("(GPU rows: pass --device, or --device-any to allow a software adapter)");
         return Ok(());
     };
-    let ctx = GpuContext::request(policy)?;
-    println!("GPU: {}", ctx.describe());
+    let (ctx, stamps) = open(policy)?;
+    println!(
+        "GPU: {}; timestamp queries: {}",
+        ctx.describe(),
+        if stamps { "yes" } else { "no (wall time only)" }
+    );
     let kernels = AttentionKernels::new(ctx.clone())?;
     let coded = GpuAttention::new(&kernels, &k, &v, HEADS)?;
     let plain = GpuAttention::from_f16(&kernels, &kx, &vx, TOKENS, HEADS)?;
     // Interleave the two so that clocks and caches treat them alike.
-    let mut tc = Vec::new();
-    let mut tf = Vec::new();
+    let (mut tc, mut tf, mut sc, mut sf) = (vec![], vec![], vec![], vec![]);
     for _ in 0..3 {
-        tc.push(gpu_time(&ctx, &coded, &q, reps, inner)?);
-        tf.push(gpu_time(&ctx, &plain, &q, reps, inner)?);
+        let (w, s) = gpu_time(&ctx, &coded, &q, reps, inner, stamps)?;
+        tc.push(w);
+        sc.extend(s);
+        let (w, s) = gpu_time(&ctx, &plain, &q, reps, inner, stamps)?;
+        tf.push(w);
+        sf.extend(s);
     }
     let (tc, tf) = (median(tc), median(tf));
-    report("GPU, from codes", tc, n_q, coded.cache_bytes());
-    report("GPU, f16", tf, n_q, plain.cache_bytes());
-    println!("GPU from codes / f16 time: {:.2}", tc / tf);
+    report("GPU wall, from codes", tc, n_q, coded.cache_bytes());
+    report("GPU wall, f16", tf, n_q, plain.cache_bytes());
+    println!("GPU wall time, from codes / f16: {:.2}", tc / tf);
+    if stamps && !sc.is_empty() && !sf.is_empty() {
+        let (sc, sf) = (median(sc), median(sf));
+        report("GPU timestamps, from codes", sc, n_q, coded.cache_bytes());
+        report("GPU timestamps, f16", sf, n_q, plain.cache_bytes());
+        println!("GPU timestamp time, from codes / f16: {:.2}", sc / sf);
+    }
     // The two agree as far as 4-bit coding allows (a sanity check, not a test).
     let (a, b) = (coded.attend(&q)?, plain.attend(&q)?);
     let rms = |x: &[f32]| (x.iter().map(|v| (v * v) as f64).sum::<f64>() / x.len() as f64).sqrt();
