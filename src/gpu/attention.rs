@@ -324,7 +324,8 @@ fn check_plan(what: &str, t: &CodedTensor, heads: Heads) -> Result<()> {
 impl GpuAttention {
     /// Uploads a coded K and V (coded per attention head, any segments,
     /// plans may differ), checking every buffer against the device's
-    /// binding limit.
+    /// binding limit. Scales travel as f16, which is what a coded tensor's
+    /// scales are (a hand-made scale outside f16 would be rounded).
     pub fn new(
         kernels: &Arc<AttentionKernels>,
         k: &CodedTensor,
