@@ -9,6 +9,7 @@
 //!   [`GpuQuantizer`] with the recording API;
 //! - `host`: the convenience API on [`GpuQuantizer`] (staging, readback,
 //!   exact encoding);
+//! - [`attention`]: attention over a coded key/value cache, from the codes;
 //! - [`context`]: the device; [`engine`]: GPU or CPU per job;
 //! - `buffers`, `pipeline`, `scope`: buffer, pipeline and error-scope
 //!   helpers shared with the renderer.
@@ -51,6 +52,7 @@
 //! }
 //! ```
 
+pub mod attention;
 pub(crate) mod buffers;
 pub mod context;
 pub mod engine;
@@ -60,6 +62,7 @@ pub(crate) mod pipeline;
 mod quantizer;
 pub(crate) mod scope;
 
+pub use attention::{AttentionKernels, GpuAttention};
 pub use context::{AdapterPolicy, GpuContext};
 pub use engine::{DeviceChoice, Engine, Ran};
 pub use kernel::{
