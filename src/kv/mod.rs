@@ -6,9 +6,11 @@
 //!
 //! - [`attention`]: attention over a cache, the exact reference first;
 //! - [`coded`]: the compressed form of one tensor ([`CodedTensor`]) and how
-//!   rows are cut into units ([`Plan`]).
+//!   rows are cut into units ([`Plan`]);
+//! - [`tensors`]: safetensors and `.npy` in and out, tensor roles, layouts.
 
 pub mod attention;
 pub mod coded;
+pub mod tensors;
 
 pub use coded::{CodedTensor, Plan, Rotations};
