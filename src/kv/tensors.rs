@@ -10,6 +10,7 @@
 //! every other dtype is carried as raw bytes with its name and shape.
 
 use std::fmt;
+use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::format::input::Input;
+use crate::format::write_atomic;
 use crate::{Error, Result};
 
 mod layout;
@@ -201,9 +203,13 @@ impl NamedTensor {
         matches!(&self.data, Data::Shared(input, _) if matches!(**input, Input::Mapped(..)))
     }
 
-    /// The number of elements.
+    /// The number of elements (0 for a shape whose product overflows,
+    /// which only a shape with an empty axis can be once bytes match it).
     pub fn elements(&self) -> usize {
-        self.shape.iter().product()
+        self.shape
+            .iter()
+            .try_fold(1usize, |a, &s| a.checked_mul(s))
+            .unwrap_or(0)
     }
 
     /// An error unless the dtype is a float one, naming the tensor.
@@ -443,9 +449,21 @@ impl TensorFile {
         if let Some(src) = &self.source {
             crate::format::check_distinct(path, &[src.as_path()])?;
         }
+        let bytes = self.to_bytes_named(kind, path)?;
+        write_atomic(path, |w: &mut dyn Write| {
+            w.write_all(&bytes).map_err(|e| Error::io(path, e))
+        })
+    }
+
+    /// The bytes of the file [`TensorFile::write_as`] writes.
+    pub fn to_bytes(&self, kind: FileKind) -> Result<Vec<u8>> {
+        self.to_bytes_named(kind, Path::new("-"))
+    }
+
+    fn to_bytes_named(&self, kind: FileKind, path: &Path) -> Result<Vec<u8>> {
         match kind {
-            FileKind::Safetensors => st::write(path, self),
-            FileKind::Npy => npy::write(path, self),
+            FileKind::Safetensors => st::serialize(self, path),
+            FileKind::Npy => npy::serialize(self, path),
         }
     }
 }

@@ -185,17 +185,17 @@ fn dims(
             .iter()
             .zip(shape)
             .filter(|(x, _)| **x == a)
-            .map(|(_, s)| *s)
-            .product::<usize>()
+            .try_fold(1usize, |a, (_, &s)| a.checked_mul(s))
+            .ok_or_else(|| Error::Shape(format!("tensor {name:?}: shape {shape:?} overflows")))
     };
-    let (layers, tokens) = (size(Axis::Layer), size(Axis::Token));
+    let (layers, tokens) = (size(Axis::Layer)?, size(Axis::Token)?);
     if heads == Some(0) {
         return Err(Error::InvalidArgument(
             "the number of heads must be at least 1".into(),
         ));
     }
     let (h, d) = if layout.axes.contains(&Axis::Channel) {
-        let width = size(Axis::Channel);
+        let width = size(Axis::Channel)?;
         match heads {
             Some(h) if width % h != 0 => {
                 return Err(Error::Shape(format!(
@@ -206,7 +206,7 @@ fn dims(
             None => (1, width),
         }
     } else {
-        let (h, d) = (size(Axis::Head), size(Axis::HeadDim));
+        let (h, d) = (size(Axis::Head)?, size(Axis::HeadDim)?);
         if let Some(want) = heads.filter(|&w| w != h) {
             return Err(Error::Shape(format!(
                 "tensor {name:?} has {h} heads on its h axis (shape {shape:?}, layout \"{layout}\"), not {want}"
@@ -299,8 +299,11 @@ pub fn from_canonical(
 ) -> Result<NamedTensor> {
     let layout = checked_layout(name, shape, layout)?;
     let (layers, tokens, h, d) = dims(name, shape, &layout, Some(c.heads))?;
+    let n = [tokens, h, d]
+        .iter()
+        .try_fold(layers, |a, &s| a.checked_mul(s));
     if (layers, tokens, h, d) != (c.layers, c.tokens, c.heads, c.head_dim)
-        || c.data.len() != layers * tokens * h * d
+        || n != Some(c.data.len())
     {
         return Err(Error::Shape(format!(
             "tensor {name:?}: shape {shape:?} in layout \"{layout}\" is {layers} layers × {tokens} tokens × {h} heads × {d}, \

@@ -4,7 +4,6 @@
 //! dtypes that are carried raw. Big-endian data is swapped to little-endian
 //! on reading, so that a tensor's bytes always mean the same thing.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,7 +12,6 @@ use npyz::{DType, NpyFile, Order};
 use super::{Dtype, NamedTensor, TensorFile, byte_len};
 use crate::format::input::{Extent, Input, map_declared};
 use crate::format::npy::{one_line, preamble};
-use crate::format::write_atomic;
 use crate::{Error, Result};
 
 /// NumPy's type characters and sizes, and the safetensors dtype of each.
@@ -176,8 +174,8 @@ pub(super) fn parse(input: Arc<Input>, path: &Path) -> Result<TensorFile> {
     })
 }
 
-/// Writes the file's one tensor as `.npy` (version 1), atomically.
-pub(super) fn write(path: &Path, file: &TensorFile) -> Result<u64> {
+/// The bytes of an `.npy` file (version 1) holding the file's one tensor.
+pub(super) fn serialize(file: &TensorFile, path: &Path) -> Result<Vec<u8>> {
     let [t] = file.tensors.as_slice() else {
         return Err(Error::InvalidArgument(format!(
             "{}: an .npy file holds one tensor, not {}; write safetensors instead",
@@ -212,12 +210,10 @@ pub(super) fn write(path: &Path, file: &TensorFile) -> Result<u64> {
             t.name, t.shape
         )));
     }
-    write_atomic(path, |w: &mut dyn Write| {
-        let io = |e| Error::io(path, e);
-        w.write_all(b"\x93NUMPY\x01\x00").map_err(io)?;
-        w.write_all(&(header.len() as u16).to_le_bytes())
-            .map_err(io)?;
-        w.write_all(header.as_bytes()).map_err(io)?;
-        w.write_all(t.bytes()).map_err(io)
-    })
+    let mut out = Vec::with_capacity(10 + header.len() + t.bytes().len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(t.bytes());
+    Ok(out)
 }

@@ -4,7 +4,6 @@
 //! declares, views into the mapped file, and a deterministic writer.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,7 +12,6 @@ use safetensors::{Dtype as StDtype, SafeTensors, tensor::TensorView};
 use super::{Dtype, NamedTensor, TensorFile};
 use crate::format::input::{Extent, Input, add_len, map_declared};
 use crate::format::npy::one_line;
-use crate::format::write_atomic;
 use crate::{Error, Result};
 
 /// Longest JSON header accepted: a cache of hundreds of layers needs a few
@@ -168,12 +166,4 @@ fn splice_metadata(bytes: Vec<u8>, m: &BTreeMap<String, String>, path: &Path) ->
     out.extend_from_slice(h.as_bytes());
     out.extend_from_slice(data);
     Ok(out)
-}
-
-/// Writes `file` as safetensors, atomically.
-pub(super) fn write(path: &Path, file: &TensorFile) -> Result<u64> {
-    let bytes = serialize(file, path)?;
-    write_atomic(path, |w: &mut dyn Write| {
-        w.write_all(&bytes).map_err(|e| Error::io(path, e))
-    })
 }
