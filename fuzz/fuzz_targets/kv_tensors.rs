@@ -15,10 +15,11 @@ use turboquant3d_fuzz::{Bound, begin, check_error, counting_allocator};
 
 counting_allocator!();
 
-/// The input copied (1×); the crate's header parse, whose shapes are 8
-/// bytes an entry for 2 of JSON, held twice (8×); f16 values as f32 (2×)
-/// and back (1×); the file written again and read (2×).
-const BOUND: Bound = Bound { a: 16, b: 4 << 20 };
+/// The input copied (1×); the header's shapes, 8 bytes an entry for 2 of
+/// JSON, in the crate's metadata and in our tensors (8×); f16 values as
+/// f32 (2×), back (2×) and encoded (1×); the file written (1×) and read
+/// again (1× + 8×). Inputs are at most 64 KiB in CI, so B dominates.
+const BOUND: Bound = Bound { a: 24, b: 4 << 20 };
 
 fuzz_target!(|data: &[u8]| {
     let (name, kind) = if data.starts_with(b"\x93NUMPY") {
@@ -56,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
         let sorted = |f: &TensorFile| {
             let mut v: Vec<_> = f.tensors.iter().collect();
             v.sort_by(|a, b| a.name.cmp(&b.name));
-            v.into_iter().cloned().collect::<Vec<_>>()
+            v
         };
         assert!(sorted(&again) == sorted(&f), "write then read changed the tensors");
         assert_eq!(again.metadata, f.metadata);
