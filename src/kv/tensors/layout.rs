@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use rayon::prelude::*;
 
-use super::{NamedTensor, decode};
+use super::{Dtype, NamedTensor, decode};
 use crate::{Error, Result};
 
 /// One axis of a layout.
@@ -293,7 +293,7 @@ pub fn to_canonical(
 pub fn from_canonical(
     c: &Canonical,
     name: &str,
-    dtype: super::Dtype,
+    dtype: Dtype,
     shape: &[usize],
     layout: Option<&Layout>,
 ) -> Result<NamedTensor> {
