@@ -11,7 +11,8 @@
 //! - [`file`]: the `.tq3k` file of coded and raw entries ([`KvFile`]);
 //! - [`kivi`]: KIVI-style asymmetric integer quantisation, the baseline;
 //! - [`metrics`]: attention output, logit and top-k errors, NMSE;
-//! - [`synth`]: synthetic caches with real caches' structure.
+//! - [`synth`]: synthetic caches with real caches' structure;
+//! - [`tensors`]: safetensors and `.npy` in and out, tensor roles, layouts.
 
 pub mod attention;
 pub mod codec;
@@ -20,6 +21,7 @@ pub mod file;
 pub mod kivi;
 pub mod metrics;
 pub mod synth;
+pub mod tensors;
 
 pub use codec::{Budget, KvConfig, LayerIn, LayerOut, Mode, Weighting, compress_layer};
 pub use coded::{CodedTensor, Plan, Rotations};
