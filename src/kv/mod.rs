@@ -5,9 +5,11 @@
 //! allocator picks from how much its error shows in attention.
 //!
 //! - [`attention`]: attention over a cache, the exact reference first;
+//! - [`cache`]: whole caches, named tensors to a `.tq3k` file and back;
 //! - [`codec`]: plans, unit weights and the allocation of a layer's bits;
 //! - [`coded`]: the compressed form of one tensor ([`CodedTensor`]) and how
 //!   rows are cut into units ([`Plan`]);
+//! - [`eval`]: a cache judged by attention, beside KIVI at the same bits;
 //! - [`file`]: the `.tq3k` file of coded and raw entries ([`KvFile`]);
 //! - [`kivi`]: KIVI-style asymmetric integer quantisation, the baseline;
 //! - [`metrics`]: attention output, logit and top-k errors, NMSE;
@@ -15,8 +17,10 @@
 //! - [`tensors`]: safetensors and `.npy` in and out, tensor roles, layouts.
 
 pub mod attention;
+pub mod cache;
 pub mod codec;
 pub mod coded;
+pub mod eval;
 pub mod file;
 pub mod kivi;
 pub mod metrics;

@@ -12,8 +12,8 @@
 //!   embedding example.
 //!
 //! Workload modules import [`common`] only, never each other; `main`
-//! dispatches. A new workload (KV caches, hash grids) gets its own module
-//! here on the same base.
+//! dispatches. Each workload (KV caches in [`kv`], hash grids in [`grid`])
+//! has its own module here on the same base.
 
 // Reports go through `common::report!`, which survives a closed pipe.
 #![deny(clippy::print_stdout)]
@@ -22,6 +22,7 @@ mod common;
 mod convert;
 mod eval;
 mod grid;
+mod kv;
 mod plan;
 mod scene;
 mod vectors;
@@ -48,7 +49,7 @@ its direction is rotated by a fixed random orthogonal matrix and every coordinat
 with the Lloyd–Max codebook of the sphere's coordinate density. Nothing is trained: the codebook \
 depends on (d, b) alone, and the expected error d·C(d, b) is known before compressing.\n\n\
 Scenes: `compress`, `decompress`, `info`, `demo`, `eval`, `plan`. Raw vectors (.npy): `encode`, `decode`, \
-`codebook`, `info`. Hash grids: `grid compress|decompress|info|eval`."
+`codebook`, `info`. Hash grids: `grid compress|decompress|info|eval`. KV caches: `kv compress|decompress|info|eval`."
 )]
 struct Cli {
     /// Worker threads, 1..=4 × the available cores (default: all cores).
@@ -102,6 +103,9 @@ enum Command {
     /// Instant-NGP hash-grid tables (.npy, .safetensors) and .tq3g files: compress, decompress, info, eval.
     #[command(subcommand)]
     Grid(grid::GridCommand),
+    /// Transformer KV caches: compress, decompress, info, eval.
+    #[command(subcommand)]
+    Kv(kv::KvCommand),
     /// Open a window on a scene (.tq3s drawn from its compressed SH-rest): orbit, pan, zoom, fly.
     View(view::ViewArgs),
     /// Describe a file: a .tq3s scene, .tqv vectors or a .tq3g hash grid (header, streams, sizes, expected error), or any scene format tq3d reads (header, count, attribute ranges).
@@ -151,6 +155,7 @@ fn main() -> ExitCode {
         Command::Info { input, json } => info(input, json),
         Command::View(args) => view::view(args),
         Command::Grid(cmd) => grid::run(cmd),
+        Command::Kv(cmd) => kv::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
