@@ -9,7 +9,7 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use turboquant3d::kv::tensors::{
-    FileKind, Role, RoleGlobs, TensorFile, assign, from_canonical, to_canonical,
+    FileKind, NamedTensor, Role, RoleGlobs, TensorFile, assign, from_canonical, to_canonical,
 };
 use turboquant3d_fuzz::{Bound, begin, check_error, counting_allocator};
 
@@ -54,13 +54,15 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(bytes) = f.to_bytes(kind) {
         let again = TensorFile::from_bytes(&bytes, Path::new(name)).expect("its own output reads");
-        let sorted = |f: &TensorFile| {
-            let mut v: Vec<_> = f.tensors.iter().collect();
-            v.sort_by(|a, b| a.name.cmp(&b.name));
-            v
-        };
         assert!(sorted(&again) == sorted(&f), "write then read changed the tensors");
         assert_eq!(again.metadata, f.metadata);
     }
     drop(g);
 });
+
+/// The tensors by name (safetensors writes them in its own order).
+fn sorted(f: &TensorFile) -> Vec<&NamedTensor> {
+    let mut v: Vec<_> = f.tensors.iter().collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
