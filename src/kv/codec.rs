@@ -24,6 +24,9 @@ use crate::{Error, Result};
 /// Bits of a unit's stored scale (f16).
 pub const SCALE_BITS: u32 = 16;
 
+/// The default [`KvConfig::attention_floor`].
+pub const FLOOR: f64 = 0.2;
+
 /// How rows are cut into vectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -62,9 +65,12 @@ pub struct KvConfig {
     pub outliers: usize,
     /// How units are weighted.
     pub weighting: Weighting,
-    /// Queries (real or stand-in) used for the weights, at most; evenly
-    /// spaced over the tokens.
+    /// Queries used for the weights, at most; evenly spaced.
     pub weight_queries: usize,
+    /// Share of the attention mass spread evenly over the tokens before
+    /// weighting, so that tokens the sampled queries ignore still get
+    /// some bits (0: trust the queries fully).
+    pub attention_floor: f64,
     /// Without queries: per attention head, this many tokens that look
     /// like attention sinks (the largest centred key norm over value norm)
     /// are coded at the widest width.
@@ -80,7 +86,8 @@ impl Default for KvConfig {
             centre_keys: true,
             outliers: 0,
             weighting: Weighting::Attention,
-            weight_queries: 32,
+            weight_queries: 256,
+            attention_floor: FLOOR,
             sinks: 4,
             seed: 0,
         }
@@ -263,6 +270,12 @@ fn attention(input: &LayerIn<'_>, cfg: &KvConfig) -> Option<Attention> {
                         }
                     }
                     None => p.fill(1.0 / t_n as f64),
+                }
+                // A floor for queries the sample does not hold: no token's
+                // share falls below floor/T.
+                let floor = cfg.attention_floor.clamp(0.0, 1.0);
+                for pt in p.iter_mut() {
+                    *pt = (1.0 - floor) * *pt + floor / t_n as f64;
                 }
                 for (a, &pt) in pv.iter_mut().zip(&p) {
                     *a += pt * pt;
