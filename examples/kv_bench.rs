@@ -72,23 +72,34 @@ fn main() {
         gb * 1e3,
         rayon::current_num_threads()
     );
-    for (name, mode, weighting) in [
+    let queries: Vec<f32> = data(tokens * width, 99);
+    let runs_of = [
         (
-            "per head, attention weights (keys as queries)",
+            "default: per head, energy weights, 4 sinks per head",
             Mode::PerHead,
             Weighting::Attention,
+            false,
         ),
         (
-            "per head, uniform weights",
+            "per head, attention weights from 256 of 1536 queries",
             Mode::PerHead,
-            Weighting::Uniform,
+            Weighting::Attention,
+            true,
         ),
         (
-            "whole width, uniform weights",
+            "per head, flat weights (uniform widths)",
+            Mode::PerHead,
+            Weighting::Flat,
+            false,
+        ),
+        (
+            "whole width, energy weights",
             Mode::Whole,
             Weighting::Uniform,
+            false,
         ),
-    ] {
+    ];
+    for (name, mode, weighting, with_q) in runs_of {
         let cfg = KvConfig {
             mode,
             weighting,
@@ -106,7 +117,7 @@ fn main() {
                     let input = LayerIn {
                         k: Some(k),
                         v: Some(v),
-                        q: None,
+                        q: with_q.then_some(queries.as_slice()),
                         tokens,
                         heads,
                     };

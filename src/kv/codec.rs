@@ -86,7 +86,7 @@ impl Default for KvConfig {
             centre_keys: true,
             outliers: 0,
             weighting: Weighting::Attention,
-            weight_queries: 256,
+            weight_queries: 64,
             attention_floor: FLOOR,
             sinks: 4,
             seed: 0,
