@@ -296,3 +296,93 @@ fn attention_error_is_below_kivi_at_equal_bits_and_lower_still_with_queries() {
         }
     }
 }
+
+#[test]
+fn streaming_layers_keep_old_tokens_and_equal_one_encode_at_the_same_widths() {
+    use turboquant3d::kv::codec::append_layer;
+    let (h, chunk, chunks) = (2, 40, 3);
+    let w = 64 * h;
+    let k = normals(chunk * chunks * w, 41);
+    let v = normals(chunk * chunks * w, 42);
+    let cfg = KvConfig {
+        outliers: 8,
+        ..KvConfig::default()
+    };
+    let rows = |x: &[f32], c: usize| x[c * chunk * w..(c + 1) * chunk * w].to_vec();
+    let input =
+        |c: usize, k: &[f32], v: &[f32]| -> (Vec<f32>, Vec<f32>) { (rows(k, c), rows(v, c)) };
+    let budget = Budget::Joint((2 * chunk * w) as u64 * 3);
+    let (k0, v0) = input(0, &k, &v);
+    let mut layer = compress_layer(
+        &LayerIn {
+            k: Some(&k0),
+            v: Some(&v0),
+            q: None,
+            tokens: chunk,
+            heads: heads64(h),
+        },
+        &cfg,
+        budget,
+    )
+    .unwrap();
+    let first = layer.clone();
+    for c in 1..chunks {
+        let before = layer.clone();
+        let (kc, vc) = input(c, &k, &v);
+        append_layer(
+            &mut layer,
+            &LayerIn {
+                k: Some(&kc),
+                v: Some(&vc),
+                q: None,
+                tokens: chunk,
+                heads: heads64(h),
+            },
+            &cfg,
+            budget,
+        )
+        .unwrap();
+        for (old, new, first) in [
+            (&before.k, &layer.k, &first.k),
+            (&before.v, &layer.v, &first.v),
+        ] {
+            let (old, new) = (old.as_ref().unwrap(), new.as_ref().unwrap());
+            // Old tokens untouched: their widths, scales and codes are a prefix.
+            assert_eq!(new.widths[..old.widths.len()], old.widths[..]);
+            assert_eq!(new.scales[..old.scales.len()], old.scales[..]);
+            let whole = old.codes.len() - 1;
+            assert_eq!(new.codes[..whole], old.codes[..whole]);
+            // Plan and mean are the first chunk's.
+            assert_eq!(new.plan, first.as_ref().unwrap().plan);
+        }
+        // The chunk stayed within its budget (codes, scales, widths).
+        let grown: u64 = [(&before.k, &layer.k), (&before.v, &layer.v)]
+            .iter()
+            .map(|(o, n)| n.as_ref().unwrap().payload_bytes() - o.as_ref().unwrap().payload_bytes())
+            .sum();
+        let Budget::Joint(b) = budget else {
+            unreachable!()
+        };
+        assert!(8 * grown <= b + 16, "chunk {c}: {} bits of {b}", 8 * grown);
+    }
+    // The promise: one encode of every token with the same plan, mean and widths.
+    for (coded, x) in [
+        (layer.k.as_ref().unwrap(), &k),
+        (layer.v.as_ref().unwrap(), &v),
+    ] {
+        let once = CodedTensor::encode(
+            x,
+            chunk * chunks,
+            coded.plan.clone(),
+            coded.mean.clone(),
+            coded.widths.clone(),
+            coded.seed,
+        )
+        .unwrap();
+        assert_eq!(&once, coded);
+    }
+    assert_eq!(
+        layer.k.as_ref().unwrap().mean,
+        first.k.as_ref().unwrap().mean
+    );
+}

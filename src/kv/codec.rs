@@ -474,6 +474,50 @@ fn fixed_bits(plan: &Plan, tokens: usize, mean: bool) -> u64 {
 /// Codes one layer under a budget of payload bits
 /// ([`CodedTensor::payload_bytes`] × 8, which the result never exceeds).
 pub fn compress_layer(input: &LayerIn<'_>, cfg: &KvConfig, budget: Budget) -> Result<LayerOut> {
+    code_layer(input, cfg, budget, None)
+}
+
+/// The plan and mean of a coded tensor, reused for the tokens appended to it.
+type Given = (Plan, Option<Vec<f32>>);
+
+/// Appends a layer's new tokens (`input`: the new K and V rows only, and
+/// queries if any) to `coded`, without touching the tokens already coded:
+/// the new tokens get the existing plans and key mean, and widths of their
+/// own under `budget` (payload bits of the new tokens: codes, scales and
+/// width nibbles; the mean is already stored). The bytes equal coding all
+/// tokens at once with the same plans, mean and widths; the plans (outlier
+/// channels) and the mean are fixed by the first tokens coded
+/// (docs/FORMAT.md, "Appending").
+pub fn append_layer(
+    coded: &mut LayerOut,
+    input: &LayerIn<'_>,
+    cfg: &KvConfig,
+    budget: Budget,
+) -> Result<()> {
+    let given = [&coded.k, &coded.v].map(|c| c.as_ref().map(|c| (c.plan.clone(), c.mean.clone())));
+    for (name, have, new) in [("keys", &coded.k, input.k), ("values", &coded.v, input.v)] {
+        if have.is_some() != new.is_some() {
+            return Err(Error::Shape(format!(
+                "appending {name} to a layer that {} them",
+                if have.is_some() { "has" } else { "has none of" }
+            )));
+        }
+    }
+    let more = code_layer(input, cfg, budget, Some(given))?;
+    for (old, new) in [(&mut coded.k, more.k), (&mut coded.v, more.v)] {
+        if let (Some(old), Some(new)) = (old.as_mut(), new) {
+            old.append_coded(new)?;
+        }
+    }
+    Ok(())
+}
+
+fn code_layer(
+    input: &LayerIn<'_>,
+    cfg: &KvConfig,
+    budget: Budget,
+    given: Option<[Option<Given>; 2]>,
+) -> Result<LayerOut> {
     let heads = input.heads;
     let w = heads.width();
     let t_n = input.tokens;
@@ -517,14 +561,28 @@ pub fn compress_layer(input: &LayerIn<'_>, cfg: &KvConfig, budget: Budget) -> Re
         weights: Vec<f64>,
     }
     let mut parts: Vec<Option<Part<'_>>> = Vec::new();
-    for (key, x) in [(true, input.k), (false, input.v)] {
+    for (slot, (key, x)) in [(true, input.k), (false, input.v)].into_iter().enumerate() {
         let Some(x) = x else {
             parts.push(None);
             continue;
         };
-        let mean =
-            (key && cfg.centre_keys).then(|| crate::kv::coded::round_f16(&channel_mean(x, t_n, w)));
-        let plan = plan(x, t_n, heads, cfg.mode, cfg.outliers, mean.as_deref())?;
+        let (plan, mean) = match given.as_ref().and_then(|g| g[slot].clone()) {
+            Some((p, m)) => {
+                if p.width() != w {
+                    return Err(Error::Shape(format!(
+                        "appending rows of width {w} to a tensor of width {}",
+                        p.width()
+                    )));
+                }
+                (p, m)
+            }
+            None => {
+                let mean = (key && cfg.centre_keys)
+                    .then(|| crate::kv::coded::round_f16(&channel_mean(x, t_n, w)));
+                let plan = plan(x, t_n, heads, cfg.mode, cfg.outliers, mean.as_deref())?;
+                (plan, mean)
+            }
+        };
         let mut weights = match cfg.weighting {
             Weighting::Flat => {
                 let dims: Vec<f64> = plan.units().iter().map(|(_, c)| c.len() as f64).collect();
@@ -561,7 +619,8 @@ pub fn compress_layer(input: &LayerIn<'_>, cfg: &KvConfig, budget: Budget) -> Re
             .collect();
         (0..t_n).flat_map(|_| per.iter().copied()).collect()
     };
-    let fixed = |p: &Part<'_>| fixed_bits(&p.plan, t_n, p.mean.is_some());
+    // An appended chunk stores no mean of its own.
+    let fixed = |p: &Part<'_>| fixed_bits(&p.plan, t_n, p.mean.is_some() && given.is_none());
     let mut widths: Vec<Option<Vec<u8>>> = vec![None, None];
     let too_small = |bits: u64, need: u64| {
         Error::InvalidArgument(format!(

@@ -377,7 +377,6 @@ impl CodedTensor {
     /// mean and widths: each unit's codes and scale depend only on its own
     /// values (docs/FORMAT.md, "Appending").
     pub fn append(&mut self, x: &[f32], tokens: usize, widths: Vec<u8>) -> Result<()> {
-        self.validate()?;
         let more = CodedTensor::encode(
             x,
             tokens,
@@ -386,13 +385,26 @@ impl CodedTensor {
             widths,
             self.seed,
         )?;
+        self.append_coded(more)
+    }
+
+    /// Appends the tokens of `more`, coded with this tensor's plan, mean and
+    /// seed (checked), after its own.
+    pub fn append_coded(&mut self, more: CodedTensor) -> Result<()> {
+        self.validate()?;
+        more.validate()?;
+        if more.plan != self.plan || more.mean != self.mean || more.seed != self.seed {
+            return Err(Error::Shape(
+                "appended tokens must be coded with the tensor's plan, mean and seed".into(),
+            ));
+        }
         let at = self.bit_offsets()[self.widths.len()] as usize;
         let extra = more.bit_offsets()[more.widths.len()] as usize;
         self.codes.resize(packed_len(at + extra, 1), 0);
         copy_bits(&more.codes, 0, &mut self.codes, at, extra);
         self.widths.extend_from_slice(&more.widths);
         self.scales.extend_from_slice(&more.scales);
-        self.tokens += tokens;
+        self.tokens += more.tokens;
         Ok(())
     }
 

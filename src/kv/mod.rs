@@ -27,6 +27,8 @@ pub mod metrics;
 pub mod synth;
 pub mod tensors;
 
-pub use codec::{Budget, KvConfig, LayerIn, LayerOut, Mode, Weighting, compress_layer};
+pub use codec::{
+    Budget, KvConfig, LayerIn, LayerOut, Mode, Weighting, append_layer, compress_layer,
+};
 pub use coded::{CodedTensor, Plan, Rotations};
 pub use file::KvFile;
