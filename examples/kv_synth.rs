@@ -7,6 +7,10 @@
 //! cargo run --release --example kv_synth -- cache.safetensors [--layers 4] [--tokens 1024] [--heads 16] [--dtype f16]
 //! tq3d kv eval cache.safetensors
 //! ```
+//!
+//! `--half first|second` generates 2T tokens of the same model and keeps
+//! the first or the last T: two caches of one model with disjoint tokens
+//! (calibration for `tq3d kv basis`, and a cache to code with it).
 
 use turboquant3d::kv::synth::{SynthConfig, cache};
 use turboquant3d::kv::tensors::{Dtype, NamedTensor, TensorFile};

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rayon::prelude::*;
 
 use crate::kv::attention::Heads;
+use crate::kv::basis::Basis;
 use crate::kv::codec::{Budget, KvConfig, LayerIn, Mode, Weighting, compress_layer, plan};
 use crate::kv::coded::CodedTensor;
 use crate::kv::file::{self, Body, KvEntry, KvFile};
@@ -51,6 +52,9 @@ pub struct CacheOptions {
     /// Weight the allocation by the queries found (else they are only
     /// left out of the file).
     pub use_queries: bool,
+    /// A per-model key basis ([`crate::kv::basis`]): every key tensor it
+    /// names is coded in it, with its leading directions split off.
+    pub basis: Option<Basis>,
 }
 
 /// What `compress` did, per coded tensor and overall.
@@ -148,11 +152,35 @@ pub fn compress(
             )));
         }
     }
+    // Keys (and their queries) into the basis.
+    if let Some(b) = &opts.basis {
+        for c in coded.iter_mut().filter(|c| c.key) {
+            let name = &tensors[c.index].name;
+            if !b.tensors.contains_key(name) {
+                return Err(Error::InvalidArgument(format!(
+                    "the basis has no matrices for keys {name:?} (it has {:?})",
+                    b.tensors.keys().collect::<Vec<_>>()
+                )));
+            }
+            let t = c.canon.tokens;
+            b.apply(name, &mut c.canon.data, t, true)?;
+            if let Some(qi) = c.queries {
+                let q = &mut queries[qi].1;
+                let n = q.tokens;
+                b.apply(name, &mut q.data, n, true)?;
+            }
+        }
+    }
     let elements: u64 = coded.iter().map(|c| c.canon.data.len() as u64).sum();
     let (n_k, n_v) = coded.iter().fold((0u64, 0u64), |(k, v), c| {
         let n = c.canon.data.len() as u64;
         if c.key { (k + n, v) } else { (k, v + n) }
     });
+    let split = opts.basis.as_ref().map(|b| b.split);
+    let config = KvConfig {
+        key_split: split.or(opts.config.key_split),
+        ..opts.config.clone()
+    };
     // Price the file with every width 0 and every codebook table.
     let metadata = metadata(opts, opts.use_queries && !queries.is_empty());
     let skeleton = build(
@@ -163,12 +191,16 @@ pub fn compress(
         |c, layer| {
             let x = layer_of(&c.canon, layer);
             let mean = (c.key && opts.config.centre_keys).then(|| vec![0.0; c.canon.width()]);
+            let split = match (c.key, split) {
+                (true, Some(s)) => s,
+                _ => opts.config.outliers,
+            };
             let p = plan(
                 x,
                 c.canon.tokens,
                 heads_of(&c.canon),
                 opts.config.mode,
-                opts.config.outliers,
+                split,
                 None,
             )?;
             let units = c.canon.tokens * p.units_per_token();
@@ -284,7 +316,7 @@ pub fn compress(
                     values: per(pay_v, n_v, layer_n),
                 },
             };
-            let out = compress_layer(&input, &opts.config, budget).map_err(|e| {
+            let out = compress_layer(&input, &config, budget).map_err(|e| {
                 Error::InvalidArgument(format!(
                     "tensor {:?}, layer {l}: {e}",
                     tensors[c.index].name
@@ -447,16 +479,69 @@ fn metadata(opts: &CacheOptions, queries: bool) -> String {
         },
         "sinks": c.sinks,
         "queries_used": queries,
+        "basis": opts.basis.as_ref().map(|b| serde_json::json!({
+            "digest": b.digest(),
+            "split": b.split,
+            "keys": b.tensors.keys().collect::<Vec<_>>(),
+        })),
     })
     .to_string()
 }
 
+/// The basis digest and key names a file was coded with, from its metadata.
+pub fn basis_of(f: &KvFile) -> Option<(String, Vec<String>)> {
+    let m: serde_json::Value = serde_json::from_str(f.metadata.as_deref()?).ok()?;
+    let b = m.get("basis")?;
+    let digest = b.get("digest")?.as_str()?.to_string();
+    let keys = b
+        .get("keys")?
+        .as_array()?
+        .iter()
+        .filter_map(|k| k.as_str().map(String::from))
+        .collect();
+    Some((digest, keys))
+}
+
+/// Checks that `basis` is the one `f` was coded in (or that neither has
+/// one), and returns the key names to rotate back.
+pub fn check_basis(f: &KvFile, basis: Option<&Basis>) -> Result<Vec<String>> {
+    match (basis_of(f), basis) {
+        (None, None) => Ok(Vec::new()),
+        (Some((digest, _)), None) => Err(Error::InvalidArgument(format!(
+            "the keys were coded in a per-model basis (digest {digest}): give the basis file (--basis)"
+        ))),
+        (None, Some(_)) => Err(Error::InvalidArgument(
+            "the file was not coded in a basis, but one was given".into(),
+        )),
+        (Some((digest, keys)), Some(b)) => {
+            if b.digest() != digest {
+                return Err(Error::InvalidArgument(format!(
+                    "the keys were coded in basis {digest}, the basis given is {}",
+                    b.digest()
+                )));
+            }
+            Ok(keys)
+        }
+    }
+}
+
 /// The tensors of a [`KvFile`]: every entry with its name, dtype, shape and
-/// axis order (queries were never stored).
-pub fn decompress(f: &KvFile) -> Result<TensorFile> {
+/// axis order (queries were never stored). A file coded in a per-model
+/// basis needs that basis.
+pub fn decompress(f: &KvFile, basis: Option<&Basis>) -> Result<TensorFile> {
+    let rotate = check_basis(f, basis)?;
     let mut out = Vec::with_capacity(f.entries.len());
     for i in 0..f.entries.len() {
-        let d = f.decode_entry(i)?;
+        let mut d = f.decode_entry(i)?;
+        if let (Some(b), file::EntryData::Values(v)) = (basis, &mut d.data)
+            && rotate.iter().any(|k| k == d.name)
+        {
+            let tokens = match &f.entries[i].body {
+                Body::Coded { layers, .. } => layers.first().map_or(0, |t| t.tokens),
+                Body::Raw(_) => 0,
+            };
+            b.apply(d.name, v, tokens, false)?;
+        }
         let dtype = Dtype::from_name(d.dtype)?;
         let shape: Vec<usize> = d.shape.iter().map(|&s| s as usize).collect();
         let t = match d.data {

@@ -63,6 +63,9 @@ pub struct KvConfig {
     pub centre_keys: bool,
     /// Channels per coding head split into an outlier segment (0: none).
     pub outliers: usize,
+    /// The keys' split instead of `outliers` (a per-model basis sets it to
+    /// its leading directions).
+    pub key_split: Option<usize>,
     /// How units are weighted.
     pub weighting: Weighting,
     /// Queries used for the weights, at most; evenly spaced.
@@ -85,6 +88,7 @@ impl Default for KvConfig {
             mode: Mode::PerHead,
             centre_keys: true,
             outliers: 0,
+            key_split: None,
             weighting: Weighting::Attention,
             weight_queries: 64,
             attention_floor: FLOOR,
@@ -579,7 +583,11 @@ fn code_layer(
             None => {
                 let mean = (key && cfg.centre_keys)
                     .then(|| crate::kv::coded::round_f16(&channel_mean(x, t_n, w)));
-                let plan = plan(x, t_n, heads, cfg.mode, cfg.outliers, mean.as_deref())?;
+                let split = match (key, cfg.key_split) {
+                    (true, Some(s)) => s,
+                    _ => cfg.outliers,
+                };
+                let plan = plan(x, t_n, heads, cfg.mode, split, mean.as_deref())?;
                 (plan, mean)
             }
         };

@@ -181,7 +181,10 @@ pub fn evaluate(
                     false,
                 ),
             };
-            let kh = kc[l].decode_with(&rotations)?;
+            let mut kh = kc[l].decode_with(&rotations)?;
+            if let Some(b) = &opts.basis {
+                b.apply_from(&kt.name, l, 1, &mut kh, t_n, false)?;
+            }
             let vh = vc[l].decode_with(&rotations)?;
             let e = attention_error(&qs, kx, vx, &kh, &vh, t_n, heads, topk)?;
             let layer_bits =
@@ -209,7 +212,19 @@ pub fn evaluate(
                 values: vt.name.clone(),
                 layer: l,
                 own_queries: own,
-                theory: (theory_nmse(kx, &kc[l])?, theory_nmse(vx, &vc[l])?),
+                theory: (
+                    match &opts.basis {
+                        // The basis is orthogonal: the error and energy of
+                        // the centred keys are the same in it.
+                        Some(b) => {
+                            let mut y = kx.to_vec();
+                            b.apply_from(&kt.name, l, 1, &mut y, t_n, true)?;
+                            theory_nmse(&y, &kc[l])?
+                        }
+                        None => theory_nmse(kx, &kc[l])?,
+                    },
+                    theory_nmse(vx, &vc[l])?,
+                ),
                 ours,
                 kivi: ((b, grp), theirs),
             });

@@ -5,6 +5,7 @@
 //! allocator picks from how much its error shows in attention.
 //!
 //! - [`attention`]: attention over a cache, the exact reference first;
+//! - [`basis`]: a per-model key basis from calibration caches;
 //! - [`cache`]: whole caches, named tensors to a `.tq3k` file and back;
 //! - [`codec`]: plans, unit weights and the allocation of a layer's bits;
 //! - [`coded`]: the compressed form of one tensor ([`CodedTensor`]) and how
@@ -17,6 +18,7 @@
 //! - [`tensors`]: safetensors and `.npy` in and out, tensor roles, layouts.
 
 pub mod attention;
+pub mod basis;
 pub mod cache;
 pub mod codec;
 pub mod coded;

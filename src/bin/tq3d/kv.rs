@@ -9,6 +9,7 @@ use serde_json::json;
 use turboquant3d::Error;
 use turboquant3d::format::check_distinct;
 use turboquant3d::kv::KvFile;
+use turboquant3d::kv::basis::{Basis, fit};
 use turboquant3d::kv::cache::{Bits, CacheOptions, compress, decompress};
 use turboquant3d::kv::codec::{KvConfig, Mode, Weighting};
 use turboquant3d::kv::eval::evaluate;
@@ -29,6 +30,9 @@ pub enum KvCommand {
         /// Output .safetensors or .npy (one tensor), `-` for standard output.
         #[arg(short, long)]
         output: PathBuf,
+        /// The per-model basis the keys were coded in, if any.
+        #[arg(long)]
+        basis: Option<PathBuf>,
     },
     /// Describe a .tq3k file: entries, layers, plans, widths, bits, ratios.
     Info {
@@ -41,6 +45,32 @@ pub enum KvCommand {
     /// Compress a cache in memory at several budgets and report NMSE
     /// against theory and attention errors beside KIVI at the same bits.
     Eval(EvalArgs),
+    /// Compute a per-model key basis (each layer's and head's principal
+    /// directions) from calibration caches of one model, for
+    /// `compress --basis`.
+    Basis(BasisArgs),
+}
+
+#[derive(clap::Args)]
+pub struct BasisArgs {
+    /// Calibration caches (.safetensors or .npy) of the same model.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output basis (.safetensors).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Leading directions per head coded as their own vector.
+    #[arg(long, default_value_t = 8)]
+    split: usize,
+    /// As in `compress`.
+    #[arg(long, value_parser = heads_arg)]
+    heads: Option<usize>,
+    /// As in `compress`.
+    #[arg(long)]
+    layout: Option<String>,
+    /// As in `compress`.
+    #[arg(long, value_delimiter = ',')]
+    keys: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -116,6 +146,11 @@ pub struct CodecArgs {
     /// `eval` still judges attention with them).
     #[arg(long)]
     blind: bool,
+    /// A per-model key basis (`tq3d kv basis`): keys are coded in it, their
+    /// leading directions split off. The file records its digest, and
+    /// decompressing needs the same basis.
+    #[arg(long)]
+    basis: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -201,7 +236,12 @@ fn eval_topk(s: &str) -> Result<usize, String> {
 pub fn run(cmd: KvCommand) -> Result<(), Error> {
     match cmd {
         KvCommand::Compress(a) => compress_cmd(a),
-        KvCommand::Decompress { input, output } => decompress_cmd(input, output),
+        KvCommand::Decompress {
+            input,
+            output,
+            basis,
+        } => decompress_cmd(input, output, basis),
+        KvCommand::Basis(a) => basis_cmd(a),
         KvCommand::Info { input, json } => info_cmd(input, json),
         KvCommand::Eval(a) => eval_cmd(a),
     }
@@ -235,6 +275,7 @@ fn options(c: &CodecArgs, bits: Bits) -> Result<CacheOptions, Error> {
         layout: c.layout.as_deref().map(Layout::parse).transpose()?,
         globs: RoleGlobs::new(&globs(&c.keys), &globs(&c.values), &globs(&c.queries))?,
         use_queries: !c.blind,
+        basis: c.basis.as_deref().map(Basis::read).transpose()?,
     })
 }
 
@@ -325,17 +366,51 @@ fn compress_cmd(a: CompressArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn decompress_cmd(input: PathBuf, output: PathBuf) -> Result<(), Error> {
+fn decompress_cmd(input: PathBuf, output: PathBuf, basis: Option<PathBuf>) -> Result<(), Error> {
     output_to(&output);
     check_distinct(&output, &[&input])?;
+    let basis = basis.as_deref().map(Basis::read).transpose()?;
     let file = KvFile::read(&input)?;
-    let tensors = decompress(&file).map_err(|e| e.in_file(&input))?;
+    let tensors = decompress(&file, basis.as_ref()).map_err(|e| e.in_file(&input))?;
     let bytes = tensors.write(&output)?;
     report!(
         "{} -> {}: {} tensors, {}",
         input.display(),
         output.display(),
         tensors.tensors.len(),
+        human(bytes)
+    );
+    Ok(())
+}
+
+fn basis_cmd(a: BasisArgs) -> Result<(), Error> {
+    output_to(&a.output);
+    let inputs: Vec<&std::path::Path> = a.inputs.iter().map(PathBuf::as_path).collect();
+    check_distinct(&a.output, &inputs)?;
+    let caches = a
+        .inputs
+        .iter()
+        .map(|p| TensorFile::read(p))
+        .collect::<Result<Vec<_>, Error>>()?;
+    let layout = a.layout.as_deref().map(Layout::parse).transpose()?;
+    let globs = RoleGlobs::new(&globs(&a.keys), &[], &[])?;
+    let bar = spinner(format!("fitting a basis to {} caches", caches.len()), false);
+    let b = fit(&caches, &globs, layout.as_ref(), a.heads, a.split);
+    bar.finish_and_clear();
+    let b = b?;
+    let bytes = b.to_file()?.write(&a.output)?;
+    report!(
+        "{} caches -> {}: a basis for {} key tensors ({}), {} leading directions split, digest {}; {}",
+        caches.len(),
+        a.output.display(),
+        b.tensors.len(),
+        b.tensors
+            .iter()
+            .map(|(n, (l, h, d, _))| format!("{n}: {l} × {h} × {d}²"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        b.split,
+        b.digest(),
         human(bytes)
     );
     Ok(())
