@@ -56,7 +56,7 @@ fn options(basis: Option<Basis>, bits: f64) -> CacheOptions {
 fn the_basis_diagonalises_the_calibration_keys_in_falling_order() {
     let (_, calib, ..) = halves(3);
     let b = fit(
-        &[calib.clone()],
+        std::slice::from_ref(&calib),
         &RoleGlobs::new(&[], &[], &[]).unwrap(),
         None,
         None,

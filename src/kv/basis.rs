@@ -37,11 +37,14 @@ pub struct Basis {
     pub split: usize,
 }
 
+/// One key tensor's sums: (layers, heads, d, Σ x, Σ x xᵀ per layer and
+/// head, tokens).
+type Sums = (usize, usize, usize, Vec<f64>, Vec<f64>, u64);
+
 /// Accumulates key covariances per layer and head.
 #[derive(Debug, Clone, Default)]
 pub struct Calibration {
-    // name → (layers, heads, d, Σ x, Σ x xᵀ per layer and head, count)
-    sums: BTreeMap<String, (usize, usize, usize, Vec<f64>, Vec<f64>, u64)>,
+    sums: BTreeMap<String, Sums>,
 }
 
 impl Calibration {
@@ -56,7 +59,7 @@ impl Calibration {
         heads: usize,
         d: usize,
     ) -> Result<()> {
-        if d < 2 || d > MAX_HEAD_DIM {
+        if !(2..=MAX_HEAD_DIM).contains(&d) {
             return Err(Error::InvalidArgument(format!(
                 "keys {name:?}: a basis needs a head dimension in 2..={MAX_HEAD_DIM}, got {d}"
             )));
