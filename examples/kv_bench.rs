@@ -81,7 +81,7 @@ fn main() {
             false,
         ),
         (
-            "per head, attention weights from 256 of 1536 queries",
+            "per head, attention weights from 64 of 1536 queries",
             Mode::PerHead,
             Weighting::Attention,
             true,
