@@ -14,14 +14,9 @@ use turboquant3d::kv::metrics::{AttentionError, attention_error};
 use turboquant3d::kv::synth::{SynthConfig, cache};
 use turboquant3d::kv::{kivi, synth::SynthCache};
 
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "common/args.rs"]
+mod args;
+use args::arg;
 
 fn ours(c: &SynthCache, cfg: &KvConfig, bpe: f64, queries: bool) -> (AttentionError, f64) {
     let n = (c.tokens * c.heads.width()) as u64;

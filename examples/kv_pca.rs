@@ -12,6 +12,7 @@
 //! ```
 
 use turboquant3d::kv::attention::Heads;
+use turboquant3d::kv::basis::eigenvectors;
 use turboquant3d::kv::codec::{
     Budget, KvConfig, LayerIn, budget_bits, channel_mean, compress_layer,
 };
@@ -19,69 +20,9 @@ use turboquant3d::kv::kivi;
 use turboquant3d::kv::metrics::attention_error;
 use turboquant3d::kv::synth::{SynthCache, SynthConfig, cache};
 
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Eigenvectors (columns, by falling eigenvalue) of a symmetric d × d
-/// matrix, cyclic Jacobi.
-fn eigenvectors(mut a: Vec<f64>, d: usize) -> Vec<f64> {
-    let mut v = vec![0f64; d * d];
-    for i in 0..d {
-        v[i * d + i] = 1.0;
-    }
-    for _ in 0..30 {
-        let off: f64 = (0..d)
-            .flat_map(|i| (0..d).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * d + j].powi(2))
-            .sum();
-        if off < 1e-20 {
-            break;
-        }
-        for p in 0..d {
-            for q in p + 1..d {
-                let apq = a[p * d + q];
-                if apq.abs() < 1e-300 {
-                    continue;
-                }
-                let theta = (a[q * d + q] - a[p * d + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..d {
-                    let (akp, akq) = (a[k * d + p], a[k * d + q]);
-                    a[k * d + p] = c * akp - s * akq;
-                    a[k * d + q] = s * akp + c * akq;
-                }
-                for k in 0..d {
-                    let (apk, aqk) = (a[p * d + k], a[q * d + k]);
-                    a[p * d + k] = c * apk - s * aqk;
-                    a[q * d + k] = s * apk + c * aqk;
-                }
-                for k in 0..d {
-                    let (vkp, vkq) = (v[k * d + p], v[k * d + q]);
-                    v[k * d + p] = c * vkp - s * vkq;
-                    v[k * d + q] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
-    let mut order: Vec<usize> = (0..d).collect();
-    order.sort_by(|&i, &j| a[j * d + j].total_cmp(&a[i * d + i]));
-    let mut out = vec![0f64; d * d];
-    for (new, &old) in order.iter().enumerate() {
-        for k in 0..d {
-            out[k * d + new] = v[k * d + old];
-        }
-    }
-    out
-}
+#[path = "common/args.rs"]
+mod args;
+use args::arg;
 
 /// Per head: y = Uᵀ(x − μ) (forward) or x = U·y + μ (back).
 fn transform(

@@ -17,14 +17,9 @@ use turboquant3d::kv::codec::channel_mean;
 use turboquant3d::kv::synth::{SynthConfig, cache};
 use turboquant3d::kv::{CodedTensor, Plan};
 
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "common/args.rs"]
+mod args;
+use args::arg;
 
 /// Attention over given logits (n × H × T, already scaled), exact values.
 fn attend_logits(logits: &[f64], v: &[f32], n: usize, tokens: usize, h: Heads) -> Vec<f64> {

@@ -15,14 +15,9 @@
 use turboquant3d::kv::synth::{SynthConfig, cache};
 use turboquant3d::kv::tensors::{Dtype, NamedTensor, TensorFile};
 
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "common/args.rs"]
+mod args;
+use args::arg;
 
 fn main() -> turboquant3d::Result<()> {
     let out = std::env::args()

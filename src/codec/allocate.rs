@@ -245,8 +245,15 @@ pub struct Class {
 /// A class's hull widths, distortions and steps.
 type Hull = (Vec<u8>, [f64; 9], Steps);
 
-/// Each class's hull and steps, checked.
-fn class_hulls(class: &[u8], classes: &[Class]) -> Result<Vec<Hull>> {
+/// Each class's hull and steps, the classes and lengths checked.
+fn class_hulls(values: &[f64], class: &[u8], classes: &[Class]) -> Result<Vec<Hull>> {
+    if class.len() != values.len() {
+        return Err(Error::Shape(format!(
+            "{} values but {} classes",
+            values.len(),
+            class.len()
+        )));
+    }
     if classes.is_empty() || classes.len() > 256 {
         return Err(Error::InvalidArgument(format!(
             "a mixed allocation needs 1..=256 classes, got {}",
@@ -286,14 +293,7 @@ pub fn allocate_classes(
     classes: &[Class],
     budget: u64,
 ) -> Result<Allocation> {
-    if class.len() != values.len() {
-        return Err(Error::Shape(format!(
-            "{} values but {} classes",
-            values.len(),
-            class.len()
-        )));
-    }
-    let hulls = class_hulls(class, classes)?;
+    let hulls = class_hulls(values, class, classes)?;
     if hulls
         .iter()
         .any(|(_, _, s)| s.drop.iter().any(|d| d.is_nan() || *d < 0.0))
@@ -322,14 +322,7 @@ pub fn allocate_classes_greedy(
     classes: &[Class],
     budget: u64,
 ) -> Result<Allocation> {
-    if class.len() != values.len() {
-        return Err(Error::Shape(format!(
-            "{} values but {} classes",
-            values.len(),
-            class.len()
-        )));
-    }
-    let hulls = class_hulls(class, classes)?;
+    let hulls = class_hulls(values, class, classes)?;
     let steps = |i: usize| &hulls[class[i] as usize].2;
     let gain = |i: usize, k: usize| {
         let s = steps(i);

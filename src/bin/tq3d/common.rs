@@ -172,11 +172,58 @@ fn float_in(s: &str, lo: f64, hi: f64, open_lo: bool) -> Result<f64, String> {
 }
 
 /// An integer in `lo..=hi`, or why not.
-fn int_in(s: &str, lo: u64, hi: u64) -> Result<u64, String> {
+pub fn int_in(s: &str, lo: u64, hi: u64) -> Result<u64, String> {
     match s.trim().parse::<u64>() {
         Ok(v) if (lo..=hi).contains(&v) => Ok(v),
         _ => Err(format!("{s:?}: expected an integer in {lo}..={hi}")),
     }
+}
+
+/// Clap value parser of `kv --bits`, `--k-bits`, `--v-bits`: bits per
+/// element, every stored byte counted, in (0, 32].
+pub fn kv_bits(s: &str) -> Result<f64, String> {
+    float_in(s, 0.0, 32.0, true).map_err(|_| {
+        format!(
+            "bits {s}: bits per element (every stored byte counted) must be a number in (0, 32]"
+        )
+    })
+}
+
+/// Clap value parser of `kv --heads`: 1..=65536.
+pub fn kv_heads(s: &str) -> Result<usize, String> {
+    int_in(s, 1, 65536)
+        .map(|v| v as usize)
+        .map_err(|_| format!("--heads {s}: must be an integer in 1..=65536"))
+}
+
+/// Clap value parser of `kv` query counts (`--eval-queries`,
+/// `--weight-queries`): 1..=4096.
+pub fn kv_queries(s: &str) -> Result<usize, String> {
+    int_in(s, 1, 4096)
+        .map(|v| v as usize)
+        .map_err(|_| format!("queries {s}: must be an integer in 1..=4096"))
+}
+
+/// Clap value parser of `kv eval --topk`: 1..=1024.
+pub fn kv_topk(s: &str) -> Result<usize, String> {
+    int_in(s, 1, 1024)
+        .map(|v| v as usize)
+        .map_err(|_| format!("--topk {s}: must be an integer in 1..=1024"))
+}
+
+/// Clap value parser of `kv --outliers` and `--sinks`: 0..=65536 (the
+/// codec checks outliers against the vector's width).
+pub fn kv_count(s: &str) -> Result<usize, String> {
+    int_in(s, 0, 65536)
+        .map(|v| v as usize)
+        .map_err(|_| format!("{s}: must be an integer in 0..=65536"))
+}
+
+/// Clap value parser of `kv basis --split`: 1..=254 leading directions.
+pub fn kv_split(s: &str) -> Result<usize, String> {
+    int_in(s, 1, 254)
+        .map(|v| v as usize)
+        .map_err(|_| format!("--split {s}: must be an integer in 1..=254"))
 }
 
 /// The largest PSNR loss a target may allow, in dB.

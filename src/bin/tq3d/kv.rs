@@ -16,7 +16,10 @@ use turboquant3d::kv::eval::evaluate;
 use turboquant3d::kv::file::{Body, Role};
 use turboquant3d::kv::tensors::{Layout, RoleGlobs, TensorFile};
 
-use crate::common::{human, json_f64, output_to, print_json, report, spinner};
+use crate::common::{
+    human, json_f64, kv_bits, kv_count, kv_heads, kv_queries, kv_split, kv_topk, output_to,
+    print_json, report, spinner,
+};
 
 #[derive(Subcommand)]
 pub enum KvCommand {
@@ -60,10 +63,10 @@ pub struct BasisArgs {
     #[arg(short, long)]
     output: PathBuf,
     /// Leading directions per head coded as their own vector.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, value_parser = kv_split, default_value_t = 8)]
     split: usize,
     /// As in `compress`.
-    #[arg(long, value_parser = heads_arg)]
+    #[arg(long, value_parser = kv_heads)]
     heads: Option<usize>,
     /// As in `compress`.
     #[arg(long)]
@@ -97,7 +100,7 @@ enum WeightArg {
 pub struct CodecArgs {
     /// Heads to split a whole-width axis into (tensors of [tokens, width]
     /// or [layers, tokens, width] need it for per-head coding).
-    #[arg(long, value_parser = heads_arg)]
+    #[arg(long, value_parser = kv_heads)]
     heads: Option<usize>,
     /// Axis letters of every key/value/query tensor: l (leading, layers or
     /// batch; any number), t (tokens), h (heads), d (head dim), c (whole
@@ -125,19 +128,19 @@ pub struct CodecArgs {
     no_centre: bool,
     /// Channels per vector split off as an outlier segment (0: none;
     /// else 2..=d−2).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_parser = kv_count, default_value_t = 0)]
     outliers: usize,
     /// How vectors are weighted for the bit allocation.
     #[arg(long, value_enum, default_value_t = WeightArg::Attention)]
     weights: WeightArg,
     /// Without queries: tokens per head that look like attention sinks,
     /// coded at the widest width.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, value_parser = kv_count, default_value_t = 4)]
     sinks: usize,
     /// Queries per layer that weight the allocation, at most (evenly
     /// spaced); more cost time in proportion (64: 2.3 s, 256: 9 s for 24
     /// layers of 1536 tokens × 1024 on 2 cores) for a little less error.
-    #[arg(long, value_parser = eval_queries, default_value_t = 64)]
+    #[arg(long, value_parser = kv_queries, default_value_t = 64)]
     weight_queries: usize,
     /// Seed of the rotations (stored in the file).
     #[arg(long, default_value_t = 0)]
@@ -188,49 +191,16 @@ pub struct EvalArgs {
     bits: Vec<f64>,
     /// Queries per layer for the attention figures (evenly spaced among
     /// the file's, or random ones when it has none).
-    #[arg(long, value_parser = eval_queries, default_value_t = 64)]
+    #[arg(long, value_parser = kv_queries, default_value_t = 64)]
     eval_queries: usize,
     /// k of the top-k agreement.
-    #[arg(long, value_parser = eval_topk, default_value_t = 8)]
+    #[arg(long, value_parser = kv_topk, default_value_t = 8)]
     topk: usize,
     #[command(flatten)]
     codec: CodecArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
-}
-
-/// Clap value parser: bits per element in (0, 32].
-fn kv_bits(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(b) if b.is_finite() && b > 0.0 && b <= 32.0 => Ok(b),
-        _ => Err(format!(
-            "bits {s}: bits per element (every stored byte counted) must be a number in (0, 32]"
-        )),
-    }
-}
-
-fn heads_arg(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(h) if (1..=65536).contains(&h) => Ok(h),
-        _ => Err(format!("--heads {s}: must be an integer in 1..=65536")),
-    }
-}
-
-fn eval_queries(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if (1..=4096).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "--eval-queries {s}: must be an integer in 1..=4096"
-        )),
-    }
-}
-
-fn eval_topk(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if (1..=1024).contains(&n) => Ok(n),
-        _ => Err(format!("--topk {s}: must be an integer in 1..=1024")),
-    }
 }
 
 pub fn run(cmd: KvCommand) -> Result<(), Error> {
