@@ -125,7 +125,12 @@ fn a_cache_round_trips_with_its_names_shapes_and_dtypes_within_the_budget() {
         let size = std::fs::metadata(&out).unwrap().len() as f64;
         let raw = 128.0 * 8.0;
         let bpe = 8.0 * (size - raw) / coded as f64;
-        assert!(bpe <= 3.5 && bpe > 3.3, "{dtype:?}: {bpe} bits per element");
+        // Within 1.5 % of the budget: the second pass hands back what the
+        // unused codebook tables held in reserve.
+        assert!(
+            bpe <= 3.5 && bpe > 3.45,
+            "{dtype:?}: {bpe} bits per element"
+        );
         let info = tq3d([
             "kv".as_ref(),
             "info".as_ref(),

@@ -272,90 +272,126 @@ pub fn compress(
             jobs.push((i, partner, l));
         }
     }
-    let done = AtomicUsize::new(0);
-    let n_jobs = jobs.len();
-    // (tensor, partner, layer, coded keys, coded values) per job.
-    type Done = (
-        usize,
-        Option<usize>,
-        usize,
-        Option<CodedTensor>,
-        Option<CodedTensor>,
-    );
-    let results: Vec<Result<Done>> = jobs
-        .par_iter()
-        .map(|&(i, partner, l)| {
-            let c = &coded[i];
-            let p = partner.map(|j| &coded[j]);
-            let x = layer_of(&c.canon, l);
-            let q = c
-                .queries
-                .filter(|_| opts.use_queries)
-                .map(|qi| layer_of(&queries[qi].1, l))
-                .filter(|q| !q.is_empty());
-            let input = LayerIn {
-                k: if c.key { Some(x) } else { None },
-                v: if c.key {
-                    p.map(|p| layer_of(&p.canon, l))
-                } else {
-                    Some(x)
-                },
-                q,
-                tokens: c.canon.tokens,
-                heads: heads_of(&c.canon),
-            };
-            let per = |payload: u64, n_of: u64, n: u64| {
-                (payload as f64 * n as f64 / n_of.max(1) as f64).floor() as u64
-            };
-            let layer_n = x.len() as u64;
-            let budget = match (opts.bits, p) {
-                (Bits::Joint(_), Some(_)) => Budget::Joint(per(pay_k, elements, 2 * layer_n)),
-                (Bits::Joint(_), None) => Budget::Joint(per(pay_k, elements, layer_n)),
-                (Bits::Split { .. }, _) => Budget::Split {
-                    keys: per(pay_k, n_k, layer_n),
-                    values: per(pay_v, n_v, layer_n),
-                },
-            };
-            let out = compress_layer(&input, &config, budget).map_err(|e| {
-                Error::InvalidArgument(format!(
-                    "tensor {:?}, layer {l}: {e}",
-                    tensors[c.index].name
-                ))
-            })?;
-            progress(done.fetch_add(1, Ordering::Relaxed) + 1, n_jobs);
-            Ok((i, partner, l, out.k, out.v))
-        })
-        .collect();
-    // Each coded tensor's layers, in order.
-    let mut layers: Vec<Vec<Option<CodedTensor>>> =
-        coded.iter().map(|c| vec![None; c.canon.layers]).collect();
-    for r in results {
-        let (i, partner, l, k, v) = r?;
-        if coded[i].key {
-            layers[i][l] = k;
-            if let Some(j) = partner {
-                layers[j][l] = v;
+    let code_all = |pay_k: u64, pay_v: u64| -> Result<(KvFile, Vec<Vec<Option<CodedTensor>>>)> {
+        let done = AtomicUsize::new(0);
+        let n_jobs = jobs.len();
+        // (tensor, partner, layer, coded keys, coded values) per job.
+        type Done = (
+            usize,
+            Option<usize>,
+            usize,
+            Option<CodedTensor>,
+            Option<CodedTensor>,
+        );
+        let results: Vec<Result<Done>> = jobs
+            .par_iter()
+            .map(|&(i, partner, l)| {
+                let c = &coded[i];
+                let p = partner.map(|j| &coded[j]);
+                let x = layer_of(&c.canon, l);
+                let q = c
+                    .queries
+                    .filter(|_| opts.use_queries)
+                    .map(|qi| layer_of(&queries[qi].1, l))
+                    .filter(|q| !q.is_empty());
+                let input = LayerIn {
+                    k: if c.key { Some(x) } else { None },
+                    v: if c.key {
+                        p.map(|p| layer_of(&p.canon, l))
+                    } else {
+                        Some(x)
+                    },
+                    q,
+                    tokens: c.canon.tokens,
+                    heads: heads_of(&c.canon),
+                };
+                let per = |payload: u64, n_of: u64, n: u64| {
+                    (payload as f64 * n as f64 / n_of.max(1) as f64).floor() as u64
+                };
+                let layer_n = x.len() as u64;
+                let budget = match (opts.bits, p) {
+                    (Bits::Joint(_), Some(_)) => Budget::Joint(per(pay_k, elements, 2 * layer_n)),
+                    (Bits::Joint(_), None) => Budget::Joint(per(pay_k, elements, layer_n)),
+                    (Bits::Split { .. }, _) => Budget::Split {
+                        keys: per(pay_k, n_k, layer_n),
+                        values: per(pay_v, n_v, layer_n),
+                    },
+                };
+                let out = compress_layer(&input, &config, budget).map_err(|e| {
+                    Error::InvalidArgument(format!(
+                        "tensor {:?}, layer {l}: {e}",
+                        tensors[c.index].name
+                    ))
+                })?;
+                progress(done.fetch_add(1, Ordering::Relaxed) + 1, n_jobs);
+                Ok((i, partner, l, out.k, out.v))
+            })
+            .collect();
+        // Each coded tensor's layers, in order.
+        let mut layers: Vec<Vec<Option<CodedTensor>>> =
+            coded.iter().map(|c| vec![None; c.canon.layers]).collect();
+        for r in results {
+            let (i, partner, l, k, v) = r?;
+            if coded[i].key {
+                layers[i][l] = k;
+                if let Some(j) = partner {
+                    layers[j][l] = v;
+                }
+            } else {
+                layers[i][l] = v;
             }
-        } else {
-            layers[i][l] = v;
+        }
+        let file = build(
+            input,
+            &assignment.roles,
+            &coded,
+            opts,
+            |c, l| {
+                let i = coded.iter().position(|o| o.index == c.index).unwrap_or(0);
+                layers[i][l].clone().ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "layer {l} of {:?} was not coded",
+                        tensors[c.index].name
+                    ))
+                })
+            },
+            metadata.clone(),
+        )?;
+        Ok((file, layers))
+    };
+    let (mut file, mut layers) = code_all(pay_k, pay_v)?;
+    // The overhead was priced with every codebook table; a joint budget
+    // gets back what the tables not used left unspent, when it is worth a
+    // second pass (small caches), and keeps the first if the second
+    // overshoots.
+    if let Bits::Joint(_) = opts.bits {
+        // Bits of the file less its raw tensors.
+        let spent_by = |f: &KvFile, l: &[Vec<Option<CodedTensor>>]| -> Result<u64> {
+            let payload: u64 = l
+                .iter()
+                .flatten()
+                .flatten()
+                .map(CodedTensor::payload_bytes)
+                .sum();
+            Ok(8 * (f.overhead_bytes()? - raw_bytes(f) + payload))
+        };
+        let spent = spent_by(&file, &layers)?;
+        let mut slack = budget_k.saturating_sub(spent);
+        // A second or third pass may use a width the first did not, and so
+        // a codebook table more: take back any overshoot and try again.
+        for _ in 0..3 {
+            if slack <= budget_k / 200 {
+                break;
+            }
+            let (f2, l2) = code_all(pay_k + slack, 0)?;
+            let spent2 = spent_by(&f2, &l2)?;
+            if spent2 <= budget_k {
+                (file, layers) = (f2, l2);
+                break;
+            }
+            slack = slack.saturating_sub(spent2 - budget_k + 64);
         }
     }
-    let file = build(
-        input,
-        &assignment.roles,
-        &coded,
-        opts,
-        |c, l| {
-            let i = coded.iter().position(|o| o.index == c.index).unwrap_or(0);
-            layers[i][l].clone().ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "layer {l} of {:?} was not coded",
-                    tensors[c.index].name
-                ))
-            })
-        },
-        metadata,
-    )?;
     let mut report = Report {
         tensors: coded
             .iter()

@@ -558,7 +558,13 @@ fn eval_cmd(a: EvalArgs) -> Result<(), Error> {
                 *s += v;
             }
         }
-        let n = ev.rows.len().max(1) as f64;
+        if ev.rows.is_empty() {
+            report!(
+                "  no key/value pairs (a key and a value of the same prefix): no attention figures; `kv compress` and `kv info` give the size"
+            );
+            continue;
+        }
+        let n = ev.rows.len() as f64;
         report!(
             "  mean over {} layers: ours attention output {:.4}, logit {:.4}, top-k {:.3}; KIVI {:.4}, {:.4}, {:.3}",
             ev.rows.len(),
