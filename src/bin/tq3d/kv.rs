@@ -462,7 +462,42 @@ fn info_cmd(input: PathBuf, json_out: bool) -> Result<(), Error> {
         report!("  encoder settings: {m}");
     }
     for e in v["entries"].as_array().into_iter().flatten() {
-        report!("  {e}");
+        let name = e["name"].as_str().unwrap_or("");
+        if let Some(raw) = e["raw_bytes"].as_u64() {
+            report!(
+                "  {name:?}: carried raw, {} {}, {}",
+                e["dtype"].as_str().unwrap_or(""),
+                e["shape"],
+                human(raw)
+            );
+            continue;
+        }
+        let hist: Vec<String> = e["width_histogram"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+            .map(|(b, n)| format!("{b}:{n}"))
+            .collect();
+        report!(
+            "  {name:?}: {}, {} {} ({}), {} layers × {} tokens, {} coding heads of d = {}{}; {:.3} bits per element; widths {}",
+            e["role"].as_str().unwrap_or(""),
+            e["dtype"].as_str().unwrap_or(""),
+            e["shape"],
+            e["layout"].as_str().unwrap_or(""),
+            e["layers"],
+            e["tokens"],
+            e["coding_heads"],
+            e["vector_dims"],
+            if e["centred"].as_bool() == Some(true) {
+                ", centred"
+            } else {
+                ""
+            },
+            e["bits_per_element"].as_f64().unwrap_or(0.0),
+            hist.join(" ")
+        );
     }
     Ok(())
 }
