@@ -144,6 +144,10 @@ fn a_cache_round_trips_with_its_names_shapes_and_dtypes_within_the_budget() {
             5,
             "queries are not stored"
         );
+        let text = stdout(&tq3d(["kv".as_ref(), "info".as_ref(), out.as_os_str()]));
+        for want in ["key, ", "value, ", "centred", "carried raw", "position_ids"] {
+            assert!(text.contains(want), "info lacks {want:?}:\n{text}");
+        }
         let back = dir.path().join("back.safetensors");
         let o = tq3d([
             "kv".as_ref(),
