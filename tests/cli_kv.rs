@@ -158,6 +158,19 @@ fn a_cache_round_trips_with_its_names_shapes_and_dtypes_within_the_budget() {
         ]);
         assert_ok(&o, "kv decompress");
         let data = std::fs::read(&back).unwrap();
+        // `-o -` writes the same safetensors bytes to standard output.
+        let piped = tq3d([
+            "kv".as_ref(),
+            "decompress".as_ref(),
+            out.as_os_str(),
+            "-o".as_ref(),
+            "-".as_ref(),
+        ]);
+        assert_ok(&piped, "kv decompress -o -");
+        assert_eq!(
+            piped.stdout, data,
+            "{dtype:?}: stdout differs from the file"
+        );
         let st = SafeTensors::deserialize(&data).unwrap();
         assert_eq!(st.len(), 5);
         for (name, d, shape, b) in &tensors {

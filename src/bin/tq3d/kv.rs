@@ -14,7 +14,7 @@ use turboquant3d::kv::cache::{Bits, CacheOptions, compress, decompress};
 use turboquant3d::kv::codec::{KvConfig, Mode, Weighting};
 use turboquant3d::kv::eval::evaluate;
 use turboquant3d::kv::file::{Body, Role};
-use turboquant3d::kv::tensors::{Layout, RoleGlobs, TensorFile};
+use turboquant3d::kv::tensors::{FileKind, Layout, RoleGlobs, TensorFile};
 
 use crate::common::{
     human, json_f64, kv_bits, kv_count, kv_heads, kv_queries, kv_split, kv_topk, output_to,
@@ -30,7 +30,8 @@ pub enum KvCommand {
     Decompress {
         /// The .tq3k file.
         input: PathBuf,
-        /// Output .safetensors or .npy (one tensor), `-` for standard output.
+        /// Output .safetensors or .npy (one tensor), by extension; `-` for
+        /// standard output as safetensors.
         #[arg(short, long)]
         output: PathBuf,
         /// The per-model basis the keys were coded in, if any.
@@ -342,7 +343,12 @@ fn decompress_cmd(input: PathBuf, output: PathBuf, basis: Option<PathBuf>) -> Re
     let basis = basis.as_deref().map(Basis::read).transpose()?;
     let file = KvFile::read(&input)?;
     let tensors = decompress(&file, basis.as_ref()).map_err(|e| e.in_file(&input))?;
-    let bytes = tensors.write(&output)?;
+    // Standard output takes safetensors (it holds any number of tensors).
+    let bytes = if turboquant3d::format::output::is_stdout(&output) {
+        tensors.write_as(&output, FileKind::Safetensors)?
+    } else {
+        tensors.write(&output)?
+    };
     report!(
         "{} -> {}: {} tensors, {}",
         input.display(),
