@@ -32,13 +32,17 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// The `element vertex N` line of the header (tokens as the reader splits them).
+/// The `element vertex N` line of the header, split as the reader splits
+/// it: lines end at `\n` only, and within a line any ASCII whitespace
+/// (a lone `\r` included) separates tokens.
 fn header_count(data: &[u8]) -> Option<u64> {
-    let text = String::from_utf8_lossy(&data[..data.len().min(1 << 16)]);
-    text.split(['\n', '\r']).find_map(
-        |l| match l.split_ascii_whitespace().collect::<Vec<_>>()[..] {
-            ["element", "vertex", n] => n.parse().ok(),
-            _ => None,
-        },
-    )
+    let text = String::from_utf8_lossy(data);
+    for l in text.split('\n') {
+        match l.split_ascii_whitespace().collect::<Vec<_>>()[..] {
+            ["end_header"] => return None,
+            ["element", "vertex", n] => return n.parse().ok(),
+            _ => {}
+        }
+    }
+    None
 }
