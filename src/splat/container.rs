@@ -17,8 +17,12 @@ use crate::{Error, Result};
 
 /// The file's first eight bytes.
 pub const MAGIC: [u8; 8] = *b"TQ3D-SCN";
-/// The version this library writes and reads.
-pub const VERSION: u16 = 1;
+/// The version this library writes. Version 2 adds, over version 1, the
+/// seeded rotation, entropy-coded SH codes and the SH sign flip
+/// (docs/FORMAT.md); every version-1 file is a valid version-2 file.
+pub const VERSION: u16 = 2;
+/// The oldest version this library reads.
+pub const MIN_VERSION: u16 = 1;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 128;
 /// Size of one stream-table entry.
@@ -357,10 +361,10 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
         });
     }
     let version = u16::from_le_bytes([b[8], b[9]]);
-    if version != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&version) {
         return Err(bad(
             "version",
-            format!("{version}; this build reads version {VERSION}"),
+            format!("{version}; this build reads versions {MIN_VERSION}..={VERSION}"),
         ));
     }
     for (lo, hi) in [(10, 12), (20, 24), (61, 64), (80, HEADER_LEN - 4)] {
