@@ -197,6 +197,37 @@ pub fn coverage_over_views(scene: &Scene, views: &[Camera]) -> (Vec<f64>, u64) {
     (total, pixels)
 }
 
+/// Each Gaussian of `scene`'s Σ_p w_i(p) and Σ_p w_i(p)², summed over
+/// `views`: the per-Gaussian coefficients of the bound and of the estimate,
+/// so that any per-Gaussian error ‖e_i‖² predicts an MSE in one pass
+/// (Σ_i a_i·‖e_i‖² into [`predict_mse`] with distortion 1).
+pub fn coverage_sq_over_views(scene: &Scene, views: &[Camera]) -> (Vec<f64>, Vec<f64>) {
+    let mut w1 = vec![0f64; scene.len()];
+    let mut w2 = vec![0f64; scene.len()];
+    for cam in views {
+        let splats = cpu::preprocess_all(scene, cam);
+        let order = cpu::depth_order(&splats);
+        let rows = for_each_fragment(
+            &splats,
+            &order,
+            cam.width,
+            cam.height,
+            |acc: &mut BTreeMap<u32, (f64, f64)>, i, w| {
+                let e = acc.entry(i).or_default();
+                e.0 += w;
+                e.1 += w * w;
+            },
+        );
+        for row in rows {
+            for (i, (a, b)) in row {
+                w1[i as usize] += a;
+                w2[i as usize] += b;
+            }
+        }
+    }
+    (w1, w2)
+}
+
 /// The predicted image MSE (per channel, as [`metrics::mse`](crate::render::metrics::mse)
 /// measures it) of an SH-rest error whose expectation is γ_i²·`distortion`
 /// for Gaussian i, from the weight sums of one view of P pixels.

@@ -27,6 +27,7 @@ pub mod gltf;
 pub mod importance;
 mod layout;
 pub mod ply;
+pub mod rd;
 pub mod scene;
 pub mod sh;
 pub mod sog;

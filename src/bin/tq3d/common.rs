@@ -40,7 +40,7 @@ impl From<DeviceArg> for DeviceChoice {
 }
 
 /// The `--profile` of the attributes other than SH-rest.
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProfileArg {
     /// Quantised positions (12 bits in Morton-ordered chunks of 256),
     /// log-scales, opacity and DC colour (6 bits), smallest-three quaternions
@@ -78,14 +78,16 @@ impl From<ScaleArg> for ScaleMode {
 
 /// Compact-profile attribute bits, `name=bits,...` (any subset; the rest
 /// keep the defaults of [`AttrBits::default`], which [`attr_bits_help`]
-/// prints).
+/// prints), and which groups were named (position, scale, rotation,
+/// opacity, dc): a target mode keeps those fixed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttrBitsArg(pub AttrBits);
+pub struct AttrBitsArg(pub AttrBits, pub [bool; 5]);
 
 impl FromStr for AttrBitsArg {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let mut b = AttrBits::default();
+        let mut given = [false; 5];
         for part in s.split(',').filter(|p| !p.trim().is_empty()) {
             let (k, v) = part
                 .split_once('=')
@@ -95,11 +97,11 @@ impl FromStr for AttrBitsArg {
                 .parse()
                 .map_err(|_| format!("{part:?}: bits must be an integer"))?;
             match k.trim() {
-                "position" | "pos" => b.position = v,
-                "scale" => b.scale = v,
-                "rotation" | "rot" => b.rotation = v,
-                "opacity" => b.opacity = v,
-                "dc" => b.dc = v,
+                "position" | "pos" => (b.position, given[0]) = (v, true),
+                "scale" => (b.scale, given[1]) = (v, true),
+                "rotation" | "rot" => (b.rotation, given[2]) = (v, true),
+                "opacity" => (b.opacity, given[3]) = (v, true),
+                "dc" => (b.dc, given[4]) = (v, true),
                 other => {
                     return Err(format!(
                         "unknown attribute {other:?} (position, scale, rotation, opacity, dc)"
@@ -108,7 +110,7 @@ impl FromStr for AttrBitsArg {
             }
         }
         b.validate()?;
-        Ok(AttrBitsArg(b))
+        Ok(AttrBitsArg(b, given))
     }
 }
 
@@ -234,6 +236,42 @@ pub const MAX_BASELINE_PSNR: f64 = 200.0;
 /// Clap value parser: a PSNR loss in dB, in (0, 100].
 pub fn psnr_loss(s: &str) -> Result<f64, String> {
     float_in(s, 0.0, MAX_PSNR_LOSS, true)
+}
+
+/// Clap value parser of `--target-psnr`: dB against the original's render,
+/// in [10, 100].
+pub fn target_psnr(s: &str) -> Result<f64, String> {
+    float_in(s, 10.0, 100.0, false).map_err(|e| format!("--target-psnr: {e}"))
+}
+
+/// Clap value parser of `--ratio`: a compression ratio in (1, 10000].
+pub fn ratio_arg(s: &str) -> Result<f64, String> {
+    float_in(s, 1.0, 10_000.0, true).map_err(|e| format!("--ratio: {e}"))
+}
+
+/// Clap value parser of `--size`: bytes, a whole number with an optional
+/// k, M or G suffix (10³, 10⁶, 10⁹), in 1..=2^50.
+pub fn size_arg(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1e3),
+        Some((i, 'M')) => (&t[..i], 1e6),
+        Some((i, 'G')) => (&t[..i], 1e9),
+        _ => (t, 1.0),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("--size {s:?}: expected bytes, e.g. 2500000 or 2.5M"))?;
+    let b = v * mult;
+    if !b.is_finite() || b < 1.0 || b > (1u64 << 50) as f64 {
+        return Err(format!("--size {s:?}: expected 1 byte to 2^50 bytes"));
+    }
+    Ok(b.floor() as u64)
+}
+
+/// Clap value parser of `--probe-views`: 1..=1024.
+pub fn probe_views(s: &str) -> Result<usize, String> {
+    view_count("--probe-views", s)
 }
 
 /// Clap value parser: a baseline PSNR in dB, in (0, 200] (images in [0, 1]

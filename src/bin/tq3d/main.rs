@@ -25,6 +25,7 @@ mod grid;
 mod kv;
 mod plan;
 mod scene;
+mod target;
 mod vectors;
 mod view;
 
@@ -226,5 +227,16 @@ fn quiet_device_select() {
     {
         // SAFETY: the first thing main does, before any other thread exists.
         unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Clap's own consistency checks (argument ids named in conflicts,
+    /// defaults that parse): a release build does not run them otherwise.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -21,6 +21,7 @@ use crate::common::{
     human, is_average_bits, output_to, print_json, prune_tau, read_scene, report, sh_degree,
     spinner, whole_bits,
 };
+use crate::target::{self, TargetArgs, TargetReport};
 
 #[derive(clap::Args)]
 pub struct CompressArgs {
@@ -42,6 +43,8 @@ pub struct CompressArgs {
     sh_bits: f64,
     #[command(flatten)]
     alloc: AllocArgs,
+    #[command(flatten)]
+    target: TargetArgs,
     /// How the other attributes are stored.
     #[arg(long, value_enum, default_value_t = ProfileArg::Compact)]
     profile: ProfileArg,
@@ -177,7 +180,7 @@ fn expected_sh_error(d: usize, b: u32) -> Option<f64> {
 pub fn compress(a: CompressArgs) -> Result<(), Error> {
     let mut stages = Stages::new();
     let mut opts = options(&a);
-    if a.alloc.target_psnr_loss.is_none() && !is_average_bits(a.sh_bits) {
+    if a.alloc.target_psnr_loss.is_none() && !a.target.active() && !is_average_bits(a.sh_bits) {
         return Err(Error::InvalidArgument(format!(
             "--sh-bits {}: b = {} must be an average in 0..=8",
             a.sh_bits, a.sh_bits
@@ -195,9 +198,37 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
     let degree = opts
         .sh_degree
         .map_or(scene.sh_degree, |l| l.min(scene.sh_degree));
-    let allocation = stages.time("allocate", || {
-        alloc::widths(&scene, degree, opts.prune_opacity, a.sh_bits, &a.alloc)
-    })?;
+    let mut chosen: Option<TargetReport> = None;
+    let allocation = if a.target.active() {
+        if a.profile == ProfileArg::Exact {
+            return Err(Error::InvalidArgument(
+                "--target-psnr, --ratio and --size choose the compact profile's attribute bits; drop --profile exact".into(),
+            ));
+        }
+        let ply_bytes = match splat::formats::detect(&a.input)? {
+            splat::formats::SceneFormat::Ply => input_bytes,
+            _ => ply::ply_size(&scene, PlyEncoding::BinaryLittleEndian).unwrap_or(input_bytes),
+        };
+        let pinned: [Option<u8>; 5] = match a.attr_bits {
+            Some(x) => {
+                let arr = x.0.to_array();
+                std::array::from_fn(|k| x.1[k].then_some(arr[k]))
+            }
+            None => [None; 5],
+        };
+        let (o, r) = stages.time("choose", || {
+            target::choose(
+                &scene, &opts, pinned, &a.target, a.device, ply_bytes, a.json,
+            )
+        })?;
+        opts = o;
+        chosen = Some(r);
+        None
+    } else {
+        stages.time("allocate", || {
+            alloc::widths(&scene, degree, opts.prune_opacity, a.sh_bits, &a.alloc)
+        })?
+    };
     if let Some(w) = &allocation {
         opts.sh_widths = Some(w.widths.clone());
     }
@@ -211,7 +242,8 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
         if a.json {
             let v = json!({"input": a.input, "input_bytes": input_bytes, "dry_run": true,
                 "sh_allocation": allocation.as_ref().map(|w| json!({"description": w.describe, "average_bits": w.average_bits})),
-                "prediction": prediction_json(&p), "sh_expected_relative_error": sh_err});
+                "prediction": prediction_json(&p), "sh_expected_relative_error": sh_err,
+                "target": chosen.as_ref().map(TargetReport::json)});
             print_json(&v);
         } else {
             report!(
@@ -238,6 +270,9 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
             if let Some(w) = &allocation {
                 report!("  SH widths per Gaussian: {}", w.describe);
             }
+            for line in chosen.as_ref().map(TargetReport::lines).unwrap_or_default() {
+                report!("{line}");
+            }
         }
         return Ok(());
     }
@@ -250,7 +285,15 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
     bar.set_message(format!("writing {}", output.display()));
     stages.time("write", || c.write(&output))?;
     bar.finish_and_clear();
-    report_compress(&a, &c, input_bytes, sh_err, allocation.as_ref(), &stages);
+    report_compress(
+        &a,
+        &c,
+        input_bytes,
+        sh_err,
+        allocation.as_ref(),
+        chosen.as_ref(),
+        &stages,
+    );
     Ok(())
 }
 
@@ -260,6 +303,7 @@ fn report_compress(
     input_bytes: u64,
     sh_err: Option<f64>,
     allocation: Option<&AllocatedWidths>,
+    chosen: Option<&TargetReport>,
     stages: &Stages,
 ) {
     let size = c.size();
@@ -279,6 +323,7 @@ fn report_compress(
                 "coding": if s.info.coding == Coding::Zstd {"zstd"} else {"raw"},
                 "raw_bytes": s.info.raw_len, "stored_bytes": s.info.stored_len})).collect::<Vec<_>>(),
             "sh_expected_relative_error": sh_err,
+            "target": chosen.map(TargetReport::json),
         });
         let mut v = v;
         for (k, x) in stages.json() {
@@ -336,6 +381,9 @@ fn report_compress(
     }
     if let Some(w) = allocation {
         report!("  SH widths per Gaussian: {}", w.describe);
+    }
+    for line in chosen.map(TargetReport::lines).unwrap_or_default() {
+        report!("{line}");
     }
     if c.header.normals == Normals::Dropped {
         report!(

@@ -1,0 +1,201 @@
+//! Target modes of `tq3d compress` (`--target-psnr`, `--ratio`, `--size`):
+//! every attribute group's bits and the SH widths chosen per scene by the
+//! rate–distortion model of `splat::rd`, checked with `--verify`.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use turboquant3d::Error;
+use turboquant3d::render::{Camera, Image, metrics};
+use turboquant3d::splat::attributes::AttrBits;
+use turboquant3d::splat::rd::{self, Choice, Model, Target};
+use turboquant3d::splat::{CompressOptions, Scene};
+
+use crate::common::{
+    DeviceArg, Resolution, human, load_views, probe_views, ratio_arg, size_arg, spinner,
+    target_psnr,
+};
+use crate::eval::Renderer;
+
+#[derive(clap::Args)]
+pub struct TargetArgs {
+    /// The smallest file whose predicted render PSNR against the original
+    /// is at least P dB (10..=100), over the probe views. Every attribute
+    /// group's bits and the SH widths are chosen for this scene
+    /// (docs/THEORY.md §16); --attr-bits pins a group.
+    #[arg(long, value_name = "P", value_parser = target_psnr, conflicts_with_all = ["sh_bits", "ratio", "size", "target_psnr_loss"])]
+    pub target_psnr: Option<f64>,
+    /// The best predicted quality in the bytes of the 3DGS PLY divided by R
+    /// (R > 1).
+    #[arg(long, value_name = "R", value_parser = ratio_arg, conflicts_with_all = ["sh_bits", "size", "target_psnr_loss"])]
+    pub ratio: Option<f64>,
+    /// The best predicted quality in at most this many bytes (a whole
+    /// number; k, M, G suffixes for 10³, 10⁶, 10⁹).
+    #[arg(long, value_name = "BYTES", value_parser = size_arg, conflicts_with_all = ["sh_bits", "target_psnr_loss"])]
+    pub size: Option<u64>,
+    /// After choosing, render the result from the verification views (8
+    /// orbit views at 256x256, as `tq3d eval` by default, or --cameras)
+    /// and report the measured PSNR; with --target-psnr, a miss corrects
+    /// the model by what was measured and chooses again (up to 3 times).
+    #[arg(long)]
+    pub verify: bool,
+    /// Orbit views the model renders its probes from, 1..=1024.
+    #[arg(long, default_value_t = 4, value_parser = probe_views)]
+    pub probe_views: usize,
+    /// Their resolution, WxH.
+    #[arg(long, default_value = "128x128")]
+    pub probe_resolution: Resolution,
+    /// 3DGS cameras.json: probe and verify from these views instead of orbits.
+    #[arg(long)]
+    pub cameras: Option<PathBuf>,
+}
+
+impl TargetArgs {
+    /// Whether a target mode was asked for.
+    pub fn active(&self) -> bool {
+        self.target_psnr.is_some() || self.ratio.is_some() || self.size.is_some()
+    }
+}
+
+/// What the target mode chose and saw.
+pub struct TargetReport {
+    pub setting: String,
+    pub attr_bits: AttrBits,
+    pub predicted_bytes: u64,
+    pub predicted_psnr: f64,
+    pub measured_psnr: Option<f64>,
+    pub rounds: usize,
+    pub renders: usize,
+    pub target: String,
+}
+
+impl TargetReport {
+    pub fn json(&self) -> serde_json::Value {
+        json!({"target": self.target, "sh": self.setting, "attr_bits": self.attr_bits.to_array(),
+            "predicted_bytes": self.predicted_bytes, "predicted_psnr": self.predicted_psnr,
+            "measured_psnr": self.measured_psnr, "verify_rounds": self.rounds, "model_renders": self.renders})
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        let b = self.attr_bits;
+        let mut v = vec![format!(
+            "  target {}: SH {}, attributes position {} scale {} rotation {} opacity {} dc {} bits",
+            self.target, self.setting, b.position, b.scale, b.rotation, b.opacity, b.dc
+        )];
+        v.push(format!(
+            "  predicted {:.2} dB at {}{} ({} model renders)",
+            self.predicted_psnr,
+            human(self.predicted_bytes),
+            match self.measured_psnr {
+                Some(m) => format!(
+                    "; measured {m:.2} dB on the verification views ({} rounds)",
+                    self.rounds
+                ),
+                None => String::new(),
+            },
+            self.renders
+        ));
+        v
+    }
+}
+
+fn render_fn(
+    r: &Renderer,
+) -> impl Fn(&Scene, &[Camera]) -> turboquant3d::Result<Vec<Image>> + Sync + '_ {
+    move |s: &Scene, v: &[Camera]| r.render_all(s, v)
+}
+
+/// Builds the model, chooses, and (with --verify) checks by rendering.
+pub fn choose(
+    scene: &Scene,
+    base: &CompressOptions,
+    pinned: [Option<u8>; 5],
+    t: &TargetArgs,
+    device: DeviceArg,
+    ply_bytes: u64,
+    quiet: bool,
+) -> Result<(CompressOptions, TargetReport), Error> {
+    let renderer = Renderer::new(device)?;
+    let render = render_fn(&renderer);
+    let views = load_views(
+        scene,
+        t.cameras.as_deref(),
+        t.probe_views,
+        t.probe_resolution,
+        "--probe-views",
+    )?;
+    let bar = spinner("rendering the probe views".into(), quiet);
+    let reference = renderer.render_all(scene, &views)?;
+    let mut model = rd::build_model(scene, base, &views, &reference, &render, &|m| {
+        bar.set_message(m.to_string())
+    })?;
+    model.pinned = pinned;
+    let (target, label) = match (t.target_psnr, t.ratio, t.size) {
+        (Some(p), _, _) => (Target::Psnr(p), format!("{p} dB")),
+        (_, Some(r), _) => (
+            Target::Bytes((ply_bytes as f64 / r).floor() as u64),
+            format!("{r}x ({})", human((ply_bytes as f64 / r) as u64)),
+        ),
+        (_, _, Some(n)) => (Target::Bytes(n), human(n)),
+        _ => return Err(Error::InvalidArgument("no target given".into())),
+    };
+    let pick = |m: &Model| -> Result<Choice, Error> {
+        m.choose(target).ok_or_else(|| unreachable(m, target))
+    };
+    let mut choice = pick(&model)?;
+    let mut measured = None;
+    let mut rounds = 0;
+    if t.verify {
+        let vviews = load_views(
+            scene,
+            t.cameras.as_deref(),
+            8,
+            Resolution(256, 256),
+            "--views",
+        )?;
+        bar.set_message("rendering the verification views".to_string());
+        let vref = renderer.render_all(scene, &vviews)?;
+        loop {
+            rounds += 1;
+            bar.set_message(format!("verifying (round {rounds})"));
+            let (_, mse) = rd::verify(scene, &model, &choice, &vviews, &vref, &render)?;
+            measured = Some(metrics::psnr_from_mse(mse));
+            let Target::Psnr(p) = target else { break };
+            if metrics::psnr_from_mse(mse) >= p || rounds >= 3 || choice.mse <= 0.0 {
+                break;
+            }
+            model.scale_errors(mse / choice.mse);
+            choice = pick(&model)?;
+        }
+    }
+    bar.finish_and_clear();
+    let report = TargetReport {
+        setting: model.sh[choice.sh].setting.to_string(),
+        attr_bits: choice.attr_bits,
+        predicted_bytes: choice.bytes,
+        predicted_psnr: choice.psnr(),
+        measured_psnr: measured,
+        rounds,
+        renders: model.renders,
+        target: label,
+    };
+    Ok((model.options(&choice), report))
+}
+
+fn unreachable(m: &Model, target: Target) -> Error {
+    let front = m.front();
+    match target {
+        Target::Psnr(p) => {
+            let best = front.last().map_or(0.0, |c| c.psnr());
+            Error::InvalidArgument(format!(
+                "--target-psnr {p}: no setting is predicted to reach it; the best predicted is {best:.2} dB (at {})",
+                front.last().map_or_else(String::new, |c| human(c.bytes))
+            ))
+        }
+        Target::Bytes(n) => Error::InvalidArgument(format!(
+            "{}: the smallest setting needs {}",
+            human(n),
+            front.first().map_or_else(String::new, |c| human(c.bytes))
+        )),
+    }
+}
