@@ -55,6 +55,13 @@ fn all_raw(b: &[u8]) -> Vec<u8> {
         at += stored.len();
         let raw = if e[4] == 1 {
             zstd::bulk::decompress(stored, u64_at(e, 8) as usize).unwrap()
+        } else if e[4] == 2 {
+            // rANS (SHC only): the packed codes, as the reader decodes them.
+            splat::decompress_split(b, Path::new("seed.tq3s"))
+                .unwrap()
+                .1
+                .unwrap()
+                .codes
         } else {
             stored.to_vec()
         };

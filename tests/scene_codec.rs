@@ -288,12 +288,14 @@ fn predicted_size_is_exact_for_fixed_streams_and_bounds_the_rest() {
                 assert!(cs.info.stored_len <= ps.bytes, "stream {}", ps.tag);
             }
         }
-        // The SH codes: ⌈N·d·b/8⌉ bytes, computed here independently.
+        // The SH codes: ⌈N·d·b/8⌉ bytes decoded, computed here
+        // independently; entropy-coded, they are stored in at most that.
         let shc = c.streams.iter().find(|s| &s.info.tag == b"SHC ").unwrap();
-        assert_eq!(
-            shc.info.stored_len as usize,
-            (kept * 45 * b as usize).div_ceil(8)
-        );
+        let packed = (kept * 45 * b as usize).div_ceil(8);
+        assert_eq!(shc.info.raw_len as usize, packed);
+        assert!(shc.info.stored_len as usize <= packed);
+        let ps = p.streams.iter().find(|s| s.tag == "SHC").unwrap();
+        assert_eq!((ps.bytes as usize, ps.exact), (packed, false));
         assert!(c.size() <= p.total_bound());
         assert!(c.size() >= p.fixed());
     }
@@ -498,10 +500,12 @@ fn per_gaussian_widths_round_trip_with_each_widths_error() {
             assert_eq!(ps.bytes, cs.info.stored_len, "stream {}", ps.tag);
         }
     }
-    // SHC: Σ 45·b_i bits, computed here.
+    // SHC: Σ 45·b_i bits decoded, computed here; entropy-coded, stored
+    // in at most that.
     let bits: u64 = widths.iter().map(|&b| 45 * b as u64).sum();
     let shc = c.streams.iter().find(|x| &x.info.tag == b"SHC ").unwrap();
-    assert_eq!(shc.info.stored_len, bits.div_ceil(8));
+    assert_eq!(shc.info.raw_len, bits.div_ceil(8));
+    assert!(shc.info.stored_len <= bits.div_ceil(8));
     let bytes = c.to_bytes().unwrap();
     let back = splat::decompress(&bytes, Path::new("w.tq3s")).unwrap();
     assert_eq!(back.len(), s.len());

@@ -201,8 +201,9 @@ fn repair_sections(b: &mut [u8], sections: usize) {
 }
 
 /// What the zstd streams of a `.tq3s` file really decode to, in bytes
-/// (each capped at 1 GiB; 0 for a stream that is not a zstd frame): the
-/// part of an input's allocation bound that zstd's expansion justifies.
+/// (each capped at 1 GiB; 0 for a stream that is not a zstd frame), plus
+/// what its rANS streams may decode to: the part of an input's allocation
+/// bound that the entropy coders' expansion justifies.
 pub fn zstd_decoded_len(b: &[u8]) -> usize {
     const HEADER: usize = 128;
     const ENTRY: usize = 32;
@@ -224,6 +225,11 @@ pub fn zstd_decoded_len(b: &[u8]) -> usize {
         };
         if end > b.len() {
             break;
+        }
+        // rANS (coding 2) decodes at most 2^16 one-byte symbols per 8
+        // stored bytes, and never more than the table declares.
+        if b[e + 4] == 2 {
+            total = total.saturating_add(u64_at(b, e + 8).min(len.saturating_mul(8192)) as usize);
         }
         if b[e + 4] == 1
             && let Ok(d) = zstd::stream::read::Decoder::new(&b[at..end])

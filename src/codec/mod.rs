@@ -4,6 +4,7 @@
 pub mod allocate;
 pub mod codebook;
 pub mod encoded;
+pub mod entropy;
 pub mod packing;
 pub mod quantizer;
 pub mod rotation;

@@ -528,12 +528,23 @@ fn compress_with(
 
     let degree = sh_degree(scene, opts);
     let d = rest_dim(degree);
+    // The widths of SHC's codes, which its rANS coding needs.
+    let per: Vec<u8> = match &opts.sh_widths {
+        Some(w) => order.iter().map(|&i| w[i as usize]).collect(),
+        None => Vec::new(),
+    };
+    let shc_runs = layout::code_runs(order.len() as u64, d as u64, opts.sh_bits as u8, &per);
     let mut raw: Vec<Stream> = Vec::new();
     let mut push = |tag: [u8; 4], data: Vec<u8>| {
         raw.push(Stream {
             tag,
             coding: layout::coding(&tag),
             data,
+            runs: if tag == tags::SHC {
+                shc_runs.clone()
+            } else {
+                Vec::new()
+            },
         })
     };
     let t = Instant::now();

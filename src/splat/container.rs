@@ -12,6 +12,9 @@
 use std::io::Write;
 use std::path::Path;
 
+use std::borrow::Cow;
+
+use crate::codec::entropy::{self, Run};
 use crate::format::input::{Extent, add_len, read_declared};
 use crate::{Error, Result};
 
@@ -37,6 +40,31 @@ pub enum Coding {
     Raw = 0,
     /// One zstd frame.
     Zstd = 1,
+    /// Semi-static rANS of fixed-width codes ([`crate::codec::entropy`]);
+    /// decoding needs the codes' widths, which the file's other streams
+    /// give (version 2; `SHC ` only).
+    Rans = 2,
+}
+
+impl Coding {
+    /// The name in `tq3d info` and the JSON reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Coding::Raw => "raw",
+            Coding::Zstd => "zstd",
+            Coding::Rans => "rans",
+        }
+    }
+
+    /// The coding of a table byte, if known.
+    pub fn from_code(c: u8) -> Option<Coding> {
+        match c {
+            0 => Some(Coding::Raw),
+            1 => Some(Coding::Zstd),
+            2 => Some(Coding::Rans),
+            _ => None,
+        }
+    }
 }
 
 /// The profile: how the attributes other than SH-rest are stored.
@@ -126,6 +154,8 @@ pub(crate) struct Stream {
     pub tag: [u8; 4],
     pub coding: Coding,
     pub data: Vec<u8>,
+    /// The widths of the codes `data` packs (coding 2 only).
+    pub runs: Vec<Run>,
 }
 
 /// A stream as stored: its table entry fields.
@@ -188,24 +218,43 @@ pub struct Packed {
 
 /// Stores a stream: zstd streams are compressed, and kept raw (coding 0)
 /// when compression does not help, so the stored length never exceeds the
-/// raw length.
+/// raw length. rANS streams (packed codes) take the smallest of rANS, zstd
+/// and raw: rANS reaches the codes' order-0 entropy, but zstd wins where
+/// whole code vectors repeat (palettised SH, as in SOG inputs).
 pub(crate) fn pack_stream(stream: Stream) -> Result<Packed> {
     let raw_len = stream.data.len() as u64;
-    let (coding, stored) = match stream.coding {
-        Coding::Raw => (Coding::Raw, stream.data),
-        Coding::Zstd => {
-            let z = zstd::bulk::compress(&stream.data, ZSTD_LEVEL).map_err(|e| {
-                Error::InvalidArgument(format!(
-                    "zstd failed on stream {}: {e}",
-                    tag_name(&stream.tag)
-                ))
-            })?;
-            if z.len() < stream.data.len() {
-                (Coding::Zstd, z)
-            } else {
-                (Coding::Raw, stream.data)
-            }
+    let zstd = |data: &[u8]| {
+        zstd::bulk::compress(data, ZSTD_LEVEL).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "zstd failed on stream {}: {e}",
+                tag_name(&stream.tag)
+            ))
+        })
+    };
+    let mut best = (Coding::Raw, None);
+    let mut consider = |coding: Coding, coded: Vec<u8>| {
+        let len = best
+            .1
+            .as_ref()
+            .map_or(raw_len, |b: &Vec<u8>| b.len() as u64);
+        if (coded.len() as u64) < len {
+            best = (coding, Some(coded));
         }
+    };
+    match stream.coding {
+        Coding::Raw => {}
+        Coding::Zstd => consider(Coding::Zstd, zstd(&stream.data)?),
+        Coding::Rans => {
+            let r = entropy::encode(&stream.data, &stream.runs).map_err(|e| {
+                Error::InvalidArgument(format!("stream {}: {e}", tag_name(&stream.tag)))
+            })?;
+            consider(Coding::Rans, r);
+            consider(Coding::Zstd, zstd(&stream.data)?);
+        }
+    }
+    let (coding, stored) = match best {
+        (c, Some(b)) => (c, b),
+        (_, None) => (Coding::Raw, stream.data),
     };
     Ok(Packed {
         info: StreamInfo {
@@ -296,20 +345,58 @@ pub(crate) struct Container {
 }
 
 impl Container {
-    /// The decoded bytes of stream `tag`, if present.
+    /// The decoded bytes of stream `tag`, if present and decoded (a rANS
+    /// stream needs its widths: [`Container::require_codes`]).
     pub fn stream(&self, tag: &[u8; 4]) -> Option<&[u8]> {
         self.streams
             .iter()
-            .find(|(i, _)| &i.tag == tag)
+            .find(|(i, _)| &i.tag == tag && i.coding != Coding::Rans)
             .map(|(_, d)| d.as_slice())
+    }
+
+    /// The decoded bytes of a stream of packed codes that must be present,
+    /// of any coding: the widths `runs` lay out its codes, and the decoded
+    /// length must be ceil(Σ bits / 8).
+    pub fn require_codes(&self, tag: &[u8; 4], runs: &[Run], path: &Path) -> Result<Cow<'_, [u8]>> {
+        let name = || format!("stream {}", tag_name(tag));
+        let (info, d) = self
+            .streams
+            .iter()
+            .find(|(i, _)| &i.tag == tag)
+            .ok_or_else(|| Error::format(path, name(), "missing"))?;
+        if info.coding != Coding::Rans {
+            return Ok(Cow::Borrowed(d));
+        }
+        let bits: u64 = runs
+            .iter()
+            .map(|r| r.bits as u64 * r.count)
+            .fold(0u64, u64::saturating_add);
+        // Checked before decoding: the widths fix the length exactly.
+        if bits.div_ceil(8) != info.raw_len {
+            return Err(Error::format(
+                path,
+                name(),
+                format!(
+                    "declares {} decoded bytes, the widths need {}",
+                    info.raw_len,
+                    bits.div_ceil(8)
+                ),
+            ));
+        }
+        let out = entropy::decode(d, runs).map_err(|e| Error::format(path, name(), e))?;
+        Ok(Cow::Owned(out))
     }
 
     /// The decoded bytes of a stream that must be present, with exactly
     /// `len` bytes when `len` is given.
     pub fn require(&self, tag: &[u8; 4], len: Option<u64>, path: &Path) -> Result<&[u8]> {
-        let d = self
-            .stream(tag)
-            .ok_or_else(|| Error::format(path, format!("stream {}", tag_name(tag)), "missing"))?;
+        let d = self.stream(tag).ok_or_else(|| {
+            Error::format(
+                path,
+                format!("stream {}", tag_name(tag)),
+                "missing (or rANS-coded, which only SHC may be)",
+            )
+        })?;
         if let Some(len) = len
             && d.len() as u64 != len
         {
@@ -513,15 +600,11 @@ pub(crate) fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Cont
                 "reserved bytes must be zero".into(),
             ));
         }
-        let coding = match e[4] {
-            0 => Coding::Raw,
-            1 => Coding::Zstd,
-            c => {
-                return Err(bad(
-                    format!("stream {k} ({})", tag_name(&tag)),
-                    format!("unknown coding {c}"),
-                ));
-            }
+        let Some(coding) = Coding::from_code(e[4]) else {
+            return Err(bad(
+                format!("stream {k} ({})", tag_name(&tag)),
+                format!("unknown coding {}", e[4]),
+            ));
         };
         let info = StreamInfo {
             tag,
@@ -593,7 +676,8 @@ pub(crate) fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Cont
         .into_par_iter()
         .map(|(info, stored)| {
             let data = match info.coding {
-                Coding::Raw => stored.to_vec(),
+                // rANS streams stay coded until their widths are known.
+                Coding::Raw | Coding::Rans => stored.to_vec(),
                 Coding::Zstd => {
                     let d = unzstd(stored, info.raw_len).map_err(|e| {
                         bad(
@@ -667,7 +751,7 @@ pub fn read_table(bytes: &[u8], path: &Path) -> Result<(Header, Vec<StreamInfo>)
         .chunks_exact(ENTRY_LEN)
         .map(|e| StreamInfo {
             tag: std::array::from_fn(|k| e[k]),
-            coding: if e[4] == 1 { Coding::Zstd } else { Coding::Raw },
+            coding: Coding::from_code(e[4]).unwrap_or(Coding::Raw),
             raw_len: u64_at(e, 8),
             stored_len: u64_at(e, 16),
             crc: u32_at(e, 24),

@@ -3,6 +3,7 @@
 //! length from the facts that fix it. The size prediction and the reader's
 //! length checks both take their lengths from [`Facts::raw_len`].
 
+use crate::codec::entropy::Run;
 use crate::splat::attributes::{self, AttrBits};
 use crate::splat::container::{Coding, Header, Normals, Profile};
 use crate::splat::scene::{ExtraProperty, Extras, ScalarType};
@@ -38,13 +39,34 @@ pub(crate) const FILE_ORDER: [[u8; 4]; 15] = [
 /// each 3 lows then 3 highs, as f32.
 pub(crate) const CHUNK_RECORD: usize = 18 * 4;
 
-/// How the compressor stores a stream: fixed-rate streams raw, the rest
-/// entropy-coded.
+/// How the compressor stores a stream: fixed-rate streams raw, the SH codes
+/// with rANS (or zstd, whichever is smaller), the rest with zstd.
 pub(crate) fn coding(tag: &[u8; 4]) -> Coding {
     match *tag {
-        ROT | CBK | SHS | SHC | CHNK | EXTS | CMNT => Coding::Raw,
+        ROT | CBK | SHS | CHNK | EXTS | CMNT => Coding::Raw,
+        SHC => Coding::Rans,
         _ => Coding::Zstd,
     }
+}
+
+/// The widths of the codes in `SHC `: N·d codes of b bits (uniform mode,
+/// `per` empty), or d codes of b_k bits for each Gaussian k (`per` its
+/// widths), adjacent equal widths merged.
+pub(crate) fn code_runs(n: u64, d: u64, b: u8, per: &[u8]) -> Vec<Run> {
+    if per.is_empty() {
+        return vec![Run {
+            bits: b,
+            count: n * d,
+        }];
+    }
+    let mut runs: Vec<Run> = Vec::new();
+    for &w in per.iter().filter(|&&w| w > 0) {
+        match runs.last_mut() {
+            Some(r) if r.bits == w => r.count += d,
+            _ => runs.push(Run { bits: w, count: d }),
+        }
+    }
+    runs
 }
 
 /// A stream's decoded length.

@@ -8,7 +8,7 @@ use serde_json::json;
 use turboquant3d::format::check_distinct;
 use turboquant3d::gpu::{DeviceChoice, Engine};
 use turboquant3d::splat::attributes::AttrBits;
-use turboquant3d::splat::container::{self, Coding, Normals, Profile, tag_name};
+use turboquant3d::splat::container::{self, Normals, Profile, tag_name};
 use turboquant3d::splat::ply::{self, PlyEncoding};
 use turboquant3d::splat::scene::sigmoid;
 use turboquant3d::splat::{self, CompressOptions, Compressed, SizePrediction};
@@ -170,6 +170,19 @@ fn print_prediction(p: &SizePrediction, input_bytes: u64) {
         human(p.total_bound()),
         input_bytes as f64 / p.total_bound() as f64
     );
+    let list = |exact: bool| {
+        p.streams
+            .iter()
+            .filter(|s| s.exact == exact)
+            .map(|s| s.tag.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    report!(
+        "  exact (stored raw): header, table, {}; bounded by their decoded length (entropy-coded): {}",
+        list(true),
+        list(false)
+    );
 }
 
 /// Expected relative SH-rest error for (d, b), if there is SH-rest.
@@ -320,7 +333,7 @@ fn report_compress(
             "sh_near_ties_on_cpu": c.sh_run.ties,
             "prediction": prediction_json(p),
             "streams": c.streams.iter().map(|s| json!({"tag": tag_name(&s.info.tag),
-                "coding": if s.info.coding == Coding::Zstd {"zstd"} else {"raw"},
+                "coding": s.info.coding.name(),
                 "raw_bytes": s.info.raw_len, "stored_bytes": s.info.stored_len})).collect::<Vec<_>>(),
             "sh_expected_relative_error": sh_err,
             "target": chosen.map(TargetReport::json),
@@ -528,7 +541,7 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
                 "rotation": ab.rotation, "opacity": ab.opacity, "dc": ab.dc}) } else { json!(null) },
             "extra_properties": h.extra_count,
             "streams": infos.iter().map(|s| json!({"tag": tag_name(&s.tag),
-                "coding": if s.coding == Coding::Zstd {"zstd"} else {"raw"},
+                "coding": s.coding.name(),
                 "raw_bytes": s.raw_len, "stored_bytes": s.stored_len,
                 "bits_per_gaussian": s.stored_len as f64 * 8.0 / n as f64})).collect::<Vec<_>>(),
             "sh_expected_relative_error": sh_err,
@@ -608,11 +621,7 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
         report!(
             "    {:<5} {:<4} {:>10} -> {:>10}  {:6.2} bits/Gaussian",
             tag_name(&s.tag),
-            if s.coding == Coding::Zstd {
-                "zstd"
-            } else {
-                "raw"
-            },
+            s.coding.name(),
             human(s.raw_len),
             human(s.stored_len),
             s.stored_len as f64 * 8.0 / n as f64

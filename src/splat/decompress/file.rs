@@ -6,7 +6,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use crate::splat::attributes::{self, AttrBits};
-use crate::splat::container::{self, Container, Normals, Profile, tag_name};
+use crate::splat::container::{self, Coding, Container, Normals, Profile, tag_name};
 use crate::splat::layout::{self, Facts, Len, tags};
 use crate::splat::scene::Scene;
 use crate::splat::sh::{self, CompressedSh};
@@ -96,6 +96,12 @@ pub(super) fn decode_file(
     // anything is decompressed or allocated.
     for info in &infos {
         let name = || format!("stream {}", tag_name(&info.tag));
+        if info.coding == Coding::Rans && info.tag != tags::SHC {
+            return Err(bad(
+                &name(),
+                "coding 2 (rANS) is defined for SHC alone".into(),
+            ));
+        }
         let want = match info.tag {
             // Raw streams whose length the container checks against the file.
             tags::EXTS | tags::CMNT => None,
@@ -174,6 +180,13 @@ pub(super) fn decode_file(
         } else {
             None
         };
+        // The codes' widths, for a rANS-coded SHC (sh::parse checks SHW again).
+        let per = match shw {
+            Some(w) => sh::unpack_widths(w, n).map_err(|why| bad("stream SHW", why))?,
+            None => Vec::new(),
+        };
+        let runs = layout::code_runs(n as u64, d as u64, h.sh_bits, &per);
+        let shc = c.require_codes(&tags::SHC, &runs, path)?;
         let parsed = sh::parse(
             n,
             h.sh_degree,
@@ -183,7 +196,7 @@ pub(super) fn decode_file(
             present(&tags::CBK)?,
             shw,
             present(&tags::SHS)?,
-            present(&tags::SHC)?,
+            &shc,
         )
         .map_err(|(field, why)| Error::format(path, field, why))?;
         if variable && parsed.widths.iter().copied().max().unwrap_or(0) != h.sh_bits {
