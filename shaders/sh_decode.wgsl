@@ -1,7 +1,7 @@
 // TurboQuant SH-rest decode for host renderers: include this module in a
 // shader (prepend or concatenate its source), bind the four buffers below in
 // bind group 1 (four, so that a host's own four fit WebGPU's default of 8
-// storage buffers per stage), set the two overrides, and call `tq_sh_decode(i, &rest)` for
+// storage buffers per stage), set the three overrides, and call `tq_sh_decode(i, &rest)` for
 // Gaussian i. Nothing is decompressed ahead of time: the codes, the f16
 // scales, the widths (per-Gaussian mode), the rotation Π and the codebooks
 // are all the GPU holds.
@@ -9,7 +9,9 @@
 // The CPU reference is CompressedSh::decode (src/splat/sh.rs), per Gaussian
 // Quantizer::decode (src/codec/quantizer.rs) at that Gaussian's width b:
 //     x_k = s · Σ_j Π_jk · centroid_b[code_j],   k = 0..d−1
-// i.e. x = s·Πᵀ·c, and x = 0 at b = 0 (SH-rest dropped). The SH-rest vector
+// i.e. x = s·Πᵀ·c, and x = 0 at b = 0 (SH-rest dropped); with the sign
+// flip (TQ_FLIP = 1) x_k is then negated where bit k of Gaussian i's sign
+// words is set (tq_sign_word). The SH-rest vector
 // x is the PLY's f_rest order (channel-major: red's (L+1)²−1 coefficients,
 // then green's, then blue's).
 //
@@ -27,6 +29,9 @@ override TQ_D: u32;
 // Bits per code b, 1..=8, shared by every Gaussian; 0 for per-Gaussian
 // widths read from tq_meta.
 override TQ_BITS: u32;
+// 1 when the file's SH flags (header byte 61) have bit 0, the sign flip,
+// set; 0 otherwise.
+override TQ_FLIP: u32;
 
 // Packed codes, LSB-first: Gaussian i's d codes of b_i bits each start at
 // bit o_i = d·Σ_{k<i} b_k (i·d·b in the uniform mode), code j at bit
@@ -61,6 +66,18 @@ fn tq_f16_bits_to_f32(h: u32) -> f32 {
         return bitcast<f32>(sign | 0x7f800000u | (man << 13u));
     }
     return bitcast<f32>(sign | ((exp + 112u) << 23u) | (man << 13u));
+}
+
+// The PCG hash (Jarzynski & Olano 2020), as sign_word's in src/splat/sh.rs.
+fn tq_pcg(x: u32) -> u32 {
+    let s = x * 747796405u + 2891336453u;
+    let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+    return (w >> 22u) ^ w;
+}
+
+// Sign word w of Gaussian i: bit j set negates coordinate 32·w + j.
+fn tq_sign_word(i: u32, w: u32) -> u32 {
+    return tq_pcg(tq_pcg(i) + w);
 }
 
 // The scale of Gaussian i.
@@ -116,6 +133,11 @@ fn tq_sh_decode(i: u32, out: ptr<function, array<f32, 45>>) {
             c[j] = tq_tables[table + tq_code_at(first + j * b, b)];
         }
     }
+    // The signs to undo (none for a zero vector, width or scale 0: +0).
+    var signs = vec2<u32>(0u, 0u);
+    if TQ_FLIP != 0u && b > 0u && s != 0.0 {
+        signs = vec2<u32>(tq_sign_word(i, 0u), tq_sign_word(i, 1u));
+    }
     for (var k = 0u; k < 45u; k++) {
         var acc = 0.0;
         if k < TQ_D && s != 0.0 && b > 0u {
@@ -124,6 +146,8 @@ fn tq_sh_decode(i: u32, out: ptr<function, array<f32, 45>>) {
                 acc += tq_tables[j * TQ_D + k] * c[j];
             }
         }
-        (*out)[k] = acc * s;
+        let v = acc * s;
+        let neg = ((signs[min(k >> 5u, 1u)] >> (k & 31u)) & 1u) != 0u;
+        (*out)[k] = select(v, -v, neg && k < TQ_D);
     }
 }

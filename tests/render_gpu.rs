@@ -384,10 +384,11 @@ fn empty_scene_and_empty_view_give_the_background() {
     assert!(img.data.chunks(3).all(|p| p == bg));
 }
 
-fn check_compressed(r: &GpuRenderer, degree: u8, n: usize) {
+fn check_compressed(r: &GpuRenderer, degree: u8, n: usize, sign_flip: bool) {
     let scene = random_scene(n, degree, 40 + degree as u64, 1.2, -2.0);
     let opts = CompressOptions {
         sh_bits: 3,
+        sign_flip,
         ..CompressOptions::default()
     };
     let bytes = splat::compress(&scene, &opts).unwrap().to_bytes().unwrap();
@@ -452,10 +453,12 @@ fn check_compressed(r: &GpuRenderer, degree: u8, n: usize) {
 fn compressed_sh_decoded_in_the_shader_matches_the_decompressed_scene() {
     let Some(r) = renderer() else { return };
     for degree in 1..=3u8 {
-        check_compressed(&r, degree, 500);
+        check_compressed(&r, degree, 500, true);
     }
+    // Without the SH sign flip (TQ_FLIP = 0).
+    check_compressed(&r, 3, 500, false);
     if let Some(r) = f32_variant("compressed SH-rest") {
-        check_compressed(&r, 3, 500);
+        check_compressed(&r, 3, 500, true);
     }
 }
 
@@ -756,4 +759,102 @@ fn scenes_beyond_the_binding_limit_are_unsupported() {
     let sh = random_scene(365, 3, 2, 1.2, -2.0);
     assert!(matches!(r.upload(&sh), Err(Error::GpuUnsupported(_))));
     r.upload(&random_scene(364, 3, 2, 1.2, -2.0)).unwrap();
+}
+
+/// The sign flip's hash in WGSL (`tq_sign_word` of SH_DECODE_WGSL, run in
+/// a compute pass) gives the bits of the Rust one (`sign_word`) on small
+/// indices and on indices spread over all of u32.
+#[test]
+fn wgsl_sign_words_equal_the_rust_ones() {
+    use turboquant3d::render::sh_decode::SH_DECODE_WGSL;
+    use turboquant3d::splat::sh::sign_word;
+    use wgpu::util::DeviceExt;
+    let Some(ctx) = context() else { return };
+    let n = 1u32 << 16;
+    let spread = |i: u32| i.wrapping_mul(65_537).wrapping_add(12_345);
+    let src = format!(
+        "{SH_DECODE_WGSL}\n\
+         @group(0) @binding(0) var<storage, read_write> tq_out: array<u32>;\n\
+         @compute @workgroup_size(64) fn hashes(@builtin(global_invocation_id) id: vec3<u32>) {{\n\
+           let i = id.x;\n\
+           let k = i * 65537u + 12345u;\n\
+           tq_out[4u * i] = tq_sign_word(i, 0u);\n\
+           tq_out[4u * i + 1u] = tq_sign_word(i, 1u);\n\
+           tq_out[4u * i + 2u] = tq_sign_word(k, 0u);\n\
+           tq_out[4u * i + 3u] = tq_sign_word(k, 1u);\n\
+         }}\n"
+    );
+    let device = &ctx.device;
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("sign words"),
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("sign words"),
+        layout: None,
+        module: &module,
+        entry_point: Some("hashes"),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &[("TQ_D", 45.0), ("TQ_BITS", 3.0), ("TQ_FLIP", 1.0)],
+            zero_initialize_workgroup_memory: false,
+        },
+        cache: None,
+    });
+    let bytes = 16 * n as u64;
+    let out = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("sign words out"),
+        contents: &vec![0u8; bytes as usize],
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+    });
+    let read = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("sign words read"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[wgpu::BindGroupEntry {
+            binding: 0,
+            resource: out.as_entire_binding(),
+        }],
+    });
+    let mut enc = device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(n / 64, 1, 1);
+    }
+    enc.copy_buffer_to_buffer(&out, 0, &read, 0, bytes);
+    ctx.queue.submit([enc.finish()]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    read.slice(..)
+        .map_async(wgpu::MapMode::Read, move |r| tx.send(r).unwrap());
+    device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .expect("poll");
+    rx.recv().unwrap().expect("map");
+    let words: Vec<u32> = read
+        .slice(..)
+        .get_mapped_range()
+        .expect("mapped")
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let mut ones = 0u64;
+    for i in 0..n {
+        let want = [
+            sign_word(i, 0),
+            sign_word(i, 1),
+            sign_word(spread(i), 0),
+            sign_word(spread(i), 1),
+        ];
+        assert_eq!(words[4 * i as usize..4 * i as usize + 4], want, "index {i}");
+        ones += want.iter().map(|w| w.count_ones() as u64).sum::<u64>();
+    }
+    // Sign bits are balanced: 2^23 bits, ±0.2 % (≈ 7σ).
+    let frac = ones as f64 / (128.0 * n as f64);
+    assert!((frac - 0.5).abs() < 0.002, "{frac}");
 }

@@ -245,8 +245,12 @@ fn sh_degree_truncation_keeps_each_channels_low_bands() {
             let got = back.rest(i);
             let e: f32 = want.iter().zip(got).map(|(a, b)| (a - b) * (a - b)).sum();
             let n: f32 = want.iter().map(|a| a * a).sum();
-            // b = 8: relative error ~ 1e−5; a wrong coefficient would be O(1).
-            assert!(e <= 1e-3 * n + 1e-12, "L = {l}, Gaussian {i}: {e} vs {n}");
+            // b = 8: relative error ~ 3e−5 on average, but a rotated
+            // coordinate in the sparse tail of f_d meets a wide outer
+            // Lloyd–Max cell (width ∝ f_d^(−1/3)): the largest of these 2000
+            // is 1.3e−3 with the SH sign flip (2e−4 without, another draw of
+            // the same tail). A wrong coefficient would be O(1).
+            assert!(e <= 1e-2 * n + 1e-12, "L = {l}, Gaussian {i}: {e} vs {n}");
         }
     }
 }

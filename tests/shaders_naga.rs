@@ -270,7 +270,7 @@ fn renderer_wgsl_validates_with_naga() {
         .iter()
         .filter_map(|(_, o)| o.name.clone())
         .collect();
-    assert_eq!(names, ["TQ_D", "TQ_BITS"]);
+    assert_eq!(names, ["TQ_D", "TQ_BITS", "TQ_FLIP"]);
     // As a host would use it: its own shader calling tq_sh_decode.
     let host = format!(
         "{SH_DECODE_WGSL}\n@group(0) @binding(0) var<storage, read_write> out: array<f32>;\n\
@@ -289,13 +289,15 @@ fn renderer_wgsl_validates_with_naga() {
         (24, 0),
         (45, 0),
     ] {
-        specialise(
-            &module,
-            &info,
-            naga::ShaderStage::Compute,
-            "host",
-            &[("TQ_D", d as f64), ("TQ_BITS", b as f64)],
-        );
+        for flip in [0.0, 1.0] {
+            specialise(
+                &module,
+                &info,
+                naga::ShaderStage::Compute,
+                "host",
+                &[("TQ_D", d as f64), ("TQ_BITS", b as f64), ("TQ_FLIP", flip)],
+            );
+        }
     }
 
     // The shared declarations alone.
@@ -320,7 +322,12 @@ fn renderer_wgsl_validates_with_naga() {
                     &info,
                     naga::ShaderStage::Compute,
                     entry,
-                    &[("SH_DEGREE", degree as f64), ("TQ_D", d), ("TQ_BITS", bits)],
+                    &[
+                        ("SH_DEGREE", degree as f64),
+                        ("TQ_D", d),
+                        ("TQ_BITS", bits),
+                        ("TQ_FLIP", 1.0),
+                    ],
                 );
             }
         }

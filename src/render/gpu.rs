@@ -67,6 +67,7 @@ struct PipelineKey {
     sh_degree: u8,
     tq_d: u32,
     tq_bits: u32,
+    tq_flip: u32,
 }
 
 impl PipelineKey {
@@ -79,12 +80,13 @@ impl PipelineKey {
     }
 
     /// Every override of the module gets a value (the f32 entry point does
-    /// not use TQ_D and TQ_BITS; any value will do).
-    fn constants(&self) -> [(&'static str, f64); 3] {
+    /// not use TQ_D, TQ_BITS and TQ_FLIP; any value will do).
+    fn constants(&self) -> [(&'static str, f64); 4] {
         [
             ("SH_DEGREE", self.sh_degree as f64),
             ("TQ_D", self.tq_d as f64),
             ("TQ_BITS", self.tq_bits as f64),
+            ("TQ_FLIP", self.tq_flip as f64),
         ]
     }
 }
@@ -122,10 +124,11 @@ enum ShBuffers {
     /// f32 SH-rest, rest_dim(L) per Gaussian (a 4-byte dummy at L = 0).
     F32 { _buffer: wgpu::Buffer, bytes: u64 },
     /// Codes, scales, Π and centroids, and widths, bound as group 1 (`bits`
-    /// is TQ_BITS: 0 for per-Gaussian widths).
+    /// is TQ_BITS: 0 for per-Gaussian widths; `flip` is TQ_FLIP).
     Compressed {
         d: u32,
         bits: u32,
+        flip: u32,
         bytes: u64,
         bind_group: wgpu::BindGroup,
         _buffers: [wgpu::Buffer; 4],
@@ -506,6 +509,7 @@ impl GpuRenderer {
                         ShBuffers::Compressed {
                             d: d as u32,
                             bits: tq.bits,
+                            flip: tq.flip,
                             bytes,
                             bind_group,
                             _buffers: [codes, scales, tables, meta],
@@ -568,12 +572,14 @@ impl GpuRenderer {
                     sh_degree: splats.sh_degree,
                     tq_d: 1,
                     tq_bits: 1,
+                    tq_flip: 0,
                 },
                 None,
             ),
             ShBuffers::Compressed {
                 d,
                 bits,
+                flip,
                 bind_group,
                 ..
             } => (
@@ -582,6 +588,7 @@ impl GpuRenderer {
                     sh_degree: splats.sh_degree,
                     tq_d: *d,
                     tq_bits: *bits,
+                    tq_flip: *flip,
                 },
                 Some(bind_group),
             ),

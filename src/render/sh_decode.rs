@@ -15,7 +15,7 @@ use crate::{Error, Result};
 /// tq_sh_decode(i, &rest); // rest[0..d) = SH-rest of Gaussian i
 /// ```
 ///
-/// It needs two override constants and four read-only storage buffers in
+/// It needs three override constants and four read-only storage buffers in
 /// **bind group 1**, all bound in both modes (four, so that with the host's
 /// own four a stage stays within WebGPU's default
 /// `max_storage_buffers_per_shader_stage` of 8). [`ShDecodeBuffers::new`]
@@ -27,12 +27,15 @@ use crate::{Error, Result};
 /// |---|---|---|
 /// | `override TQ_D: u32` | | `d`: d = `sh.dim()` (9, 24 or 45) |
 /// | `override TQ_BITS: u32` | | `bits`: b (1..=8) when every Gaussian has width b (uniform mode), 0 for per-Gaussian widths |
+/// | `override TQ_FLIP: u32` | | `flip`: 1 when `sh.sign_flip` (the file's SH sign flip, header byte 61 bit 0), else 0 |
 /// | binding 0 | `tq_codes: array<u32>` | `codes`: `sh.codes`, zero-padded to a multiple of 4 bytes (LSB-first bit stream: Gaussian i's d codes of b_i bits start at bit d·Σ_{k<i} b_k, i·d·b when uniform) |
 /// | binding 1 | `tq_scales: array<u32>` | `scales`: `sh.scales` as little-endian binary16, zero-padded to 4 bytes: Gaussian 2k in the low half of word k (+0 at width 0) |
 /// | binding 2 | `tq_tables: array<f32>` | `tables`: Π = `sh.rotation.dense_matrix()` (d×d row-major) at [0, d²), then the centroids from d²: uniform mode: width b's 2^b (`sh.tables[b]`); per-Gaussian mode: every width's, width b's 2^b at d² + 2^b − 2 (b = 1 at d², b = 2 at d² + 2, b = 3 at d² + 6, …), zeros for widths not used, up to the largest width used |
 /// | binding 3 | `tq_meta: array<u32>` | `meta`: uniform mode: one unused zero word; per-Gaussian mode: two words per group of 8 Gaussians, word 2g the first code bit of Gaussian 8g, word 2g + 1 the widths of Gaussians 8g..8g+7, 4 bits each (Gaussian 8g + k in bits 4k..4k+3) |
 ///
-/// The result is x = s·Πᵀ·c (0 at width 0) in the PLY's channel-major
+/// The result is x = s·Πᵀ·c (0 at width 0), with TQ_FLIP = 1 multiplied
+/// coordinate-wise by Gaussian i's signs
+/// ([`flip_signs`](crate::splat::sh::flip_signs)), in the PLY's channel-major
 /// `f_rest` order (red's (L+1)²−1 coefficients, then green's, then
 /// blue's), equal to [`CompressedSh::decode`] up to f32 summation order.
 /// Code bit indices are u32: the stream must be below 2³² bits
@@ -57,6 +60,9 @@ pub struct ShDecodeBuffers<'a> {
     /// `TQ_BITS`: the width b when every Gaussian has width b ≥ 1 (uniform
     /// mode), 0 for per-Gaussian widths.
     pub bits: u32,
+    /// `TQ_FLIP`: 1 when the decoded vectors' signs are to be flipped back
+    /// (the file's SH sign flip), 0 otherwise.
+    pub flip: u32,
     /// Binding 0, `tq_codes`: the code stream as stored.
     pub codes: &'a [u8],
     /// Binding 1, `tq_scales`: binary16 scales, little-endian.
@@ -167,6 +173,7 @@ impl<'a> ShDecodeBuffers<'a> {
         Ok(ShDecodeBuffers {
             d: d as u32,
             bits,
+            flip: sh.sign_flip as u32,
             codes: &sh.codes,
             scales,
             tables,
@@ -182,7 +189,7 @@ mod tests {
 
     /// A synthetic file's SH-rest: degree `degree`, the given widths,
     /// pseudo-random codes and scales.
-    fn synthetic_sh(degree: u8, widths: Vec<u8>) -> CompressedSh {
+    fn synthetic_sh(degree: u8, widths: Vec<u8>, sign_flip: bool) -> CompressedSh {
         use crate::{Quantizer, QuantizerConfig, ScaleFormat, ScaleMode};
         let d = rest_dim(degree);
         let rotation = Quantizer::new(&QuantizerConfig::new(d, 1))
@@ -235,6 +242,7 @@ mod tests {
             uniform,
             codes,
             scales,
+            sign_flip,
         }
     }
 
@@ -284,26 +292,35 @@ mod tests {
                 t.tables[(table + (v & ((1 << b) - 1))) as usize]
             })
             .collect();
+        // tq_sign_word, transcribed (an independent copy of the hash).
+        let pcg = |x: u32| {
+            let s = x.wrapping_mul(747796405).wrapping_add(2891336453);
+            let w = ((s >> ((s >> 28) + 4)) ^ s).wrapping_mul(277803737);
+            (w >> 22) ^ w
+        };
+        let signs = [pcg(pcg(i)), pcg(pcg(i).wrapping_add(1))];
         for (k, o) in out.iter_mut().enumerate() {
             let acc: f32 = (0..d as usize)
                 .map(|j| t.tables[j * d as usize + k] * c[j])
                 .sum();
-            *o = acc * s;
+            let neg = t.flip != 0 && (signs[k / 32] >> (k % 32)) & 1 == 1;
+            *o = if neg { -(acc * s) } else { acc * s };
         }
         out
     }
 
     #[test]
     fn decode_buffers_lay_out_what_the_cpu_decoder_reads() {
-        for degree in 1..=3u8 {
+        for (degree, flip) in [(1u8, false), (2, false), (3, false), (1, true), (3, true)] {
             for widths in [
                 (0..101).map(|i| (i * 7 % 9) as u8).collect::<Vec<u8>>(),
                 (0..29).map(|i| [0, 8, 8, 1, 0, 0, 5][i % 7]).collect(),
                 vec![3; 20],
                 vec![0; 11],
             ] {
-                let sh = synthetic_sh(degree, widths.clone());
+                let sh = synthetic_sh(degree, widths.clone(), flip);
                 let t = ShDecodeBuffers::new(&sh).unwrap();
+                assert_eq!(t.flip, flip as u32);
                 let d = rest_dim(degree);
                 assert_eq!(t.d as usize, d);
                 let uniform = widths.iter().all(|&b| b == 3);
@@ -354,7 +371,7 @@ mod tests {
     #[test]
     fn code_streams_of_2_pow_32_bits_are_unsupported() {
         // 45·8 bits per Gaussian: 2^32 / 360 ≈ 11.93 million.
-        let mut sh = synthetic_sh(3, vec![8; 8]);
+        let mut sh = synthetic_sh(3, vec![8; 8], true);
         let n = (1usize << 32).div_ceil(360);
         sh.widths = vec![8; n];
         sh.scales = vec![half::f16::ONE; n];

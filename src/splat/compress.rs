@@ -45,6 +45,11 @@ pub struct CompressOptions {
     /// [`codec::allocate`](crate::codec::allocate)); when set it replaces
     /// `sh_bits`, and b_i = 0 drops that Gaussian's SH-rest.
     pub sh_widths: Option<Vec<u8>>,
+    /// Flip the signs of each Gaussian's SH-rest coordinates by a hash of
+    /// its storage index before rotating (header byte 61, bit 0), so that
+    /// identical SH vectors get independent errors (docs/THEORY.md §16).
+    /// On by default; off only to measure what it does.
+    pub sign_flip: bool,
 }
 
 impl Default for CompressOptions {
@@ -59,6 +64,7 @@ impl Default for CompressOptions {
             attr_bits: AttrBits::default(),
             chunk_size: DEFAULT_CHUNK,
             sh_widths: None,
+            sign_flip: true,
         }
     }
 }
@@ -573,6 +579,7 @@ fn compress_with(
             widths,
             opts.seed,
             opts.scale_mode,
+            opts.sign_flip,
             engine,
         )?;
         rotation_kind = st.rotation_kind;
@@ -659,6 +666,11 @@ fn compress_with(
             opts.attr_bits.to_array()
         } else {
             [0; 5]
+        },
+        sh_flags: if d > 0 && opts.sign_flip {
+            container::SH_SIGN_FLIP
+        } else {
+            0
         },
         prune_opacity: opts.prune_opacity.unwrap_or(0.0),
         seed: opts.seed,

@@ -26,6 +26,8 @@ pub const MAGIC: [u8; 8] = *b"TQ3D-SCN";
 pub const VERSION: u16 = 2;
 /// The oldest version this library reads.
 pub const MIN_VERSION: u16 = 1;
+/// Header byte 61, bit 0: the SH sign flip (docs/FORMAT.md, "SH sign flip").
+pub const SH_SIGN_FLIP: u8 = 1;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 128;
 /// Size of one stream-table entry.
@@ -139,6 +141,9 @@ pub struct Header {
     /// Bits of the quantised position, log-scale, quaternion component,
     /// opacity and DC colour (compact profile; zero in `exact`).
     pub attr_bits: [u8; 5],
+    /// SH flags (byte 61, version 2): bit 0 ([`SH_SIGN_FLIP`]) = each
+    /// Gaussian's SH-rest was sign-flipped before rotating; other bits zero.
+    pub sh_flags: u8,
     /// Opacity pruning threshold τ on sigmoid(opacity); 0 when not pruned.
     pub prune_opacity: f32,
     /// Seed the rotation was generated from (informational: the rotation
@@ -289,7 +294,8 @@ fn header_bytes(h: &Header, stream_count: u32) -> [u8; HEADER_LEN] {
     b[48..52].copy_from_slice(&h.dim.to_le_bytes());
     b[52..56].copy_from_slice(&h.chunk_size.to_le_bytes());
     b[56..61].copy_from_slice(&h.attr_bits);
-    // 61..64 reserved.
+    b[61] = h.sh_flags;
+    // 62..64 reserved.
     b[64..68].copy_from_slice(&h.prune_opacity.to_le_bytes());
     b[68..76].copy_from_slice(&h.seed.to_le_bytes());
     b[76..80].copy_from_slice(&h.extra_count.to_le_bytes());
@@ -454,7 +460,7 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
             format!("{version}; this build reads versions {MIN_VERSION}..={VERSION}"),
         ));
     }
-    for (lo, hi) in [(10, 12), (20, 24), (61, 64), (80, HEADER_LEN - 4)] {
+    for (lo, hi) in [(10, 12), (20, 24), (62, 64), (80, HEADER_LEN - 4)] {
         if b[lo..hi].iter().any(|&x| x != 0) {
             return Err(bad(
                 "reserved bytes",
@@ -501,6 +507,7 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
         dim: u32_at(b, 48),
         chunk_size: u32_at(b, 52),
         attr_bits: std::array::from_fn(|k| b[56 + k]),
+        sh_flags: b[61],
         prune_opacity: f32::from_le_bytes(std::array::from_fn(|k| b[64 + k])),
         seed: u64_at(b, 68),
         extra_count: u32_at(b, 76),
@@ -542,6 +549,16 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
             format!(
                 "rotation kind {}, scale mode {}, order {} (each must be 0 or 1)",
                 h.rotation_kind, h.scale_mode, h.order
+            ),
+        ));
+    }
+    // Version 1 reserved byte 61; the flip needs SH-rest to flip.
+    if h.sh_flags & !SH_SIGN_FLIP != 0 || (h.sh_flags != 0 && (version < 2 || h.dim == 0)) {
+        return Err(bad(
+            "SH flags",
+            format!(
+                "byte 61 = {:#04x} with version {version}, d = {} (bit 0, the sign flip, needs version 2 and d > 0; other bits must be zero)",
+                h.sh_flags, h.dim
             ),
         ));
     }

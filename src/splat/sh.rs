@@ -5,6 +5,12 @@
 //! With per-Gaussian widths, Gaussian k's d·b_k code bits follow Gaussian
 //! k−1's in one stream, scales are stored only for b_k > 0, and `CBK ` holds
 //! a codebook for each width used. All widths share one rotation.
+//!
+//! With the SH sign flip (header byte 61, bit 0) Gaussian k's vector is
+//! multiplied coordinate-wise by signs [`sign_word`] derives from k before
+//! it is rotated, and by the same signs after decoding: identical inputs at
+//! different k then get independent quantisation errors, which no longer
+//! add up coherently where those Gaussians overlap (docs/THEORY.md §16).
 
 use std::sync::Arc;
 
@@ -53,6 +59,39 @@ pub struct CompressedSh {
     pub codes: Vec<u8>,
     /// The f16 scale of each Gaussian (+0 for width 0).
     pub scales: Vec<f16>,
+    /// Whether Gaussian k's decoded vector is multiplied by its signs
+    /// ([`flip_signs`]) after Πᵀ (header byte 61, bit 0).
+    pub sign_flip: bool,
+}
+
+/// The PCG hash (Jarzynski & Olano, "Hash Functions for GPU Rendering",
+/// 2020): one LCG step and PCG's RXS-M-XS output permutation, a bijection
+/// of u32 in u32 arithmetic, so a shader computes the same bits.
+pub fn pcg_hash(x: u32) -> u32 {
+    let s = x.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+    let w = ((s >> ((s >> 28) + 4)) ^ s).wrapping_mul(277_803_737);
+    (w >> 22) ^ w
+}
+
+/// Sign word `w` of Gaussian `k` (storage order): bit j of it is the sign
+/// of coordinate 32·w + j, 1 meaning −1. `pcg_hash(pcg_hash(k) + w)`,
+/// wrapping; d = 45 uses words 0 and 1.
+pub fn sign_word(k: u32, w: u32) -> u32 {
+    pcg_hash(pcg_hash(k).wrapping_add(w))
+}
+
+/// Multiplies coordinate j of `row` by Gaussian k's sign s_k[j] (negates
+/// it where bit j mod 32 of [`sign_word`]`(k, j / 32)` is set). Exact and
+/// its own inverse.
+pub fn flip_signs(k: u32, row: &mut [f32]) {
+    for (w, part) in row.chunks_mut(32).enumerate() {
+        let m = sign_word(k, w as u32);
+        for (j, x) in part.iter_mut().enumerate() {
+            if (m >> j) & 1 == 1 {
+                *x = -*x;
+            }
+        }
+    }
 }
 
 impl CompressedSh {
@@ -115,7 +154,9 @@ impl CompressedSh {
                 self.codes.clone(),
                 Scales::F16(self.scales.clone()),
             )?;
-            return q.decode(&enc);
+            let mut out = q.decode(&enc)?;
+            self.unflip(&mut out);
+            return Ok(out);
         }
         let mut out = vec![0f32; n * d];
         let offsets = self.bit_offsets();
@@ -142,7 +183,22 @@ impl CompressedSh {
                 out[i * d..(i + 1) * d].copy_from_slice(&rows[k * d..(k + 1) * d]);
             }
         }
+        self.unflip(&mut out);
         Ok(out)
+    }
+
+    /// Undoes the sign flip on decoded rows (N × d, storage order). Rows of
+    /// width 0 or scale ±0 are zero vectors and stay +0.
+    fn unflip(&self, out: &mut [f32]) {
+        let d = self.dim();
+        if !self.sign_flip || d == 0 {
+            return;
+        }
+        out.par_chunks_mut(d)
+            .zip(self.widths.par_iter().zip(self.scales.par_iter()))
+            .enumerate()
+            .filter(|(_, (_, (b, s)))| **b > 0 && s.to_f32() != 0.0)
+            .for_each(|(k, (row, _))| flip_signs(k as u32, row));
     }
 }
 
@@ -166,15 +222,28 @@ pub(crate) struct ShStreams {
 }
 
 /// Gathers the SH-rest rows of `idx` (input indices), truncated from the
-/// scene's degree to `degree`, into `buf`.
-pub(crate) fn gather_rows(scene: &Scene, idx: &[u32], degree: u8, buf: &mut Vec<f32>) {
+/// scene's degree to `degree`, into `buf`; with `flip`, the storage index
+/// of each row, whose signs ([`flip_signs`]) are applied. Both encoders
+/// (CPU and GPU) quantise these rows, so their bytes stay the same.
+pub(crate) fn gather_rows(
+    scene: &Scene,
+    idx: &[u32],
+    flip: Option<&[u32]>,
+    degree: u8,
+    buf: &mut Vec<f32>,
+) {
     let (kin, kout) = (rest_per_channel(scene.sh_degree), rest_per_channel(degree));
     let din = scene.rest_dim();
+    let d = rest_dim(degree);
     buf.clear();
-    for &i in idx {
+    for (m, &i) in idx.iter().enumerate() {
         let row = &scene.sh_rest[i as usize * din..(i as usize + 1) * din];
         for c in 0..3 {
             buf.extend_from_slice(&row[c * kin..c * kin + kout]);
+        }
+        if let Some(k) = flip {
+            let at = buf.len() - d;
+            flip_signs(k[m], &mut buf[at..]);
         }
     }
 }
@@ -205,10 +274,12 @@ const GPU_SLAB: usize = 1 << 18;
 
 /// Encodes the rows `idx` (input indices, in storage order) at width `q.bits()`
 /// into contiguous packed codes and f16 scales, on the engine's GPU (with the
-/// CPU's exact bytes) or on the CPU.
+/// CPU's exact bytes) or on the CPU. `flip`: the rows' storage indices, when
+/// their signs are flipped.
 fn encode_group(
     scene: &Scene,
     idx: &[u32],
+    flip: Option<&[u32]>,
     degree: u8,
     q: &Quantizer,
     engine: Option<&Engine>,
@@ -222,7 +293,8 @@ fn encode_group(
         let mut scales = Vec::with_capacity(n);
         let mut buf = Vec::new();
         for (s, part) in idx.chunks(GPU_SLAB).enumerate() {
-            gather_rows(scene, part, degree, &mut buf);
+            let fl = flip.map(|f| &f[s * GPU_SLAB..s * GPU_SLAB + part.len()]);
+            gather_rows(scene, part, fl, degree, &mut buf);
             let (enc, ran, ties) = if run.fell_back {
                 (q.encode(&buf).map_err(|e| remap_row(e, part))?, Ran::Cpu, 0)
             } else {
@@ -251,8 +323,9 @@ fn encode_group(
         .enumerate()
         .try_for_each(|(s, (codes, scales))| {
             let part = &idx[s * SLAB..s * SLAB + scales.len()];
+            let fl = flip.map(|f| &f[s * SLAB..s * SLAB + scales.len()]);
             let mut buf = Vec::with_capacity(part.len() * d);
-            gather_rows(scene, part, degree, &mut buf);
+            gather_rows(scene, part, fl, degree, &mut buf);
             q.encode_into(Rows::new(&buf, d)?, codes, scales)
                 .map_err(|e| remap_row(e, part))
         })?;
@@ -310,7 +383,9 @@ pub(crate) fn unpack_widths(bytes: &[u8], n: usize) -> std::result::Result<Vec<u
 }
 
 /// Encodes the SH-rest of the Gaussians `order` (input indices, storage
-/// order), truncated to `degree`.
+/// order), truncated to `degree`; with `sign_flip`, Gaussian k's row is
+/// multiplied by its signs ([`flip_signs`]) first.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode(
     scene: &Scene,
     order: &[u32],
@@ -318,8 +393,11 @@ pub(crate) fn encode(
     widths: Widths<'_>,
     seed: u64,
     scale_mode: ScaleMode,
+    sign_flip: bool,
     engine: Option<&Engine>,
 ) -> Result<ShStreams> {
+    // Storage index k of each row of `order` (only built with the flip).
+    let storage: Option<Vec<u32>> = sign_flip.then(|| (0..order.len() as u32).collect());
     let d = rest_dim(degree);
     let per: Vec<u8> = match widths {
         Widths::Uniform(b) => vec![b as u8; order.len()],
@@ -356,7 +434,15 @@ pub(crate) fn encode(
         crate::RotationKind::Hadamard => 1,
     };
     if let Widths::Uniform(_) = widths {
-        let (codes, scales) = encode_group(scene, order, degree, &qs[0].1, engine, &mut run)?;
+        let (codes, scales) = encode_group(
+            scene,
+            order,
+            storage.as_deref(),
+            degree,
+            &qs[0].1,
+            engine,
+            &mut run,
+        )?;
         return Ok(ShStreams {
             rot: rotation.to_bytes(),
             cbk: codebook_stream(&qs),
@@ -387,7 +473,9 @@ pub(crate) fn encode(
             continue;
         }
         let idx: Vec<u32> = members.iter().map(|&k| order[k]).collect();
-        let (codes, scales) = encode_group(scene, &idx, degree, q, engine, &mut run)?;
+        let ks: Option<Vec<u32>> = sign_flip.then(|| members.iter().map(|&k| k as u32).collect());
+        let (codes, scales) =
+            encode_group(scene, &idx, ks.as_deref(), degree, q, engine, &mut run)?;
         for (m, &k) in members.iter().enumerate() {
             copy_bits(
                 &codes,
@@ -424,6 +512,7 @@ pub(crate) fn parse(
     n: usize,
     degree: u8,
     uniform_bits: Option<u8>,
+    sign_flip: bool,
     rotation: Rotation,
     scale_mode: ScaleMode,
     cbk: &[u8],
@@ -563,6 +652,7 @@ pub(crate) fn parse(
         uniform: uniform_bits,
         codes: shc.to_vec(),
         scales,
+        sign_flip,
     })
 }
 
@@ -574,4 +664,56 @@ pub(crate) fn codebook_len(used: &[u8]) -> u64 {
         used.to_vec()
     };
     1 + used.iter().map(|&b| 1 + 4 * ((2u64 << b) - 1)).sum::<u64>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_words_are_the_specified_ones() {
+        // docs/FORMAT.md's examples, computed independently (Python).
+        assert_eq!(sign_word(0, 0), 0x30be_035e);
+        assert_eq!(sign_word(0, 1), 0x5e63_01b0);
+        assert_eq!(sign_word(1, 0), 0xe92a_518a);
+        // The flip negates exactly the set bits' coordinates, and is its
+        // own inverse.
+        let mut row: Vec<f32> = (1..=45).map(|v| v as f32).collect();
+        flip_signs(0, &mut row);
+        for (j, v) in row.iter().enumerate() {
+            let bit = (sign_word(0, j as u32 / 32) >> (j % 32)) & 1;
+            assert_eq!(
+                *v,
+                if bit == 1 {
+                    -(j as f32 + 1.0)
+                } else {
+                    j as f32 + 1.0
+                }
+            );
+        }
+        flip_signs(0, &mut row);
+        assert!(row.iter().enumerate().all(|(j, &v)| v == j as f32 + 1.0));
+    }
+
+    #[test]
+    fn signs_of_neighbouring_indices_are_uncorrelated() {
+        // Over 20,000 Gaussians: each of the 45 coordinates is negated about
+        // half the time, and coordinate pairs and neighbouring Gaussians'
+        // signs agree about half the time (±5σ of a fair coin).
+        let n = 20_000u32;
+        let sign = |k: u32, j: u32| (sign_word(k, j / 32) >> (j % 32)) & 1;
+        let tol = 5.0 * 0.5 / (n as f64).sqrt();
+        for j in 0..45 {
+            let neg = (0..n).filter(|&k| sign(k, j) == 1).count() as f64 / n as f64;
+            assert!((neg - 0.5).abs() < tol, "coordinate {j}: {neg}");
+            let j2 = (j + 1) % 45;
+            let same = (0..n).filter(|&k| sign(k, j) == sign(k, j2)).count() as f64 / n as f64;
+            assert!((same - 0.5).abs() < tol, "coordinates {j}, {j2}: {same}");
+            let next = (0..n).filter(|&k| sign(k, j) == sign(k + 1, j)).count() as f64 / n as f64;
+            assert!(
+                (next - 0.5).abs() < tol,
+                "coordinate {j}, k vs k + 1: {next}"
+            );
+        }
+    }
 }

@@ -546,6 +546,7 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
                 "bits_per_gaussian": s.stored_len as f64 * 8.0 / n as f64})).collect::<Vec<_>>(),
             "sh_expected_relative_error": sh_err,
             "sh_width_histogram": histogram, "sh_average_bits": average_bits,
+            "sh_sign_flip": h.sh_flags & container::SH_SIGN_FLIP != 0,
         });
         print_json(&v);
         return Ok(());
@@ -592,6 +593,9 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
                 "least-squares"
             }
         );
+        if h.sh_flags & container::SH_SIGN_FLIP != 0 {
+            report!("  SH sign flip: on (signs from each Gaussian's index, undone after decoding)");
+        }
     } else {
         report!("  SH degree 0: no SH-rest");
     }

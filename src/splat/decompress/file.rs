@@ -191,6 +191,7 @@ pub(super) fn decode_file(
             n,
             h.sh_degree,
             (!variable).then_some(h.sh_bits),
+            h.sh_flags & container::SH_SIGN_FLIP != 0,
             rotation,
             scale_mode,
             present(&tags::CBK)?,
