@@ -89,6 +89,9 @@ fn join(p: &Parts) -> Vec<u8> {
     out
 }
 
+/// A named corruption of a file's parts and what the refusal must say.
+type Case = (&'static str, fn(&mut Parts), &'static str);
+
 fn rot(p: &mut Parts) -> &mut Vec<u8> {
     &mut p
         .streams
@@ -151,7 +154,7 @@ fn the_writer_stores_seed_and_digest_and_the_reader_regenerates_pi() {
 #[test]
 fn a_corrupted_seed_or_digest_is_refused_with_one_line() {
     let bytes = compress(&scene(300), &opts());
-    let cases: [(&str, fn(&mut Parts), &str); 5] = [
+    let cases: [Case; 5] = [
         ("digest bit", |p| rot(p)[12] ^= 0x10, "digest"),
         ("ROT seed", |p| rot(p)[0] ^= 1, "digest"),
         (
