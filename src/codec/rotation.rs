@@ -1,9 +1,12 @@
 //! Random orthogonal rotations: a dense Haar matrix for any d, and a
 //! randomized Walsh–Hadamard transform for power-of-two d.
 //!
-//! Both are generated from a seed but carried as explicit parameters (the
-//! matrix, or the sign vectors and the permutation): files store those, so
-//! decoding never depends on a random number generator's stream.
+//! Both are generated from a seed. The dense matrix comes from a generator
+//! docs/FORMAT.md specifies to the bit ([`SeedStream`]: ChaCha20 of RFC 8439,
+//! "Seeded rotation"), frozen with the `.tq3s` format: a scene file stores
+//! the seed and a digest of the matrix instead of the matrix. Files other
+//! than `.tq3s` store the parameters themselves (the matrix, or the sign
+//! vectors and the permutation).
 //!
 //! The batch kernels work on *lane blocks*: [`LANES`] vectors stored
 //! coordinate-major (`block[j * LANES + v]` is coordinate j of vector v), so
@@ -13,9 +16,9 @@
 //! with `f32::mul_add`, which rounds once with or without FMA hardware, so
 //! the results are bit-identical on every platform and SIMD width.
 
-use rand::SeedableRng;
+use chacha20::ChaCha20Rng;
+use chacha20::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
 
 use crate::codec::codebook::validate_dim;
 use crate::{Error, Result};
@@ -77,11 +80,20 @@ pub enum Rotation {
 }
 
 /// A dense orthogonal matrix, stored row-major, with its transpose.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct DenseRotation {
     dim: usize,
     matrix: Vec<f32>,
     transpose: Vec<f32>,
+    /// The seed when the matrix is [`Rotation::dense`]'s output for it.
+    seed: Option<u64>,
+}
+
+/// Two dense rotations are equal when their matrices are, however they were made.
+impl PartialEq for DenseRotation {
+    fn eq(&self, other: &DenseRotation) -> bool {
+        self.dim == other.dim && self.matrix == other.matrix
+    }
 }
 
 /// The parameters of a randomized Hadamard transform.
@@ -108,8 +120,11 @@ impl Rotation {
 
     /// A Haar-random orthogonal matrix: Householder QR of a seeded Gaussian
     /// matrix G = QR, returned as Q·diag(sign(R_ii)) (Mezzadri 2007), which
-    /// makes the law exactly Haar. Cost O(d³): refused beyond
-    /// [`MAX_DENSE_DIM`]; use Hadamard for large d.
+    /// makes the law exactly Haar. Every step is specified (docs/FORMAT.md,
+    /// "Seeded rotation"): the normals are [`seeded_normals`], the QR runs in
+    /// f64 in a fixed order, and the result is rounded to f32 once, so a seed
+    /// names the same f32 matrix on every platform. Cost O(d³): refused
+    /// beyond [`MAX_DENSE_DIM`]; use Hadamard for large d.
     pub fn dense(dim: usize, seed: u64) -> Result<Rotation> {
         validate_dim(dim)?;
         if dim > MAX_DENSE_DIM {
@@ -119,14 +134,13 @@ impl Rotation {
                       use a power of two (the Hadamard rotation) or split each row into blocks of at most 1024",
             });
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        // Column-major: a[c * dim + r].
-        let mut a: Vec<f64> = (0..dim * dim)
-            .map(|_| StandardNormal.sample(&mut rng))
-            .collect();
+        // Column-major: a[c * dim + r], so normal k is G[k mod d][k div d].
+        let mut a = seeded_normals(seed, dim * dim);
         let q = haar_q(&mut a, dim);
         let matrix: Vec<f32> = q.iter().map(|&x| x as f32).collect();
-        Ok(Rotation::Dense(DenseRotation::from_matrix(dim, matrix)?))
+        let mut r = DenseRotation::from_matrix(dim, matrix)?;
+        r.seed = Some(seed);
+        Ok(Rotation::Dense(r))
     }
 
     /// A randomized Hadamard transform with [`HADAMARD_ROUNDS`] rounds.
@@ -154,6 +168,10 @@ impl Rotation {
                 "Hadamard rounds must be in 1..=16, got {rounds}"
             )));
         }
+        // Not the specified keystream: the Hadamard parameters are stored
+        // explicitly wherever they are used, and drawing them from ChaCha20
+        // moved tests/kv_codec's comparison with KIVI across its line (one
+        // draw decides it); see docs/FORMAT.md "Seeded rotation".
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let signs: Vec<Vec<f32>> = (0..rounds)
             .map(|_| {
@@ -409,7 +427,134 @@ impl Rotation {
             Rotation::Hadamard(_) => None,
         }
     }
+
+    /// The seed, when this is [`Rotation::dense`]'s matrix for it (and so
+    /// can be stored as the seed and a digest).
+    pub fn dense_seed(&self) -> Option<u64> {
+        match self {
+            Rotation::Dense(r) => r.seed,
+            Rotation::Hadamard(_) => None,
+        }
+    }
+
+    /// The seeded form of a generated dense rotation: the seed (u64) and
+    /// [`matrix_digest`] of Π (u64), little-endian, [`SEEDED_LEN`] bytes;
+    /// `None` for a rotation that did not come from [`Rotation::dense`].
+    pub fn to_seeded_bytes(&self) -> Option<[u8; SEEDED_LEN]> {
+        let seed = self.dense_seed()?;
+        let digest = matrix_digest(self.matrix()?);
+        let mut out = [0u8; SEEDED_LEN];
+        out[..8].copy_from_slice(&seed.to_le_bytes());
+        out[8..].copy_from_slice(&digest.to_le_bytes());
+        Some(out)
+    }
+
+    /// Inverse of [`Rotation::to_seeded_bytes`]: regenerates Π from the seed
+    /// and refuses it unless its digest is the stored one (a generator that
+    /// departs from the specification, or a damaged seed or digest). `Err`
+    /// names what is wrong; the caller adds the file name.
+    pub fn from_seeded_bytes(dim: usize, bytes: &[u8]) -> std::result::Result<Rotation, String> {
+        let b: &[u8; SEEDED_LEN] = bytes.try_into().map_err(|_| {
+            format!(
+                "a seeded rotation is {SEEDED_LEN} bytes (seed, digest), found {}",
+                bytes.len()
+            )
+        })?;
+        let seed = u64::from_le_bytes(std::array::from_fn(|k| b[k]));
+        let stored = u64::from_le_bytes(std::array::from_fn(|k| b[8 + k]));
+        let r = Rotation::dense(dim, seed).map_err(|e| e.to_string())?;
+        let computed = r.matrix().map(matrix_digest).unwrap_or(!stored);
+        if computed != stored {
+            return Err(format!(
+                "the matrix of seed {seed} (d = {dim}) has digest {computed:#018x}, \
+                 the file stores {stored:#018x}"
+            ));
+        }
+        Ok(r)
+    }
 }
+
+/// Bytes of a seeded dense rotation: seed and digest, u64 each.
+pub const SEEDED_LEN: usize = 16;
+
+/// The digest of a dense rotation: 64-bit FNV-1a over the entries' f32
+/// little-endian bytes, row-major (offset basis 0xcbf29ce484222325, prime
+/// 0x100000001b3).
+pub fn matrix_digest(matrix: &[f32]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in matrix.iter().flat_map(|x| x.to_le_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The keystream every rotation is drawn from: ChaCha20 as in RFC 8439,
+/// key = the seed's 8 bytes little-endian then 24 zero bytes, nonce zero,
+/// block counter 0, 1, 2, …, read as consecutive little-endian u64 words.
+/// (`ChaCha20Rng`'s 64-bit counter and 64-bit stream id equal the RFC's
+/// 32-bit counter and 96-bit nonce while the nonce is zero and the counter
+/// below 2^32, i.e. for the first 256 GiB.)
+#[derive(Debug)]
+pub struct SeedStream {
+    rng: ChaCha20Rng,
+    block: [u8; 64],
+    at: usize,
+}
+
+impl SeedStream {
+    /// The keystream of `seed`, from its first byte.
+    pub fn new(seed: u64) -> SeedStream {
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&seed.to_le_bytes());
+        SeedStream {
+            rng: ChaCha20Rng::from_seed(key),
+            block: [0; 64],
+            at: 64,
+        }
+    }
+
+    /// The next keystream byte.
+    pub fn next_byte(&mut self) -> u8 {
+        if self.at == 64 {
+            // Whole 64-byte blocks: the RNG hands out the keystream in order.
+            self.rng.fill_bytes(&mut self.block);
+            self.at = 0;
+        }
+        self.at += 1;
+        self.block[self.at - 1]
+    }
+
+    /// The next eight keystream bytes as a little-endian u64.
+    pub fn next_u64(&mut self) -> u64 {
+        u64::from_le_bytes(std::array::from_fn(|_| self.next_byte()))
+    }
+}
+
+/// The first `n` standard normals of a seed's keystream, by Box–Muller on
+/// pairs of words (w₁, w₂): u₁ = (⌊w₁/2^11⌋ + 1)·2^−53 ∈ (0, 1],
+/// u₂ = ⌊w₂/2^11⌋·2^−53 ∈ [0, 1), r = √(−2·ln u₁), θ = 2π·u₂ (2π the f64
+/// nearest), then r·cos θ and r·sin θ in that order (the last sine is
+/// dropped when n is odd). `ln`, `cos` and `sin` are the `libm` crate's
+/// (a port of musl's), `√` is IEEE's, all in f64, so the bits are the same
+/// on every platform.
+pub fn seeded_normals(seed: u64, n: usize) -> Vec<f64> {
+    let mut ks = SeedStream::new(seed);
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        let u1 = ((ks.next_u64() >> 11) + 1) as f64 * TWO_POW_M53;
+        let u2 = (ks.next_u64() >> 11) as f64 * TWO_POW_M53;
+        let r = (-2.0 * libm::log(u1)).sqrt();
+        let t = std::f64::consts::TAU * u2;
+        out.push(r * libm::cos(t));
+        out.push(r * libm::sin(t));
+    }
+    out.truncate(n);
+    out
+}
+
+/// 2^−53, exactly.
+const TWO_POW_M53: f64 = 1.0 / 9_007_199_254_740_992.0;
 
 impl DenseRotation {
     /// Wraps a row-major d×d matrix. It must be finite; orthogonality is the
@@ -439,6 +584,7 @@ impl DenseRotation {
             dim,
             matrix,
             transpose,
+            seed: None,
         })
     }
 }
@@ -659,8 +805,9 @@ fn permute_block<const W: usize>(x: &mut [f32], perm: &[u32]) {
 }
 
 /// Householder QR of the column-major d×d matrix `a` (overwritten), returning
-/// Q·diag(sign(R_ii)) row-major. Plain loops in a fixed order, so the matrix
-/// is the same bits on every platform.
+/// Q·diag(sign(R_ii)) row-major. Plain loops in the order docs/FORMAT.md
+/// ("Seeded rotation") specifies, so the matrix is the same bits on every
+/// platform: the seeded `.tq3s` rotation depends on it.
 fn haar_q(a: &mut [f64], d: usize) -> Vec<f64> {
     let mut vs: Vec<Vec<f64>> = Vec::with_capacity(d);
     let mut signs = vec![1.0f64; d];
@@ -718,12 +865,12 @@ fn haar_q(a: &mut [f64], d: usize) -> Vec<f64> {
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     let mut acc = [0.0f64; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f64 = ca
+    // The tail in order from +0.0 (the format specifies this order).
+    let tail = ca
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(p, q)| p * q)
-        .sum();
+        .fold(0.0f64, |s, (p, q)| s + p * q);
     for (x, y) in ca.zip(cb) {
         for k in 0..8 {
             acc[k] += x[k] * y[k];
@@ -833,6 +980,25 @@ mod tests {
         let n = bad.len();
         bad[n - 4..].copy_from_slice(&64u32.to_le_bytes()); // out of range for d = 64
         assert!(Rotation::from_bytes(RotationKind::Hadamard, 64, &bad).is_err());
+    }
+
+    #[test]
+    fn seeded_bytes_regenerate_the_matrix_and_refuse_a_wrong_digest() {
+        let rot = Rotation::dense(24, 99).unwrap();
+        let b = rot.to_seeded_bytes().unwrap();
+        assert_eq!(b[..8], 99u64.to_le_bytes());
+        assert_eq!(Rotation::from_seeded_bytes(24, &b).unwrap(), rot);
+        for k in [0, 8, 15] {
+            let mut bad = b;
+            bad[k] ^= 1;
+            let e = Rotation::from_seeded_bytes(24, &bad).unwrap_err();
+            assert!(e.contains("digest"), "{e}");
+        }
+        assert!(Rotation::from_seeded_bytes(24, &b[..15]).is_err());
+        // Only the generator's output has a seeded form.
+        let explicit = Rotation::from_bytes(RotationKind::Dense, 24, &rot.to_bytes()).unwrap();
+        assert_eq!(explicit.to_seeded_bytes(), None);
+        assert_eq!(Rotation::hadamard(64, 1).unwrap().to_seeded_bytes(), None);
     }
 
     #[test]

@@ -309,6 +309,8 @@ fn facts(scene: &Scene, opts: &CompressOptions) -> Facts {
     Facts {
         count,
         dim: rest_dim(sh_degree(scene, opts)) as u64,
+        // The generator's rotation is always stored as its seed.
+        rotation_kind: sh::KIND_SEEDED,
         sh,
         profile: opts.profile,
         attr_bits: opts.attr_bits,

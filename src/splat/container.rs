@@ -126,7 +126,8 @@ pub struct Header {
     /// 0: every Gaussian has `sh_bits`. 1: a width per Gaussian (stream
     /// `SHW `), `sh_bits` the widest.
     pub sh_width_mode: u8,
-    /// Rotation family of the SH codec: 0 dense, 1 randomized Hadamard.
+    /// Rotation of the SH codec: 0 dense matrix, 1 randomized Hadamard,
+    /// 2 dense from the seed in `ROT ` (version 2).
     pub rotation_kind: u8,
     /// SH scale: 0 norm, 1 least squares (informational; decoding is the same).
     pub scale_mode: u8,
@@ -146,8 +147,8 @@ pub struct Header {
     pub sh_flags: u8,
     /// Opacity pruning threshold τ on sigmoid(opacity); 0 when not pruned.
     pub prune_opacity: f32,
-    /// Seed the rotation was generated from (informational: the rotation
-    /// itself is stored in `ROT `).
+    /// Seed the rotation was generated from (kinds 0 and 1: informational;
+    /// kind 2: equal to the seed in `ROT `).
     pub seed: u64,
     /// Number of extra per-vertex properties.
     pub extra_count: u32,
@@ -543,12 +544,24 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
             ),
         ));
     }
-    if h.rotation_kind > 1 || h.scale_mode > 1 || h.order > 1 {
+    // Kind 2, the seeded rotation, is new in version 2.
+    let max_kind = if version >= 2 { 2 } else { 1 };
+    if h.rotation_kind > max_kind {
+        return Err(bad(
+            "rotation kind",
+            format!(
+                "{} (version {version} has 0 dense, 1 Hadamard{})",
+                h.rotation_kind,
+                if version >= 2 { ", 2 seeded" } else { "" }
+            ),
+        ));
+    }
+    if h.scale_mode > 1 || h.order > 1 {
         return Err(bad(
             "codec fields",
             format!(
-                "rotation kind {}, scale mode {}, order {} (each must be 0 or 1)",
-                h.rotation_kind, h.scale_mode, h.order
+                "scale mode {}, order {} (each must be 0 or 1)",
+                h.scale_mode, h.order
             ),
         ));
     }

@@ -129,6 +129,8 @@ pub(crate) struct Facts {
     pub count: u64,
     /// SH-rest dimension d (0: no SH streams).
     pub dim: u64,
+    /// The header's rotation kind: 0 dense matrix, 1 Hadamard, 2 seeded.
+    pub rotation_kind: u8,
     pub sh: ShWidths,
     pub profile: Profile,
     /// Compact profile: the attribute bits and Gaussians per chunk.
@@ -149,6 +151,7 @@ impl Facts {
         Facts {
             count: h.count,
             dim: h.dim as u64,
+            rotation_kind: h.rotation_kind,
             sh: if h.sh_width_mode == 1 {
                 ShWidths::PerGaussianUnread
             } else {
@@ -180,7 +183,12 @@ impl Facts {
         let compact = self.profile == Profile::Compact;
         let sh = &self.sh;
         Some(Len::Is(match *tag {
-            ROT => d * d * 4,
+            ROT => match self.rotation_kind {
+                sh::KIND_SEEDED => crate::codec::rotation::SEEDED_LEN as u64,
+                // Kind 1 (Hadamard) is as version 1 checked it: d is never a
+                // power of two here, so Rotation::from_bytes refuses it.
+                _ => d * d * 4,
+            },
             CBK => match sh {
                 ShWidths::Uniform(b) => sh::codebook_len(&[*b]),
                 ShWidths::PerGaussian { used, .. } => sh::codebook_len(used),

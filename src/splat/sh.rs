@@ -205,7 +205,7 @@ impl CompressedSh {
 /// The streams of an encoding.
 #[derive(Debug, Clone)]
 pub(crate) struct ShStreams {
-    /// `ROT `: the rotation's parameters.
+    /// `ROT `: the rotation's seed and digest (kind 2) or its parameters.
     pub rot: Vec<u8>,
     /// `CBK `: the codebooks of the widths used.
     pub cbk: Vec<u8>,
@@ -219,6 +219,21 @@ pub(crate) struct ShStreams {
     pub rotation_kind: u8,
     /// Where it ran.
     pub run: ShRun,
+}
+
+/// Header rotation kind of a rotation the specified generator made: its
+/// `ROT ` is the seed and the matrix digest.
+pub(crate) const KIND_SEEDED: u8 = 2;
+
+/// The header's rotation kind and the `ROT ` stream: the seeded form (kind
+/// 2) whenever the rotation is the generator's matrix for its seed, the
+/// explicit parameters (kind 0 dense, 1 Hadamard) otherwise.
+pub(crate) fn rotation_stream(rotation: &Rotation) -> (u8, Vec<u8>) {
+    match (rotation.to_seeded_bytes(), rotation.kind()) {
+        (Some(b), _) => (KIND_SEEDED, b.to_vec()),
+        (None, crate::RotationKind::Dense) => (0, rotation.to_bytes()),
+        (None, crate::RotationKind::Hadamard) => (1, rotation.to_bytes()),
+    }
 }
 
 /// Gathers the SH-rest rows of `idx` (input indices), truncated from the
@@ -429,10 +444,7 @@ pub(crate) fn encode(
         ties: 0,
         fell_back: false,
     };
-    let rotation_kind = match rotation.kind() {
-        crate::RotationKind::Dense => 0,
-        crate::RotationKind::Hadamard => 1,
-    };
+    let (rotation_kind, rot) = rotation_stream(&rotation);
     if let Widths::Uniform(_) = widths {
         let (codes, scales) = encode_group(
             scene,
@@ -444,7 +456,7 @@ pub(crate) fn encode(
             &mut run,
         )?;
         return Ok(ShStreams {
-            rot: rotation.to_bytes(),
+            rot,
             cbk: codebook_stream(&qs),
             shw: None,
             shs: scales
@@ -494,7 +506,7 @@ pub(crate) fn encode(
         .flat_map(|(_, s)| s.to_bits().to_le_bytes())
         .collect();
     Ok(ShStreams {
-        rot: rotation.to_bytes(),
+        rot,
         cbk: codebook_stream(&qs),
         shw: Some(pack_widths(&per)),
         shs,

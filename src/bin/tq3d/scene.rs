@@ -532,7 +532,7 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
             "file": input, "bytes": bytes.len(), "version": container::VERSION,
             "count": n, "input_count": h.input_count, "sh_degree": h.sh_degree, "dim": h.dim,
             "sh_bits": h.sh_bits, "profile": h.profile.name(),
-            "rotation": if h.rotation_kind == 0 {"dense"} else {"hadamard"},
+            "rotation": match h.rotation_kind {0 => "dense", 1 => "hadamard", _ => "dense, seeded"},
             "scale": if h.scale_mode == 0 {"norm"} else {"least squares"},
             "order": if h.order == 1 {"morton"} else {"input"},
             "normals": normals, "prune_opacity": h.prune_opacity, "seed": h.seed,
@@ -581,10 +581,10 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
                 "="
             },
             h.sh_bits,
-            if h.rotation_kind == 0 {
-                "dense Haar"
-            } else {
-                "randomized Hadamard"
+            match h.rotation_kind {
+                0 => "dense Haar",
+                1 => "randomized Hadamard",
+                _ => "dense Haar from the seed",
             },
             h.seed,
             if h.scale_mode == 0 {

@@ -160,13 +160,20 @@ pub(super) fn decode_file(
     let d = h.dim as usize;
     let mut kept_sh = None;
     if d > 0 {
-        let kind = if h.rotation_kind == 0 {
-            RotationKind::Dense
-        } else {
-            RotationKind::Hadamard
-        };
-        let rotation = Rotation::from_bytes(kind, d, req(&tags::ROT)?)
-            .map_err(|why| bad("stream ROT", why))?;
+        let rot = req(&tags::ROT)?;
+        let rotation = match h.rotation_kind {
+            0 => Rotation::from_bytes(RotationKind::Dense, d, rot),
+            1 => Rotation::from_bytes(RotationKind::Hadamard, d, rot),
+            // Seeded: regenerated from the seed and checked against the digest.
+            _ => Rotation::from_seeded_bytes(d, rot).and_then(|r| match r.dense_seed() {
+                Some(s) if s != h.seed => Err(format!(
+                    "seed {s} differs from the header's seed {}",
+                    h.seed
+                )),
+                _ => Ok(r),
+            }),
+        }
+        .map_err(|why| bad("stream ROT", why))?;
         check_rotation_entries(&rotation).map_err(|why| bad("stream ROT", why))?;
         let scale_mode = if h.scale_mode == 0 {
             ScaleMode::Norm
