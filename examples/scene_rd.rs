@@ -73,22 +73,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             model.sh_mse(s)
         );
     }
-    let ply = scene.len() as f64 * (62.0 * 4.0);
+    let ply = turboquant3d::splat::ply::ply_size(
+        &scene,
+        turboquant3d::splat::ply::PlyEncoding::BinaryLittleEndian,
+    )
+    .unwrap_or(0) as f64;
+    // tq3d eval's default views: 8 orbit views at 256x256.
+    let eval_views = orbit(&scene.positions, 8, 256, 256);
+    let eval_ref = render(&scene, &eval_views)?;
     for p in targets.split(',') {
         let p: f64 = p.parse()?;
         match model.choose(Target::Psnr(p)) {
             None => println!("target {p} dB: unreachable"),
             Some(c) => {
                 let (bytes, mse) = rd::verify(&scene, &model, &c, &cams, &reference, &render)?;
+                let (_, mse8) = rd::verify(&scene, &model, &c, &eval_views, &eval_ref, &render)?;
+                let db = turboquant3d::render::metrics::psnr_from_mse;
                 println!(
-                    "target {p} dB: {} attr {:?}; predicted {} B {:.2} dB; measured {} B ({:.2}x) {:.2} dB",
+                    "target {p} dB: {} attr {:?}; predicted {} B {:.2} dB; measured {} B ({:.2}x) {:.2} dB on the probe views, {:.2} dB on eval's",
                     model.sh[c.sh].setting,
                     c.attr_bits.to_array(),
                     c.bytes,
                     c.psnr(),
                     bytes,
                     ply / bytes as f64,
-                    turboquant3d::render::metrics::psnr_from_mse(mse)
+                    db(mse),
+                    db(mse8)
                 );
             }
         }

@@ -1,5 +1,5 @@
 //! Whole-scene rate–distortion: every attribute group's bits, and the SH
-//! widths, chosen per scene for a quality or a size (docs/THEORY.md §16).
+//! widths, chosen per scene for a quality or a size (docs/THEORY.md §17).
 //!
 //! The model is additive over groups: the image MSE of a setting is
 //!
@@ -144,6 +144,7 @@ pub enum ShSetting {
 impl std::fmt::Display for ShSetting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            ShSetting::Uniform(0) => write!(f, "none (no SH-rest)"),
             ShSetting::Uniform(b) => write!(f, "uniform b = {b}"),
             ShSetting::Allocated(b) => write!(f, "allocated b̄ = {b}"),
         }
@@ -261,7 +262,7 @@ fn stored(infos: &[StreamInfo], tag: [u8; 4]) -> u64 {
 
 /// The SH settings the model considers at SH-rest dimension d > 0.
 pub fn default_sh_settings() -> Vec<ShSetting> {
-    let mut v: Vec<ShSetting> = (1..=4).map(ShSetting::Uniform).collect();
+    let mut v: Vec<ShSetting> = (1..=6).map(ShSetting::Uniform).collect();
     for b in [
         0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0,
     ] {

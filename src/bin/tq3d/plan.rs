@@ -6,14 +6,18 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use turboquant3d::render::predict;
+use turboquant3d::splat::CompressOptions;
+use turboquant3d::splat::ply::{self, PlyEncoding};
+use turboquant3d::splat::rd::{Choice, Target};
 use turboquant3d::splat::scene::{SH_C0, rest_per_channel};
 use turboquant3d::theory::{Criterion, Verdict, range_factor};
 use turboquant3d::{Codebook, Error};
 
 use crate::common::{
-    Resolution, baseline_psnr, f64_of, fmt_f64, gamma2, json_f64, load_views, print_json,
-    psnr_loss, read_scene_to_render, report, resolution_of, sh_degree, spinner, views,
+    Resolution, baseline_psnr, f64_of, fmt_f64, gamma2, human, json_f64, load_views, print_json,
+    psnr_loss, read_scene_to_render, report, resolution_of, sh_degree, spinner, target_psnr, views,
 };
+use crate::target::{self, ProbeArgs};
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
@@ -39,6 +43,17 @@ pub struct PlanArgs {
     /// captures without SH, such as .splat files); reports say so.
     #[arg(long, value_name = "L", value_parser = sh_degree)]
     synth_sh: Option<u8>,
+    /// The whole-scene split to show: every attribute group's bits and the
+    /// SH setting of the smallest file predicted to render at P dB against
+    /// the original (as `tq3d compress --target-psnr P` chooses), with the
+    /// predicted curve of PSNR against size; 10..=100.
+    #[arg(long, default_value_t = 45.0, value_parser = target_psnr)]
+    target_psnr: f64,
+    /// Skip the whole-scene split (it renders the scene 8 times).
+    #[arg(long)]
+    no_split: bool,
+    #[command(flatten)]
+    probe: ProbeArgs,
     /// Print one JSON object. An infinite value (the fidelity PSNR of a
     /// scene no view shows, whose predicted error is 0) is the string "inf"
     /// (or "-inf"): JSON has no infinity.
@@ -181,11 +196,50 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
         w.0 * e / (3.0 * pixels as f64) <= allowed
     });
 
+    // The whole-scene split (docs/THEORY.md §17).
+    let split = if a.no_split {
+        None
+    } else {
+        let model = target::build(&scene, &CompressOptions::default(), &a.probe, a.json)?;
+        let ply = ply::ply_size(&scene, PlyEncoding::BinaryLittleEndian).unwrap_or(1) as f64;
+        let row = |c: &Choice| -> Result<serde_json::Value, Error> {
+            Ok(
+                json!({"predicted_psnr": json_f64(c.psnr(), "predicted_psnr")?, "bytes": c.bytes,
+                "ratio": ply / c.bytes as f64, "sh": model.sh[c.sh].setting.to_string(),
+                "attr_bits": c.attr_bits.to_array()}),
+            )
+        };
+        let front = model.front();
+        let (lo, hi) = (
+            front.first().map_or(0.0, |c| c.psnr()),
+            front.last().map_or(0.0, |c| c.psnr()),
+        );
+        // Every 2.5 dB from the smallest file up to the best (at most 100 dB:
+        // a lossless render has an infinite PSNR).
+        let mut curve = Vec::new();
+        let mut p = (lo.min(100.0) / 2.5).ceil() * 2.5;
+        while p <= hi.min(100.0) {
+            if let Some(c) = model.choose(Target::Psnr(p)) {
+                curve.push(row(&c)?);
+            }
+            p += 2.5;
+        }
+        let chosen = model
+            .choose(Target::Psnr(a.target_psnr))
+            .map(|c| row(&c))
+            .transpose()?;
+        Some(json!({"target_psnr": a.target_psnr, "chosen": chosen,
+            "best_predicted_psnr": json_f64(hi, "best_predicted_psnr")?, "curve": curve,
+            "kappa_uniform": model.kappa[0], "kappa_allocated": model.kappa[1],
+            "probe_renders": model.renders, "ply_bytes": ply}))
+    };
+
     let report = json!({
         "input": a.input, "count": scene.len(), "sh_degree": scene.sh_degree, "sh_synthesised": a.synth_sh.is_some(),
         "views": views.len(), "resolution": resolution_of(&views),
         "target_psnr_loss": a.target_psnr_loss, "baseline_psnr": a.baseline_psnr, "allowed_mse": allowed,
         "sh_rest": sh_rows, "groups": group_rows, "dc_bits_global_range": dc_bits,
+        "split": split,
     });
     if a.json {
         print_json(&report);
@@ -275,5 +329,40 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
     report!(
         "   geometry (positions, scales, rotations, opacity) moves and reshapes splats: its image error is not linear, so eval measures it"
     );
+    if let Some(s) = &split {
+        let line = |r: &serde_json::Value| {
+            let b = &r["attr_bits"];
+            format!(
+                "{:6.2} dB  {:>11}  {:6.2}x  SH {:<19} position {:>2} scale {:>2} rotation {:>2} opacity {:>2} dc {:>2}",
+                f64_of(&r["predicted_psnr"]).unwrap_or(f64::NAN),
+                human(r["bytes"].as_u64().unwrap_or(0)),
+                r["ratio"].as_f64().unwrap_or(f64::NAN),
+                r["sh"].as_str().unwrap_or("-"),
+                b[0],
+                b[1],
+                b[2],
+                b[3],
+                b[4]
+            )
+        };
+        report!(
+            "\nwhole-scene split (compress --target-psnr; {} probe renders, κ uniform {:.2}, allocated {:.2}):",
+            s["probe_renders"],
+            s["kappa_uniform"].as_f64().unwrap_or(f64::NAN),
+            s["kappa_allocated"].as_f64().unwrap_or(f64::NAN)
+        );
+        match s["chosen"].is_null() {
+            false => report!("   at {} dB: {}", a.target_psnr, line(&s["chosen"])),
+            true => report!(
+                "   {} dB is not reachable; the best predicted is {:.2} dB",
+                a.target_psnr,
+                f64_of(&s["best_predicted_psnr"]).unwrap_or(f64::NAN)
+            ),
+        }
+        report!("   predicted curve, the smallest file at each PSNR:");
+        for r in s["curve"].as_array().into_iter().flatten() {
+            report!("   {}", line(r));
+        }
+    }
     Ok(())
 }

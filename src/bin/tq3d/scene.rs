@@ -230,9 +230,7 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
             None => [None; 5],
         };
         let (o, r) = stages.time("choose", || {
-            target::choose(
-                &scene, &opts, pinned, &a.target, a.device, ply_bytes, a.json,
-            )
+            target::choose(&scene, &opts, pinned, &a.target, ply_bytes, a.json)
         })?;
         opts = o;
         chosen = Some(r);

@@ -12,8 +12,7 @@ use turboquant3d::splat::rd::{self, Choice, Model, Target};
 use turboquant3d::splat::{CompressOptions, Scene};
 
 use crate::common::{
-    DeviceArg, Resolution, human, load_views, probe_views, ratio_arg, size_arg, spinner,
-    target_psnr,
+    Resolution, human, load_views, probe_views, ratio_arg, size_arg, spinner, target_psnr,
 };
 use crate::eval::Renderer;
 
@@ -22,7 +21,7 @@ pub struct TargetArgs {
     /// The smallest file whose predicted render PSNR against the original
     /// is at least P dB (10..=100), over the probe views. Every attribute
     /// group's bits and the SH widths are chosen for this scene
-    /// (docs/THEORY.md §16); --attr-bits pins a group.
+    /// (docs/THEORY.md §17); --attr-bits pins a group.
     #[arg(long, value_name = "P", value_parser = target_psnr, conflicts_with_all = ["sh_bits", "ratio", "size", "target_psnr_loss"])]
     pub target_psnr: Option<f64>,
     /// The best predicted quality in the bytes of the 3DGS PLY divided by R
@@ -39,15 +38,50 @@ pub struct TargetArgs {
     /// the model by what was measured and chooses again (up to 3 times).
     #[arg(long)]
     pub verify: bool,
-    /// Orbit views the model renders its probes from, 1..=1024.
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+}
+
+/// Where the rate–distortion model looks from.
+#[derive(clap::Args)]
+pub struct ProbeArgs {
+    /// Orbit views the rate–distortion model renders its probes from
+    /// (CPU reference rasteriser, so the choice is the same on every
+    /// machine), 1..=1024.
     #[arg(long, default_value_t = 4, value_parser = probe_views)]
     pub probe_views: usize,
     /// Their resolution, WxH.
     #[arg(long, default_value = "128x128")]
     pub probe_resolution: Resolution,
-    /// 3DGS cameras.json: probe and verify from these views instead of orbits.
-    #[arg(long)]
+    /// 3DGS cameras.json: probe (and verify) from these views instead of
+    /// orbits.
+    #[arg(long = "probe-cameras")]
     pub cameras: Option<PathBuf>,
+}
+
+/// The model of `scene` from the probe views, rendered on the CPU.
+pub fn build(
+    scene: &Scene,
+    base: &CompressOptions,
+    p: &ProbeArgs,
+    quiet: bool,
+) -> Result<Model, Error> {
+    let renderer = Renderer::Cpu;
+    let render = render_fn(&renderer);
+    let views = load_views(
+        scene,
+        p.cameras.as_deref(),
+        p.probe_views,
+        p.probe_resolution,
+        "--probe-views",
+    )?;
+    let bar = spinner("rendering the probe views".into(), quiet);
+    let reference = renderer.render_all(scene, &views)?;
+    let model = rd::build_model(scene, base, &views, &reference, &render, &|m| {
+        bar.set_message(m.to_string())
+    });
+    bar.finish_and_clear();
+    model
 }
 
 impl TargetArgs {
@@ -111,24 +145,12 @@ pub fn choose(
     base: &CompressOptions,
     pinned: [Option<u8>; 5],
     t: &TargetArgs,
-    device: DeviceArg,
     ply_bytes: u64,
     quiet: bool,
 ) -> Result<(CompressOptions, TargetReport), Error> {
-    let renderer = Renderer::new(device)?;
+    let renderer = Renderer::Cpu;
     let render = render_fn(&renderer);
-    let views = load_views(
-        scene,
-        t.cameras.as_deref(),
-        t.probe_views,
-        t.probe_resolution,
-        "--probe-views",
-    )?;
-    let bar = spinner("rendering the probe views".into(), quiet);
-    let reference = renderer.render_all(scene, &views)?;
-    let mut model = rd::build_model(scene, base, &views, &reference, &render, &|m| {
-        bar.set_message(m.to_string())
-    })?;
+    let mut model = build(scene, base, &t.probe, quiet)?;
     model.pinned = pinned;
     let (target, label) = match (t.target_psnr, t.ratio, t.size) {
         (Some(p), _, _) => (Target::Psnr(p), format!("{p} dB")),
@@ -143,12 +165,13 @@ pub fn choose(
         m.choose(target).ok_or_else(|| unreachable(m, target))
     };
     let mut choice = pick(&model)?;
+    let bar = spinner("verifying".into(), quiet || !t.verify);
     let mut measured = None;
     let mut rounds = 0;
     if t.verify {
         let vviews = load_views(
             scene,
-            t.cameras.as_deref(),
+            t.probe.cameras.as_deref(),
             8,
             Resolution(256, 256),
             "--views",
