@@ -53,13 +53,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model.kappa[1]
     );
     for (k, g) in rd::Group::ALL.iter().enumerate() {
-        let (p, m) = model.attr_probe[k];
+        let [(pl, ml), (p, m)] = model.attr_probe[k];
         let (lo, hi) = g.range();
         let bytes: Vec<String> = (lo..=hi)
             .map(|b| format!("{b}:{}", model.attr_bytes[k][b as usize]))
             .collect();
         println!(
-            "  {:<9} probe {p} bits mse {m:.3e}; bytes {}",
+            "  {:<9} probes {pl} bits mse {ml:.3e}, {p} bits mse {m:.3e}; bytes {}",
             g.name(),
             bytes.join(" ")
         );

@@ -24,7 +24,7 @@ fn render(s: &Scene, v: &[Camera]) -> turboquant3d::Result<Vec<Image>> {
 fn random_model(seed: u64) -> Model {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
     let mut attr_bytes = [[0u64; 17]; 5];
-    let mut attr_probe = [(0u8, 0f64); 5];
+    let mut attr_probe = [[(0u8, 0f64); 2]; 5];
     for k in 0..5 {
         let mut b = r.random_range(1000..5000u64);
         for slot in &mut attr_bytes[k][1..=16] {
@@ -32,7 +32,9 @@ fn random_model(seed: u64) -> Model {
             b += r.random_range(200..3000u64);
             *slot = b;
         }
-        attr_probe[k] = (6, r.random_range(1e-6..1e-4));
+        let wide = r.random_range(1e-6..1e-4);
+        let [lo, hi] = Group::ALL[k].probes();
+        attr_probe[k] = [(lo, wide * r.random_range(4.0..40.0)), (hi, wide)];
     }
     let sh = (0..4)
         .map(|s| ShOption {
@@ -179,8 +181,8 @@ fn sizes_are_exact_and_the_prediction_tracks_the_render() {
         &|_| {},
     )
     .unwrap();
-    // One render for the floor, one per group, one per SH kind.
-    assert_eq!(m.renders, 1 + 5 + 2);
+    // One render for the floor, two per group, one per SH kind.
+    assert_eq!(m.renders, 1 + 2 * 5 + 2);
     assert!(
         m.floor < 1e-9,
         "nothing pruned, nothing quantised: {}",
@@ -242,9 +244,10 @@ fn target_modes_keep_their_promises() {
         v.extend(extra.iter().map(OsStr::new));
         tq3d(v)
     };
-    // --target-psnr with --verify: measured on eval's views, at least P.
-    let o = base(&["--target-psnr", "38", "--verify"]);
-    assert_ok(&o, "--target-psnr 38 --verify");
+    // --target-psnr, verified (the default): measured on eval's views, at
+    // least P.
+    let o = base(&["--target-psnr", "38"]);
+    assert_ok(&o, "--target-psnr 38");
     let v = json(&o);
     let t = &v["target"];
     assert!(t["measured_psnr"].as_f64().unwrap() >= 38.0, "{t}");
@@ -254,7 +257,7 @@ fn target_modes_keep_their_promises() {
         "the size is exact"
     );
     // --size: never above it.
-    let o = base(&["--size", "60k"]);
+    let o = base(&["--size", "60k", "--no-verify"]);
     assert_ok(&o, "--size 60k");
     assert!(json(&o)["output_bytes"].as_u64().unwrap() <= 60_000);
     assert!(std::fs::metadata(&out).unwrap().len() <= 60_000);

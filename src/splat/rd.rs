@@ -97,16 +97,13 @@ impl Group {
         }
     }
 
-    /// The width of the probe render, where the error is well above the
-    /// renderer's rounding but still small.
-    fn probe(self) -> u8 {
-        match self {
-            Group::Position => 10,
-            Group::Scale => 5,
-            Group::Rotation => 6,
-            Group::Opacity => 5,
-            Group::Dc => 5,
-        }
+    /// The widths of the two probe renders: the narrowest searched, where
+    /// the error stops acting linearly, and two bits above it, where it is
+    /// still well above the renderer's rounding. Between them the model
+    /// follows the measured slope; above, the 4^−b law.
+    pub fn probes(self) -> [u8; 2] {
+        let lo = self.range().0;
+        [lo, lo + 2]
     }
 
     fn set(self, bits: &mut AttrBits, b: u8) {
@@ -202,8 +199,9 @@ pub struct Model {
     /// Stored bytes of each group's stream at each width (index = width,
     /// 1..=16, rotation 1..=10).
     pub attr_bytes: [[u64; 17]; 5],
-    /// Measured image MSE of each group alone at its probe width.
-    pub attr_probe: [(u8, f64); 5],
+    /// Measured image MSE of each group alone at its two probe widths
+    /// (narrow, wide).
+    pub attr_probe: [[(u8, f64); 2]; 5],
     /// MSE of the storage-ordered, pruned but otherwise exact scene.
     pub floor: f64,
     /// The SH settings.
@@ -323,7 +321,7 @@ pub fn build_model(
             };
             let c = compress(scene, &o)?;
             let infos: Vec<StreamInfo> = c.streams.iter().map(|p| p.info).collect();
-            let keep = Group::ALL.iter().any(|g| g.probe() == w);
+            let keep = Group::ALL.iter().any(|g| g.probes().contains(&w));
             let back = if keep {
                 Some(decompress(
                     &c.to_bytes()?,
@@ -345,19 +343,21 @@ pub fn build_model(
         }
     }
 
-    let mut attr_probe = [(0u8, 0f64); 5];
+    let mut attr_probe = [[(0u8, 0f64); 2]; 5];
     for (k, g) in Group::ALL.iter().enumerate() {
-        progress(&format!("measuring {} at {} bits", g.name(), g.probe()));
-        let back = per_width
-            .iter()
-            .find(|(w, _, _)| *w == g.probe())
-            .and_then(|(_, _, b)| b.as_ref())
-            .ok_or_else(|| Error::InvalidArgument("no probe decode".into()))?;
-        let mut hybrid = sorted.clone();
-        g.copy(&mut hybrid, back);
-        let m = mean_mse(render, &hybrid, views, reference)?;
-        renders += 1;
-        attr_probe[k] = (g.probe(), (m - floor).max(0.0));
+        for (j, &w) in g.probes().iter().enumerate() {
+            progress(&format!("measuring {} at {w} bits", g.name()));
+            let back = per_width
+                .iter()
+                .find(|(x, _, _)| *x == w)
+                .and_then(|(_, _, b)| b.as_ref())
+                .ok_or_else(|| Error::InvalidArgument("no probe decode".into()))?;
+            let mut hybrid = sorted.clone();
+            g.copy(&mut hybrid, back);
+            let m = mean_mse(render, &hybrid, views, reference)?;
+            renders += 1;
+            attr_probe[k][j] = (w, (m - floor).max(0.0));
+        }
     }
 
     let mut sh = Vec::new();
@@ -461,8 +461,26 @@ pub fn build_model(
 impl Model {
     /// Predicted MSE of group `k` at width `b`.
     pub fn attr_mse(&self, k: usize, b: u8) -> f64 {
-        let (p, m) = self.attr_probe[k];
-        m * 4f64.powi(p as i32 - b as i32)
+        let [(pl, ml), (ph, mh)] = self.attr_probe[k];
+        let law = |p: u8, m: f64| m * 4f64.powi(p as i32 - b as i32);
+        if mh <= 0.0 {
+            // The wide probe shows nothing: the narrow one and the 4^−b law
+            // of a uniform quantiser.
+            return law(pl, ml);
+        }
+        if b >= ph || ml <= mh {
+            // Above the wide probe (or where the narrow one shows no
+            // steeper growth): the 4^−b law.
+            return law(ph, mh);
+        }
+        // Log-linear through the two probes, and on below the narrow one
+        // with at least the 4^−b slope.
+        let slope = (ml / mh).ln() / (ph - pl) as f64;
+        if b >= pl {
+            mh * (slope * (ph - b) as f64).exp()
+        } else {
+            ml * (slope.max(4f64.ln()) * (pl - b) as f64).exp()
+        }
     }
 
     /// Predicted SH MSE of setting `s` (κ applied).
@@ -478,7 +496,7 @@ impl Model {
     /// Scales every predicted error term by `f` (after a verifying render
     /// measured `f` times the prediction).
     pub fn scale_errors(&mut self, f: f64) {
-        for p in &mut self.attr_probe {
+        for p in self.attr_probe.iter_mut().flatten() {
             p.1 *= f;
         }
         for k in &mut self.kappa {

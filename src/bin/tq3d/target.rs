@@ -1,6 +1,6 @@
 //! Target modes of `tq3d compress` (`--target-psnr`, `--ratio`, `--size`):
 //! every attribute group's bits and the SH widths chosen per scene by the
-//! rate–distortion model of `splat::rd`, checked with `--verify`.
+//! rate–distortion model of `splat::rd`, checked by rendering (unless `--no-verify`).
 
 use std::path::PathBuf;
 
@@ -32,12 +32,14 @@ pub struct TargetArgs {
     /// number; k, M, G suffixes for 10³, 10⁶, 10⁹).
     #[arg(long, value_name = "BYTES", value_parser = size_arg, conflicts_with_all = ["sh_bits", "target_psnr_loss"])]
     pub size: Option<u64>,
-    /// After choosing, render the result from the verification views (8
-    /// orbit views at 256x256, as `tq3d eval` by default, or --cameras)
-    /// and report the measured PSNR; with --target-psnr, a miss corrects
-    /// the model by what was measured and chooses again (up to 3 times).
+    /// Skip the check: by default the choice is compressed and rendered
+    /// from the verification views (8 orbit views at 256x256, as `tq3d
+    /// eval` by default, or --probe-cameras) and the measured PSNR
+    /// reported; with --target-psnr a miss corrects the model by what was
+    /// measured and chooses again, up to 4 times, so that the target is met
+    /// on those views.
     #[arg(long)]
-    pub verify: bool,
+    pub no_verify: bool,
     #[command(flatten)]
     pub probe: ProbeArgs,
 }
@@ -139,7 +141,7 @@ fn render_fn(
     move |s: &Scene, v: &[Camera]| r.render_all(s, v)
 }
 
-/// Builds the model, chooses, and (with --verify) checks by rendering.
+/// Builds the model, chooses, and (unless --no-verify) checks by rendering.
 pub fn choose(
     scene: &Scene,
     base: &CompressOptions,
@@ -165,10 +167,10 @@ pub fn choose(
         m.choose(target).ok_or_else(|| unreachable(m, target))
     };
     let mut choice = pick(&model)?;
-    let bar = spinner("verifying".into(), quiet || !t.verify);
+    let bar = spinner("verifying".into(), quiet || t.no_verify);
     let mut measured = None;
     let mut rounds = 0;
-    if t.verify {
+    if !t.no_verify {
         let vviews = load_views(
             scene,
             t.probe.cameras.as_deref(),
@@ -184,11 +186,20 @@ pub fn choose(
             let (_, mse) = rd::verify(scene, &model, &choice, &vviews, &vref, &render)?;
             measured = Some(metrics::psnr_from_mse(mse));
             let Target::Psnr(p) = target else { break };
-            if metrics::psnr_from_mse(mse) >= p || rounds >= 3 || choice.mse <= 0.0 {
+            if metrics::psnr_from_mse(mse) >= p || rounds >= 4 || choice.mse <= 0.0 {
                 break;
             }
+            // Trust the render: scale the model by what it missed, and
+            // never settle for the same choice twice.
+            let before = choice.bytes;
             model.scale_errors(mse / choice.mse);
             choice = pick(&model)?;
+            if choice.bytes <= before {
+                match model.front().into_iter().find(|c| c.bytes > before) {
+                    Some(c) => choice = c,
+                    None => break,
+                }
+            }
         }
     }
     bar.finish_and_clear();
