@@ -161,28 +161,6 @@ fn psnr_drop(base: f64, q: f64) -> f64 {
     }
 }
 
-/// The input scene permuted into a compressed file's storage order, at the
-/// file's SH degree, so it can be mixed attribute by attribute with the
-/// decoded scene.
-fn in_storage_order(scene: &Scene, order: &[u32], degree: u8) -> Scene {
-    let mut s = scene.clone();
-    s.truncate_sh(degree);
-    Scene {
-        sh_degree: s.sh_degree,
-        positions: order.iter().map(|&i| s.positions[i as usize]).collect(),
-        normals: None,
-        dc: order.iter().map(|&i| s.dc[i as usize]).collect(),
-        sh_rest: order
-            .iter()
-            .flat_map(|&i| s.rest(i as usize).to_vec())
-            .collect(),
-        opacity: order.iter().map(|&i| s.opacity[i as usize]).collect(),
-        scales: order.iter().map(|&i| s.scales[i as usize]).collect(),
-        rotations: order.iter().map(|&i| s.rotations[i as usize]).collect(),
-        ..Scene::default()
-    }
-}
-
 fn mse_all(a: &[Image], b: &[Image]) -> Result<Vec<f64>, Error> {
     a.iter().zip(b).map(|(x, y)| metrics::mse(x, y)).collect()
 }
@@ -364,7 +342,7 @@ pub fn eval(a: EvalArgs) -> Result<(), Error> {
         if a.split && c.header.profile == Profile::Compact {
             bar.set_message(format!("{label}: splitting the error by attribute"));
             let order = splat::storage_order(&scene, &opts);
-            let orig = in_storage_order(&scene, &order, back.sh_degree);
+            let orig = turboquant3d::splat::rd::in_storage_order(&scene, &order, back.sh_degree);
             let mut split = serde_json::Map::new();
             type Restore = fn(&mut Scene, &Scene);
             let groups: [(&str, Restore); 6] = [
