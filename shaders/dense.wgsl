@@ -104,6 +104,7 @@ fn encode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var tie = false;
     var yc = 0.0;
     var cc = 0.0;
+    var ca = 0.0;
     let bit0 = t * D * BITS;
     for (var j = 0u; j < D; j++) {
         var y = 0.0;
@@ -126,6 +127,7 @@ fn encode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         }
         yc += y * c;
         cc += c * c;
+        ca += abs(c);
         if t < count {
             let bit = bit0 + j * BITS;
             let sh = bit & 31u;
@@ -140,7 +142,15 @@ fn encode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         s = norm * (yc / cc);
     }
     s *= 1.0 + 2.0 * SIM_ERR;
-    if TIE_REL > 0.0 && SCALE_F16 && f32_to_f16_bits(s * (1.0 + TIE_REL)) != f32_to_f16_bits(s * (1.0 - TIE_REL)) {
+    // Coordinates within d·2⁻²³ of another device's (kernel.rs,
+    // coordinate_error_bound) move ⟨y, ĉ⟩ by at most that times Σ|ĉ_j|:
+    // the least-squares scale's share of the margin, per vector (at b = 1
+    // it exceeds TIE_REL alone).
+    var rel = TIE_REL;
+    if SCALE_LS && TIE_EPS > 0.0 && yc != 0.0 {
+        rel += f32(D) * 1.1920929e-7 * ca / abs(yc);
+    }
+    if TIE_REL > 0.0 && SCALE_F16 && f32_to_f16_bits(s * (1.0 + rel)) != f32_to_f16_bits(s * (1.0 - rel)) {
         tie = true;
     }
     // A zero vector rotates to exact zeros on every device: never a tie.

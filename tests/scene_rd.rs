@@ -274,7 +274,7 @@ fn target_modes_keep_their_promises() {
     std::fs::remove_file(&out).unwrap();
     for (args, needle) in [
         (&["--target-psnr", "99"][..], "target-psnr"),
-        (&["--size", "100"][..], "smallest"),
+        (&["--size", "100"][..], "below the smallest setting"),
         (
             &["--target-psnr", "40", "--sh-bits", "2"][..],
             "cannot be used with",

@@ -67,6 +67,6 @@ pub use context::{AdapterPolicy, GpuContext};
 pub use engine::{DeviceChoice, Engine, Ran};
 pub use kernel::{
     DENSE_MAX_D, DENSE_WG, DataFormat, Element, Family, KernelConfig, KernelParams, TIE_EPS,
-    TIE_REL,
+    TIE_REL, coordinate_error_bound,
 };
 pub use quantizer::{DecodeBuffers, EncodeBuffers, GpuCodec, GpuQuantizer};

@@ -229,7 +229,7 @@ fn unreachable(m: &Model, target: Target) -> Error {
             ))
         }
         Target::Bytes(n) => Error::InvalidArgument(format!(
-            "{}: the smallest setting needs {}",
+            "a budget of {} is below the smallest setting, {} (every group at its narrowest, the least SH)",
             human(n),
             front.first().map_or_else(String::new, |c| human(c.bytes))
         )),
