@@ -50,7 +50,7 @@ fn random_model(seed: u64) -> Model {
         attr_probe,
         floor: 1e-7,
         sh,
-        kappa: [1.0, r.random_range(1.0..4.0)],
+        kappa: [1.0, r.random_range(1.0..4.0), r.random_range(1.0..3.0)],
         renders: 0,
         pinned: [None; 5],
     }
@@ -181,8 +181,8 @@ fn sizes_are_exact_and_the_prediction_tracks_the_render() {
         &|_| {},
     )
     .unwrap();
-    // One render for the floor, two per group, one per SH kind.
-    assert_eq!(m.renders, 1 + 2 * 5 + 2);
+    // One render for the floor, two per group, three for the SH.
+    assert_eq!(m.renders, 1 + 2 * 5 + 3);
     assert!(
         m.floor < 1e-9,
         "nothing pruned, nothing quantised: {}",

@@ -13,9 +13,10 @@
 //! - p_s for an SH setting s (uniform or per-Gaussian widths) is the
 //!   norm-separation estimate from the *actual* SH errors ‖x_i − x̂_i‖² of
 //!   that encoding and each Gaussian's Σ_p w_i(p)² over the views
-//!   (render::predict); κ_s, one per kind of setting, is the measured over
-//!   the predicted MSE of one probe render: it absorbs what the estimate
-//!   leaves out (coherent errors of overlapping Gaussians, colour clamping).
+//!   (render::predict); κ_s (uniform b = 1, uniform b ≥ 2, allocated) is
+//!   the measured over the predicted MSE of one probe render: it absorbs
+//!   what the estimate leaves out (coherent errors of overlapping
+//!   Gaussians, colour clamping).
 //! - Sizes are exact: every group's stream is quantised and zstd-coded at
 //!   every width, and every SH setting is encoded.
 //!
@@ -206,8 +207,10 @@ pub struct Model {
     pub floor: f64,
     /// The SH settings.
     pub sh: Vec<ShOption>,
-    /// κ for uniform and for allocated widths (measured / estimate).
-    pub kappa: [f64; 2],
+    /// κ (measured / estimate) for uniform widths b ≥ 2 (measured at 2),
+    /// for allocated widths (at b̄ = 1), and for uniform b = 1, where the
+    /// sign flip decorrelates least (docs/THEORY.md §16).
+    pub kappa: [f64; 3],
     /// Render passes spent building the model (each over every view).
     pub renders: usize,
     /// Groups held at a width (`--attr-bits`), in [`Group::ALL`] order.
@@ -361,7 +364,7 @@ pub fn build_model(
     }
 
     let mut sh = Vec::new();
-    let mut kappa = [1.0, 1.0];
+    let mut kappa = [1.0, 1.0, 1.0];
     if sorted.rest_dim() > 0 {
         progress("weighing each Gaussian over the views");
         let (_, w2) = predict::coverage_sq_over_views(&sorted, views);
@@ -422,6 +425,7 @@ pub fn build_model(
         for (slot, probe) in [
             (0usize, ShSetting::Uniform(2)),
             (1, ShSetting::Allocated(1.0)),
+            (2, ShSetting::Uniform(1)),
         ] {
             progress(&format!("measuring SH at {probe}"));
             if let Some((opt, back)) = encoded.iter().find(|(o, _)| o.setting == probe) {
@@ -487,6 +491,7 @@ impl Model {
     pub fn sh_mse(&self, s: usize) -> f64 {
         let o = &self.sh[s];
         let k = match o.setting {
+            ShSetting::Uniform(1) => self.kappa[2],
             ShSetting::Uniform(_) => self.kappa[0],
             ShSetting::Allocated(_) => self.kappa[1],
         };
