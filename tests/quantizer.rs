@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use turboquant3d::codec::quantizer::SimdLevel;
 use turboquant3d::packing::unpack;
 use turboquant3d::{
     Error, Quantizer, QuantizerConfig, Rotation, RotationKind, Rows, RowsMut, ScaleFormat,
@@ -139,13 +140,15 @@ fn output_is_identical_for_any_thread_count_and_simd_path() {
                     "d={d} {mode:?}: decode with {threads} threads"
                 );
             }
-            q.set_force_portable(true);
-            assert_eq!(
-                q.encode(&x).unwrap(),
-                reference,
-                "d={d} {mode:?}: portable path differs from the SIMD path"
-            );
-            assert_eq!(q.decode(&reference).unwrap(), decoded);
+            for level in [SimdLevel::Avx2, SimdLevel::Portable] {
+                q.set_max_simd(level);
+                assert_eq!(
+                    q.encode(&x).unwrap(),
+                    reference,
+                    "d={d} {mode:?}: the {level:?} path differs from the widest SIMD path"
+                );
+                assert_eq!(q.decode(&reference).unwrap(), decoded);
+            }
         }
     }
 }
@@ -187,10 +190,11 @@ fn plain_encode(q: &Quantizer, x: &[f32]) -> (Vec<u8>, Vec<f32>) {
 
 #[test]
 fn tiled_encoder_equals_a_plain_per_vector_loop_on_odd_sizes() {
-    // Every remainder of the 6-row register tile, ragged 16-vector tiles,
+    // Every remainder of the 6-row register tile and of the 16-wide
+    // transpose blocks, ragged 16- and 32-vector tiles,
     // symmetric tables (b <= 4) and a table lookup (b = 5).
-    for d in [2usize, 3, 5, 7, 11, 13, 45, 47] {
-        for (b, n) in [(1u32, 37usize), (3, 37), (4, 1), (5, 21)] {
+    for d in [2usize, 3, 5, 7, 11, 13, 16, 17, 32, 33, 45, 47] {
+        for (b, n) in [(1u32, 37usize), (3, 37), (4, 1), (5, 21), (5, 70)] {
             for mode in [ScaleMode::Norm, ScaleMode::LeastSquares] {
                 let mut q = quantizer(d, b, RotationKind::Dense, mode, ScaleFormat::F32);
                 let mut x = gaussian(n, d, d as u64 + 100 * b as u64);
@@ -199,11 +203,11 @@ fn tiled_encoder_equals_a_plain_per_vector_loop_on_odd_sizes() {
                     x[d..2 * d].iter_mut().for_each(|v| *v *= 1e30);
                 }
                 let (codes, scales) = plain_encode(&q, &x);
-                for portable in [false, true] {
-                    q.set_force_portable(portable);
+                for level in [SimdLevel::Avx512, SimdLevel::Avx2, SimdLevel::Portable] {
+                    q.set_max_simd(level);
                     let enc = q.encode(&x).unwrap();
                     let got = unpack(enc.codes(), b, n * d).unwrap();
-                    let what = format!("d={d} b={b} n={n} {mode:?} portable={portable}");
+                    let what = format!("d={d} b={b} n={n} {mode:?} {level:?}");
                     assert_eq!(got, codes, "{what}: codes");
                     let got: Vec<f32> = (0..n).map(|i| enc.scales().get(i)).collect();
                     assert_eq!(got, scales, "{what}: scales");

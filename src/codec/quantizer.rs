@@ -34,8 +34,12 @@ use crate::{Error, Result, Rows, RowsMut};
 pub const CHUNK: usize = 1024;
 
 /// Vectors per encode tile with a dense rotation: two lane blocks, the width
-/// of the rotation's register tile ([`Rotation::forward_tile`]).
+/// of the rotation's register tile ([`Rotation::forward_tile`]). The
+/// AVX-512 path uses twice this, [`DENSE_TILE_512`].
 const DENSE_TILE: usize = 2 * LANES;
+
+/// Vectors per dense encode tile on the AVX-512 path: two 16-lane registers.
+const DENSE_TILE_512: usize = 2 * DENSE_TILE;
 
 /// Everything that defines a quantizer before it is built.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,7 +98,20 @@ pub struct Quantizer {
     positive_centroids: Vec<f32>,
     scale_mode: ScaleMode,
     scale_format: ScaleFormat,
-    force_portable: bool,
+    simd: SimdLevel,
+}
+
+/// The widest instruction set the CPU kernels may use. The output is the
+/// same for every level; tests lower it to check that.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SimdLevel {
+    /// Plain Rust, no runtime dispatch.
+    Portable,
+    /// AVX2 and FMA where the CPU has them.
+    Avx2,
+    /// AVX-512 (F, BW, VL) where the CPU has it, else as `Avx2`.
+    Avx512,
 }
 
 impl Quantizer {
@@ -175,7 +192,7 @@ impl Quantizer {
             positive_centroids,
             scale_mode,
             scale_format,
-            force_portable: false,
+            simd: SimdLevel::Avx512,
         })
     }
 
@@ -218,7 +235,18 @@ impl Quantizer {
     /// change; tests use this to check that it does not.
     #[doc(hidden)]
     pub fn set_force_portable(&mut self, on: bool) {
-        self.force_portable = on;
+        self.simd = if on {
+            SimdLevel::Portable
+        } else {
+            SimdLevel::Avx512
+        };
+    }
+
+    /// Caps the runtime-selected SIMD code path at `level`. The output must
+    /// not change; tests use this to check that it does not.
+    #[doc(hidden)]
+    pub fn set_max_simd(&mut self, level: SimdLevel) {
+        self.simd = level;
     }
 
     /// Encodes contiguous rows of length d.
@@ -340,7 +368,16 @@ impl Quantizer {
         scales: &mut [f32],
     ) -> Result<()> {
         #[cfg(target_arch = "x86_64")]
-        if !self.force_portable
+        if self.simd >= SimdLevel::Avx512
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            // SAFETY: checked just above.
+            return unsafe { self.encode_chunk_avx512(rows, first, codes, scales) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.simd >= SimdLevel::Avx2
             && std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
         {
@@ -362,6 +399,28 @@ impl Quantizer {
         self.encode_chunk_portable(rows, first, codes, scales)
     }
 
+    /// The same arithmetic on 16-lane registers: dense tiles of 32 vectors
+    /// (a 6 × 2-register FMA tile), each tile loaded by an in-register
+    /// transpose and the next one prefetched.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    fn encode_chunk_avx512(
+        &self,
+        rows: Rows<'_>,
+        first: usize,
+        codes: &mut [u8],
+        scales: &mut [f32],
+    ) -> Result<()> {
+        match &*self.rotation {
+            Rotation::Dense(_) => {
+                self.encode_tiles::<DENSE_TILE_512>(rows, first, codes, scales, true)
+            }
+            Rotation::Hadamard(_) => {
+                self.encode_tiles::<DENSE_TILE>(rows, first, codes, scales, true)
+            }
+        }
+    }
+
     fn decode_chunk(
         &self,
         codes: &[u8],
@@ -372,7 +431,7 @@ impl Quantizer {
         stride: usize,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if !self.force_portable && std::arch::is_x86_feature_detected!("avx2") {
+        if self.simd >= SimdLevel::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
             return unsafe { self.decode_chunk_avx2(codes, scales, first, count, dst, stride) };
         }
@@ -403,8 +462,10 @@ impl Quantizer {
         scales: &mut [f32],
     ) -> Result<()> {
         match &*self.rotation {
-            Rotation::Dense(_) => self.encode_tiles::<DENSE_TILE>(rows, first, codes, scales),
-            Rotation::Hadamard(_) => self.encode_tiles::<LANES>(rows, first, codes, scales),
+            Rotation::Dense(_) => {
+                self.encode_tiles::<DENSE_TILE>(rows, first, codes, scales, false)
+            }
+            Rotation::Hadamard(_) => self.encode_tiles::<LANES>(rows, first, codes, scales, false),
         }
     }
 
@@ -419,37 +480,31 @@ impl Quantizer {
         first: usize,
         codes: &mut [u8],
         scales: &mut [f32],
+        fast: bool,
     ) -> Result<()> {
         let d = self.dim;
         let bits = self.bits;
-        let mut x = vec![0f32; d * W];
-        let mut y = vec![0f32; d * W];
-        let mut q = vec![0u32; d * W];
-        let mut cent = vec![0f32; d * W];
+        // Coordinate-major tiles: `x[j][v]` is coordinate j of vector v.
+        // Fixed-width rows keep every inner loop free of bounds checks.
+        let mut x = vec![[0f32; W]; d];
+        let mut y = vec![[0f32; W]; d];
+        let mut q = vec![[0u32; W]; d];
+        let mut cent = vec![[0f32; W]; d];
         // Each vector's d·b code bits as 32-bit words, word-major.
         let nwords = (d * bits as usize).div_ceil(32);
         let tail_bits = (d * bits as usize - 32 * (nwords - 1)) as u32;
-        let mut words = vec![0u32; nwords * W];
+        let mut words = vec![[0u32; W]; nwords];
         let mut writer = BitWriter::new(codes);
+        let ls = self.scale_mode == ScaleMode::LeastSquares;
         let n = rows.len();
         for start in (0..n).step_by(W) {
             let nv = W.min(n - start);
-            for v in 0..W {
-                if v < nv {
-                    for (j, &t) in rows.row(start + v).iter().enumerate() {
-                        x[j * W + v] = t;
-                    }
-                } else {
-                    for j in 0..d {
-                        x[j * W + v] = 0.0;
-                    }
-                }
-            }
+            gather_tile::<W>(&rows, start, nv, &mut x, fast);
             // NaN and ±Inf fail |t| <= MAX; only then look for the first one.
             let mut finite = [1u32; W];
-            for j in 0..d {
+            for xj in &x {
                 for v in 0..W {
-                    finite[v] &= (x[j * W + v].abs() <= f32::MAX) as u32;
+                    finite[v] &= (xj[v].abs() <= f32::MAX) as u32;
                 }
             }
             if finite.contains(&0) {
@@ -464,46 +519,38 @@ impl Quantizer {
                     }
                 }
             }
-            let norm = normalise_block::<W>(&mut x, d);
-            self.rotation.forward_tile::<W>(&x, &mut y);
-            let ls = self.scale_mode == ScaleMode::LeastSquares;
+            let norm = normalise_block::<W>(x.as_flattened_mut(), d);
+            self.rotation
+                .forward_tile::<W>(x.as_flattened(), y.as_flattened_mut());
             let filled = quantise_block::<W>(
-                &y,
+                y.as_flattened(),
                 &self.boundaries,
                 &self.positive_boundaries,
                 if ls { &self.positive_centroids } else { &[] },
                 bits,
-                &mut q,
-                &mut cent,
+                q.as_flattened_mut(),
+                cent.as_flattened_mut(),
             );
             let mut s = norm;
             if ls {
-                let (dot, cc) = self.ls_sums::<W>(&y, &q, &mut cent, filled);
+                let (dot, cc) = self.ls_sums::<W>(
+                    y.as_flattened(),
+                    q.as_flattened(),
+                    cent.as_flattened_mut(),
+                    filled,
+                );
                 for v in 0..W {
                     s[v] = norm[v] * (dot[v] / cc[v]);
                 }
             }
-            // Pack each vector's codes into its words, across vectors.
-            words.fill(0);
-            for j in 0..d {
-                let bit = j * bits as usize;
-                let (w, sh) = (bit / 32, (bit % 32) as u32);
-                let qj = &q[j * W..(j + 1) * W];
-                for v in 0..W {
-                    words[w * W + v] |= qj[v] << sh;
-                }
-                if sh + bits > 32 {
-                    for v in 0..W {
-                        words[(w + 1) * W + v] |= qj[v] >> (32 - sh);
-                    }
-                }
-            }
+            pack_tile::<W>(&q, bits, &mut words);
             for v in 0..nv {
                 scales[start + v] = self.store_scale(first + start + v, s[v])?;
-                for w in 0..nwords - 1 {
-                    writer.put(words[w * W + v], 32);
+                let (last, full) = words.split_last().unwrap_or((&[0; W], &[]));
+                for w in full {
+                    writer.put(w[v], 32);
                 }
-                writer.put(words[(nwords - 1) * W + v], tail_bits);
+                writer.put(last[v], tail_bits);
             }
         }
         writer.finish();
@@ -529,7 +576,7 @@ impl Quantizer {
         }
         let mut dot = [0f32; W];
         let mut cc = [0f32; W];
-        for (yj, cj) in y.chunks_exact(W).zip(cent.chunks_exact(W)) {
+        for (yj, cj) in y.as_chunks::<W>().0.iter().zip(cent.as_chunks::<W>().0) {
             for v in 0..W {
                 dot[v] += yj[v] * cj[v];
                 cc[v] += cj[v] * cj[v];
@@ -609,16 +656,141 @@ impl Quantizer {
     }
 }
 
+/// Loads vectors `start..start + nv` of `rows` into the coordinate-major
+/// tile `x` (`x[j][v]`), zeros beyond `nv`. With `fast` (AVX-512F, checked
+/// by the caller) a full tile is transposed in registers, 16 × 16 at a time.
+#[inline(always)]
+fn gather_tile<const W: usize>(
+    rows: &Rows<'_>,
+    start: usize,
+    nv: usize,
+    x: &mut [[f32; W]],
+    fast: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if fast && nv == W && W.is_multiple_of(16) {
+        let d = x.len();
+        let r: [&[f32]; W] = std::array::from_fn(|v| &rows.row(start + v)[..d]);
+        // SAFETY: `fast` promises AVX-512F; every row has d values.
+        unsafe { transpose_avx512::<W>(&r, x) };
+        // The next tile's lines, fetched while this tile computes: the
+        // hardware prefetcher alone leaves the loads above waiting on memory.
+        for v in start + W..(start + 2 * W).min(rows.len()) {
+            for c in rows.row(v).chunks(16) {
+                // SAFETY: a prefetch of a valid address changes no state.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        c.as_ptr().cast(),
+                    )
+                };
+            }
+        }
+        return;
+    }
+    let _ = fast;
+    for v in 0..W {
+        if v < nv {
+            for (xj, &t) in x.iter_mut().zip(rows.row(start + v)) {
+                xj[v] = t;
+            }
+        } else {
+            for xj in x.iter_mut() {
+                xj[v] = 0.0;
+            }
+        }
+    }
+}
+
+/// `x[j][v] = r[v][j]` for W rows of d = `x.len()` values each, as 16 × 16
+/// blocks transposed in registers: four rounds of block swaps (sizes 8, 4,
+/// 2, 1), each a two-source permute per pair of registers. The last block of
+/// coordinates is loaded under a mask, so no row is read past its end.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `W` must be a multiple of 16 and every
+/// `r[v]` at least `x.len()` long.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_avx512<const W: usize>(r: &[&[f32]; W], x: &mut [[f32; W]]) {
+    use std::arch::x86_64::*;
+    let d = x.len();
+    // Lane l of the low result takes a[l] where bit s of l is clear, else
+    // b[l − s]; the high result a[l + s], else b[l] (index ≥ 16: from b).
+    let idx = |s: i32, hi: bool| -> __m512i {
+        let lane: [i32; 16] = std::array::from_fn(|l| {
+            let l = l as i32;
+            match ((l & s) == 0, hi) {
+                (true, false) => l,
+                (false, false) => 16 + l - s,
+                (true, true) => l + s,
+                (false, true) => 16 + l,
+            }
+        });
+        // SAFETY: 16 i32 values are 64 bytes, read unaligned.
+        unsafe { _mm512_loadu_si512(lane.as_ptr().cast()) }
+    };
+    let stages = [8, 4, 2, 1].map(|s| (s as usize, idx(s, false), idx(s, true)));
+    for g in (0..W).step_by(16) {
+        for j0 in (0..d).step_by(16) {
+            let m = (d - j0).min(16);
+            let mask: __mmask16 = if m == 16 { 0xffff } else { (1u16 << m) - 1 };
+            let mut t: [__m512; 16] = std::array::from_fn(|i| {
+                // SAFETY: lanes j0..j0 + m of a row of d ≥ j0 + m values;
+                // masked-off lanes are not read.
+                unsafe { _mm512_maskz_loadu_ps(mask, r[g + i].as_ptr().add(j0)) }
+            });
+            for &(s, lo, hi) in &stages {
+                for i in 0..16 {
+                    if i & s == 0 {
+                        let (a, b) = (t[i], t[i + s]);
+                        t[i] = _mm512_permutex2var_ps(a, lo, b);
+                        t[i + s] = _mm512_permutex2var_ps(a, hi, b);
+                    }
+                }
+            }
+            for (jj, row) in t.iter().enumerate().take(m) {
+                // SAFETY: x[j0 + jj] has W ≥ g + 16 values.
+                unsafe { _mm512_storeu_ps(x[j0 + jj].as_mut_ptr().add(g), *row) };
+            }
+        }
+    }
+}
+
+/// Packs each vector's b-bit codes `q[j][v]` into its 32-bit words
+/// `words[w][v]`, code j at bits j·b.. of the vector's little-endian bit
+/// string, SIMD across vectors.
+#[inline(always)]
+fn pack_tile<const W: usize>(q: &[[u32; W]], bits: u32, words: &mut [[u32; W]]) {
+    for w in words.iter_mut() {
+        *w = [0; W];
+    }
+    for (j, qj) in q.iter().enumerate() {
+        let bit = j * bits as usize;
+        let (w, sh) = (bit / 32, (bit % 32) as u32);
+        let lo = &mut words[w];
+        for v in 0..W {
+            lo[v] |= qj[v] << sh;
+        }
+        if sh + bits > 32 {
+            let hi = &mut words[w + 1];
+            for v in 0..W {
+                hi[v] |= qj[v] >> (32 - sh);
+            }
+        }
+    }
+}
+
 /// Normalises each vector of a `[d][LANES]` block in place and returns the
 /// norms. Each vector is first multiplied by a power of two (exact) that
 /// brings its largest entry into [1, 2), so the sum of squares neither
 /// overflows nor underflows; zero vectors stay zero with norm 0.
 #[inline(always)]
 fn normalise_block<const W: usize>(x: &mut [f32], d: usize) -> [f32; W] {
+    let x = &mut x.as_chunks_mut::<W>().0[..d];
     let mut maxabs = [0f32; W];
-    for j in 0..d {
+    for xj in x.iter() {
         for v in 0..W {
-            maxabs[v] = maxabs[v].max(x[j * W + v].abs());
+            maxabs[v] = maxabs[v].max(xj[v].abs());
         }
     }
     let mut pre = [1f32; W];
@@ -629,10 +801,10 @@ fn normalise_block<const W: usize>(x: &mut [f32], d: usize) -> [f32; W] {
         post[v] = f32::from_bits(e << 23); // 2^(e − 127)
     }
     let mut n2 = [0f32; W];
-    for j in 0..d {
+    for xj in x.iter_mut() {
         for v in 0..W {
-            let t = x[j * W + v] * pre[v];
-            x[j * W + v] = t;
+            let t = xj[v] * pre[v];
+            xj[v] = t;
             n2[v] += t * t;
         }
     }
@@ -643,9 +815,9 @@ fn normalise_block<const W: usize>(x: &mut [f32], d: usize) -> [f32; W] {
         inv[v] = if r > 0.0 { 1.0 / r } else { 0.0 };
         norm[v] = r * post[v];
     }
-    for j in 0..d {
+    for xj in x.iter_mut() {
         for v in 0..W {
-            x[j * W + v] *= inv[v];
+            xj[v] *= inv[v];
         }
     }
     norm
@@ -673,9 +845,11 @@ fn quantise_block<const W: usize>(
         // centroid centroids[c], code h − 1 − c its negative.
         let h = positive.len() as u32 + 1;
         for ((yj, qj), cj) in y
-            .chunks_exact(W)
-            .zip(q.chunks_exact_mut(W))
-            .zip(cent.chunks_exact_mut(W))
+            .as_chunks::<W>()
+            .0
+            .iter()
+            .zip(q.as_chunks_mut::<W>().0)
+            .zip(cent.as_chunks_mut::<W>().0)
         {
             let mut a = [0f32; W];
             let mut up = [0u32; W];
@@ -693,7 +867,8 @@ fn quantise_block<const W: usize>(
                 }
             }
             for v in 0..W {
-                qj[v] = h + c[v] - up[v] * (2 * c[v] + 1);
+                // A select, not up·(2c + 1): no integer multiply.
+                qj[v] = if up[v] != 0 { h - 1 - c[v] } else { h + c[v] };
                 cj[v] = f32::from_bits(m[v].to_bits() ^ (up[v] << 31));
             }
         }
@@ -704,7 +879,7 @@ fn quantise_block<const W: usize>(
         //   y > 0: code = h + #{p_j < y},   y ≤ 0: code = h − 1 − #{p_j ≤ −y},
         // which equals the full count with half the comparisons.
         let h = positive.len() as u32 + 1;
-        for (yj, qj) in y.chunks_exact(W).zip(q.chunks_exact_mut(W)) {
+        for (yj, qj) in y.as_chunks::<W>().0.iter().zip(q.as_chunks_mut::<W>().0) {
             // p ≤ |y| is p < next_up(|y|): one comparison for both signs.
             let mut a = [0f32; W];
             let mut up = [0u32; W];
@@ -720,12 +895,12 @@ fn quantise_block<const W: usize>(
             }
             for v in 0..W {
                 // y > 0: h + c; y ≤ 0: h − 1 − c.
-                qj[v] = h + c[v] - up[v] * (2 * c[v] + 1);
+                qj[v] = if up[v] != 0 { h - 1 - c[v] } else { h + c[v] };
             }
         }
     } else if bits <= 4 {
         // At most 15 boundaries: a branch-free count vectorises across lanes.
-        for (yj, qj) in y.chunks_exact(W).zip(q.chunks_exact_mut(W)) {
+        for (yj, qj) in y.as_chunks::<W>().0.iter().zip(q.as_chunks_mut::<W>().0) {
             // 32-bit counters match the f32 compare masks lane for lane.
             let mut c = [0u32; W];
             for &t in boundaries {

@@ -82,27 +82,6 @@ pub fn encode(args: EncodeArgs) -> Result<(), Error> {
     check_distinct(&args.output, &[&args.input])?;
     let m = stages.time("read", || npy::open_matrix(&args.input))?;
     let data = m.values();
-    let t = Instant::now();
-    // In blocks: a per-value parallel search costs more than the scan.
-    const BLOCK: usize = 1 << 16;
-    let bad = data
-        .par_chunks(BLOCK)
-        .position_first(|c| !c.iter().all(|v| v.is_finite()));
-    if let Some(i) = bad.and_then(|b| {
-        let at = b * BLOCK;
-        data[at..]
-            .iter()
-            .position(|v| !v.is_finite())
-            .map(|j| at + j)
-    }) {
-        return Err(Error::NonFinite {
-            row: i / m.cols.max(1),
-            col: i % m.cols.max(1),
-            value: data[i],
-        }
-        .in_file(&args.input));
-    }
-    stages.add("check", t.elapsed());
     if let Some(d) = args.dim
         && d != m.cols
     {
@@ -138,6 +117,9 @@ pub fn encode(args: EncodeArgs) -> Result<(), Error> {
     let t1 = Instant::now();
     let n = m.rows;
     let encoded = if engine.has_gpu() {
+        let t = Instant::now();
+        check_finite(data, d, &args.input)?;
+        stages.add("check", t.elapsed());
         engine.encode(&q, data)
     } else {
         encode_cpu_with_progress(&q, data, n, d, args.bits, config.scale_format, args.json)
@@ -148,6 +130,7 @@ pub fn encode(args: EncodeArgs) -> Result<(), Error> {
             "{}: {e}; --scale-format f32 stores any finite scale",
             args.input.display()
         )),
+        e @ Error::NonFinite { .. } => e.in_file(&args.input),
         e => e,
     })?;
     let t_encode = t1.elapsed();
@@ -245,6 +228,32 @@ pub fn decode(input: PathBuf, output: PathBuf, device: DeviceArg) -> Result<(), 
 
 /// The CPU encode in slabs of whole chunks (so each slab's codes start on a
 /// byte boundary), with a progress bar for large inputs.
+/// The first non-finite value of `data`, as the error that names it. The
+/// CPU encoder finds it itself; a device does not look, so its input is
+/// scanned first.
+fn check_finite(data: &[f32], cols: usize, input: &std::path::Path) -> Result<(), Error> {
+    // In blocks: a per-value parallel search costs more than the scan.
+    const BLOCK: usize = 1 << 16;
+    let bad = data
+        .par_chunks(BLOCK)
+        .position_first(|c| !c.iter().all(|v| v.is_finite()));
+    if let Some(i) = bad.and_then(|b| {
+        let at = b * BLOCK;
+        data[at..]
+            .iter()
+            .position(|v| !v.is_finite())
+            .map(|j| at + j)
+    }) {
+        return Err(Error::NonFinite {
+            row: i / cols.max(1),
+            col: i % cols.max(1),
+            value: data[i],
+        }
+        .in_file(input));
+    }
+    Ok(())
+}
+
 fn encode_cpu_with_progress(
     q: &Quantizer,
     data: &[f32],
