@@ -262,6 +262,52 @@ fn binary_round_trip_spans_many_chunks() {
         let len = Some(bytes.len() as u64);
         let back = read_ply_from(Cursor::new(&bytes), Path::new("big.ply"), len).unwrap();
         assert_same_scene(&back, &scene, false, &format!("{enc:?} with length"));
+        // From a file: mapped, the body converted in place.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.ply");
+        std::fs::write(&path, &bytes).unwrap();
+        let back = read_ply(&path).unwrap();
+        assert_same_scene(&back, &scene, false, &format!("{enc:?} mapped"));
+    }
+}
+
+#[test]
+fn a_mapped_file_is_refused_as_the_streamed_bytes_are() {
+    // Truncated bodies, trailing bytes and broken headers: the mapped reader
+    // (read_ply on a file) gives the streaming reader's error, word for word.
+    let dir = tempfile::tempdir().unwrap();
+    let scene = make_scene(40, 1, false, false, 5);
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for enc in ENCODINGS {
+        let mut bytes = Vec::new();
+        write_ply_to(&mut bytes, &scene, enc).unwrap();
+        let body_at = bytes
+            .windows(11)
+            .position(|w| w == b"end_header\n")
+            .unwrap()
+            + 11;
+        let half = body_at + (bytes.len() - body_at) / 2 + 1;
+        cases.push((format!("{enc:?} cut mid-body"), bytes[..half].to_vec()));
+        cases.push((
+            format!("{enc:?} cut at the header"),
+            bytes[..body_at].to_vec(),
+        ));
+        let mut long = bytes.clone();
+        long.extend_from_slice(b"xyz");
+        cases.push((format!("{enc:?} trailing bytes"), long));
+        let mut bad = bytes.clone();
+        bad[body_at - 12] = b'#'; // end_header's newline-ending line broken
+        cases.push((format!("{enc:?} broken header"), bad));
+    }
+    for (what, bytes) in cases {
+        let path = dir.path().join("case.ply");
+        std::fs::write(&path, &bytes).unwrap();
+        let mapped = read_ply(&path).map(|s| s.len()).map_err(|e| e.to_string());
+        let streamed = read_ply_from(Cursor::new(&bytes), &path, Some(bytes.len() as u64))
+            .map(|s| s.len())
+            .map_err(|e| e.to_string());
+        assert!(mapped.is_err(), "{what}: accepted");
+        assert_eq!(mapped, streamed, "{what}");
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::PlyEncoding;
-use super::header::read_header;
+use super::header::{Header, read_header};
 use super::layout::{EXT, Layout, NARR};
 use super::rows::{
     CHUNK_BYTES, MAX_CHUNK_ROWS, NATIVE_LE, grow, new_scene, piece_rows, scatter_par,
@@ -34,11 +34,89 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-/// Reads a 3DGS PLY file.
+/// Reads a 3DGS PLY file. A regular file is memory-mapped and a binary
+/// body converted straight from the map on the rayon pool, with no read
+/// copy; other inputs (pipes, devices, a failed map) are read in chunks.
 pub fn read_ply(path: &Path) -> Result<Scene> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    let len = meta.len();
+    if meta.is_file() && len > 0 {
+        // Populated: one call maps the pages already cached. SAFETY: a
+        // read-only private map; like every input, the file must not be
+        // truncated by another process while it is read (see
+        // format::input::map_declared).
+        if let Ok(map) = unsafe { memmap2::MmapOptions::new().populate().map(&file) } {
+            return read_ply_mapped(&map, path);
+        }
+    }
     read_ply_from(BufReader::with_capacity(1 << 16, file), path, Some(len))
+}
+
+/// [`read_ply_from`] over a whole file's bytes: the same header checks and
+/// errors, and a binary body converted in place.
+fn read_ply_mapped(bytes: &[u8], path: &Path) -> Result<Scene> {
+    let header = read_header(&mut &bytes[..], path)?;
+    if header.encoding == PlyEncoding::Ascii {
+        return read_ply_from(bytes, path, Some(bytes.len() as u64));
+    }
+    let layout =
+        Layout::new(&header.props).map_err(|(field, why)| Error::format(path, field, why))?;
+    let avail = (bytes.len() as u64).saturating_sub(header.len);
+    let n = binary_count(&header, &layout, path, Some(avail))?;
+    let le = header.encoding == PlyEncoding::BinaryLittleEndian;
+    let runs = layout.runs(le != NATIVE_LE, !le);
+    let mut scene = new_scene(&layout, header.comments, n, true);
+    // binary_count checked that the body is exactly n records.
+    let body = &bytes[header.len as usize..];
+    let dst = scene_rows_mut(&mut scene, 0, n);
+    scatter_par(body, &layout, &runs, dst);
+    Ok(scene)
+}
+
+/// The vertex count of a binary body, checked against the bytes the file
+/// has after its header (`avail`, when known): exactly the records the
+/// header declares, no fewer and no more.
+fn binary_count(
+    header: &Header,
+    layout: &Layout,
+    path: &Path,
+    avail: Option<u64>,
+) -> Result<usize> {
+    let n64 = header.count;
+    let n = usize::try_from(n64).map_err(|_| {
+        Error::format(
+            path,
+            "vertex count",
+            format!("{n64} vertices cannot be stored on this machine"),
+        )
+    })?;
+    let s = layout.stride;
+    let body = layout.body_len(n64).ok_or_else(|| {
+        Error::format(
+            path,
+            "vertex count",
+            format!("header says {n64} vertices of {s} bytes, more than 2^64 bytes"),
+        )
+    })?;
+    match avail {
+        Some(avail) if avail < body => Err(Error::format(
+            path,
+            "vertex count",
+            format!(
+                "truncated: header says {n} vertices of {s} bytes = {body} bytes but the body has {avail}"
+            ),
+        )),
+        Some(avail) if avail > body => Err(Error::format(
+            path,
+            "vertex count",
+            format!(
+                "{} trailing bytes: header says {n} vertices of {s} bytes = {body} bytes but the body has {avail}",
+                avail - body
+            ),
+        )),
+        _ => Ok(n),
+    }
 }
 
 /// Reads a 3DGS PLY from `reader`, positioned at the start of the file.
@@ -89,36 +167,8 @@ pub fn read_ply_from(
         }
         enc => {
             let s = layout.stride;
-            let body = layout.body_len(n64).ok_or_else(|| {
-                Error::format(
-                    path,
-                    "vertex count",
-                    format!("header says {n64} vertices of {s} bytes, more than 2^64 bytes"),
-                )
-            })?;
-            let exact = match body_avail {
-                Some(avail) if avail < body => {
-                    return Err(Error::format(
-                        path,
-                        "vertex count",
-                        format!(
-                            "truncated: header says {n} vertices of {s} bytes = {body} bytes but the body has {avail}"
-                        ),
-                    ));
-                }
-                Some(avail) if avail > body => {
-                    return Err(Error::format(
-                        path,
-                        "vertex count",
-                        format!(
-                            "{} trailing bytes: header says {n} vertices of {s} bytes = {body} bytes but the body has {avail}",
-                            avail - body
-                        ),
-                    ));
-                }
-                Some(_) => true,
-                None => false,
-            };
+            binary_count(&header, &layout, path, body_avail)?;
+            let exact = body_avail.is_some();
             let reserve = if exact {
                 n
             } else {
