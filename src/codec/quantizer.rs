@@ -372,6 +372,8 @@ impl Quantizer {
             && std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: checked just above.
             return unsafe { self.encode_chunk_avx512(rows, first, codes, scales) };
@@ -411,14 +413,7 @@ impl Quantizer {
         codes: &mut [u8],
         scales: &mut [f32],
     ) -> Result<()> {
-        match &*self.rotation {
-            Rotation::Dense(_) => {
-                self.encode_tiles::<DENSE_TILE_512>(rows, first, codes, scales, true)
-            }
-            Rotation::Hadamard(_) => {
-                self.encode_tiles::<DENSE_TILE>(rows, first, codes, scales, true)
-            }
-        }
+        self.encode_chunk_with::<DENSE_TILE_512, DENSE_TILE>(rows, first, codes, scales, true)
     }
 
     fn decode_chunk(
@@ -461,11 +456,23 @@ impl Quantizer {
         codes: &mut [u8],
         scales: &mut [f32],
     ) -> Result<()> {
+        self.encode_chunk_with::<DENSE_TILE, LANES>(rows, first, codes, scales, false)
+    }
+
+    /// One chunk in tiles of `DW` vectors with a dense rotation, `HW` with
+    /// Hadamard; `fast`: the AVX-512 tile load ([`gather_tile`]).
+    #[inline(always)]
+    fn encode_chunk_with<const DW: usize, const HW: usize>(
+        &self,
+        rows: Rows<'_>,
+        first: usize,
+        codes: &mut [u8],
+        scales: &mut [f32],
+        fast: bool,
+    ) -> Result<()> {
         match &*self.rotation {
-            Rotation::Dense(_) => {
-                self.encode_tiles::<DENSE_TILE>(rows, first, codes, scales, false)
-            }
-            Rotation::Hadamard(_) => self.encode_tiles::<LANES>(rows, first, codes, scales, false),
+            Rotation::Dense(_) => self.encode_tiles::<DW>(rows, first, codes, scales, fast),
+            Rotation::Hadamard(_) => self.encode_tiles::<HW>(rows, first, codes, scales, fast),
         }
     }
 

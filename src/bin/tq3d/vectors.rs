@@ -226,8 +226,6 @@ pub fn decode(input: PathBuf, output: PathBuf, device: DeviceArg) -> Result<(), 
     Ok(())
 }
 
-/// The CPU encode in slabs of whole chunks (so each slab's codes start on a
-/// byte boundary), with a progress bar for large inputs.
 /// The first non-finite value of `data`, as the error that names it. The
 /// CPU encoder finds it itself; a device does not look, so its input is
 /// scanned first.
@@ -254,6 +252,8 @@ fn check_finite(data: &[f32], cols: usize, input: &std::path::Path) -> Result<()
     Ok(())
 }
 
+/// The CPU encode in slabs of whole chunks (so each slab's codes start on a
+/// byte boundary), with a progress bar for large inputs.
 fn encode_cpu_with_progress(
     q: &Quantizer,
     data: &[f32],
