@@ -86,10 +86,10 @@ pub fn sign_word(k: u32, w: u32) -> u32 {
 pub fn flip_signs(k: u32, row: &mut [f32]) {
     for (w, part) in row.chunks_mut(32).enumerate() {
         let m = sign_word(k, w as u32);
+        // The sign bit flipped without a branch: the signs are random, so
+        // a branch would be mispredicted every other coordinate.
         for (j, x) in part.iter_mut().enumerate() {
-            if (m >> j) & 1 == 1 {
-                *x = -*x;
-            }
+            *x = f32::from_bits(x.to_bits() ^ (((m >> j) & 1) << 31));
         }
     }
 }
