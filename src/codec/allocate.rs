@@ -35,9 +35,17 @@ pub const SCALE_BITS: u32 = 16;
 
 /// D(d, b) for b = 0..=8: 1 at b = 0, d·C(d, b) above.
 pub fn distortions(dim: usize) -> Result<[f64; 9]> {
+    // The eight codebooks are solved in parallel, the widest (slowest,
+    // about as long as the rest together) first.
+    let solved: Vec<f64> = (1..=8u32)
+        .rev()
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|b| Ok(Codebook::get(dim, b)?.distortion()))
+        .collect::<Result<_>>()?;
     let mut d = [1.0; 9];
-    for b in 1..=8u32 {
-        d[b as usize] = Codebook::get(dim, b)?.distortion();
+    for (b, x) in (1..=8).rev().zip(solved) {
+        d[b] = x;
     }
     Ok(d)
 }
@@ -394,8 +402,9 @@ struct Steps {
     drop: Vec<f64>,
 }
 
-/// Bits of the gain a radix pass sorts by.
-const DIGIT: u32 = 16;
+/// Bits of the gain a radix pass sorts by: a 4,096-bucket table (64 KiB)
+/// per piece, and the first pass resolves a gain's sign and exponent.
+const DIGIT: u32 = 12;
 /// Upgrades few enough to sort outright.
 const FEW: u64 = 1 << 16;
 
@@ -460,39 +469,46 @@ impl Pool<'_> {
         let (mut prefix, mut known, mut left) = (0u64, 0u32, budget);
         let in_range =
             |key: u64, prefix: u64, known: u32| known == 0 || key >> (64 - known) == prefix;
+        // Each pass histograms the next digit over a few contiguous pieces
+        // (one per worker and then some, for balance): small tables that
+        // stay in cache, summed exactly in integers, so the result does not
+        // depend on how the pieces fall.
+        let piece = values
+            .len()
+            .div_ceil(4 * rayon::current_num_threads())
+            .max(1 << 12);
         loop {
-            let shift = 64 - known - DIGIT;
-            let hist = values
-                .par_chunks(1 << 12)
+            let width = DIGIT.min(64 - known);
+            let shift = 64 - known - width;
+            let mask = (1u64 << width) - 1;
+            let hists: Vec<Vec<(u64, u64)>> = values
+                .par_chunks(piece)
                 .enumerate()
-                .fold(
-                    || vec![(0u64, 0u64); 1 << DIGIT],
-                    |mut hist, (c, chunk)| {
-                        let mut keys = [0u64; 8];
-                        for (j, &v) in chunk.iter().enumerate() {
-                            let i = (c << 12) + j;
-                            let n = self.of(i).keys(v, &mut keys);
-                            for (k, &key) in keys[..n].iter().enumerate() {
-                                if in_range(key, prefix, known) {
-                                    let b = &mut hist[((key >> shift) & 0xFFFF) as usize];
-                                    b.0 += self.of(i).extra[k];
-                                    b.1 += 1;
-                                }
+                .map(|(c, chunk)| {
+                    let mut hist = vec![(0u64, 0u64); 1 << width];
+                    let mut keys = [0u64; 8];
+                    for (j, &v) in chunk.iter().enumerate() {
+                        let i = c * piece + j;
+                        let steps = self.of(i);
+                        let n = steps.keys(v, &mut keys);
+                        for (k, &key) in keys[..n].iter().enumerate() {
+                            if in_range(key, prefix, known) {
+                                let b = &mut hist[((key >> shift) & mask) as usize];
+                                b.0 += steps.extra[k];
+                                b.1 += 1;
                             }
                         }
-                        hist
-                    },
-                )
-                .reduce(
-                    || vec![(0u64, 0u64); 1 << DIGIT],
-                    |mut a, b| {
-                        for (x, y) in a.iter_mut().zip(b) {
-                            x.0 += y.0;
-                            x.1 += y.1;
-                        }
-                        a
-                    },
-                );
+                    }
+                    hist
+                })
+                .collect();
+            let mut hist = vec![(0u64, 0u64); 1 << width];
+            for h in &hists {
+                for (x, y) in hist.iter_mut().zip(h) {
+                    x.0 += y.0;
+                    x.1 += y.1;
+                }
+            }
             // The highest bucket that does not fit in what is left.
             let mut crossing = None;
             for (b, &(bits, count)) in hist.iter().enumerate().rev() {
@@ -507,8 +523,8 @@ impl Pool<'_> {
                 // sub-buckets add up to more than is left): every step fits.
                 return self.positions(values, prefix, known, &[], 0);
             };
-            prefix = (prefix << DIGIT) | b;
-            known += DIGIT;
+            prefix = (prefix << width) | b;
+            known += width;
             if count <= FEW || known == 64 {
                 break;
             }
