@@ -64,5 +64,60 @@ fn codebook(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec, codebook);
+/// The rANS of SH codes (`SHC `) as `tq3d compress` writes it: 200,000
+/// Gaussians of 45 codes each, per-Gaussian widths 0..=4 drawn as the
+/// footprint allocation spreads them, the codes of a d = 45 quantizer.
+fn rans(c: &mut Criterion) {
+    use rand::RngExt;
+    use turboquant3d::codec::entropy::{self, Run};
+    let (n, d) = (200_000usize, 45usize);
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let widths: Vec<u8> = (0..n)
+        .map(|_| [0u8, 1, 1, 1, 2, 2, 3, 4][rng.random_range(0..8)])
+        .collect();
+    let x = gaussian(n, d);
+    let mut packed = Vec::new();
+    let mut at = 0u64;
+    for b in 1..=4u32 {
+        let q = Quantizer::new(&QuantizerConfig::new(d, b)).unwrap();
+        let rows: Vec<f32> = (0..n)
+            .filter(|&i| widths[i] as u32 == b)
+            .flat_map(|i| x[i * d..(i + 1) * d].iter().copied())
+            .collect();
+        let enc = q.encode(&rows).unwrap();
+        // Each width's codes, appended bit-exactly after the previous ones.
+        let bits = (rows.len() as u64) * b as u64;
+        packed.resize((at + bits).div_ceil(8) as usize, 0);
+        for k in 0..bits {
+            if enc.codes()[(k / 8) as usize] >> (k % 8) & 1 == 1 {
+                let o = at + k;
+                packed[(o / 8) as usize] |= 1 << (o % 8);
+            }
+        }
+        at += bits;
+    }
+    // The layout that matches: widths sorted, as appended above.
+    let mut sorted = widths.clone();
+    sorted.sort_unstable();
+    let runs: Vec<Run> = sorted
+        .iter()
+        .map(|&b| Run {
+            bits: b,
+            count: d as u64,
+        })
+        .collect();
+    let coded = entropy::encode(&packed, &runs).unwrap();
+    let mut group = c.benchmark_group("rans_shc_200k");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements((n * d) as u64));
+    group.bench_function("encode", |bench| {
+        bench.iter(|| entropy::encode(&packed, &runs).unwrap())
+    });
+    group.bench_function("decode", |bench| {
+        bench.iter(|| entropy::decode(&coded, &runs).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, codec, codebook, rans);
 criterion_main!(benches);

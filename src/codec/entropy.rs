@@ -86,15 +86,6 @@ impl Layout {
                 (r.bits, bit0 + (s - first) * r.bits as u64, e - s)
             })
     }
-
-    /// Calls `f(width, first bit)` for symbols `start..end`, in order.
-    fn walk(&self, start: u64, end: u64, mut f: impl FnMut(u8, u64)) {
-        for (b, bit0, count) in self.segments(start, end) {
-            for t in 0..count {
-                f(b, bit0 + t * b as u64);
-            }
-        }
-    }
 }
 
 /// Reads `bits` bits at bit `at` of LSB-first packed bytes (zeros past the end).
@@ -103,6 +94,23 @@ fn get_bits(packed: &[u8], at: u64, bits: u8) -> u8 {
     let lo = packed.get(i).copied().unwrap_or(0) as u16;
     let hi = packed.get(i + 1).copied().unwrap_or(0) as u16;
     (((lo | hi << 8) >> (at % 8)) & ((1u16 << bits) - 1)) as u8
+}
+
+/// Appends the `count` symbols of `bits` bits from bit `bit0` of `packed`
+/// to `out`: eight bytes at a time where they lie inside `packed`, else
+/// through [`get_bits`].
+fn unpack(packed: &[u8], bit0: u64, count: u64, bits: u8, out: &mut Vec<u8>) {
+    let mask = (1u64 << bits) - 1;
+    out.reserve(count as usize);
+    for t in 0..count {
+        let at = bit0 + t * bits as u64;
+        let i = (at / 8) as usize;
+        let sym = match packed.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+            Some(w) => ((u64::from_le_bytes(*w) >> (at % 8)) & mask) as u8,
+            None => get_bits(packed, at, bits),
+        };
+        out.push(sym);
+    }
 }
 
 /// Quantises a histogram to frequencies summing to 2^[`PRECISION`], every
@@ -170,32 +178,90 @@ pub fn entropy_bits(hist: &[u64]) -> f64 {
         .sum()
 }
 
-/// One width's table, ready for coding.
-struct Table {
-    freq: Vec<u32>,
-    cum: Vec<u32>,
-    /// Slot → symbol, 2^PRECISION entries (decoder only).
-    lut: Vec<u8>,
+/// How the encoder codes one symbol: x ↦ x + cum + ⌊x/f⌋·(2^P − f), the
+/// same number as (⌊x/f⌋ << P) + x mod f + cum, with the quotient taken by
+/// an exact multiply-shift instead of a division (Granlund and Montgomery
+/// 1994, Theorem 4.2: for every x < 2^31, ⌊x/f⌋ = ⌊x·m / 2^(31+l)⌋ with
+/// l = ⌈log2 f⌉ and m = ⌈2^(31+l)/f⌉ ≤ 2^32).
+#[derive(Clone, Copy, Default)]
+struct EncSymbol {
+    rcp: u64,
+    shift: u32,
+    cmpl: u32,
+    cum: u32,
+    /// States at or above this emit a byte first: ((L >> P) << 8)·f.
+    x_max: u32,
 }
 
-impl Table {
-    fn new(freq: Vec<u32>, with_lut: bool) -> Table {
-        let mut cum = Vec::with_capacity(freq.len());
-        let mut c = 0;
-        for &f in &freq {
-            cum.push(c);
-            c += f;
+impl EncSymbol {
+    fn new(f: u32, cum: u32) -> EncSymbol {
+        if f == 0 {
+            return EncSymbol::default();
         }
-        let mut lut = Vec::new();
-        if with_lut {
-            lut.reserve_exact(1 << PRECISION);
-            for (s, &f) in freq.iter().enumerate() {
-                lut.extend(std::iter::repeat_n(s as u8, f as usize));
-            }
+        let l = 32 - (f - 1).leading_zeros(); // ⌈log2 f⌉, 0 for f = 1
+        let shift = 31 + l;
+        EncSymbol {
+            rcp: (1u64 << shift).div_ceil(f as u64),
+            shift,
+            cmpl: (1 << PRECISION) - f,
+            cum,
+            x_max: ((L >> PRECISION) << 8) * f,
         }
-        Table { freq, cum, lut }
+    }
+
+    /// ⌊x/f⌋ for x < 2^31.
+    #[inline(always)]
+    fn quotient(&self, x: u32) -> u32 {
+        ((x as u64 * self.rcp) >> self.shift) as u32
     }
 }
+
+/// Every width's table, ready for coding.
+struct Tables {
+    /// Width b's symbols start at `enc[enc_base[b]]` (encoder).
+    enc_base: [u16; 9],
+    enc: Vec<EncSymbol>,
+    /// Width b's table is number `number[b]` among the widths used
+    /// (decoder); its 2^P slots start at `number[b] << P` in `lut` and `step`.
+    number: [u8; 9],
+    /// Slot → symbol.
+    lut: Vec<u8>,
+    /// Slot → f·2^16 + (slot − cum) of its symbol: the state update
+    /// x ↦ f·(x >> P) + slot − cum from one load.
+    step: Vec<u32>,
+}
+
+impl Tables {
+    /// The tables of `freqs`, one (width, frequencies) per width used.
+    fn new(freqs: &[(u8, Vec<u32>)], for_decoder: bool) -> Tables {
+        let mut t = Tables {
+            enc_base: [0; 9],
+            enc: Vec::new(),
+            number: [0; 9],
+            lut: Vec::new(),
+            step: Vec::new(),
+        };
+        for (k, (b, freq)) in freqs.iter().enumerate() {
+            t.enc_base[*b as usize] = t.enc.len() as u16;
+            t.number[*b as usize] = k as u8;
+            let mut c = 0;
+            for (s, &f) in freq.iter().enumerate() {
+                t.enc.push(EncSymbol::new(f, c));
+                if for_decoder {
+                    t.lut.extend(std::iter::repeat_n(s as u8, f as usize));
+                    t.step.extend((0..f).map(|k| (f << 16) | k));
+                }
+                c += f;
+            }
+        }
+        t
+    }
+}
+
+/// Blocks coded together by one thread, one rANS state each, their steps
+/// interleaved so that the CPU overlaps the states' dependency chains. Each
+/// block is still coded on its own: the bytes are the same as one at a time.
+const LANES: usize = 4;
 
 /// Per-width histograms of the symbols, indexed by width.
 fn histograms(packed: &[u8], lay: &Layout) -> Vec<Vec<u64>> {
@@ -203,13 +269,34 @@ fn histograms(packed: &[u8], lay: &Layout) -> Vec<Vec<u64>> {
     (0..blocks)
         .into_par_iter()
         .map(|k| {
-            let mut h: Vec<Vec<u64>> = (0..=8u32).map(|b| vec![0; 1 << b]).collect();
+            // Four counters per symbol, taken in turn: a run of one symbol
+            // then does not wait on its own previous increment.
+            let mut c = vec![[[0u32; 4]; 256]; 9];
             let start = k * BLOCK_SYMBOLS as u64;
             let end = lay.symbols.min(start + BLOCK_SYMBOLS as u64);
-            lay.walk(start, end, |b, at| {
-                h[b as usize][get_bits(packed, at, b) as usize] += 1
-            });
-            h
+            let mut syms = Vec::new();
+            for (b, bit0, count) in lay.segments(start, end) {
+                syms.clear();
+                unpack(packed, bit0, count, b, &mut syms);
+                let cb = &mut c[b as usize];
+                let mut quads = syms.chunks_exact(4);
+                for q in &mut quads {
+                    for (l, &x) in q.iter().enumerate() {
+                        cb[x as usize][l] += 1;
+                    }
+                }
+                for &x in quads.remainder() {
+                    cb[x as usize][0] += 1;
+                }
+            }
+            (0..=8usize)
+                .map(|b| {
+                    c[b][..1 << b]
+                        .iter()
+                        .map(|q| q.iter().map(|&n| n as u64).sum())
+                        .collect()
+                })
+                .collect::<Vec<Vec<u64>>>()
         })
         .reduce(
             || (0..=8u32).map(|b| vec![0; 1 << b]).collect(),
@@ -251,33 +338,36 @@ pub fn encode(packed: &[u8], runs: &[Run]) -> Result<Vec<u8>, String> {
     let lay = Layout::new(runs)?;
     check_len(packed, &lay)?;
     let hist = histograms(packed, &lay);
-    let mut tables: Vec<Option<Table>> = (0..=8).map(|_| None).collect();
     let mut out = vec![PRECISION as u8];
     let widths = lay.widths();
     out.push(widths.len() as u8);
+    let mut freqs = Vec::with_capacity(widths.len());
     for &b in &widths {
         let f = quantise_frequencies(&hist[b as usize]);
         out.push(b);
         for &x in &f {
             out.extend_from_slice(&(x as u16).to_le_bytes());
         }
-        tables[b as usize] = Some(Table::new(f, false));
+        freqs.push((b, f));
     }
+    let tables = Tables::new(&freqs, false);
     out.extend_from_slice(&BLOCK_SYMBOLS.to_le_bytes());
-    let blocks = lay.symbols.div_ceil(BLOCK_SYMBOLS as u64);
-    let coded: Vec<Vec<u8>> = (0..blocks)
+    let blocks = lay.symbols.div_ceil(BLOCK_SYMBOLS as u64) as usize;
+    let groups: Vec<Vec<Vec<u8>>> = (0..blocks.div_ceil(LANES))
         .into_par_iter()
-        .map(|k| {
-            let start = k * BLOCK_SYMBOLS as u64;
-            let end = lay.symbols.min(start + BLOCK_SYMBOLS as u64);
-            let segs: Vec<(u8, u64, u64)> = lay.segments(start, end).collect();
-            let mut syms: Vec<u8> = Vec::with_capacity((end - start) as usize);
-            for &(b, bit0, count) in &segs {
-                syms.extend((0..count).map(|t| get_bits(packed, bit0 + t * b as u64, b)));
-            }
-            encode_block(&segs, &syms, &tables)
+        .map(|g| {
+            let first = g * LANES;
+            let lanes: Vec<Vec<u16>> = (first..blocks.min(first + LANES))
+                .map(|k| {
+                    let start = k as u64 * BLOCK_SYMBOLS as u64;
+                    let end = lay.symbols.min(start + BLOCK_SYMBOLS as u64);
+                    block_symbols(packed, &lay, start, end, &tables)
+                })
+                .collect();
+            encode_blocks(&lanes, &tables)
         })
         .collect();
+    let coded: Vec<Vec<u8>> = groups.into_iter().flatten().collect();
     for c in &coded {
         out.extend_from_slice(&(c.len() as u32).to_le_bytes());
     }
@@ -287,32 +377,68 @@ pub fn encode(packed: &[u8], runs: &[Run]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// rANS-codes one block: symbols in reverse, bytes emitted backwards, then
-/// reversed so that the decoder reads forward.
-fn encode_block(segs: &[(u8, u64, u64)], syms: &[u8], tables: &[Option<Table>]) -> Vec<u8> {
-    let mut x = L;
-    let mut rev = Vec::with_capacity(syms.len() + 4);
-    let mut end = syms.len();
-    for &(b, _, count) in segs.iter().rev() {
-        let part = &syms[end - count as usize..end];
-        end -= count as usize;
-        // Every width used has a table, built from these very symbols (f ≥ 1).
-        let Some(t) = &tables[b as usize] else {
-            continue;
-        };
-        for &s in part.iter().rev() {
-            let (f, c) = (t.freq[s as usize], t.cum[s as usize]);
-            let x_max = ((L >> PRECISION) << 8) * f;
-            while x >= x_max {
-                rev.push(x as u8);
-                x >>= 8;
-            }
-            x = ((x / f) << PRECISION) + x % f + c;
+/// Symbols `start..end`, each as its index in `tables.enc`.
+fn block_symbols(packed: &[u8], lay: &Layout, start: u64, end: u64, tables: &Tables) -> Vec<u16> {
+    let mut idx = Vec::with_capacity((end - start) as usize);
+    let mut syms = Vec::new();
+    for (b, bit0, count) in lay.segments(start, end) {
+        syms.clear();
+        unpack(packed, bit0, count, b, &mut syms);
+        let base = tables.enc_base[b as usize];
+        idx.extend(syms.iter().map(|&s| base + s as u16));
+    }
+    idx
+}
+
+/// One encoder step: renormalise, then code symbol `e`. A state below
+/// 2^31 needs at most two bytes out (2^31 >> 16 ≤ x_max for every f ≥ 1),
+/// so renormalisation is two conditional steps without a branch: every
+/// byte is written, and the position moves on only when it is emitted.
+#[inline(always)]
+fn encode_step(x: &mut u32, rev: &mut [u8], pos: &mut usize, e: &EncSymbol) {
+    for _ in 0..2 {
+        let out = *x >= e.x_max;
+        rev[*pos] = *x as u8;
+        *pos += out as usize;
+        *x = if out { *x >> 8 } else { *x };
+    }
+    *x = *x + e.cum + e.quotient(*x) * e.cmpl;
+}
+
+/// rANS-codes up to [`LANES`] blocks, each on its own state: symbols in
+/// reverse, bytes emitted backwards, then reversed so that the decoder
+/// reads forward.
+fn encode_blocks(lanes: &[Vec<u16>], tables: &Tables) -> Vec<Vec<u8>> {
+    let n = lanes.len();
+    let len: [usize; LANES] = std::array::from_fn(|j| lanes.get(j).map_or(0, Vec::len));
+    let mut x = [L; LANES];
+    let mut pos = [0usize; LANES];
+    let mut rev: [Vec<u8>; LANES] = std::array::from_fn(|j| vec![0u8; 2 * len[j] + 8]);
+    let enc = &tables.enc[..];
+    // Every lane while all have symbols left, then each lane's rest.
+    let common = len[..n].iter().copied().min().unwrap_or(0);
+    for i in 0..common {
+        for j in 0..n {
+            let e = &enc[lanes[j][len[j] - 1 - i] as usize];
+            encode_step(&mut x[j], &mut rev[j], &mut pos[j], e);
         }
     }
-    rev.extend_from_slice(&x.to_be_bytes());
-    rev.reverse();
-    rev
+    for j in 0..n {
+        for i in common..len[j] {
+            let e = &enc[lanes[j][len[j] - 1 - i] as usize];
+            encode_step(&mut x[j], &mut rev[j], &mut pos[j], e);
+        }
+    }
+    rev.into_iter()
+        .take(n)
+        .enumerate()
+        .map(|(j, mut r)| {
+            r.truncate(pos[j]);
+            r.extend_from_slice(&x[j].to_be_bytes());
+            r.reverse();
+            r
+        })
+        .collect()
 }
 
 fn take<'a>(b: &'a [u8], at: &mut usize, n: usize, what: &str) -> Result<&'a [u8], String> {
@@ -345,7 +471,7 @@ pub fn decode(coded: &[u8], runs: &[Run]) -> Result<Vec<u8>, String> {
             widths.len()
         ));
     }
-    let mut tables: Vec<Option<Table>> = (0..=8).map(|_| None).collect();
+    let mut freqs = Vec::with_capacity(widths.len());
     for (k, &want) in widths.iter().enumerate() {
         let b = take(coded, &mut at, 1, "tables")?[0];
         if b != want {
@@ -364,8 +490,9 @@ pub fn decode(coded: &[u8], runs: &[Run]) -> Result<Vec<u8>, String> {
                 "rANS: the frequencies of width {b} sum to {sum}, not 2^{PRECISION}"
             ));
         }
-        tables[b as usize] = Some(Table::new(f, true));
+        freqs.push((b, f));
     }
+    let tables = Tables::new(&freqs, true);
     let bs = take(coded, &mut at, 4, "block size")?;
     let bs = u32::from_le_bytes([bs[0], bs[1], bs[2], bs[3]]);
     if !(1..=BLOCK_SYMBOLS).contains(&bs) {
@@ -399,14 +526,13 @@ pub fn decode(coded: &[u8], runs: &[Run]) -> Result<Vec<u8>, String> {
         ));
     }
     let parts: Vec<(u64, Vec<u8>)> = slices
-        .par_iter()
+        .par_chunks(LANES)
         .enumerate()
-        .map(|(k, s)| {
-            let start = k as u64 * bs as u64;
-            let end = lay.symbols.min(start + bs as u64);
-            decode_block(s, start, end, &lay, &tables).map_err(|e| format!("rANS block {k}: {e}"))
-        })
-        .collect::<Result<_, _>>()?;
+        .map(|(g, group)| decode_blocks(group, g * LANES, bs as u64, &lay, &tables))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
     let mut out = vec![0u8; lay.bits.div_ceil(8) as usize];
     for (bit0, bytes) in parts {
         let o = (bit0 / 8) as usize;
@@ -417,38 +543,114 @@ pub fn decode(coded: &[u8], runs: &[Run]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Decodes symbols `start..end` and packs them from their first bit's
-/// offset within its byte; returns that first bit and the bytes.
-fn decode_block(
-    s: &[u8],
-    start: u64,
-    end: u64,
-    lay: &Layout,
-    tables: &[Option<Table>],
-) -> Result<(u64, Vec<u8>), String> {
-    let head = s.first_chunk::<4>().ok_or("truncated state")?;
-    let mut x = u32::from_le_bytes(*head);
-    if !(L..1 << 31).contains(&x) {
-        return Err(format!("initial state {x} is outside [2^23, 2^31)"));
+/// One decoder step on table number `tb`: the symbol, and the
+/// state renormalised. x ≥ 2^8 after the update (f ≥ 1, x >> P ≥ 2^8), so
+/// two bytes at most bring it back to [2^23, 2^31). Past the end a zero is
+/// read and `at` still counts it, which the caller reports.
+#[inline(always)]
+fn decode_step(x: &mut u32, s: &[u8], at: &mut usize, tb: u8, tables: &Tables) -> u8 {
+    let k = ((tb as usize) << PRECISION) | (*x & MASK) as usize;
+    let sym = tables.lut[k];
+    let st = tables.step[k];
+    *x = (st >> 16) * (*x >> PRECISION) + (st & 0xFFFF);
+    for _ in 0..2 {
+        let need = *x < L;
+        let byte = s.get(*at).copied().unwrap_or(0) as u32;
+        *x = if need { (*x << 8) | byte } else { *x };
+        *at += need as usize;
     }
-    let mut at = 4;
+    sym
+}
+
+/// Decodes the blocks `group` (block `first` and on, `bs` symbols each, on
+/// interleaved states as [`encode_blocks`] codes them) and packs each from
+/// its first bit's offset within its byte: per block, that first bit and
+/// the bytes.
+fn decode_blocks(
+    group: &[&[u8]],
+    first: usize,
+    bs: u64,
+    lay: &Layout,
+    tables: &Tables,
+) -> Result<Vec<(u64, Vec<u8>)>, String> {
+    let n = group.len();
+    let mut x = [L; LANES];
+    let mut at = [4usize; LANES];
+    // Per lane: the table number of each symbol, then the symbols.
+    let mut tb: [Vec<u8>; LANES] = Default::default();
+    let mut syms: [Vec<u8>; LANES] = Default::default();
+    let mut range = [(0u64, 0u64); LANES];
+    for j in 0..n {
+        let k = first + j;
+        let head = group[j]
+            .first_chunk::<4>()
+            .ok_or_else(|| format!("rANS block {k}: truncated state"))?;
+        x[j] = u32::from_le_bytes(*head);
+        if !(L..1 << 31).contains(&x[j]) {
+            return Err(format!(
+                "rANS block {k}: initial state {} is outside [2^23, 2^31)",
+                x[j]
+            ));
+        }
+        let start = k as u64 * bs;
+        let end = lay.symbols.min(start + bs);
+        range[j] = (start, end);
+        tb[j].reserve_exact((end - start) as usize);
+        for (b, _, count) in lay.segments(start, end) {
+            tb[j].extend(std::iter::repeat_n(
+                tables.number[b as usize],
+                count as usize,
+            ));
+        }
+        syms[j] = vec![0u8; tb[j].len()];
+    }
+    let common = tb[..n].iter().map(Vec::len).min().unwrap_or(0);
+    for i in 0..common {
+        for j in 0..n {
+            syms[j][i] = decode_step(&mut x[j], group[j], &mut at[j], tb[j][i], tables);
+        }
+    }
+    for j in 0..n {
+        for i in common..tb[j].len() {
+            syms[j][i] = decode_step(&mut x[j], group[j], &mut at[j], tb[j][i], tables);
+        }
+    }
+    (0..n)
+        .map(|j| {
+            let k = first + j;
+            let s = group[j];
+            if at[j] > s.len() {
+                return Err(format!("rANS block {k}: truncated coder data"));
+            }
+            if at[j] != s.len() {
+                return Err(format!(
+                    "rANS block {k}: {} bytes left over",
+                    s.len() - at[j]
+                ));
+            }
+            if x[j] != L {
+                return Err(format!(
+                    "rANS block {k}: final state {}, expected 2^23",
+                    x[j]
+                ));
+            }
+            Ok(pack_block(&syms[j], range[j].0, range[j].1, lay))
+        })
+        .collect()
+}
+
+/// Packs the symbols `start..end` from their first bit's offset within its
+/// byte; returns that first bit and the bytes.
+fn pack_block(syms: &[u8], start: u64, end: u64, lay: &Layout) -> (u64, Vec<u8>) {
     let first = lay.runs[lay.run_of(start)];
     let bit0 = first.2 + (start - first.1) * first.0.bits as u64;
     let want = (bit_after(end, lay).div_ceil(8) - bit0 / 8) as usize;
-    let mut bytes: Vec<u8> = Vec::with_capacity(want + 4);
+    let mut bytes: Vec<u8> = Vec::with_capacity(want + 8);
     // Output bits gather in `acc` (its low `fill` bits), 32 at a time.
     let (mut acc, mut fill) = (0u64, (bit0 % 8) as u32);
+    let mut i = 0;
     for (b, _, count) in lay.segments(start, end) {
-        let t = tables[b as usize].as_ref().ok_or("no table")?;
-        for _ in 0..count {
-            let slot = x & MASK;
-            let sym = t.lut[slot as usize];
-            x = t.freq[sym as usize] * (x >> PRECISION) + slot - t.cum[sym as usize];
-            while x < L {
-                let byte = *s.get(at).ok_or("truncated coder data")?;
-                x = (x << 8) | byte as u32;
-                at += 1;
-            }
+        for &sym in &syms[i..i + count as usize] {
             acc |= (sym as u64) << fill;
             fill += b as u32;
             if fill >= 32 {
@@ -457,16 +659,11 @@ fn decode_block(
                 fill -= 32;
             }
         }
+        i += count as usize;
     }
     bytes.extend_from_slice(&acc.to_le_bytes()[..fill.div_ceil(8) as usize]);
-    if at != s.len() {
-        return Err(format!("{} bytes left over", s.len() - at));
-    }
-    if x != L {
-        return Err(format!("final state {x}, expected 2^23"));
-    }
     bytes.truncate(want);
-    Ok((bit0, bytes))
+    (bit0, bytes)
 }
 
 /// First bit after symbol `end − 1`.
