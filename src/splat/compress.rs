@@ -353,101 +353,98 @@ fn f32_planes<const K: usize>(v: &[[f32; K]], order: &[u32]) -> Vec<u8> {
     attributes::to_byte_planes(&raw, K * 4)
 }
 
-/// Compact attribute streams: CHNK, POS, SCL, QUAT, OPA, DC.
+/// `n` records of `elem` bytes as byte planes (`out[k·n + i]` = byte k of
+/// record i, which `get(k, i)` gives), one plane per task.
+fn planes(n: usize, elem: usize, get: impl Fn(usize, usize) -> u8 + Sync) -> Vec<u8> {
+    let mut out = vec![0u8; n * elem];
+    if n > 0 {
+        out.par_chunks_mut(n).enumerate().for_each(|(k, plane)| {
+            for (i, o) in plane.iter_mut().enumerate() {
+                *o = get(k, i);
+            }
+        });
+    }
+    out
+}
+
+/// Compact attribute streams: CHNK, POS, SCL, QUAT, OPA, DC. The codes are
+/// computed chunk by chunk into arrays in storage order, then each stream's
+/// byte planes are written straight from them.
 fn compact_streams(scene: &Scene, order: &[u32], bits: AttrBits, chunk: usize) -> [Vec<u8>; 6] {
     let n = order.len();
-    let chunks: Vec<[Vec<u8>; 6]> = order
+    let mut rec = vec![[0f32; CHUNK_RECORD / 4]; n.div_ceil(chunk)];
+    let mut pos = vec![[0u16; 3]; n];
+    let mut scl = vec![[0u16; 3]; n];
+    let mut dc = vec![[0u16; 3]; n];
+    let mut quat = vec![0u32; n];
+    let mut opa = vec![0u16; n];
+    order
         .par_chunks(chunk)
-        .map(|idx| {
-            let range = |get: &dyn Fn(usize) -> [f32; 3]| {
-                let mut lo = [f32::INFINITY; 3];
-                let mut hi = [f32::NEG_INFINITY; 3];
-                for &i in idx {
-                    let v = get(i as usize);
+        .zip(rec.par_iter_mut())
+        .zip(pos.par_chunks_mut(chunk))
+        .zip(scl.par_chunks_mut(chunk))
+        .zip(dc.par_chunks_mut(chunk))
+        .zip(quat.par_chunks_mut(chunk))
+        .zip(opa.par_chunks_mut(chunk))
+        .for_each(|((((((idx, rec), p), s), c), r), o)| {
+            // The chunk's attributes first, in one loop of independent loads
+            // (storage order is a permutation of the input's, so nearly every
+            // row is a cache miss, and they overlap only here), then the codes.
+            let g: Vec<([[f32; 3]; 3], [f32; 4], f32)> = idx
+                .iter()
+                .map(|&i| {
+                    let i = i as usize;
+                    (
+                        [scene.positions[i], scene.scales[i], scene.dc[i]],
+                        scene.rotations[i],
+                        scene.opacity[i],
+                    )
+                })
+                .collect();
+            // Per attribute (position, log-scale, DC), the chunk's lo and hi.
+            let mut lo = [[f32::INFINITY; 3]; 3];
+            let mut hi = [[f32::NEG_INFINITY; 3]; 3];
+            for (v, _, _) in &g {
+                for t in 0..3 {
                     for a in 0..3 {
-                        lo[a] = lo[a].min(v[a]);
-                        hi[a] = hi[a].max(v[a]);
+                        lo[t][a] = lo[t][a].min(v[t][a]);
+                        hi[t][a] = hi[t][a].max(v[t][a]);
                     }
                 }
-                (lo, hi)
-            };
-            let pos = range(&|i| scene.positions[i]);
-            let scl = range(&|i| scene.scales[i]);
-            let dc = range(&|i| scene.dc[i]);
-            let mut rec = Vec::with_capacity(CHUNK_RECORD);
-            for (lo, hi) in [pos, scl, dc] {
-                for v in lo.iter().chain(&hi) {
-                    rec.extend_from_slice(&v.to_le_bytes());
-                }
             }
-            let put = |out: &mut Vec<u8>, q: u16, b: u8| {
-                if attributes::code_bytes(b) == 1 {
-                    out.push(q as u8);
-                } else {
-                    out.extend_from_slice(&q.to_le_bytes());
-                }
-            };
-            let (mut p, mut s, mut r, mut o, mut c) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for &i in idx {
-                let i = i as usize;
+            for t in 0..3 {
+                rec[6 * t..6 * t + 3].copy_from_slice(&lo[t]);
+                rec[6 * t + 3..6 * t + 6].copy_from_slice(&hi[t]);
+            }
+            for (j, (v, rot, opacity)) in g.iter().enumerate() {
                 for a in 0..3 {
-                    let qp = attributes::quantise_range(
-                        scene.positions[i][a],
-                        pos.0[a],
-                        pos.1[a],
-                        bits.position,
-                    );
-                    put(&mut p, qp, bits.position);
-                    let qs = attributes::quantise_range(
-                        scene.scales[i][a],
-                        scl.0[a],
-                        scl.1[a],
-                        bits.scale,
-                    );
-                    put(&mut s, qs, bits.scale);
-                    let qc = attributes::quantise_range(scene.dc[i][a], dc.0[a], dc.1[a], bits.dc);
-                    put(&mut c, qc, bits.dc);
+                    p[j][a] =
+                        attributes::quantise_range(v[0][a], lo[0][a], hi[0][a], bits.position);
+                    s[j][a] = attributes::quantise_range(v[1][a], lo[1][a], hi[1][a], bits.scale);
+                    c[j][a] = attributes::quantise_range(v[2][a], lo[2][a], hi[2][a], bits.dc);
                 }
-                r.extend_from_slice(
-                    &attributes::quantise_quat(scene.rotations[i], bits.rotation).to_le_bytes(),
-                );
-                put(
-                    &mut o,
-                    attributes::quantise_opacity(scene.opacity[i], bits.opacity),
-                    bits.opacity,
-                );
+                r[j] = attributes::quantise_quat(*rot, bits.rotation);
+                o[j] = attributes::quantise_opacity(*opacity, bits.opacity);
             }
-            [rec, p, s, r, o, c]
-        })
+        });
+    let chnk: Vec<u8> = rec
+        .iter()
+        .flat_map(|r| r.iter().flat_map(|v| v.to_le_bytes()))
         .collect();
-    let mut out: [Vec<u8>; 6] = Default::default();
-    for (k, v) in out.iter_mut().enumerate() {
-        let len: usize = chunks.iter().map(|c| c[k].len()).sum();
-        v.reserve_exact(len);
-        for c in &chunks {
-            v.extend_from_slice(&c[k]);
-        }
-    }
-    let cb = |b: u8| attributes::code_bytes(b);
-    let elems = [
-        CHUNK_RECORD,
-        3 * cb(bits.position),
-        3 * cb(bits.scale),
-        4,
-        cb(bits.opacity),
-        3 * cb(bits.dc),
-    ];
-    debug_assert_eq!(out[3].len(), 4 * n);
-    let mut planed: [Vec<u8>; 6] = Default::default();
-    for (k, v) in out.into_iter().enumerate() {
-        planed[k] = if k == 0 {
-            v
-        } else {
-            attributes::to_byte_planes(&v, elems[k])
-        };
-    }
-    planed
+    // Byte k of a record of three w-byte codes is byte k mod w of code k / w.
+    let triple = |codes: &[[u16; 3]], b: u8| {
+        let w = attributes::code_bytes(b);
+        planes(n, 3 * w, |k, i| (codes[i][k / w] >> (8 * (k % w))) as u8)
+    };
+    let w_opa = attributes::code_bytes(bits.opacity);
+    [
+        chnk,
+        triple(&pos, bits.position),
+        triple(&scl, bits.scale),
+        planes(n, 4, |k, i| (quat[i] >> (8 * k)) as u8),
+        planes(n, w_opa, |k, i| (opa[i] >> (8 * k)) as u8),
+        triple(&dc, bits.dc),
+    ]
 }
 
 /// The input indices of the stored Gaussians, in storage order: the
