@@ -479,6 +479,27 @@ pub(crate) fn encode(
         offsets.push(at);
         at += d as u64 * b as u64;
     }
+    if engine.is_none_or(|e| !e.has_gpu()) {
+        let (shc, scale_of) = encode_widths_cpu(
+            scene, order, &per, &offsets, total_bits, sign_flip, degree, &qs,
+        )?;
+        let shs = per
+            .iter()
+            .zip(&scale_of)
+            .filter(|(b, _)| **b > 0)
+            .flat_map(|(_, s)| s.to_bits().to_le_bytes())
+            .collect();
+        return Ok(ShStreams {
+            rot,
+            cbk: codebook_stream(&qs),
+            shw: Some(pack_widths(&per)),
+            shs,
+            shc,
+            rotation_kind,
+            run,
+        });
+    }
+    // On a GPU, each width's Gaussians of the whole scene go in one batch.
     for (b, q) in &qs {
         let members: Vec<usize> = (0..order.len()).filter(|&k| per[k] == *b).collect();
         if members.is_empty() {
@@ -514,6 +535,76 @@ pub(crate) fn encode(
         rotation_kind,
         run,
     })
+}
+
+/// Per-Gaussian widths on the CPU, in slabs of storage order: each width's
+/// rows of a slab are encoded together, and their codes laid out in the
+/// slab's own bit buffer, which starts at the slab's first bit modulo 8; the
+/// buffers are then ORed into place (neighbours share at most one byte, in
+/// which each leaves the other's bits zero). Returns SHC and the scale of
+/// every Gaussian in storage order (0 for width 0).
+#[allow(clippy::too_many_arguments)]
+fn encode_widths_cpu(
+    scene: &Scene,
+    order: &[u32],
+    per: &[u8],
+    offsets: &[u64],
+    total_bits: u64,
+    sign_flip: bool,
+    degree: u8,
+    qs: &[(u8, Quantizer)],
+) -> Result<(Vec<u8>, Vec<f16>)> {
+    let d = rest_dim(degree);
+    let n = order.len();
+    let mut q_of: [Option<&Quantizer>; 9] = [None; 9];
+    for (b, q) in qs {
+        q_of[*b as usize] = Some(q);
+    }
+    let parts: Vec<(Vec<u8>, Vec<f32>)> = (0..n.div_ceil(SLAB))
+        .into_par_iter()
+        .map(|c| {
+            let (k0, k1) = (c * SLAB, n.min((c + 1) * SLAB));
+            let base = offsets[k0];
+            let end = if k1 < n { offsets[k1] } else { total_bits };
+            let lead = (base % 8) as usize;
+            let mut bits = vec![0u8; (lead as u64 + end - base).div_ceil(8) as usize];
+            let mut scales = vec![0f32; k1 - k0];
+            let mut buf = Vec::new();
+            for (b, q) in q_of.iter().enumerate() {
+                let Some(q) = q else { continue };
+                let ks: Vec<u32> = (k0..k1)
+                    .filter(|&k| per[k] as usize == b)
+                    .map(|k| k as u32)
+                    .collect();
+                if ks.is_empty() {
+                    continue;
+                }
+                let idx: Vec<u32> = ks.iter().map(|&k| order[k as usize]).collect();
+                gather_rows(scene, &idx, sign_flip.then_some(&ks[..]), degree, &mut buf);
+                let mut codes = vec![0u8; packed_len(ks.len() * d, b as u32)];
+                let mut sc = vec![0f32; ks.len()];
+                q.encode_into(Rows::new(&buf, d)?, &mut codes, &mut sc)
+                    .map_err(|e| remap_row(e, &idx))?;
+                let w = d * b;
+                for (m, &k) in ks.iter().enumerate() {
+                    let at = lead + (offsets[k as usize] - base) as usize;
+                    copy_bits(&codes, m * w, &mut bits, at, w);
+                    scales[k as usize - k0] = sc[m];
+                }
+            }
+            Ok((bits, scales))
+        })
+        .collect::<Result<_>>()?;
+    let mut shc = vec![0u8; total_bits.div_ceil(8) as usize];
+    let mut scale_of = Vec::with_capacity(n);
+    for (c, (bits, scales)) in parts.into_iter().enumerate() {
+        let o = (offsets[c * SLAB] / 8) as usize;
+        for (dst, src) in shc[o..].iter_mut().zip(bits) {
+            *dst |= src;
+        }
+        scale_of.extend(scales.iter().map(|&s| f16::from_f32(s)));
+    }
+    Ok((shc, scale_of))
 }
 
 /// Parses the SH streams of a file with `n` Gaussians at degree `degree`.
