@@ -705,25 +705,35 @@ fn matmul_block(m: &[f32], d: usize, src: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// Output rows per register tile of [`matmul_fma_tile`]. Six rows of a
-/// 16-vector tile are 12 AVX2 accumulators: enough independent chains to
-/// cover the FMA latency on both ports, with room for the operands.
-const FMA_ROWS: usize = 6;
-
 /// dst = M·src for a row-major d×d matrix and `[d][W]` tiles: the
 /// encoder's rotation as a small GEMM, register-tiled. Every sum runs over
 /// k = 0..d in order, each step one fused multiply-add (`f32::mul_add`,
-/// rounded once), so the bits are the same on every target: an FMA
-/// instruction where the CPU has one, the correctly rounded `fmaf`
-/// otherwise (the portable path).
+/// rounded once), so the bits are the same on every target and for every
+/// tiling: an FMA instruction where the CPU has one, the correctly rounded
+/// `fmaf` otherwise (the portable path).
+///
+/// Output rows per register tile: six rows of a 16-vector tile are 12 AVX2
+/// accumulators, enough independent chains to cover the FMA latency on
+/// both ports with room for the operands; nine rows of a 32-vector tile
+/// are 18 of AVX-512's 32 registers, fewer broadcasts per FMA, and d = 45
+/// is five such tiles with no remainder.
 #[inline(always)]
 fn matmul_fma_tile<const W: usize>(m: &[f32], d: usize, src: &[f32], dst: &mut [f32]) {
+    if W >= 32 {
+        matmul_rows::<W, 9>(m, d, src, dst)
+    } else {
+        matmul_rows::<W, 6>(m, d, src, dst)
+    }
+}
+
+#[inline(always)]
+fn matmul_rows<const W: usize, const R: usize>(m: &[f32], d: usize, src: &[f32], dst: &mut [f32]) {
     let src = &src.as_chunks::<W>().0[..d];
     let dst = &mut dst.as_chunks_mut::<W>().0[..d];
     let mut j = 0;
-    while j + FMA_ROWS <= d {
-        fma_rows::<W, FMA_ROWS>(m, d, j, src, dst);
-        j += FMA_ROWS;
+    while j + R <= d {
+        fma_rows::<W, R>(m, d, j, src, dst);
+        j += R;
     }
     match d - j {
         1 => fma_rows::<W, 1>(m, d, j, src, dst),
@@ -731,6 +741,9 @@ fn matmul_fma_tile<const W: usize>(m: &[f32], d: usize, src: &[f32], dst: &mut [
         3 => fma_rows::<W, 3>(m, d, j, src, dst),
         4 => fma_rows::<W, 4>(m, d, j, src, dst),
         5 => fma_rows::<W, 5>(m, d, j, src, dst),
+        6 => fma_rows::<W, 6>(m, d, j, src, dst),
+        7 => fma_rows::<W, 7>(m, d, j, src, dst),
+        8 => fma_rows::<W, 8>(m, d, j, src, dst),
         _ => {}
     }
 }
