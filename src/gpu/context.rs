@@ -43,15 +43,22 @@ impl GpuContext {
     }
 
     /// Finds an adapter and creates a device with no features and default
-    /// limits. Backends follow `WGPU_BACKEND` when it is set.
+    /// limits. Backends follow `WGPU_BACKEND` when it is set; otherwise a
+    /// hardware-only search asks wgpu's primary backends (Vulkan, Metal,
+    /// DX12), where every GPU the codec can use is found, and skips the GL
+    /// backend, whose start-up alone (EGL, Mesa) was most of the 35 ms an
+    /// automatic probe cost on a machine without a GPU.
     pub fn request(policy: AdapterPolicy) -> Result<GpuContext> {
         pollster::block_on(Self::request_async(policy))
     }
 
     /// The async form of [`GpuContext::request`].
     pub async fn request_async(policy: AdapterPolicy) -> Result<GpuContext> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        if policy == AdapterPolicy::HardwareOnly {
+            desc.backends = wgpu::Backends::PRIMARY;
+        }
+        let instance = wgpu::Instance::new(desc.with_env());
         Self::open(&instance, policy, None)
             .await
             .map(|(ctx, _)| ctx)

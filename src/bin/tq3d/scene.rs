@@ -204,6 +204,11 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
         check_distinct(out, &[&a.input])?;
     }
     let input_bytes = file_len(&a.input)?;
+    // The device is probed on its own thread while the input is read (tens
+    // of milliseconds of driver loading under --device auto); "device" in
+    // the profile is the wait for it after the read.
+    let device = a.device;
+    let probe = (!a.dry_run).then(|| std::thread::spawn(move || Engine::new(device.into())));
     let scene = stages.time("read", || read_scene(&a.input, a.json))?;
     stages
         .time("check", || splat::check_finite(&scene))
@@ -290,7 +295,12 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
     let output = a.output.clone().ok_or_else(|| {
         Error::InvalidArgument("-o/--output is required without --dry-run".into())
     })?;
-    let engine = stages.time("device", || Engine::new(a.device.into()))?;
+    let engine = stages.time("device", || match probe {
+        Some(p) => p
+            .join()
+            .unwrap_or_else(|_| Err(Error::InvalidArgument("the device probe panicked".into()))),
+        None => Engine::new(device.into()),
+    })?;
     let bar = spinner(format!("compressing {} Gaussians", scene.len()), a.json);
     let c = stages.time("compress", || splat::compress_on(&scene, &opts, &engine))?;
     bar.set_message(format!("writing {}", output.display()));
