@@ -474,3 +474,38 @@ fn scales_the_reader_would_refuse_are_never_written() {
     let b = file::to_bytes(&c).unwrap();
     assert!(file::from_bytes(&b, Path::new("near.tq3g")).is_ok());
 }
+
+/// A file whose dense rotation is not orthogonal (a column scaled by 2^120,
+/// every checksum recomputed) decoded to ±Inf, which the table check then
+/// reported without naming the file (found by the `tq3g_crc` fuzz target).
+/// The reader now refuses it, naming the file and the section.
+#[test]
+fn a_rotation_that_is_not_orthogonal_is_refused_by_the_reader() {
+    let grid = synthetic(2, 2048, 1, 64, 10);
+    let (c, _) = compress(&grid, &GridOptions::new(3.0), None).unwrap();
+    let mut b = file::to_bytes(&c).unwrap();
+    assert!(file::from_bytes(&b, Path::new("x.tq3g")).is_ok());
+    // Sections follow the 64-byte header: tag, u64 length, CRC-32, payload.
+    let mut at = 64;
+    let (start, len) = loop {
+        let len = u64::from_le_bytes(b[at + 4..at + 12].try_into().unwrap()) as usize;
+        if &b[at..at + 4] == b"ROT " {
+            break (at + 16, len);
+        }
+        at += 16 + len;
+    };
+    let d = ((len / 4) as f64).sqrt() as usize;
+    assert_eq!(d * d * 4, len, "a dense rotation is expected here");
+    for i in 0..d {
+        let p = start + 4 * (i * d + 1);
+        let v = f32::from_le_bytes(b[p..p + 4].try_into().unwrap()) * 2f32.powi(120);
+        b[p..p + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&b[start..start + len]);
+    b[at + 12..at + 16].copy_from_slice(&crc.to_le_bytes());
+    let msg = read_err(&b);
+    assert!(
+        msg.contains("x.tq3g") && msg.contains("ROT") && msg.contains("not a rotation"),
+        "{msg}"
+    );
+}
