@@ -2,6 +2,11 @@
 //!
 //!     cargo bench --bench codec
 //!
+//! Groups: the quantizer (`d45_dense`, `d1024_hadamard`), the codebook
+//! solve, the rANS of SH codes (`rans_shc_200k`) and whole scenes in memory
+//! (`scene_200k`, `scene_1000k`: what `tq3d compress`/`decompress` do
+//! between reading and writing the file).
+//!
 //! The workloads of the issue: d = 45 (3DGS SH) with 1,000,000 vectors and
 //! d = 1024 (transformer tokens) with 65,536 vectors, b ∈ {2, 3, 4}; plus the
 //! codebook solve. Each quantizer is `QuantizerConfig::new`, which is what
@@ -119,5 +124,49 @@ fn rans(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec, codebook, rans);
+/// `tq3d compress` and `decompress` of `tq3d demo`'s scenes in memory (no
+/// PLY read or write): the CLI's default per-Gaussian SH widths (footprint
+/// weight, b̄ = 1) and compact profile, on the CPU.
+fn scene(c: &mut Criterion) {
+    use std::path::Path;
+    use turboquant3d::codec::allocate;
+    use turboquant3d::splat::importance::{Weight, importance};
+    use turboquant3d::splat::synth::{SynthConfig, generate};
+    use turboquant3d::splat::{self, CompressOptions};
+    for count in [200_000usize, 1_000_000] {
+        let scene = generate(&SynthConfig {
+            count,
+            sh_degree: 3,
+            seed: 1,
+        });
+        let mut group = c.benchmark_group(format!("scene_{}k", count / 1000));
+        group.sample_size(10);
+        group.throughput(Throughput::Elements(count as u64));
+        let opts_for = |scene: &turboquant3d::splat::Scene| {
+            let v = importance(scene, 3, Weight::OpacityFootprint, None).unwrap();
+            let w = allocate::for_average_bits(&v, &vec![true; v.len()], 45, 1.0).unwrap();
+            CompressOptions {
+                sh_bits: 1,
+                sh_widths: Some(w.widths),
+                ..Default::default()
+            }
+        };
+        group.bench_function("compress", |bench| {
+            bench.iter(|| {
+                let opts = opts_for(&scene);
+                splat::compress(&scene, &opts).unwrap().to_bytes().unwrap()
+            })
+        });
+        let bytes = splat::compress(&scene, &opts_for(&scene))
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        group.bench_function("decompress", |bench| {
+            bench.iter(|| splat::decompress(&bytes, Path::new("bench.tq3s")).unwrap())
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, codec, codebook, rans, scene);
 criterion_main!(benches);
