@@ -4,8 +4,9 @@
 //!
 //! Groups: the quantizer (`d45_dense`, `d1024_hadamard`), the codebook
 //! solve, the rANS of SH codes (`rans_shc_200k`) and whole scenes in memory
-//! (`scene_200k`, `scene_1000k`: what `tq3d compress`/`decompress` do
-//! between reading and writing the file).
+//! (`scene_200k`, `scene_1000k`, and `scene_10000k` with `TQ3D_BENCH_10M=1`:
+//! what `tq3d compress`/`decompress` do between reading and writing the
+//! file).
 //!
 //! The workloads of the issue: d = 45 (3DGS SH) with 1,000,000 vectors and
 //! d = 1024 (transformer tokens) with 65,536 vectors, b ∈ {2, 3, 4}; plus the
@@ -133,7 +134,13 @@ fn scene(c: &mut Criterion) {
     use turboquant3d::splat::importance::{Weight, importance};
     use turboquant3d::splat::synth::{SynthConfig, generate};
     use turboquant3d::splat::{self, CompressOptions};
-    for count in [200_000usize, 1_000_000] {
+    // 10M (about 3 GB and minutes of sampling) only when asked:
+    // TQ3D_BENCH_10M=1 cargo bench --bench codec -- scene_10000k
+    let mut counts = vec![200_000usize, 1_000_000];
+    if std::env::var_os("TQ3D_BENCH_10M").is_some() {
+        counts.push(10_000_000);
+    }
+    for count in counts {
         let scene = generate(&SynthConfig {
             count,
             sh_degree: 3,
