@@ -471,55 +471,43 @@ pub(crate) fn encode(
     // Per-Gaussian widths: encode each width's Gaussians together, then lay
     // the codes out in storage order.
     let total_bits: u64 = per.iter().map(|&b| d as u64 * b as u64).sum();
-    let mut shc = vec![0u8; total_bits.div_ceil(8) as usize];
-    let mut scale_of = vec![f16::ZERO; order.len()];
     let mut offsets = Vec::with_capacity(order.len());
     let mut at = 0u64;
     for &b in &per {
         offsets.push(at);
         at += d as u64 * b as u64;
     }
-    if engine.is_none_or(|e| !e.has_gpu()) {
-        let (shc, scale_of) = encode_widths_cpu(
+    let (shc, scale_of) = if engine.is_none_or(|e| !e.has_gpu()) {
+        encode_widths_cpu(
             scene, order, &per, &offsets, total_bits, sign_flip, degree, &qs,
-        )?;
-        let shs = per
-            .iter()
-            .zip(&scale_of)
-            .filter(|(b, _)| **b > 0)
-            .flat_map(|(_, s)| s.to_bits().to_le_bytes())
-            .collect();
-        return Ok(ShStreams {
-            rot,
-            cbk: codebook_stream(&qs),
-            shw: Some(pack_widths(&per)),
-            shs,
-            shc,
-            rotation_kind,
-            run,
-        });
-    }
-    // On a GPU, each width's Gaussians of the whole scene go in one batch.
-    for (b, q) in &qs {
-        let members: Vec<usize> = (0..order.len()).filter(|&k| per[k] == *b).collect();
-        if members.is_empty() {
-            continue;
+        )?
+    } else {
+        // On a GPU, each width's Gaussians of the whole scene go in one batch.
+        let mut shc = vec![0u8; total_bits.div_ceil(8) as usize];
+        let mut scale_of = vec![f16::ZERO; order.len()];
+        for (b, q) in &qs {
+            let members: Vec<usize> = (0..order.len()).filter(|&k| per[k] == *b).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let idx: Vec<u32> = members.iter().map(|&k| order[k]).collect();
+            let ks: Option<Vec<u32>> =
+                sign_flip.then(|| members.iter().map(|&k| k as u32).collect());
+            let (codes, scales) =
+                encode_group(scene, &idx, ks.as_deref(), degree, q, engine, &mut run)?;
+            for (m, &k) in members.iter().enumerate() {
+                copy_bits(
+                    &codes,
+                    m * d * *b as usize,
+                    &mut shc,
+                    offsets[k] as usize,
+                    d * *b as usize,
+                );
+                scale_of[k] = scales[m];
+            }
         }
-        let idx: Vec<u32> = members.iter().map(|&k| order[k]).collect();
-        let ks: Option<Vec<u32>> = sign_flip.then(|| members.iter().map(|&k| k as u32).collect());
-        let (codes, scales) =
-            encode_group(scene, &idx, ks.as_deref(), degree, q, engine, &mut run)?;
-        for (m, &k) in members.iter().enumerate() {
-            copy_bits(
-                &codes,
-                m * d * *b as usize,
-                &mut shc,
-                offsets[k] as usize,
-                d * *b as usize,
-            );
-            scale_of[k] = scales[m];
-        }
-    }
+        (shc, scale_of)
+    };
     let shs = per
         .iter()
         .zip(&scale_of)
