@@ -385,6 +385,28 @@ fn bad_payloads_with_valid_checksums_are_format_errors() {
             Box::new(|p| p[40..44].copy_from_slice(&f32::INFINITY.to_le_bytes())),
         ),
         (
+            // Finite but not a rotation: row 0 scaled by 2^60 decoded to ±Inf.
+            "row 0 of the rotation scaled",
+            0,
+            Box::new(|p| {
+                for c in p[..45 * 4].chunks_exact_mut(4) {
+                    let v = f32::from_le_bytes(c.try_into().unwrap()) * 2f32.powi(60);
+                    c.copy_from_slice(&v.to_le_bytes());
+                }
+            }),
+        ),
+        (
+            "column 3 of the rotation scaled",
+            0,
+            Box::new(|p| {
+                for r in 0..45 {
+                    let c = &mut p[(r * 45 + 3) * 4..(r * 45 + 4) * 4];
+                    let v = f32::from_le_bytes((&*c).try_into().unwrap()) * 1.01;
+                    c.copy_from_slice(&v.to_le_bytes());
+                }
+            }),
+        ),
+        (
             "swapped centroids",
             1,
             Box::new(|p| {

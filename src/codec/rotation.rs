@@ -580,6 +580,21 @@ impl DenseRotation {
                 transpose[c * dim + r] = matrix[r * dim + c];
             }
         }
+        // Every row and column of unit norm (checked in O(d²), not the O(d³)
+        // of ΠΠᵀ = I): encoding (rows) and decoding (columns) then bound
+        // every output by the input's norm, so no file, hostile or mis-built,
+        // decodes to ±Inf. A true rotation stored as f32 is off by ~1e-6.
+        for (what, m) in [("row", &matrix), ("column", &transpose)] {
+            for (i, line) in m.chunks_exact(dim).enumerate() {
+                let n2: f64 = line.iter().map(|&x| f64::from(x).powi(2)).sum();
+                if (n2 - 1.0).abs() > 1e-3 {
+                    return Err(Error::InvalidArgument(format!(
+                        "{what} {i} of the dense rotation has norm {:.4e}, not 1: not a rotation",
+                        n2.sqrt()
+                    )));
+                }
+            }
+        }
         Ok(DenseRotation {
             dim,
             matrix,
@@ -989,6 +1004,17 @@ mod tests {
             assert_eq!(back, rot);
         }
         assert!(Rotation::from_bytes(RotationKind::Dense, 4, &[0; 60]).is_err());
+        // Finite entries that are not a rotation: the identity with one
+        // entry off, in a row and a column, is refused; the identity is not.
+        let eye = |d: usize| (0..d * d).map(move |i| f32::from(u8::from(i % (d + 1) == 0)));
+        let bytes = |m: Vec<f32>| m.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        assert!(Rotation::from_bytes(RotationKind::Dense, 5, &bytes(eye(5).collect())).is_ok());
+        for (at, v) in [(0, 1.01f32), (7, 0.1), (24, 1e30)] {
+            let mut m: Vec<f32> = eye(5).collect();
+            m[at] = v;
+            let e = Rotation::from_bytes(RotationKind::Dense, 5, &bytes(m)).unwrap_err();
+            assert!(e.contains("not a rotation"), "{e}");
+        }
         let mut bad = Rotation::hadamard(64, 2).unwrap().to_bytes();
         let n = bad.len();
         bad[n - 4..].copy_from_slice(&64u32.to_le_bytes()); // out of range for d = 64

@@ -531,23 +531,9 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<CompressedGrid> {
     let d = groups.dim();
     let rotation =
         Rotation::from_bytes(h.rotation, d, rot).map_err(|why| bad("section ROT", why))?;
-    // Decoding is Πᵀ·ĉ times a scale below 2^100, with |ĉ_i| ≤ 1 (CBK is
-    // checked below): with every column of Π of unit norm no decoded value
-    // can overflow, whatever a hostile or mis-built file holds.
-    if let Some(m) = rotation.matrix() {
-        for j in 0..d {
-            let n2: f64 = (0..d).map(|i| (m[i * d + j] as f64).powi(2)).sum();
-            if (n2 - 1.0).abs() > 1e-3 {
-                return Err(bad(
-                    "section ROT",
-                    format!(
-                        "column {j} of the dense rotation has norm {:.4e}, not 1: not a rotation",
-                        n2.sqrt()
-                    ),
-                ));
-            }
-        }
-    }
+    // Rotation::from_bytes refuses a dense matrix whose rows or columns
+    // are not of unit norm: with |ĉ_i| ≤ 1 (CBK is checked below) and scales
+    // below 2^100, no decoded value can overflow.
     // CBK: count, then (b, 2^b centroids).
     let mut centroids: Vec<Option<Vec<f32>>> = vec![None; 9];
     let count = *cbk
