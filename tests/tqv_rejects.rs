@@ -385,7 +385,7 @@ fn bad_payloads_with_valid_checksums_are_format_errors() {
             Box::new(|p| p[40..44].copy_from_slice(&f32::INFINITY.to_le_bytes())),
         ),
         (
-            // Finite but not a rotation: row 0 scaled by 2^60 decoded to ±Inf.
+            // Not a rotation: row 0 scaled by 2^60 (entries leave [−1, 1]).
             "row 0 of the rotation scaled",
             0,
             Box::new(|p| {
@@ -396,6 +396,8 @@ fn bad_payloads_with_valid_checksums_are_format_errors() {
             }),
         ),
         (
+            // Entries stay on [−1, 1], which was all a reader checked: the
+            // file was accepted and decoded with a matrix that is not Π.
             "column 3 of the rotation scaled",
             0,
             Box::new(|p| {

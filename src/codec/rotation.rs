@@ -574,13 +574,22 @@ impl DenseRotation {
                 i % dim
             )));
         }
+        // An orthogonal matrix's entries lie on [−1, 1].
+        if let Some(i) = matrix.iter().position(|x| x.abs() > 1.0) {
+            return Err(Error::InvalidArgument(format!(
+                "entry ({}, {}) = {} is outside [-1, 1]: not a rotation",
+                i / dim,
+                i % dim,
+                matrix[i]
+            )));
+        }
         let mut transpose = vec![0.0; dim * dim];
         for r in 0..dim {
             for c in 0..dim {
                 transpose[c * dim + r] = matrix[r * dim + c];
             }
         }
-        // Every row and column of unit norm (checked in O(d²), not the O(d³)
+        // And every row and column of unit norm (checked in O(d²), not the O(d³)
         // of ΠΠᵀ = I): encoding (rows) and decoding (columns) then bound
         // every output by the input's norm, so no file, hostile or mis-built,
         // decodes to ±Inf. A true rotation stored as f32 is off by ~1e-6.

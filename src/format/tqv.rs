@@ -371,21 +371,10 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<TqvFile> {
     let rotation =
         Rotation::from_bytes(h.rotation, d, payloads[0]).map_err(|why| bad("ROT section", why))?;
     // Stored values are finite and where the codec puts them
-    // (docs/FORMAT.md, "Non-finite values"): an orthogonal matrix's entries
-    // and the codebook of a rotated unit vector's coordinates lie on [−1, 1].
-    if let Some(m) = rotation.matrix()
-        && let Some(i) = m.iter().position(|x| x.abs() > 1.0)
-    {
-        return Err(bad(
-            "ROT section",
-            format!(
-                "entry ({}, {}) = {} is outside [-1, 1]: not a rotation",
-                i / d,
-                i % d,
-                m[i]
-            ),
-        ));
-    }
+    // (docs/FORMAT.md, "Non-finite values"): Rotation::from_bytes refuses a
+    // dense matrix with an entry outside [−1, 1] or a row or column not of
+    // unit norm, and the codebook of a rotated unit vector's coordinates
+    // lies on [−1, 1].
     let tables: Vec<f32> = payloads[1]
         .as_chunks::<4>()
         .0

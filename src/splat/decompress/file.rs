@@ -51,22 +51,6 @@ fn finite(tag: &str, v: &[f32], k: usize, path: &Path) -> Result<()> {
     }
 }
 
-/// A dense rotation's entries lie on [−1, 1], as an orthogonal matrix's
-/// do; together with the codebook's range this keeps decoded SH finite.
-fn check_rotation_entries(r: &Rotation) -> std::result::Result<(), String> {
-    let Some(m) = r.matrix() else { return Ok(()) };
-    let d = r.dim();
-    match m.iter().position(|x| x.abs() > 1.0) {
-        None => Ok(()),
-        Some(i) => Err(format!(
-            "entry ({}, {}) = {} is outside [-1, 1]: not a rotation",
-            i / d,
-            i % d,
-            m[i]
-        )),
-    }
-}
-
 /// Decodes a file; `decode_sh: false` leaves the SH-rest compressed (see
 /// [`decompress_split`](crate::splat::decompress_split)).
 pub(super) fn decode_file(
@@ -173,8 +157,10 @@ pub(super) fn decode_file(
                 _ => Ok(r),
             }),
         }
+        // from_bytes refuses a dense matrix that is not a rotation (an entry
+        // outside [−1, 1], a row or column not of unit norm): with the
+        // codebook's range this keeps decoded SH finite.
         .map_err(|why| bad("stream ROT", why))?;
-        check_rotation_entries(&rotation).map_err(|why| bad("stream ROT", why))?;
         let scale_mode = if h.scale_mode == 0 {
             ScaleMode::Norm
         } else {
