@@ -40,7 +40,13 @@ fn codec(c: &mut Criterion) {
             elements: n as u64,
             bytes: (n * d * 4) as u64,
         });
-        for bits in [2u32, 3, 4] {
+        // b = 6 and 8: the wide tail of the per-Gaussian SH widths.
+        let widths: &[u32] = if d == 45 {
+            &[2, 3, 4, 6, 8]
+        } else {
+            &[2, 3, 4]
+        };
+        for &bits in widths {
             let mut cfg = QuantizerConfig::new(d, bits);
             cfg.rotation = kind;
             let q = Quantizer::new(&cfg).unwrap();

@@ -192,9 +192,17 @@ fn plain_encode(q: &Quantizer, x: &[f32]) -> (Vec<u8>, Vec<f32>) {
 fn tiled_encoder_equals_a_plain_per_vector_loop_on_odd_sizes() {
     // Every remainder of the 6-row register tile and of the 16-wide
     // transpose blocks, ragged 16- and 32-vector tiles,
-    // symmetric tables (b <= 4) and a table lookup (b = 5).
+    // symmetric tables counted across lanes at every width up to b = 8.
     for d in [2usize, 3, 5, 7, 11, 13, 16, 17, 32, 33, 45, 47] {
-        for (b, n) in [(1u32, 37usize), (3, 37), (4, 1), (5, 21), (5, 70)] {
+        for (b, n) in [
+            (1u32, 37usize),
+            (3, 37),
+            (4, 1),
+            (5, 21),
+            (5, 70),
+            (6, 33),
+            (8, 37),
+        ] {
             for mode in [ScaleMode::Norm, ScaleMode::LeastSquares] {
                 let mut q = quantizer(d, b, RotationKind::Dense, mode, ScaleFormat::F32);
                 let mut x = gaussian(n, d, d as u64 + 100 * b as u64);

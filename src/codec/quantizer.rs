@@ -830,6 +830,13 @@ fn normalise_block<const W: usize>(x: &mut [f32], d: usize) -> [f32; W] {
     norm
 }
 
+/// The widest table searched by counting boundaries across the lanes of a
+/// tile (wider ones by a scalar binary search, [`quantise_one`]). Counting
+/// the upper half of a symmetric table is 2^(b−1) − 1 comparisons per value,
+/// each one lane of a vector compare: at b = 8, 127 of them over 16 lanes
+/// still cost less than the scalar search's 8 dependent loads.
+const COUNT_MAX_BITS: u32 = 8;
+
 /// code = #{i : boundary_i < y}, for a `[d][W]` block. `positive` is
 /// the upper half of a symmetric table (see [`symmetric_half`]), or empty.
 ///
@@ -847,7 +854,7 @@ fn quantise_block<const W: usize>(
     q: &mut [u32],
     cent: &mut [f32],
 ) -> bool {
-    if bits <= 4 && !positive.is_empty() && centroids.len() == positive.len() + 1 {
+    if bits <= COUNT_MAX_BITS && !positive.is_empty() && centroids.len() == positive.len() + 1 {
         // As below, and ĉ = ±centroids[#{p_j < a}]: code h + c has the
         // centroid centroids[c], code h − 1 − c its negative.
         let h = positive.len() as u32 + 1;
@@ -881,7 +888,7 @@ fn quantise_block<const W: usize>(
         }
         return true;
     }
-    if bits <= 4 && !positive.is_empty() {
+    if bits <= COUNT_MAX_BITS && !positive.is_empty() {
         // A symmetric table with 0 in the middle: with h = 2^(b−1),
         //   y > 0: code = h + #{p_j < y},   y ≤ 0: code = h − 1 − #{p_j ≤ −y},
         // which equals the full count with half the comparisons.
@@ -905,8 +912,8 @@ fn quantise_block<const W: usize>(
                 qj[v] = if up[v] != 0 { h - 1 - c[v] } else { h + c[v] };
             }
         }
-    } else if bits <= 4 {
-        // At most 15 boundaries: a branch-free count vectorises across lanes.
+    } else if bits <= COUNT_MAX_BITS {
+        // A branch-free count vectorises across lanes.
         for (yj, qj) in y.as_chunks::<W>().0.iter().zip(q.as_chunks_mut::<W>().0) {
             // 32-bit counters match the f32 compare masks lane for lane.
             let mut c = [0u32; W];
@@ -977,7 +984,7 @@ mod tests {
 
     #[test]
     fn symmetric_half_count_equals_the_full_count() {
-        for bits in 1..=4u32 {
+        for bits in 1..=8u32 {
             let cb = Codebook::get(45, bits).unwrap();
             let t = cb.boundaries_f32();
             let half = symmetric_half(&t);
