@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use turboquant3d::codec::rotation::matrix_digest;
-use turboquant3d::splat::container::Profile;
+use turboquant3d::splat::container::{self, Profile};
 use turboquant3d::splat::synth::{SynthConfig, generate};
 use turboquant3d::splat::{self, CompressOptions, Scene};
 use turboquant3d::{Codebook, Rotation, ScaleMode};
@@ -221,6 +221,10 @@ fn explicit_matrix_files_still_decode_in_both_versions() {
                 .collect();
             let explicit = decode(&join(&p)).unwrap();
             assert_eq!(explicit.sh_rest, seeded.sh_rest, "version {version}");
+            // The header reports the file's version (`tq3d info` prints
+            // it), not the library's.
+            let (h, _) = container::parse_header(&join(&p), Path::new("v.tq3s")).unwrap();
+            assert_eq!(h.version, version);
             assert_eq!(explicit.positions, seeded.positions);
             // An explicit matrix is whatever the file stores: another
             // rotation decodes too, to other values.

@@ -642,6 +642,7 @@ fn compress_with(
     timings.entropy = t.elapsed();
 
     let header = Header {
+        version: container::VERSION,
         count: order.len() as u64,
         input_count: scene.len() as u64,
         sh_degree: degree,

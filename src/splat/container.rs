@@ -113,6 +113,9 @@ pub enum Normals {
 /// The fixed header: everything needed to interpret the streams.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Header {
+    /// Format version: as read from a file (MIN_VERSION..=VERSION); a
+    /// writer sets [`VERSION`], the only one it writes.
+    pub version: u16,
     /// Gaussians stored.
     pub count: u64,
     /// Gaussians in the input, before pruning.
@@ -495,6 +498,7 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
         n => return Err(bad("normals", format!("unknown code {n}"))),
     };
     let h = Header {
+        version,
         count: u64_at(b, 24),
         input_count: u64_at(b, 32),
         sh_degree: b[40],

@@ -537,7 +537,7 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
     let ab = AttrBits::from_array(h.attr_bits);
     if as_json {
         let v = json!({
-            "file": input, "bytes": bytes.len(), "version": container::VERSION,
+            "file": input, "bytes": bytes.len(), "version": h.version,
             "count": n, "input_count": h.input_count, "sh_degree": h.sh_degree, "dim": h.dim,
             "sh_bits": h.sh_bits, "profile": h.profile.name(),
             "rotation": match h.rotation_kind {0 => "dense", 1 => "hadamard", _ => "dense, seeded"},
@@ -562,7 +562,7 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
     report!(
         "{}: .tq3s version {}, {}, all checksums verified",
         input.display(),
-        container::VERSION,
+        h.version,
         human(bytes.len() as u64)
     );
     report!(
