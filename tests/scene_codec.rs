@@ -617,3 +617,45 @@ fn widths_are_checked_and_all_zero_widths_work() {
         .install(|| splat::compress(&s, &o).unwrap().to_bytes().unwrap());
     assert_eq!(a, b);
 }
+
+/// `check_finite` names the first Gaussian with a NaN or ±Inf and the
+/// field, whichever array holds it; a finite scene passes. (The scan is a
+/// flat pass over each array; the naming is a second, per-Gaussian one.)
+#[test]
+fn the_first_non_finite_value_is_named_by_gaussian_and_field() {
+    let base = {
+        let mut s = scene(3000, 3, 11);
+        s.normals = Some(vec![[0.0; 3]; s.len()]);
+        s
+    };
+    splat::check_finite(&base).unwrap();
+    let d = base.rest_dim();
+    type Edit = fn(&mut Scene, usize, f32);
+    let edits: [(&str, Edit); 7] = [
+        ("y", |s, i, v| s.positions[i][1] = v),
+        ("ny", |s, i, v| s.normals.as_mut().unwrap()[i][1] = v),
+        ("f_dc_2", |s, i, v| s.dc[i][2] = v),
+        ("f_rest_44", |s, i, v| {
+            let d = s.rest_dim();
+            s.sh_rest[i * d + d - 1] = v
+        }),
+        ("opacity", |s, i, v| s.opacity[i] = v),
+        ("scale_0", |s, i, v| s.scales[i][0] = v),
+        ("rot_3", |s, i, v| s.rotations[i][3] = v),
+    ];
+    assert_eq!(d, 45);
+    for (field, edit) in edits {
+        for v in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut s = base.clone();
+            // Two bad Gaussians, the later one in another array: the
+            // first by index is reported.
+            edit(&mut s, 2001, v);
+            s.opacity[2900] = f32::NAN;
+            let e = splat::check_finite(&s).unwrap_err().to_string();
+            assert!(
+                e.contains("Gaussian 2001") && e.contains(&format!("{field} = {v}")),
+                "{field} = {v}: {e}"
+            );
+        }
+    }
+}
