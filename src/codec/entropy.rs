@@ -97,20 +97,41 @@ fn get_bits(packed: &[u8], at: u64, bits: u8) -> u8 {
 }
 
 /// Appends the `count` symbols of `bits` bits from bit `bit0` of `packed`
-/// to `out`: eight bytes at a time where they lie inside `packed`, else
-/// through [`get_bits`].
+/// to `out`: one eight-byte load yields ⌊56 / bits⌋ symbols (at least 57
+/// bits remain after the shift to the first one) where the load lies
+/// inside `packed`; the last few go through [`get_bits`].
 fn unpack(packed: &[u8], bit0: u64, count: u64, bits: u8, out: &mut Vec<u8>) {
-    let mask = (1u64 << bits) - 1;
-    out.reserve(count as usize);
-    for t in 0..count {
-        let at = bit0 + t * bits as u64;
-        let i = (at / 8) as usize;
-        let sym = match packed.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-            Some(w) => ((u64::from_le_bytes(*w) >> (at % 8)) & mask) as u8,
-            None => get_bits(packed, at, bits),
-        };
-        out.push(sym);
+    match bits {
+        1 => unpack_w::<1>(packed, bit0, count, out),
+        2 => unpack_w::<2>(packed, bit0, count, out),
+        3 => unpack_w::<3>(packed, bit0, count, out),
+        4 => unpack_w::<4>(packed, bit0, count, out),
+        5 => unpack_w::<5>(packed, bit0, count, out),
+        6 => unpack_w::<6>(packed, bit0, count, out),
+        7 => unpack_w::<7>(packed, bit0, count, out),
+        _ => unpack_w::<8>(packed, bit0, count, out),
     }
+}
+
+#[inline(always)]
+fn unpack_w<const B: u64>(packed: &[u8], bit0: u64, count: u64, out: &mut Vec<u8>) {
+    let (per, mask) = (56 / B, (1u64 << B) - 1);
+    out.reserve(count as usize);
+    let mut t = 0;
+    while t < count {
+        let at = bit0 + t * B;
+        let Some(w) = packed
+            .get((at / 8) as usize..)
+            .and_then(<[u8]>::first_chunk::<8>)
+        else {
+            break;
+        };
+        let w = u64::from_le_bytes(*w) >> (at % 8);
+        let k = per.min(count - t);
+        out.extend((0..k).map(|j| ((w >> (j * B)) & mask) as u8));
+        t += k;
+    }
+    out.extend((t..count).map(|t| get_bits(packed, bit0 + t * B, B as u8)));
 }
 
 /// Quantises a histogram to frequencies summing to 2^[`PRECISION`], every
