@@ -243,15 +243,22 @@ pub fn to_byte_planes(bytes: &[u8], elem: usize) -> Vec<u8> {
     if elem == 1 {
         return bytes.to_vec();
     }
-    let n = bytes.len() / elem;
-    let mut out = vec![0u8; bytes.len()];
-    out.par_chunks_mut(n.max(1))
-        .enumerate()
-        .for_each(|(k, plane)| {
+    debug_assert_eq!(bytes.len() % elem, 0);
+    planes(bytes.len() / elem, elem, |k, i| bytes[i * elem + k])
+}
+
+/// `n` records of `elem` bytes as byte planes (`out[k·n + i]` = byte k of
+/// record i, which `get(k, i)` gives), one plane per task: records built
+/// on the fly need no interleaved copy first.
+pub(crate) fn planes(n: usize, elem: usize, get: impl Fn(usize, usize) -> u8 + Sync) -> Vec<u8> {
+    let mut out = vec![0u8; n * elem];
+    if n > 0 {
+        out.par_chunks_mut(n).enumerate().for_each(|(k, plane)| {
             for (i, o) in plane.iter_mut().enumerate() {
-                *o = bytes[i * elem + k];
+                *o = get(k, i);
             }
         });
+    }
     out
 }
 

@@ -380,20 +380,6 @@ fn f32_planes<const K: usize>(v: &[[f32; K]], order: &[u32]) -> Vec<u8> {
     attributes::to_byte_planes(&raw, K * 4)
 }
 
-/// `n` records of `elem` bytes as byte planes (`out[k·n + i]` = byte k of
-/// record i, which `get(k, i)` gives), one plane per task.
-fn planes(n: usize, elem: usize, get: impl Fn(usize, usize) -> u8 + Sync) -> Vec<u8> {
-    let mut out = vec![0u8; n * elem];
-    if n > 0 {
-        out.par_chunks_mut(n).enumerate().for_each(|(k, plane)| {
-            for (i, o) in plane.iter_mut().enumerate() {
-                *o = get(k, i);
-            }
-        });
-    }
-    out
-}
-
 /// Compact attribute streams: CHNK, POS, SCL, QUAT, OPA, DC. The codes are
 /// computed chunk by chunk into arrays in storage order, then each stream's
 /// byte planes are written straight from them.
@@ -461,15 +447,15 @@ fn compact_streams(scene: &Scene, order: &[u32], bits: AttrBits, chunk: usize) -
     // Byte k of a record of three w-byte codes is byte k mod w of code k / w.
     let triple = |codes: &[[u16; 3]], b: u8| {
         let w = attributes::code_bytes(b);
-        planes(n, 3 * w, |k, i| (codes[i][k / w] >> (8 * (k % w))) as u8)
+        attributes::planes(n, 3 * w, |k, i| (codes[i][k / w] >> (8 * (k % w))) as u8)
     };
     let w_opa = attributes::code_bytes(bits.opacity);
     [
         chnk,
         triple(&pos, bits.position),
         triple(&scl, bits.scale),
-        planes(n, 4, |k, i| (quat[i] >> (8 * k)) as u8),
-        planes(n, w_opa, |k, i| (opa[i] >> (8 * k)) as u8),
+        attributes::planes(n, 4, |k, i| (quat[i] >> (8 * k)) as u8),
+        attributes::planes(n, w_opa, |k, i| (opa[i] >> (8 * k)) as u8),
         triple(&dc, bits.dc),
     ]
 }
