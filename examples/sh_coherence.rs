@@ -75,6 +75,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let opts = CompressOptions {
                 sh_bits: b,
                 sign_flip: flip,
+                // Every copy coded: what the flip does to repeats.
+                dedup: false,
                 ..Default::default()
             };
             let order = splat::storage_order(&scene, &opts);

@@ -330,3 +330,100 @@ fn zero_weight_views_are_refused_by_their_own_flag() {
     );
     assert!(!output.exists());
 }
+
+/// A scene whose SH-rest comes from a palette of 150 vectors (as a SOG
+/// file's does): compressed by default each distinct vector is coded once,
+/// the report and `info` say so, `--dry-run` predicts it, and
+/// `--no-dedup` codes every copy, in a larger file.
+#[test]
+fn palette_sh_is_deduplicated_unless_asked_not_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut scene = synth::generate(&synth::SynthConfig {
+        count: 3000,
+        sh_degree: 3,
+        seed: 8,
+    });
+    let d = scene.rest_dim();
+    for i in 150..3000 {
+        let from = (i * 7919) % 150;
+        let row = scene.sh_rest[from * d..(from + 1) * d].to_vec();
+        scene.sh_rest[i * d..(i + 1) * d].copy_from_slice(&row);
+    }
+    // Distinct rows, counted here bit for bit (the generator's own rows
+    // may repeat too).
+    let distinct_rows = |v: &[f32]| {
+        let mut rows: Vec<Vec<u32>> = v
+            .chunks(d)
+            .map(|r| r.iter().map(|x| x.to_bits()).collect())
+            .collect();
+        rows.sort();
+        rows.dedup();
+        rows.len()
+    };
+    let want = distinct_rows(&scene.sh_rest);
+    assert!(want <= 150 && want > 100, "{want}");
+    let input = dir.path().join("palette.ply");
+    ply::write_ply(&input, &scene, PlyEncoding::BinaryLittleEndian).unwrap();
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            OsStr::new("compress"),
+            input.as_os_str(),
+            OsStr::new("-o"),
+            out.as_os_str(),
+            OsStr::new("--device"),
+            OsStr::new("cpu"),
+            OsStr::new("--json"),
+        ];
+        args.extend(extra.iter().map(OsStr::new));
+        let o = tq3d(args);
+        assert_ok(&o, "compress");
+        json(&o)
+    };
+    let on = dir.path().join("on.tq3s");
+    let off = dir.path().join("off.tq3s");
+    let r = run(&on, &[]);
+    assert_eq!(r["sh_distinct_vectors"], want);
+    let p = run(&on, &["--dry-run"]);
+    let shix = p["prediction"]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["tag"] == "SHIX");
+    assert!(shix, "--dry-run predicts SHIX: {p}");
+    let q = run(&off, &["--no-dedup"]);
+    assert!(q["sh_distinct_vectors"].is_null());
+    let (a, b) = (
+        std::fs::metadata(&on).unwrap().len(),
+        std::fs::metadata(&off).unwrap().len(),
+    );
+    assert!(a < b, "deduplicated {a} B, not smaller than {b} B");
+    let info = |f: &Path| {
+        let o = tq3d([OsStr::new("info"), f.as_os_str(), OsStr::new("--json")]);
+        assert_ok(&o, "info");
+        json(&o)
+    };
+    assert_eq!(info(&on)["version"], 3);
+    assert_eq!(info(&on)["sh_deduplicated"], true);
+    assert_eq!(info(&off)["version"], 2);
+    assert_eq!(info(&off)["sh_deduplicated"], false);
+    let o = tq3d([OsStr::new("info"), on.as_os_str()]);
+    assert!(stdout(&o).contains("deduplicated"), "{}", stdout(&o));
+    // In input order (the exact profile), Gaussians with the same input
+    // vector decode to the same vector.
+    let exact = dir.path().join("exact.tq3s");
+    run(&exact, &["--profile", "exact"]);
+    let back = dir.path().join("back.ply");
+    let o = tq3d([
+        OsStr::new("decompress"),
+        exact.as_os_str(),
+        OsStr::new("-o"),
+        back.as_os_str(),
+    ]);
+    assert_ok(&o, "decompress");
+    let s = ply::read_ply(&back).unwrap();
+    assert_eq!(s.len(), 3000);
+    for i in 150..3000 {
+        let from = (i * 7919) % 150;
+        assert_eq!(s.rest(i), s.rest(from), "Gaussian {i}, a copy of {from}");
+    }
+}

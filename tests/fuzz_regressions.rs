@@ -44,39 +44,24 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// checksum recomputed: the seeds of the structure-aware target, whose
 /// mutations then land on the attribute bytes themselves.
 fn all_raw(b: &[u8]) -> Vec<u8> {
-    let n = u32_at(b, 16) as usize;
-    let table_end = 128 + 32 * n;
-    let mut table = b[128..table_end].to_vec();
-    let mut at = table_end + 4;
-    let mut streams = Vec::new();
-    for k in 0..n {
-        let e = &mut table[32 * k..32 * (k + 1)];
-        let stored = &b[at..at + u64_at(e, 16) as usize];
-        at += stored.len();
-        let raw = if e[4] == 1 {
-            zstd::bulk::decompress(stored, u64_at(e, 8) as usize).unwrap()
-        } else if e[4] == 2 {
+    common::tq3s::restream(b, |s| {
+        let raw = match s.coding {
+            1 => zstd::bulk::decompress(s.stored, s.raw_len as usize).unwrap(),
             // rANS (SHC only): the packed codes, as the reader decodes them.
-            splat::decompress_split(b, Path::new("seed.tq3s"))
-                .unwrap()
-                .1
-                .unwrap()
-                .codes
-        } else {
-            stored.to_vec()
+            2 => {
+                splat::decompress_split(b, Path::new("seed.tq3s"))
+                    .unwrap()
+                    .1
+                    .unwrap()
+                    .codes
+            }
+            _ => s.stored.to_vec(),
         };
-        e[4] = 0;
-        e[16..24].copy_from_slice(&(raw.len() as u64).to_le_bytes());
-        e[24..28].copy_from_slice(&crc32fast::hash(&raw).to_le_bytes());
-        streams.push(raw);
-    }
-    let mut out = b[..128].to_vec();
-    out.extend_from_slice(&table);
-    out.extend_from_slice(&crc32fast::hash(&table).to_le_bytes());
-    for s in streams {
-        out.extend_from_slice(&s);
-    }
-    out
+        // (With deduplicated SH the reader's codes are per Gaussian, not
+        // the stored records': such a seed must not code SHC with rANS.)
+        assert_eq!(raw.len() as u64, s.raw_len, "stream {:?}", s.tag);
+        Some((0, raw))
+    })
 }
 
 /// Recomputes the stream table's CRC and the header's (streams unchanged).
@@ -256,6 +241,18 @@ fn write_corpus() {
         put("tq3s", name, &b);
         put("tq3s_crc", name, &all_raw(&b));
     }
+    // .tq3s version 3: SH-rest from a palette of 6 vectors, deduplicated
+    // (SHIX), per-Gaussian widths.
+    let mut s = scene(40, 1, 11);
+    let d = s.rest_dim();
+    for i in 6..40 {
+        let row = s.sh_rest[(i % 6) * d..(i % 6 + 1) * d].to_vec();
+        s.sh_rest[i * d..(i + 1) * d].copy_from_slice(&row);
+    }
+    let b = compress(&s, Profile::Compact, true);
+    assert_eq!((b[8], b[61]), (3, 2), "a deduplicated version-3 seed");
+    put("tq3s", "dedup_w_l1.tq3s", &b);
+    put("tq3s_crc", "dedup_w_l1.tq3s", &all_raw(&b));
 
     // .tqv: dense and Hadamard, f32 and f16 scales.
     for (name, b) in [

@@ -2,6 +2,8 @@
 //! stated error bounds, SH error against theory, the closed-form size,
 //! corruption and truncation, pruning, determinism.
 
+mod common;
+
 use std::path::Path;
 
 use rand::SeedableRng;
@@ -267,10 +269,13 @@ fn predicted_size_is_exact_for_fixed_streams_and_bounds_the_rest() {
         (&stored, Profile::Compact, 1, Some(0.5)),
         (&zero, Profile::Exact, 4, None),
     ] {
+        // One record per Gaussian (the scene's all-zero rows would be
+        // deduplicated; tests/sh_dedup.rs predicts that layout).
         let opts = CompressOptions {
             profile,
             sh_bits: b,
             prune_opacity: tau,
+            dedup: false,
             ..Default::default()
         };
         let p = splat::predict_size(s, &opts).unwrap();
@@ -283,15 +288,7 @@ fn predicted_size_is_exact_for_fixed_streams_and_bounds_the_rest() {
             .count();
         assert_eq!(p.count as usize, kept);
         assert_eq!(c.header.count as usize, kept);
-        assert_eq!(p.streams.len(), c.streams.len());
-        for (ps, cs) in p.streams.iter().zip(&c.streams) {
-            assert_eq!(ps.tag, String::from_utf8_lossy(&cs.info.tag).trim_end());
-            if ps.exact {
-                assert_eq!(ps.bytes, cs.info.stored_len, "stream {}", ps.tag);
-            } else {
-                assert!(cs.info.stored_len <= ps.bytes, "stream {}", ps.tag);
-            }
-        }
+        common::tq3s::assert_prediction_holds(&p, &c);
         // The SH codes: ⌈N·d·b/8⌉ bytes decoded, computed here
         // independently; entropy-coded, they are stored in at most that.
         let shc = c.streams.iter().find(|s| &s.info.tag == b"SHC ").unwrap();
@@ -494,16 +491,12 @@ fn per_gaussian_widths_round_trip_with_each_widths_error() {
         profile: Profile::Exact,
         sh_widths: Some(widths.clone()),
         scale_mode: ScaleMode::Norm,
+        dedup: false,
         ..Default::default()
     };
     let p = splat::predict_size(&s, &opts).unwrap();
     let c = splat::compress(&s, &opts).unwrap();
-    for (ps, cs) in p.streams.iter().zip(&c.streams) {
-        assert_eq!(ps.tag, String::from_utf8_lossy(&cs.info.tag).trim_end());
-        if ps.exact {
-            assert_eq!(ps.bytes, cs.info.stored_len, "stream {}", ps.tag);
-        }
-    }
+    common::tq3s::assert_prediction_holds(&p, &c);
     // SHC: Σ 45·b_i bits decoded, computed here; entropy-coded, stored
     // in at most that.
     let bits: u64 = widths.iter().map(|&b| 45 * b as u64).sum();

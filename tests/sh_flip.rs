@@ -40,13 +40,16 @@ fn gaussian_row(rng: &mut ChaCha8Rng, d: usize) -> Vec<f32> {
         .collect::<Vec<f32>>()
 }
 
-/// Exact profile (storage order = input order), norm scale (the theory's).
+/// Exact profile (storage order = input order), norm scale (the theory's),
+/// every copy coded (deduplication would code each repeated vector once,
+/// tests/sh_dedup.rs).
 fn opts(bits: u32, flip: bool) -> CompressOptions {
     CompressOptions {
         profile: Profile::Exact,
         sh_bits: bits,
         scale_mode: ScaleMode::Norm,
         sign_flip: flip,
+        dedup: false,
         ..Default::default()
     }
 }

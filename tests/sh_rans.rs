@@ -4,6 +4,8 @@
 //! hostile input with an error; compressed scenes stay under the
 //! closed-form bound and decode to the codes a quantizer gives directly.
 
+mod common;
+
 use std::path::Path;
 
 use rand::{RngExt, SeedableRng};
@@ -246,6 +248,9 @@ fn coded_scenes_stay_within_the_closed_form_bound() {
             } else {
                 Profile::Exact
             },
+            // One record per Gaussian: the bound computed below is the
+            // plain layout's (tests/sh_dedup.rs checks the deduplicated).
+            dedup: false,
             ..Default::default()
         };
         let p = splat::predict_size(&s, &opts).unwrap();
@@ -344,10 +349,6 @@ fn coded_files_are_deterministic_across_thread_counts() {
     assert_eq!(back.len(), 70_000);
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
-
 /// The same file with `SHC ` re-stored with rANS (coding 2) whatever the
 /// writer chose, and `tweak` applied to its coded bytes; the checksums are
 /// recomputed, so only the rANS layer can catch the change.
@@ -360,32 +361,13 @@ fn with_rans_shc(b: &[u8], tweak: &dyn Fn(&mut Vec<u8>)) -> Vec<u8> {
         .iter()
         .map(|&w| Run { bits: w, count: d })
         .collect();
-    let n = u32::from_le_bytes(b[16..20].try_into().unwrap()) as usize;
-    let table_end = 128 + 32 * n;
-    let mut table = b[128..table_end].to_vec();
-    let mut at = table_end + 4;
-    let mut streams = Vec::new();
-    for k in 0..n {
-        let e = &mut table[32 * k..32 * (k + 1)];
-        let len = u64_at(e, 16) as usize;
-        let mut stored = b[at..at + len].to_vec();
-        at += len;
-        if &e[0..4] == b"SHC " {
-            stored = entropy::encode(&sh.codes, &runs).unwrap();
+    common::tq3s::restream(b, |s| {
+        (&s.tag == b"SHC ").then(|| {
+            let mut stored = entropy::encode(&sh.codes, &runs).unwrap();
             tweak(&mut stored);
-            e[4] = 2;
-        }
-        e[16..24].copy_from_slice(&(stored.len() as u64).to_le_bytes());
-        e[24..28].copy_from_slice(&crc32fast::hash(&stored).to_le_bytes());
-        streams.push(stored);
-    }
-    let mut out = b[..128].to_vec();
-    out.extend_from_slice(&table);
-    out.extend_from_slice(&crc32fast::hash(&table).to_le_bytes());
-    for s in streams {
-        out.extend_from_slice(&s);
-    }
-    out
+            (2, stored)
+        })
+    })
 }
 
 #[test]

@@ -10,7 +10,8 @@ use rayon::prelude::*;
 use crate::gpu::{Engine, Ran};
 use crate::splat::attributes::{self, AttrBits};
 use crate::splat::container::{self, Coding, Header, Normals, Packed, Profile, Stream, tag_name};
-use crate::splat::layout::{self, CHUNK_RECORD, Facts, ShWidths, tags};
+use crate::splat::dedup;
+use crate::splat::layout::{self, CHUNK_RECORD, Dedup, Facts, ShWidths, tags};
 use crate::splat::scene::{Scene, rest_dim, survives_prune};
 use crate::splat::sh::{self, ShRun};
 use crate::{Error, Result, ScaleMode};
@@ -48,8 +49,14 @@ pub struct CompressOptions {
     /// Flip the signs of each Gaussian's SH-rest coordinates by a hash of
     /// its storage index before rotating (header byte 61, bit 0), so that
     /// identical SH vectors get independent errors (docs/THEORY.md §16).
-    /// On by default; off only to measure what it does.
+    /// On by default; off only to measure what it does. Deduplicated
+    /// SH-rest has no repeats left to decorrelate and is never flipped.
     pub sign_flip: bool,
+    /// Code each distinct SH-rest vector once (format version 3, header
+    /// byte 61 bit 1), where that stores fewer bytes: palette-coded inputs
+    /// such as SOG's repeat whole vectors. Each distinct vector gets the
+    /// widest width of the Gaussians that share it. On by default.
+    pub dedup: bool,
 }
 
 impl Default for CompressOptions {
@@ -65,6 +72,7 @@ impl Default for CompressOptions {
             chunk_size: DEFAULT_CHUNK,
             sh_widths: None,
             sign_flip: true,
+            dedup: true,
         }
     }
 }
@@ -128,6 +136,9 @@ impl SizePrediction {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Timings {
     pub prune_and_order: Duration,
+    /// Finding repeated SH-rest vectors and deciding whether to code each
+    /// once (with the size prediction).
+    pub dedup: Duration,
     pub sh: Duration,
     pub attributes: Duration,
     pub entropy: Duration,
@@ -142,6 +153,8 @@ pub struct Compressed {
     pub timings: Timings,
     /// Where the SH-rest was encoded.
     pub sh_run: ShRun,
+    /// With deduplicated SH-rest, the distinct vectors coded.
+    pub sh_distinct: Option<u64>,
 }
 
 impl Compressed {
@@ -279,6 +292,20 @@ pub fn check_finite(scene: &Scene) -> Result<()> {
 /// ```
 pub fn predict_size(scene: &Scene, opts: &CompressOptions) -> Result<SizePrediction> {
     check_options(opts)?;
+    check_widths(scene, opts)?;
+    // Deduplication is decided as compress decides it: on the storage
+    // order's index stream.
+    let degree = sh_degree(scene, opts);
+    let dd = if rest_dim(degree) > 0 && opts.dedup {
+        deduplicate(scene, opts, &storage_order(scene, opts), degree)?
+    } else {
+        None
+    };
+    Ok(predict_with(scene, opts, dd.as_ref()))
+}
+
+/// The widths of `opts.sh_widths`: one per Gaussian, none above 8.
+fn check_widths(scene: &Scene, opts: &CompressOptions) -> Result<()> {
     if let Some(w) = &opts.sh_widths {
         if w.len() != scene.len() {
             return Err(Error::Shape(format!(
@@ -294,7 +321,16 @@ pub fn predict_size(scene: &Scene, opts: &CompressOptions) -> Result<SizePredict
             )));
         }
     }
-    let facts = facts(scene, opts);
+    Ok(())
+}
+
+/// The prediction for `opts`, with the deduplication `dd` decided.
+fn predict_with(
+    scene: &Scene,
+    opts: &CompressOptions,
+    dd: Option<&Deduplicated>,
+) -> SizePrediction {
+    let facts = facts(scene, opts, dd);
     let streams: Vec<StreamSize> = layout::FILE_ORDER
         .iter()
         .filter(|t| facts.present(t))
@@ -308,17 +344,18 @@ pub fn predict_size(scene: &Scene, opts: &CompressOptions) -> Result<SizePredict
             exact: layout::coding(t) == Coding::Raw,
         })
         .collect();
-    Ok(SizePrediction {
+    SizePrediction {
         input_count: scene.len() as u64,
         count: facts.count,
         dim: facts.dim as usize,
         overhead: container::overhead(streams.len()),
         streams,
-    })
+    }
 }
 
-/// What `compress(scene, opts)` will store, for the stream layout.
-fn facts(scene: &Scene, opts: &CompressOptions) -> Facts {
+/// What `compress(scene, opts)` will store, for the stream layout; `dd`,
+/// the deduplication it decided.
+fn facts(scene: &Scene, opts: &CompressOptions, dd: Option<&Deduplicated>) -> Facts {
     let tau = opts.prune_opacity;
     let kept = || (0..scene.len()).filter(move |&i| survives_prune(scene.opacity[i], tau));
     let count = match tau {
@@ -328,9 +365,12 @@ fn facts(scene: &Scene, opts: &CompressOptions) -> Facts {
             .filter(|&i| survives_prune(scene.opacity[i], tau))
             .count(),
     } as u64;
-    let sh = match &opts.sh_widths {
-        None => ShWidths::Uniform(opts.sh_bits as u8),
-        Some(w) => ShWidths::per_gaussian(&kept().map(|i| w[i]).collect::<Vec<u8>>()),
+    // The widths of the SH records: every kept Gaussian's, or each
+    // distinct vector's.
+    let sh = match (&opts.sh_widths, dd) {
+        (None, _) => ShWidths::Uniform(opts.sh_bits as u8),
+        (Some(_), Some(dd)) => ShWidths::per_gaussian(&dd.record_widths),
+        (Some(w), None) => ShWidths::per_gaussian(&kept().map(|i| w[i]).collect::<Vec<u8>>()),
     };
     let compact = opts.profile == Profile::Compact;
     Facts {
@@ -343,6 +383,10 @@ fn facts(scene: &Scene, opts: &CompressOptions) -> Facts {
         attr_bits: opts.attr_bits,
         chunk_size: if compact { opts.chunk_size } else { 0 },
         normals: normals_mode(scene, opts.profile) == Normals::Stored,
+        dedup: match dd {
+            Some(dd) => Dedup::Records(dd.record_widths.len() as u64),
+            None => Dedup::Off,
+        },
         extras: (!scene.extras.properties.is_empty()).then(|| {
             (
                 layout::extras_schema(&scene.extras).len() as u64,
@@ -530,28 +574,51 @@ fn compress_with(
         )));
     }
     check_finite(scene)?;
-    let prediction = predict_size(scene, opts)?;
-    if prediction.count == 0 {
+    check_widths(scene, opts)?;
+    let mut timings = Timings::default();
+
+    let t = Instant::now();
+    let order = storage_order(scene, opts);
+    timings.prune_and_order = t.elapsed();
+    if order.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "pruning at τ = {} removes all {} Gaussians",
             opts.prune_opacity.unwrap_or(0.0),
             scene.len()
         )));
     }
-    let mut timings = Timings::default();
-
-    let t = Instant::now();
-    let order = storage_order(scene, opts);
-    timings.prune_and_order = t.elapsed();
 
     let degree = sh_degree(scene, opts);
     let d = rest_dim(degree);
+    let t = Instant::now();
+    let palette = if d > 0 && opts.dedup {
+        deduplicate(scene, opts, &order, degree)?
+    } else {
+        None
+    };
+    let prediction = predict_with(scene, opts, palette.as_ref());
+    timings.dedup = t.elapsed();
+    // The SH records in storage order (input indices): every stored
+    // Gaussian, or the first of each distinct vector.
+    let records: Vec<u32> = match &palette {
+        Some(p) => p
+            .palette
+            .firsts
+            .iter()
+            .map(|&k| order[k as usize])
+            .collect(),
+        None => order.clone(),
+    };
+    let widths_of: Option<&[u8]> = match &palette {
+        Some(p) => p.widths.as_deref(),
+        None => opts.sh_widths.as_deref(),
+    };
     // The widths of SHC's codes, which its rANS coding needs.
-    let per: Vec<u8> = match &opts.sh_widths {
-        Some(w) => order.iter().map(|&i| w[i as usize]).collect(),
+    let per: Vec<u8> = match widths_of {
+        Some(w) => records.iter().map(|&i| w[i as usize]).collect(),
         None => Vec::new(),
     };
-    let shc_runs = layout::code_runs(order.len() as u64, d as u64, opts.sh_bits as u8, &per);
+    let shc_runs = layout::code_runs(records.len() as u64, d as u64, opts.sh_bits as u8, &per);
     let mut raw: Vec<Stream> = Vec::new();
     let mut push = |tag: [u8; 4], data: Vec<u8>| {
         raw.push(Stream {
@@ -574,9 +641,9 @@ fn compress_with(
     };
     let mut max_width = 0u8;
     if d > 0 {
-        let widths = match &opts.sh_widths {
+        let widths = match widths_of {
             Some(w) => {
-                max_width = order.iter().map(|&i| w[i as usize]).max().unwrap_or(0);
+                max_width = per.iter().copied().max().unwrap_or(0);
                 sh::Widths::PerGaussian(w)
             }
             None => {
@@ -586,18 +653,21 @@ fn compress_with(
         };
         let st = sh::encode(
             scene,
-            &order,
+            &records,
             degree,
             widths,
             opts.seed,
             opts.scale_mode,
-            opts.sign_flip,
+            opts.sign_flip && palette.is_none(),
             engine,
         )?;
         rotation_kind = st.rotation_kind;
         sh_run = st.run;
         push(tags::ROT, st.rot);
         push(tags::CBK, st.cbk);
+        if let Some(p) = &palette {
+            push(tags::SHIX, p.index.clone());
+        }
         if let Some(w) = st.shw {
             push(tags::SHW, w);
         }
@@ -654,8 +724,14 @@ fn compress_with(
         .collect::<Result<Vec<_>>>()?;
     timings.entropy = t.elapsed();
 
+    let sh_flags = match (d > 0, &palette, opts.sign_flip) {
+        (false, _, _) => 0,
+        (true, Some(_), _) => container::SH_DEDUP,
+        (true, None, true) => container::SH_SIGN_FLIP,
+        (true, None, false) => 0,
+    };
     let header = Header {
-        version: container::VERSION,
+        version: container::version_for(sh_flags),
         count: order.len() as u64,
         input_count: scene.len() as u64,
         sh_degree: degree,
@@ -680,11 +756,7 @@ fn compress_with(
         } else {
             [0; 5]
         },
-        sh_flags: if d > 0 && opts.sign_flip {
-            container::SH_SIGN_FLIP
-        } else {
-            0
-        },
+        sh_flags,
         prune_opacity: opts.prune_opacity.unwrap_or(0.0),
         seed: opts.seed,
         extra_count: scene.extras.properties.len() as u32,
@@ -695,5 +767,72 @@ fn compress_with(
         prediction,
         timings,
         sh_run,
+        sh_distinct: palette.map(|p| p.palette.firsts.len() as u64),
     })
+}
+
+/// Deduplicated SH-rest, as [`compress_with`] stores it.
+struct Deduplicated {
+    palette: dedup::Palette,
+    /// Per input Gaussian, its width with each record's first Gaussian
+    /// given the widest of its record (per-Gaussian widths only).
+    widths: Option<Vec<u8>>,
+    /// Each record's width: the widest of its Gaussians'.
+    record_widths: Vec<u8>,
+    /// The `SHIX` stream.
+    index: Vec<u8>,
+}
+
+/// The distinct SH-rest vectors of the stored Gaussians, when coding each
+/// once stores fewer bytes ([`dedup::worth_it`]).
+fn deduplicate(
+    scene: &Scene,
+    opts: &CompressOptions,
+    order: &[u32],
+    degree: u8,
+) -> Result<Option<Deduplicated>> {
+    let Some(palette) = dedup::find(scene, order, degree, opts.sh_widths.as_deref()) else {
+        return Ok(None);
+    };
+    let d = rest_dim(degree) as u64;
+    let width = |k: usize| match &opts.sh_widths {
+        Some(w) => w[order[k] as usize],
+        None => opts.sh_bits as u8,
+    };
+    let mut record_width = vec![0u8; palette.firsts.len()];
+    for (k, &r) in palette.ids.iter().enumerate() {
+        record_width[r as usize] = record_width[r as usize].max(width(k));
+    }
+    let per = opts.sh_widths.is_some();
+    let plain = dedup::sh_raw_bytes((0..order.len()).map(width), d, per);
+    let deduped = dedup::sh_raw_bytes(record_width.iter().copied(), d, per);
+    // What SHIX stores can only be less than its raw length.
+    if !dedup::worth_it(plain, deduped, 0) {
+        return Ok(None);
+    }
+    let index = dedup::index_stream(&palette.ids);
+    let stored = container::pack_stream(Stream {
+        tag: tags::SHIX,
+        coding: layout::coding(&tags::SHIX),
+        data: index.clone(),
+        runs: Vec::new(),
+    })?
+    .info
+    .stored_len;
+    if !dedup::worth_it(plain, deduped, stored) {
+        return Ok(None);
+    }
+    let widths = opts.sh_widths.as_ref().map(|w| {
+        let mut w = w.clone();
+        for (&k, &b) in palette.firsts.iter().zip(&record_width) {
+            w[order[k as usize] as usize] = b;
+        }
+        w
+    });
+    Ok(Some(Deduplicated {
+        palette,
+        widths,
+        record_widths: record_width,
+        index,
+    }))
 }

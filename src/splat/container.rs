@@ -20,14 +20,27 @@ use crate::{Error, Result};
 
 /// The file's first eight bytes.
 pub const MAGIC: [u8; 8] = *b"TQ3D-SCN";
-/// The version this library writes. Version 2 adds, over version 1, the
-/// seeded rotation, entropy-coded SH codes and the SH sign flip
-/// (docs/FORMAT.md); every version-1 file is a valid version-2 file.
-pub const VERSION: u16 = 2;
+/// The newest version this library reads and writes. Version 2 adds, over
+/// version 1, the seeded rotation, entropy-coded SH codes and the SH sign
+/// flip; version 3 adds deduplicated SH-rest ([`SH_DEDUP`], docs/FORMAT.md).
+/// A writer writes the lowest version that holds what it stores: version 3
+/// only for a file with deduplicated SH-rest, version 2 otherwise
+/// ([`version_for`]). Every older file is a valid file of a newer version.
+pub const VERSION: u16 = 3;
 /// The oldest version this library reads.
 pub const MIN_VERSION: u16 = 1;
 /// Header byte 61, bit 0: the SH sign flip (docs/FORMAT.md, "SH sign flip").
 pub const SH_SIGN_FLIP: u8 = 1;
+/// Header byte 61, bit 1 (version 3): SH-rest deduplicated, each distinct
+/// vector stored once and `SHIX` naming each Gaussian's (docs/FORMAT.md,
+/// "Deduplicated SH-rest"). Never with [`SH_SIGN_FLIP`].
+pub const SH_DEDUP: u8 = 2;
+
+/// The version a writer stores for SH flags `sh_flags`: 3 with
+/// [`SH_DEDUP`], else 2.
+pub fn version_for(sh_flags: u8) -> u16 {
+    if sh_flags & SH_DEDUP != 0 { 3 } else { 2 }
+}
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 128;
 /// Size of one stream-table entry.
@@ -113,8 +126,8 @@ pub enum Normals {
 /// The fixed header: everything needed to interpret the streams.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Header {
-    /// Format version: as read from a file (MIN_VERSION..=VERSION); a
-    /// writer sets [`VERSION`], the only one it writes.
+    /// Format version: as read from a file (MIN_VERSION..=VERSION); what a
+    /// writer stores, [`version_for`] its SH flags.
     pub version: u16,
     /// Gaussians stored.
     pub count: u64,
@@ -280,7 +293,7 @@ pub(crate) fn pack_stream(stream: Stream) -> Result<Packed> {
 fn header_bytes(h: &Header, stream_count: u32) -> [u8; HEADER_LEN] {
     let mut b = [0u8; HEADER_LEN];
     b[0..8].copy_from_slice(&MAGIC);
-    b[8..10].copy_from_slice(&VERSION.to_le_bytes());
+    b[8..10].copy_from_slice(&h.version.to_le_bytes());
     // 10..12 flags, 0.
     b[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
     b[16..20].copy_from_slice(&stream_count.to_le_bytes());
@@ -569,12 +582,21 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
             ),
         ));
     }
-    // Version 1 reserved byte 61; the flip needs SH-rest to flip.
-    if h.sh_flags & !SH_SIGN_FLIP != 0 || (h.sh_flags != 0 && (version < 2 || h.dim == 0)) {
+    // Version 1 reserved byte 61; the flip needs SH-rest to flip; the
+    // deduplication is version 3's and excludes the flip.
+    let known = if version >= 3 {
+        SH_SIGN_FLIP | SH_DEDUP
+    } else {
+        SH_SIGN_FLIP
+    };
+    if h.sh_flags & !known != 0
+        || (h.sh_flags != 0 && (version < 2 || h.dim == 0))
+        || h.sh_flags == SH_SIGN_FLIP | SH_DEDUP
+    {
         return Err(bad(
             "SH flags",
             format!(
-                "byte 61 = {:#04x} with version {version}, d = {} (bit 0, the sign flip, needs version 2 and d > 0; other bits must be zero)",
+                "byte 61 = {:#04x} with version {version}, d = {} (bit 0, the sign flip, needs version 2 and d > 0; bit 1, deduplication, version 3, d > 0 and bit 0 clear; other bits must be zero)",
                 h.sh_flags, h.dim
             ),
         ));

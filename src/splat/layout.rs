@@ -13,6 +13,7 @@ use crate::splat::sh;
 pub(crate) mod tags {
     pub const ROT: [u8; 4] = *b"ROT ";
     pub const CBK: [u8; 4] = *b"CBK ";
+    pub const SHIX: [u8; 4] = *b"SHIX";
     pub const SHW: [u8; 4] = *b"SHW ";
     pub const SHS: [u8; 4] = *b"SHS ";
     pub const SHC: [u8; 4] = *b"SHC ";
@@ -31,8 +32,8 @@ pub(crate) mod tags {
 use tags::*;
 
 /// Every tag, in file order.
-pub(crate) const FILE_ORDER: [[u8; 4]; 15] = [
-    ROT, CBK, SHW, SHS, SHC, CHNK, POS, SCL, QUAT, OPA, DC, NRM, EXTS, EXTD, CMNT,
+pub(crate) const FILE_ORDER: [[u8; 4]; 16] = [
+    ROT, CBK, SHIX, SHW, SHS, SHC, CHNK, POS, SCL, QUAT, OPA, DC, NRM, EXTS, EXTD, CMNT,
 ];
 
 /// Bytes of one chunk record in `CHNK`: position, log-scale and DC ranges,
@@ -122,6 +123,18 @@ impl ShWidths {
     }
 }
 
+/// Deduplicated SH-rest, as far as it fixes the lengths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dedup {
+    /// Every Gaussian has its own SH record.
+    Off,
+    /// Each distinct vector is one record; this many.
+    Records(u64),
+    /// Deduplicated, `SHIX` not yet read: the SH streams' lengths are
+    /// bounds (at most one record per Gaussian).
+    Unread,
+}
+
 /// What fixes the streams present and their lengths.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Facts {
@@ -138,6 +151,9 @@ pub(crate) struct Facts {
     pub chunk_size: u32,
     /// Whether `NRM ` is stored.
     pub normals: bool,
+    /// Whether the SH-rest is deduplicated (`SHIX` present), and into how
+    /// many records.
+    pub dedup: Dedup,
     /// (schema bytes, record bytes) of the extra properties, when known.
     pub extras: Option<(u64, u64)>,
     /// Bytes of `CMNT`, when known.
@@ -161,6 +177,11 @@ impl Facts {
             attr_bits: AttrBits::from_array(h.attr_bits),
             chunk_size: if compact { h.chunk_size } else { 0 },
             normals: h.normals == Normals::Stored,
+            dedup: if h.sh_flags & crate::splat::container::SH_DEDUP != 0 {
+                Dedup::Unread
+            } else {
+                Dedup::Off
+            },
             extras: None,
             comments: None,
         }
@@ -182,6 +203,22 @@ impl Facts {
         let cb = |b: u8| attributes::code_bytes(b) as u64;
         let compact = self.profile == Profile::Compact;
         let sh = &self.sh;
+        // Deduplicated: the SH streams hold one record per distinct vector,
+        // as many as the Gaussians at most. `sh` describes the records.
+        if self.dedup != Dedup::Off && matches!(*tag, SHW | SHS | SHC) {
+            let records = Facts {
+                count: match self.dedup {
+                    Dedup::Records(u) => u,
+                    _ => n,
+                },
+                dedup: Dedup::Off,
+                ..self.clone()
+            };
+            return records.raw_len(tag).map(|l| match (l, self.dedup) {
+                (Len::Is(x), Dedup::Unread) => Len::AtMost(x),
+                (l, _) => l,
+            });
+        }
         Some(Len::Is(match *tag {
             ROT => match self.rotation_kind {
                 sh::KIND_SEEDED => crate::codec::rotation::SEEDED_LEN as u64,
@@ -196,6 +233,7 @@ impl Facts {
                     return Some(Len::AtMost(sh::codebook_len(&[1, 2, 3, 4, 5, 6, 7, 8])));
                 }
             },
+            SHIX if self.dedup != Dedup::Off => crate::splat::dedup::index_bytes(n) as u64 * n,
             SHW => match sh {
                 ShWidths::Uniform(_) => return None,
                 _ => n.div_ceil(2),
@@ -231,6 +269,7 @@ impl Facts {
         let compact = self.profile == Profile::Compact;
         match *tag {
             ROT | CBK | SHS | SHC => self.dim > 0,
+            SHIX => self.dim > 0 && self.dedup != Dedup::Off,
             SHW => self.dim > 0 && !matches!(self.sh, ShWidths::Uniform(_)),
             CHNK => compact,
             POS | SCL | QUAT | OPA | DC => true,

@@ -22,6 +22,7 @@ mod compress;
 pub mod compressed_ply;
 pub mod container;
 mod decompress;
+mod dedup;
 pub mod formats;
 pub mod gltf;
 pub mod importance;

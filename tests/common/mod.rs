@@ -9,5 +9,6 @@ pub mod decode;
 pub mod gpu;
 pub mod peer;
 pub mod ply;
+pub mod tq3s;
 pub mod tqv;
 pub mod xwd;

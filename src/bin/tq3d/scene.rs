@@ -74,6 +74,13 @@ pub struct CompressArgs {
     /// SH scale: least squares (lower error, same size) or the norm.
     #[arg(long, value_enum, default_value_t = ScaleArg::Ls)]
     scale: ScaleArg,
+    /// Code every Gaussian's SH-rest, repeats included. By default each
+    /// distinct vector is coded once where that stores fewer bytes (inputs
+    /// whose SH is a palette, as SOG's: a .tq3s of version 3); repeats then
+    /// decode identically, so their errors add up where they overlap
+    /// (docs/THEORY.md §18).
+    #[arg(long)]
+    no_dedup: bool,
 }
 
 #[derive(clap::Args)]
@@ -144,6 +151,7 @@ fn options(a: &CompressArgs) -> CompressOptions {
         seed: a.seed,
         attr_bits: a.attr_bits.map_or(AttrBits::default(), |x| x.0),
         scale_mode: a.scale.into(),
+        dedup: !a.no_dedup,
         ..Default::default()
     }
 }
@@ -248,13 +256,14 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
     if let Some(w) = &allocation {
         opts.sh_widths = Some(w.widths.clone());
     }
-    let p = stages.time("predict", || splat::predict_size(&scene, &opts))?;
     let sh_err = if allocation.is_some() {
         None
     } else {
-        expected_sh_error(p.dim, opts.sh_bits)
+        expected_sh_error(splat::rest_dim(degree), opts.sh_bits)
     };
     if a.dry_run {
+        // compress predicts the same itself; only a dry run needs it here.
+        let p = stages.time("predict", || splat::predict_size(&scene, &opts))?;
         if a.json {
             let v = json!({"input": a.input, "input_bytes": input_bytes, "dry_run": true,
                 "sh_allocation": allocation.as_ref().map(|w| json!({"description": w.describe, "average_bits": w.average_bits})),
@@ -338,7 +347,7 @@ fn report_compress(
             "count": c.header.count, "input_count": c.header.input_count,
             "sh_degree": c.header.sh_degree, "dim": c.header.dim, "sh_bits": c.header.sh_bits,
             "profile": c.header.profile.name(), "device": c.sh_run.ran.to_string(),
-            "sh_near_ties_on_cpu": c.sh_run.ties,
+            "sh_near_ties_on_cpu": c.sh_run.ties, "sh_distinct_vectors": c.sh_distinct,
             "prediction": prediction_json(p),
             "streams": c.streams.iter().map(|s| json!({"tag": tag_name(&s.info.tag),
                 "coding": s.info.coding.name(),
@@ -352,7 +361,7 @@ fn report_compress(
         }
         let ct = &c.timings;
         v["seconds"]["compress_stages"] = json!({"prune_and_order": ct.prune_and_order.as_secs_f64(),
-            "sh": ct.sh.as_secs_f64(), "attributes": ct.attributes.as_secs_f64(), "entropy": ct.entropy.as_secs_f64()});
+            "dedup": ct.dedup.as_secs_f64(), "sh": ct.sh.as_secs_f64(), "attributes": ct.attributes.as_secs_f64(), "entropy": ct.entropy.as_secs_f64()});
         print_json(&v);
         return;
     }
@@ -403,6 +412,12 @@ fn report_compress(
     if let Some(w) = allocation {
         report!("  SH widths per Gaussian: {}", w.describe);
     }
+    if let Some(u) = c.sh_distinct {
+        report!(
+            "  SH-rest deduplicated: {u} distinct vectors among {} Gaussians, each coded once",
+            c.header.count
+        );
+    }
     for line in chosen.map(TargetReport::lines).unwrap_or_default() {
         report!("{line}");
     }
@@ -412,11 +427,12 @@ fn report_compress(
         );
     }
     report!(
-        "  read {:.2?}, allocate {:.2?}, compress {:.2?} (order {:.2?}, SH {:.2?} on {}{}, attributes {:.2?}, zstd {:.2?}), write {:.2?}",
+        "  read {:.2?}, allocate {:.2?}, compress {:.2?} (order {:.2?}, repeats {:.2?}, SH {:.2?} on {}{}, attributes {:.2?}, zstd {:.2?}), write {:.2?}",
         stages.get("read"),
         stages.get("allocate"),
         stages.get("compress"),
         c.timings.prune_and_order,
+        c.timings.dedup,
         c.timings.sh,
         c.sh_run.ran,
         if c.sh_run.ties > 0 {
@@ -555,6 +571,7 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
             "sh_expected_relative_error": sh_err,
             "sh_width_histogram": histogram, "sh_average_bits": average_bits,
             "sh_sign_flip": h.sh_flags & container::SH_SIGN_FLIP != 0,
+            "sh_deduplicated": h.sh_flags & container::SH_DEDUP != 0,
         });
         print_json(&v);
         return Ok(());
@@ -603,6 +620,11 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
         );
         if h.sh_flags & container::SH_SIGN_FLIP != 0 {
             report!("  SH sign flip: on (signs from each Gaussian's index, undone after decoding)");
+        }
+        if h.sh_flags & container::SH_DEDUP != 0 {
+            report!(
+                "  SH-rest deduplicated: each distinct vector coded once, SHIX names each Gaussian's"
+            );
         }
     } else {
         report!("  SH degree 0: no SH-rest");

@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use crate::splat::attributes::{self, AttrBits};
 use crate::splat::container::{self, Coding, Container, Normals, Profile, tag_name};
+use crate::splat::dedup;
 use crate::splat::layout::{self, Facts, Len, tags};
 use crate::splat::scene::Scene;
 use crate::splat::sh::{self, CompressedSh};
@@ -173,15 +174,26 @@ pub(super) fn decode_file(
         } else {
             None
         };
+        // Deduplicated: the SH streams hold U records, SHIX names each
+        // Gaussian's.
+        let ids = if h.sh_flags & container::SH_DEDUP != 0 {
+            Some(
+                dedup::parse_index(present(&tags::SHIX)?, n)
+                    .map_err(|why| bad("stream SHIX", why))?,
+            )
+        } else {
+            None
+        };
+        let records = ids.as_ref().map_or(n, |(_, u)| *u);
         // The codes' widths, for a rANS-coded SHC (sh::parse checks SHW again).
         let per = match shw {
-            Some(w) => sh::unpack_widths(w, n).map_err(|why| bad("stream SHW", why))?,
+            Some(w) => sh::unpack_widths(w, records).map_err(|why| bad("stream SHW", why))?,
             None => Vec::new(),
         };
-        let runs = layout::code_runs(n as u64, d as u64, h.sh_bits, &per);
+        let runs = layout::code_runs(records as u64, d as u64, h.sh_bits, &per);
         let shc = c.require_codes(&tags::SHC, &runs, path)?;
         let parsed = sh::parse(
-            n,
+            records,
             h.sh_degree,
             (!variable).then_some(h.sh_bits),
             h.sh_flags & container::SH_SIGN_FLIP != 0,
@@ -193,6 +205,10 @@ pub(super) fn decode_file(
             &shc,
         )
         .map_err(|(field, why)| Error::format(path, field, why))?;
+        let parsed = match ids {
+            Some((ids, _)) => dedup::expand(parsed, &ids),
+            None => parsed,
+        };
         if variable && parsed.widths.iter().copied().max().unwrap_or(0) != h.sh_bits {
             return Err(bad(
                 "SH bits",
