@@ -907,3 +907,42 @@ fn scene_files_with_mixed_widths_are_identical_on_gpu_and_cpu() {
     assert!(matches!(gpu.sh_run.ran, Ran::Gpu(_)), "{:?}", gpu.sh_run);
     assert!(gpu.to_bytes().unwrap() == cpu, "files differ");
 }
+
+/// Deduplicated SH-rest (a palette of 2,000 vectors among 20,000
+/// Gaussians): the GPU encodes the distinct vectors to the CPU's file byte
+/// for byte, at a uniform width and at per-Gaussian widths.
+#[test]
+fn deduplicated_scene_files_are_identical_on_gpu_and_cpu() {
+    use turboquant3d::splat::synth;
+    use turboquant3d::splat::{self, CompressOptions};
+    let Some(codec) = codec() else { return };
+    let engine = Engine::with_gpu(codec, true);
+    let mut scene = synth::generate(&synth::SynthConfig {
+        count: 20_000,
+        sh_degree: 3,
+        seed: 23,
+    });
+    let d = scene.rest_dim();
+    for i in 2000..scene.len() {
+        let from = (i * 7919) % 2000;
+        let row = scene.sh_rest[from * d..(from + 1) * d].to_vec();
+        scene.sh_rest[i * d..(i + 1) * d].copy_from_slice(&row);
+    }
+    let widths: Vec<u8> = (0..scene.len()).map(|i| (i % 6) as u8).collect();
+    for opts in [
+        CompressOptions {
+            sh_bits: 3,
+            ..Default::default()
+        },
+        CompressOptions {
+            sh_widths: Some(widths),
+            ..Default::default()
+        },
+    ] {
+        let cpu = splat::compress(&scene, &opts).unwrap().to_bytes().unwrap();
+        assert_eq!(cpu[61], splat::container::SH_DEDUP, "deduplicated");
+        let gpu = splat::compress_on(&scene, &opts, &engine).unwrap();
+        assert!(matches!(gpu.sh_run.ran, Ran::Gpu(_)), "{:?}", gpu.sh_run);
+        assert!(gpu.to_bytes().unwrap() == cpu, "files differ");
+    }
+}

@@ -79,10 +79,13 @@ fn hash(parts: [&[f32]; 3]) -> u64 {
 
 /// Finds the distinct SH-rest vectors (bit for bit) of the Gaussians
 /// `order` (input indices, storage order) truncated to `degree`; `None`
-/// when fewer than 1/64 of them repeat an earlier one with a width above
-/// 0 (`widths`, per input Gaussian, when they vary), where deduplication
-/// cannot pay for its index. (Width 0 stores nothing to save: the
-/// allocator gives the all-zero rows of trained scenes width 0.)
+/// when fewer than 1/64 of them repeat an earlier one, counting only rows
+/// of a width above 0 (`widths`, per input Gaussian, when they vary) whose
+/// first coefficients are not all zero: below that, deduplication cannot
+/// pay for its index. Width 0 stores nothing to save, and all-zero rows
+/// (5 % of the procedural scenes', some in trained ones) cost little
+/// without it: the allocator gives them width 0, and at a uniform width
+/// their identical codes are what zstd stores in a few bytes.
 pub(crate) fn find(
     scene: &Scene,
     order: &[u32],
@@ -95,24 +98,26 @@ pub(crate) fn find(
     }
     // First a filter on each row's first eight coefficients (a row's
     // first cache line: a repeated row repeats them too), in input order.
-    // Rows of width 0 are neither hashed nor marked.
-    let coded = |i: usize| widths.is_none_or(|w| w[i] > 0);
+    // Rows of width 0 and rows whose prefix is zero are neither hashed
+    // nor marked (`None`).
     let prefix = |i: usize| {
-        if !coded(i) {
-            return 0;
+        if widths.is_some_and(|w| w[i] == 0) {
+            return None;
         }
         let r = row(scene, i, degree)[0];
-        hash([&r[..r.len().min(8)], &[], &[]])
+        let r = &r[..r.len().min(8)];
+        r.iter().any(|&x| x != 0.0).then(|| hash([r, &[], &[]]))
     };
-    let hashes: Vec<u64> = (0..scene.len()).into_par_iter().map(prefix).collect();
+    let hashes: Vec<Option<u64>> = (0..scene.len()).into_par_iter().map(prefix).collect();
+    let coded = |i: usize| hashes[i].is_some();
     // A bitmap of 64 bits per Gaussian: n less the bits set counts the
     // repeats, plus a few false ones (about n/128), whatever the order the
     // bits are set in. Below the threshold no table is built.
     let bits = (64 * n).next_power_of_two();
     let seen: Vec<AtomicU64> = (0..bits / 64).map(|_| AtomicU64::new(0)).collect();
     let mark = |i: usize| {
-        if coded(i) {
-            let h = hashes[i] as usize & (bits - 1);
+        if let Some(h) = hashes[i] {
+            let h = h as usize & (bits - 1);
             seen[h / 64].fetch_or(1 << (h % 64), Ordering::Relaxed);
         }
     };
@@ -132,6 +137,7 @@ pub(crate) fn find(
     }
     drop(seen);
     // Then the whole rows' hashes.
+    let counted: Vec<bool> = hashes.iter().map(Option::is_some).collect();
     let hashes: Vec<u64> = (0..scene.len())
         .into_par_iter()
         .map(|i| hash(row(scene, i, degree)))
@@ -139,6 +145,7 @@ pub(crate) fn find(
     let mut first_of: HashMap<u64, u32> = HashMap::with_capacity(n);
     let mut ids = Vec::with_capacity(n);
     let mut firsts: Vec<u32> = Vec::new();
+    let mut repeats = 0usize;
     for (k, &i) in order.iter().enumerate() {
         let h = hashes[i as usize];
         let same = first_of.get(&h).copied().filter(|&r| {
@@ -154,7 +161,10 @@ pub(crate) fn find(
                 })
         });
         match same {
-            Some(r) => ids.push(r),
+            Some(r) => {
+                repeats += counted[i as usize] as usize;
+                ids.push(r)
+            }
             None => {
                 let r = firsts.len() as u32;
                 // A colliding hash keeps its first vector's record.
@@ -164,7 +174,7 @@ pub(crate) fn find(
             }
         }
     }
-    if n - firsts.len() < n / 64 {
+    if repeats < n / 64 {
         return None;
     }
     Some(Palette { ids, firsts })
