@@ -40,11 +40,13 @@ pub(crate) const FILE_ORDER: [[u8; 4]; 16] = [
 /// each 3 lows then 3 highs, as f32.
 pub(crate) const CHUNK_RECORD: usize = 18 * 4;
 
-/// How the compressor stores a stream: fixed-rate streams raw, the SH codes
-/// with rANS (or zstd, whichever is smaller), the rest with zstd.
+/// How the compressor stores a stream: the parameters and chunk ranges
+/// raw, the SH codes with rANS (or zstd, whichever is smaller), the rest
+/// (the SH scales included: their exponents repeat) with zstd, raw where
+/// zstd would not shrink it.
 pub(crate) fn coding(tag: &[u8; 4]) -> Coding {
     match *tag {
-        ROT | CBK | SHS | CHNK | EXTS | CMNT => Coding::Raw,
+        ROT | CBK | CHNK | EXTS | CMNT => Coding::Raw,
         SHC => Coding::Rans,
         _ => Coding::Zstd,
     }
