@@ -365,17 +365,7 @@ fn palette_sh_is_deduplicated_unless_asked_not_to() {
     let input = dir.path().join("palette.ply");
     ply::write_ply(&input, &scene, PlyEncoding::BinaryLittleEndian).unwrap();
     let run = |out: &Path, extra: &[&str]| {
-        let mut args = vec![
-            OsStr::new("compress"),
-            input.as_os_str(),
-            OsStr::new("-o"),
-            out.as_os_str(),
-            OsStr::new("--device"),
-            OsStr::new("cpu"),
-            OsStr::new("--json"),
-        ];
-        args.extend(extra.iter().map(OsStr::new));
-        let o = tq3d(args);
+        let o = common::cli::compress_json(&input, out, extra);
         assert_ok(&o, "compress");
         json(&o)
     };

@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::ffi::OsStr;
 use std::path::Path;
 
-use common::cli::{assert_ok, stderr, stdout, tq3d};
+use common::cli::{assert_ok, stderr, stdout};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use turboquant3d::render::{Camera, Image, cpu, metrics, orbit};
@@ -228,21 +227,8 @@ fn target_modes_keep_their_promises() {
     let input = write_scene(dir.path());
     let out = dir.path().join("o.tq3s");
     let base = |extra: &[&str]| {
-        let mut v: Vec<&OsStr> = vec![
-            OsStr::new("compress"),
-            input.as_os_str(),
-            OsStr::new("-o"),
-            out.as_os_str(),
-            OsStr::new("--device"),
-            OsStr::new("cpu"),
-            OsStr::new("--json"),
-            OsStr::new("--probe-views"),
-            OsStr::new("2"),
-            OsStr::new("--probe-resolution"),
-            OsStr::new("64x64"),
-        ];
-        v.extend(extra.iter().map(OsStr::new));
-        tq3d(v)
+        let probes = ["--probe-views", "2", "--probe-resolution", "64x64"];
+        common::cli::compress_json(&input, &out, &[&probes[..], extra].concat())
     };
     // --target-psnr, verified (the default): measured on eval's views, at
     // least P.

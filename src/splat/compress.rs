@@ -600,14 +600,14 @@ fn compress_with(
     timings.dedup = t.elapsed();
     // The SH records in storage order (input indices): every stored
     // Gaussian, or the first of each distinct vector.
-    let records: Vec<u32> = match &palette {
+    let records: std::borrow::Cow<[u32]> = match &palette {
         Some(p) => p
             .palette
             .firsts
             .iter()
             .map(|&k| order[k as usize])
             .collect(),
-        None => order.clone(),
+        None => (&order[..]).into(),
     };
     let widths_of: Option<&[u8]> = match &palette {
         Some(p) => p.widths.as_deref(),
@@ -619,9 +619,11 @@ fn compress_with(
         None => Vec::new(),
     };
     let shc_runs = layout::code_runs(records.len() as u64, d as u64, opts.sh_bits as u8, &per);
-    let mut raw: Vec<Stream> = Vec::new();
-    let mut push = |tag: [u8; 4], data: Vec<u8>| {
-        raw.push(Stream {
+    // Streams to pack, in file order; SHIX arrives packed (the decision to
+    // deduplicate measured what it stores).
+    let mut raw: Vec<Pending> = Vec::new();
+    let stream = |tag: [u8; 4], data: Vec<u8>| {
+        Pending::Raw(Stream {
             tag,
             coding: layout::coding(&tag),
             data,
@@ -632,6 +634,8 @@ fn compress_with(
             },
         })
     };
+    let mut push = |s: Pending| raw.push(s);
+    let mut shix = palette.as_ref().map(|p| p.index.clone());
     let t = Instant::now();
     let mut rotation_kind = 0;
     let mut sh_run = ShRun {
@@ -663,16 +667,16 @@ fn compress_with(
         )?;
         rotation_kind = st.rotation_kind;
         sh_run = st.run;
-        push(tags::ROT, st.rot);
-        push(tags::CBK, st.cbk);
-        if let Some(p) = &palette {
-            push(tags::SHIX, p.index.clone());
+        push(stream(tags::ROT, st.rot));
+        push(stream(tags::CBK, st.cbk));
+        if let Some(packed) = shix.take() {
+            push(Pending::Packed(packed));
         }
         if let Some(w) = st.shw {
-            push(tags::SHW, w);
+            push(stream(tags::SHW, w));
         }
-        push(tags::SHS, st.shs);
-        push(tags::SHC, st.shc);
+        push(stream(tags::SHS, st.shs));
+        push(stream(tags::SHC, st.shc));
     }
     timings.sh = t.elapsed();
 
@@ -681,24 +685,24 @@ fn compress_with(
     match opts.profile {
         Profile::Exact => {
             let opa: Vec<[f32; 1]> = scene.opacity.iter().map(|&o| [o]).collect();
-            push(tags::POS, f32_planes(&scene.positions, &order));
-            push(tags::SCL, f32_planes(&scene.scales, &order));
-            push(tags::QUAT, f32_planes(&scene.rotations, &order));
-            push(tags::OPA, f32_planes(&opa, &order));
-            push(tags::DC, f32_planes(&scene.dc, &order));
+            push(stream(tags::POS, f32_planes(&scene.positions, &order)));
+            push(stream(tags::SCL, f32_planes(&scene.scales, &order)));
+            push(stream(tags::QUAT, f32_planes(&scene.rotations, &order)));
+            push(stream(tags::OPA, f32_planes(&opa, &order)));
+            push(stream(tags::DC, f32_planes(&scene.dc, &order)));
             if let (Normals::Stored, Some(n)) = (normals, &scene.normals) {
-                push(tags::NRM, f32_planes(n, &order));
+                push(stream(tags::NRM, f32_planes(n, &order)));
             }
         }
         Profile::Compact => {
             let [chnk, pos, scl, quat, opa, dc] =
                 compact_streams(scene, &order, opts.attr_bits, opts.chunk_size as usize);
-            push(tags::CHNK, chnk);
-            push(tags::POS, pos);
-            push(tags::SCL, scl);
-            push(tags::QUAT, quat);
-            push(tags::OPA, opa);
-            push(tags::DC, dc);
+            push(stream(tags::CHNK, chnk));
+            push(stream(tags::POS, pos));
+            push(stream(tags::SCL, scl));
+            push(stream(tags::QUAT, quat));
+            push(stream(tags::OPA, opa));
+            push(stream(tags::DC, dc));
         }
     }
     if !scene.extras.properties.is_empty() {
@@ -709,18 +713,21 @@ fn compress_with(
                 &scene.extras.data[i as usize * stride..(i as usize + 1) * stride],
             );
         }
-        push(tags::EXTS, layout::extras_schema(&scene.extras));
-        push(tags::EXTD, data);
+        push(stream(tags::EXTS, layout::extras_schema(&scene.extras)));
+        push(stream(tags::EXTD, data));
     }
     if !scene.comments.is_empty() {
-        push(tags::CMNT, layout::comments_bytes(&scene.comments));
+        push(stream(tags::CMNT, layout::comments_bytes(&scene.comments)));
     }
     timings.attributes = t.elapsed();
 
     let t = Instant::now();
     let streams = raw
         .into_par_iter()
-        .map(container::pack_stream)
+        .map(|s| match s {
+            Pending::Raw(s) => container::pack_stream(s),
+            Pending::Packed(p) => Ok(p),
+        })
         .collect::<Result<Vec<_>>>()?;
     timings.entropy = t.elapsed();
 
@@ -771,6 +778,13 @@ fn compress_with(
     })
 }
 
+/// A stream of [`compress_with`] before packing.
+enum Pending {
+    Raw(Stream),
+    /// Packed already (`SHIX`, by the decision to deduplicate).
+    Packed(Packed),
+}
+
 /// Deduplicated SH-rest, as [`compress_with`] stores it.
 struct Deduplicated {
     palette: dedup::Palette,
@@ -779,8 +793,8 @@ struct Deduplicated {
     widths: Option<Vec<u8>>,
     /// Each record's width: the widest of its Gaussians'.
     record_widths: Vec<u8>,
-    /// The `SHIX` stream.
-    index: Vec<u8>,
+    /// The `SHIX` stream, packed.
+    index: Packed,
 }
 
 /// The distinct SH-rest vectors of the stored Gaussians, when coding each
@@ -810,16 +824,13 @@ fn deduplicate(
     if !dedup::worth_it(plain, deduped, 0) {
         return Ok(None);
     }
-    let index = dedup::index_stream(&palette.ids);
-    let stored = container::pack_stream(Stream {
+    let index = container::pack_stream(Stream {
         tag: tags::SHIX,
         coding: layout::coding(&tags::SHIX),
-        data: index.clone(),
+        data: dedup::index_stream(&palette.ids),
         runs: Vec::new(),
-    })?
-    .info
-    .stored_len;
-    if !dedup::worth_it(plain, deduped, stored) {
+    })?;
+    if !dedup::worth_it(plain, deduped, index.info.stored_len) {
         return Ok(None);
     }
     let widths = opts.sh_widths.as_ref().map(|w| {

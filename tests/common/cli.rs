@@ -36,3 +36,18 @@ pub fn assert_ok(o: &Output, what: &str) {
         stderr(o)
     );
 }
+
+/// `tq3d compress INPUT -o OUTPUT --device cpu --json` followed by `extra`.
+pub fn compress_json(input: &std::path::Path, output: &std::path::Path, extra: &[&str]) -> Output {
+    let mut args: Vec<&OsStr> = vec![
+        OsStr::new("compress"),
+        input.as_os_str(),
+        OsStr::new("-o"),
+        output.as_os_str(),
+        OsStr::new("--device"),
+        OsStr::new("cpu"),
+        OsStr::new("--json"),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    tq3d(args)
+}
