@@ -417,3 +417,93 @@ fn palette_sh_is_deduplicated_unless_asked_not_to() {
         assert_eq!(s.rest(i), s.rest(from), "Gaussian {i}, a copy of {from}");
     }
 }
+
+/// A scene as a reader of an already-quantised format leaves it: SH-rest on
+/// 17 levels, scales on a 1/16 grid.
+fn quantised_scene(n: usize) -> Scene {
+    let mut scene = synth::generate(&synth::SynthConfig {
+        count: n,
+        sh_degree: 3,
+        seed: 21,
+    });
+    for v in &mut scene.sh_rest {
+        *v = (v.clamp(-0.5, 0.5) * 16.0).round() / 16.0;
+    }
+    for c in &mut scene.scales {
+        *c = c.map(|v| (v * 16.0).round() / 16.0);
+    }
+    scene
+}
+
+#[test]
+fn lossless_gives_the_input_back_byte_for_byte_and_targets_choose_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("q.ply");
+    ply::write_ply(
+        &input,
+        &quantised_scene(4000),
+        PlyEncoding::BinaryLittleEndian,
+    )
+    .unwrap();
+    let out = dir.path().join("q.tq3s");
+    let o = common::cli::compress_json(&input, &out, &["--lossless"]);
+    assert_ok(&o, "compress --lossless");
+    let r = json(&o);
+    assert_eq!(r["sh_exact"], true);
+    assert_eq!(r["profile"], "exact");
+    let coding = |r: &serde_json::Value, tag: &str| {
+        r["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["tag"] == tag)
+            .map(|s| s["coding"].clone())
+    };
+    assert_eq!(coding(&r, "SHX"), Some("palette".into()));
+    assert_eq!(coding(&r, "SHC"), None);
+    let back = dir.path().join("back.ply");
+    let o = tq3d([
+        OsStr::new("decompress"),
+        out.as_os_str(),
+        OsStr::new("-o"),
+        back.as_os_str(),
+    ]);
+    assert_ok(&o, "decompress");
+    assert!(
+        std::fs::read(&back).unwrap() == std::fs::read(&input).unwrap(),
+        "the decoded PLY differs from the input"
+    );
+    let o = tq3d([OsStr::new("info"), out.as_os_str()]);
+    assert_ok(&o, "info");
+    assert!(stdout(&o).contains("bit-exact"), "{}", stdout(&o));
+    // A width contradicts it.
+    let o = tq3d([
+        OsStr::new("compress"),
+        input.as_os_str(),
+        OsStr::new("-o"),
+        out.as_os_str(),
+        OsStr::new("--lossless"),
+        OsStr::new("--sh-bits"),
+        OsStr::new("2"),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--lossless"), "{}", stderr(&o));
+    // A budget the bit-exact file fits: chosen without a render.
+    let exact_bytes = std::fs::metadata(&out).unwrap().len();
+    let t = dir.path().join("t.tq3s");
+    let budget = (exact_bytes + 10).to_string();
+    let o = common::cli::compress_json(&input, &t, &["--size", &budget]);
+    assert_ok(&o, "compress --size");
+    let r = json(&o);
+    assert_eq!(r["target"]["lossless"], true, "{r}");
+    assert_eq!(r["target"]["model_renders"], 0, "{r}");
+    assert_eq!(std::fs::metadata(&t).unwrap().len(), exact_bytes);
+    // One it does not: the lossy choice.
+    let budget = (exact_bytes * 2 / 3).to_string();
+    let o = common::cli::compress_json(&input, &t, &["--size", &budget, "--no-verify"]);
+    assert_ok(&o, "compress --size (lossy)");
+    let r = json(&o);
+    assert_eq!(r["target"]["lossless"], false, "{r}");
+    assert_eq!(r["sh_exact"], false);
+    assert!(std::fs::metadata(&t).unwrap().len() <= exact_bytes * 2 / 3);
+}

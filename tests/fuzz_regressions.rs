@@ -55,6 +55,7 @@ fn all_raw(b: &[u8]) -> Vec<u8> {
                     .unwrap()
                     .codes
             }
+            3 => turboquant3d::codec::palette::decode(s.stored, s.raw_len).unwrap(),
             _ => s.stored.to_vec(),
         };
         // (With deduplicated SH the reader's codes are per Gaussian, not
@@ -93,8 +94,8 @@ fn tq3s_stream_tag_with_a_newline_is_escaped() {
     assert!(msg.contains("R\\x0aT"), "{msg}");
 }
 
-/// A scene whose every attribute is one constant: every stream is zstd
-/// and tiny, whatever the count.
+/// A scene whose every attribute is one constant: every stream is zstd (or
+/// column palettes of zstd frames) and tiny, whatever the count.
 fn constant_scene(n: usize) -> Scene {
     Scene {
         sh_degree: 0,
@@ -120,7 +121,8 @@ fn tq3s_lying_zstd_lengths_allocate_nothing_large() {
     b[32..40].copy_from_slice(&big.to_le_bytes());
     for k in 0..u32_at(&b, 16) as usize {
         let e = 128 + 32 * k;
-        assert_eq!(b[e + 4], 1, "stream {k} is not zstd");
+        // zstd, or column palettes of zstd frames (the constant columns).
+        assert!(matches!(b[e + 4], 1 | 3), "stream {k} is not zstd");
         let raw = u64_at(&b, e + 8) / n * big;
         b[e + 8..e + 16].copy_from_slice(&raw.to_le_bytes());
     }
@@ -253,6 +255,33 @@ fn write_corpus() {
     assert_eq!((b[8], b[61]), (3, 2), "a deduplicated version-3 seed");
     put("tq3s", "dedup_w_l1.tq3s", &b);
     put("tq3s_crc", "dedup_w_l1.tq3s", &all_raw(&b));
+    // .tq3s version 4: bit-exact SH-rest and attributes, column palettes
+    // (values on a few levels) and the completed quaternion real part.
+    let mut s = scene(48, 1, 12);
+    for v in &mut s.sh_rest {
+        *v = (*v * 8.0).round() / 8.0;
+    }
+    for c in &mut s.scales {
+        *c = c.map(|v| (v * 4.0).round() / 4.0);
+    }
+    for q in &mut s.rotations {
+        let xyz = [q[1], q[2], q[3]].map(|v| (v.clamp(-0.5, 0.5) * 64.0).round() / 64.0);
+        *q = [
+            turboquant3d::codec::palette::completion(xyz.into_iter()),
+            xyz[0],
+            xyz[1],
+            xyz[2],
+        ];
+    }
+    let opts = CompressOptions {
+        profile: Profile::Exact,
+        sh_exact: true,
+        ..CompressOptions::default()
+    };
+    let b = splat::compress(&s, &opts).unwrap().to_bytes().unwrap();
+    assert_eq!((b[8], b[61]), (4, 4), "a bit-exact version-4 seed");
+    put("tq3s", "lossless_l1.tq3s", &b);
+    put("tq3s_crc", "lossless_l1.tq3s", &all_raw(&b));
 
     // .tqv: dense and Hadamard, f32 and f16 scales.
     for (name, b) in [

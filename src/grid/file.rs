@@ -47,8 +47,6 @@ pub const MAX_VALUES_PER_BYTE: u64 = 1 << 16;
 pub const MAX_LOG2_SCALE: f32 = 100.0;
 /// The zstd level of `WID `.
 const ZSTD_LEVEL: i32 = 19;
-/// Largest zstd window accepted (as in .tq3s).
-const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 /// The nibble-packed widths: group 2k in the low nibble of byte k.
 fn pack_widths(w: &[u8]) -> Vec<u8> {
@@ -433,26 +431,6 @@ pub fn sections<'a>(bytes: &'a [u8], path: &Path) -> Result<Vec<&'a [u8]>> {
     Ok(out)
 }
 
-/// Decodes one zstd frame of exactly `raw_len` bytes; memory grows with
-/// what the frame decodes to, never beyond `raw_len + 1`.
-fn unzstd(stored: &[u8], raw_len: usize) -> std::result::Result<Vec<u8>, String> {
-    use std::io::Read;
-    let mut dec = zstd::stream::read::Decoder::with_buffer(stored).map_err(|e| e.to_string())?;
-    dec.window_log_max(ZSTD_WINDOW_LOG_MAX)
-        .map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(raw_len.min(stored.len() * 64 + 4096));
-    dec.take(raw_len as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| e.to_string())?;
-    if out.len() != raw_len {
-        return Err(format!(
-            "decodes to {} bytes, the levels need {raw_len}",
-            out.len()
-        ));
-    }
-    Ok(out)
-}
-
 /// Checks that the bits past `used` of a packed stream are zero.
 fn tail_zero(stream: &[u8], bits: u64) -> bool {
     let used = (bits % 8) as u32;
@@ -572,7 +550,8 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<CompressedGrid> {
         ));
     }
     let n = groups.count();
-    let packed = unzstd(wid, n.div_ceil(2)).map_err(|why| bad("section WID", why))?;
+    let packed = crate::codec::frame::unzstd_exact(wid, n.div_ceil(2) as u64)
+        .map_err(|why| bad("section WID", why))?;
     let widths: Vec<u8> = (0..n)
         .map(|i| (packed[i / 2] >> (4 * (i % 2))) & 15)
         .collect();

@@ -57,6 +57,12 @@ pub struct CompressOptions {
     /// such as SOG's repeat whole vectors. Each distinct vector gets the
     /// widest width of the Gaussians that share it. On by default.
     pub dedup: bool,
+    /// Store the SH-rest bit-exact as f32 (format version 4, header byte 61
+    /// bit 2, stream `SHX `), coded with column palettes where its values
+    /// lie on few levels (an spz or SOG input's): no rotation, no codes, no
+    /// error. Replaces `sh_bits`, `sh_widths`, the flip and deduplication.
+    /// With [`Profile::Exact`] the whole file is lossless. Off by default.
+    pub sh_exact: bool,
 }
 
 impl Default for CompressOptions {
@@ -73,6 +79,7 @@ impl Default for CompressOptions {
             sh_widths: None,
             sign_flip: true,
             dedup: true,
+            sh_exact: false,
         }
     }
 }
@@ -196,6 +203,11 @@ fn check_options(opts: &CompressOptions) -> Result<()> {
             "opacity pruning threshold τ = {t} must be in [0, 1)"
         )));
     }
+    if opts.sh_exact && opts.sh_widths.is_some() {
+        return Err(Error::InvalidArgument(
+            "bit-exact SH-rest has no widths: per-Gaussian SH widths do not apply".into(),
+        ));
+    }
     if !(1..=65536).contains(&opts.chunk_size) {
         return Err(Error::InvalidArgument(format!(
             "chunk size {} must be in 1..=65536",
@@ -296,7 +308,7 @@ pub fn predict_size(scene: &Scene, opts: &CompressOptions) -> Result<SizePredict
     // Deduplication is decided as compress decides it: on the storage
     // order's index stream.
     let degree = sh_degree(scene, opts);
-    let dd = if rest_dim(degree) > 0 && opts.dedup {
+    let dd = if rest_dim(degree) > 0 && opts.dedup && !opts.sh_exact {
         deduplicate(scene, opts, &storage_order(scene, opts), degree)?
     } else {
         None
@@ -341,7 +353,7 @@ fn predict_with(
                 .raw_len(t)
                 .expect("the scene fixes every stream it writes")
                 .bound(),
-            exact: layout::coding(t) == Coding::Raw,
+            exact: layout::coding(t, opts.profile) == Coding::Raw,
         })
         .collect();
     SizePrediction {
@@ -387,6 +399,7 @@ fn facts(scene: &Scene, opts: &CompressOptions, dd: Option<&Deduplicated>) -> Fa
             Some(dd) => Dedup::Records(dd.record_widths.len() as u64),
             None => Dedup::Off,
         },
+        sh_exact: opts.sh_exact,
         extras: (!scene.extras.properties.is_empty()).then(|| {
             (
                 layout::extras_schema(&scene.extras).len() as u64,
@@ -422,6 +435,36 @@ fn f32_planes<const K: usize>(v: &[[f32; K]], order: &[u32]) -> Vec<u8> {
         }
     }
     attributes::to_byte_planes(&raw, K * 4)
+}
+
+/// Whether the scene looks already quantised, as one read from an .spz or
+/// .sog file is: each SH-rest coefficient (the DC colour without SH-rest)
+/// takes at most 256 values over the first 4096 Gaussians. Then the
+/// bit-exact file ([`CompressOptions::sh_exact`] with the exact profile,
+/// column palettes) may be smaller than a lossy one; the target modes of
+/// `tq3d compress` compare the two.
+pub fn few_levels(scene: &Scene) -> bool {
+    let n = scene.len().min(4096);
+    let d = scene.rest_dim();
+    let levels = |get: &dyn Fn(usize) -> f32| {
+        let mut v: Vec<u32> = (0..n).map(|i| get(i).to_bits()).collect();
+        v.sort_unstable();
+        v.dedup();
+        v.len() <= 256
+    };
+    n > 0
+        && if d > 0 {
+            (0..d).all(|k| levels(&|i| scene.sh_rest[i * d + k]))
+        } else {
+            (0..3).all(|k| levels(&|i| scene.dc[i][k]))
+        }
+}
+
+/// The SH-rest of the stored Gaussians as the byte planes of d f32 columns.
+fn sh_planes(scene: &Scene, order: &[u32], d: usize) -> Vec<u8> {
+    attributes::planes(order.len(), 4 * d, |k, i| {
+        scene.sh_rest[order[i] as usize * d + k / 4].to_le_bytes()[k % 4]
+    })
 }
 
 /// Compact attribute streams: CHNK, POS, SCL, QUAT, OPA, DC. The codes are
@@ -591,7 +634,7 @@ fn compress_with(
     let degree = sh_degree(scene, opts);
     let d = rest_dim(degree);
     let t = Instant::now();
-    let palette = if d > 0 && opts.dedup {
+    let palette = if d > 0 && opts.dedup && !opts.sh_exact {
         deduplicate(scene, opts, &order, degree)?
     } else {
         None
@@ -625,7 +668,8 @@ fn compress_with(
     let stream = |tag: [u8; 4], data: Vec<u8>| {
         Pending::Raw(Stream {
             tag,
-            coding: layout::coding(&tag),
+            coding: layout::coding(&tag, opts.profile),
+            columns: layout::palette_columns(&tag, opts.profile, d).unwrap_or(0) as u8,
             data,
             runs: if tag == tags::SHC {
                 shc_runs.clone()
@@ -644,7 +688,9 @@ fn compress_with(
         fell_back: false,
     };
     let mut max_width = 0u8;
-    if d > 0 {
+    if d > 0 && opts.sh_exact {
+        push(stream(tags::SHX, sh_planes(scene, &order, d)));
+    } else if d > 0 {
         let widths = match widths_of {
             Some(w) => {
                 max_width = per.iter().copied().max().unwrap_or(0);
@@ -733,20 +779,25 @@ fn compress_with(
 
     let sh_flags = match (d > 0, &palette, opts.sign_flip) {
         (false, _, _) => 0,
+        (true, _, _) if opts.sh_exact => container::SH_EXACT,
         (true, Some(_), _) => container::SH_DEDUP,
         (true, None, true) => container::SH_SIGN_FLIP,
         (true, None, false) => 0,
     };
     let header = Header {
-        version: container::version_for(sh_flags),
+        version: container::version_for(
+            sh_flags,
+            streams.iter().any(|s| s.info.coding == Coding::Palette),
+        ),
         count: order.len() as u64,
         input_count: scene.len() as u64,
         sh_degree: degree,
         profile: opts.profile,
         sh_bits: if d > 0 { max_width } else { 0 },
-        sh_width_mode: (d > 0 && opts.sh_widths.is_some()) as u8,
+        sh_width_mode: (d > 0 && !opts.sh_exact && opts.sh_widths.is_some()) as u8,
         rotation_kind,
         scale_mode: match opts.scale_mode {
+            _ if opts.sh_exact => 0,
             ScaleMode::Norm => 0,
             ScaleMode::LeastSquares => 1,
         },
@@ -826,9 +877,10 @@ fn deduplicate(
     }
     let index = container::pack_stream(Stream {
         tag: tags::SHIX,
-        coding: layout::coding(&tags::SHIX),
+        coding: layout::coding(&tags::SHIX, opts.profile),
         data: dedup::index_stream(&palette.ids),
         runs: Vec::new(),
+        columns: 0,
     })?;
     if !dedup::worth_it(plain, deduped, index.info.stored_len) {
         return Ok(None);

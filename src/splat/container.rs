@@ -15,6 +15,8 @@ use std::path::Path;
 use std::borrow::Cow;
 
 use crate::codec::entropy::{self, Run};
+use crate::codec::frame::unzstd;
+use crate::codec::palette;
 use crate::format::input::{Extent, add_len, read_declared};
 use crate::{Error, Result};
 
@@ -22,11 +24,12 @@ use crate::{Error, Result};
 pub const MAGIC: [u8; 8] = *b"TQ3D-SCN";
 /// The newest version this library reads and writes. Version 2 adds, over
 /// version 1, the seeded rotation, entropy-coded SH codes and the SH sign
-/// flip; version 3 adds deduplicated SH-rest ([`SH_DEDUP`], docs/FORMAT.md).
-/// A writer writes the lowest version that holds what it stores: version 3
-/// only for a file with deduplicated SH-rest, version 2 otherwise
-/// ([`version_for`]). Every older file is a valid file of a newer version.
-pub const VERSION: u16 = 3;
+/// flip; version 3 adds deduplicated SH-rest ([`SH_DEDUP`], docs/FORMAT.md);
+/// version 4 adds bit-exact SH-rest ([`SH_EXACT`]) and column palettes
+/// (stream coding 3). A writer writes the lowest version that holds what it
+/// stores ([`version_for`]). Every older file is a valid file of a newer
+/// version.
+pub const VERSION: u16 = 4;
 /// The oldest version this library reads.
 pub const MIN_VERSION: u16 = 1;
 /// Header byte 61, bit 0: the SH sign flip (docs/FORMAT.md, "SH sign flip").
@@ -35,11 +38,22 @@ pub const SH_SIGN_FLIP: u8 = 1;
 /// vector stored once and `SHIX` naming each Gaussian's (docs/FORMAT.md,
 /// "Deduplicated SH-rest"). Never with [`SH_SIGN_FLIP`].
 pub const SH_DEDUP: u8 = 2;
+/// Header byte 61, bit 2 (version 4): SH-rest stored bit-exact as f32 in
+/// stream `SHX ` (docs/FORMAT.md, "Bit-exact SH-rest"), with no rotation,
+/// codebook, scales or codes. Alone among the flags; `b` is 0.
+pub const SH_EXACT: u8 = 4;
 
-/// The version a writer stores for SH flags `sh_flags`: 3 with
+/// The version a writer stores for SH flags `sh_flags` and streams coded
+/// with column palettes or not: 4 with [`SH_EXACT`] or palettes, 3 with
 /// [`SH_DEDUP`], else 2.
-pub fn version_for(sh_flags: u8) -> u16 {
-    if sh_flags & SH_DEDUP != 0 { 3 } else { 2 }
+pub fn version_for(sh_flags: u8, palettes: bool) -> u16 {
+    if sh_flags & SH_EXACT != 0 || palettes {
+        4
+    } else if sh_flags & SH_DEDUP != 0 {
+        3
+    } else {
+        2
+    }
 }
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 128;
@@ -59,6 +73,9 @@ pub enum Coding {
     /// decoding needs the codes' widths, which the file's other streams
     /// give (version 2; `SHC ` only).
     Rans = 2,
+    /// Column palettes of f32 byte planes ([`crate::codec::palette`];
+    /// version 4; the exact profile's attribute streams and `SHX ` only).
+    Palette = 3,
 }
 
 impl Coding {
@@ -68,6 +85,7 @@ impl Coding {
             Coding::Raw => "raw",
             Coding::Zstd => "zstd",
             Coding::Rans => "rans",
+            Coding::Palette => "palette",
         }
     }
 
@@ -77,6 +95,7 @@ impl Coding {
             0 => Some(Coding::Raw),
             1 => Some(Coding::Zstd),
             2 => Some(Coding::Rans),
+            3 => Some(Coding::Palette),
             _ => None,
         }
     }
@@ -178,6 +197,8 @@ pub(crate) struct Stream {
     pub data: Vec<u8>,
     /// The widths of the codes `data` packs (coding 2 only).
     pub runs: Vec<Run>,
+    /// The f32 columns whose byte planes `data` holds (coding 3 only).
+    pub columns: u8,
 }
 
 /// A stream as stored: its table entry fields.
@@ -205,27 +226,6 @@ pub fn tag_name(tag: &[u8; 4]) -> String {
         }
     }
     s.trim_end().to_string()
-}
-
-/// Largest zstd window the reader accepts, as a power of two: the writer's
-/// level uses at most 2^21; a frame asking for more is not ours and would
-/// make the decoder allocate its window.
-const ZSTD_WINDOW_LOG_MAX: u32 = 23;
-
-/// Decodes one zstd frame of at most `raw_len` bytes. Memory grows with
-/// what the frame really decodes to, never with the length the table
-/// claims: a table may declare gigabytes for a frame of a few bytes.
-fn unzstd(stored: &[u8], raw_len: u64) -> std::result::Result<Vec<u8>, String> {
-    use std::io::Read;
-    let mut dec = zstd::stream::read::Decoder::with_buffer(stored).map_err(|e| e.to_string())?;
-    dec.window_log_max(ZSTD_WINDOW_LOG_MAX)
-        .map_err(|e| e.to_string())?;
-    let hint = raw_len.min(stored.len() as u64 * 8 + 4096);
-    let mut out = Vec::with_capacity(hint as usize);
-    dec.take(raw_len.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|e| e.to_string())?;
-    Ok(out)
 }
 
 /// The zstd level of entropy-coded streams.
@@ -272,6 +272,18 @@ pub(crate) fn pack_stream(stream: Stream) -> Result<Packed> {
             })?;
             consider(Coding::Rans, r);
             consider(Coding::Zstd, zstd(&stream.data)?);
+        }
+        // Column palettes code their plane columns with zstd column by
+        // column, so zstd over the whole stream is tried only without them.
+        Coding::Palette => {
+            let coded = palette::encode(&stream.data, stream.columns as usize, ZSTD_LEVEL)
+                .map_err(|e| {
+                    Error::InvalidArgument(format!("stream {}: {e}", tag_name(&stream.tag)))
+                })?;
+            match coded {
+                Some(p) => consider(Coding::Palette, p),
+                None => consider(Coding::Zstd, zstd(&stream.data)?),
+            }
         }
     }
     let (coding, stored) = match best {
@@ -365,9 +377,16 @@ pub(crate) fn write_to(
 #[derive(Debug, Clone)]
 pub(crate) struct Container {
     streams: Vec<(StreamInfo, Vec<u8>)>,
+    /// The column count each palette-coded stream declares.
+    columns: Vec<([u8; 4], usize)>,
 }
 
 impl Container {
+    /// The columns a palette-coded stream declares (`None` for any other).
+    pub fn palette_columns(&self, tag: &[u8; 4]) -> Option<usize> {
+        self.columns.iter().find(|(t, _)| t == tag).map(|&(_, k)| k)
+    }
+
     /// The decoded bytes of stream `tag`, if present and decoded (a rANS
     /// stream needs its widths: [`Container::require_codes`]).
     pub fn stream(&self, tag: &[u8; 4]) -> Option<&[u8]> {
@@ -544,11 +563,33 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
             ),
         ));
     }
+    // Version 1 reserved byte 61; the flip needs SH-rest to flip; the
+    // deduplication is version 3's and excludes the flip.
+    let known = match version {
+        4.. => SH_SIGN_FLIP | SH_DEDUP | SH_EXACT,
+        3 => SH_SIGN_FLIP | SH_DEDUP,
+        _ => SH_SIGN_FLIP,
+    };
+    if h.sh_flags & !known != 0
+        || (h.sh_flags != 0 && (version < 2 || h.dim == 0))
+        || h.sh_flags == SH_SIGN_FLIP | SH_DEDUP
+        || (h.sh_flags & SH_EXACT != 0 && h.sh_flags != SH_EXACT)
+    {
+        return Err(bad(
+            "SH flags",
+            format!(
+                "byte 61 = {:#04x} with version {version}, d = {} (bit 0, the sign flip, needs version 2 and d > 0; bit 1, deduplication, version 3, d > 0 and bit 0 clear; bit 2, bit-exact SH-rest, version 4, d > 0 and alone; other bits must be zero)",
+                h.sh_flags, h.dim
+            ),
+        ));
+    }
     // Uniform mode needs b ≥ 1 when there is SH-rest; per-Gaussian widths
-    // store the widest, which may be 0.
+    // store the widest, which may be 0; bit-exact SH-rest has no b.
+    let exact = version >= 4 && h.sh_flags & SH_EXACT != 0;
     if h.sh_bits > 8
         || (h.dim == 0 && h.sh_bits != 0)
-        || (h.dim > 0 && h.sh_width_mode == 0 && h.sh_bits == 0)
+        || (h.dim > 0 && !exact && h.sh_width_mode == 0 && h.sh_bits == 0)
+        || (exact && (h.sh_bits != 0 || h.sh_width_mode != 0))
     {
         return Err(bad("SH bits", format!("{} with d = {}", h.sh_bits, h.dim)));
     }
@@ -579,25 +620,6 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
             format!(
                 "scale mode {}, order {} (each must be 0 or 1)",
                 h.scale_mode, h.order
-            ),
-        ));
-    }
-    // Version 1 reserved byte 61; the flip needs SH-rest to flip; the
-    // deduplication is version 3's and excludes the flip.
-    let known = if version >= 3 {
-        SH_SIGN_FLIP | SH_DEDUP
-    } else {
-        SH_SIGN_FLIP
-    };
-    if h.sh_flags & !known != 0
-        || (h.sh_flags != 0 && (version < 2 || h.dim == 0))
-        || h.sh_flags == SH_SIGN_FLIP | SH_DEDUP
-    {
-        return Err(bad(
-            "SH flags",
-            format!(
-                "byte 61 = {:#04x} with version {version}, d = {} (bit 0, the sign flip, needs version 2 and d > 0; bit 1, deduplication, version 3, d > 0 and bit 0 clear; other bits must be zero)",
-                h.sh_flags, h.dim
             ),
         ));
     }
@@ -727,6 +749,11 @@ pub(crate) fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Cont
         slices.push((*info, stored));
         offset = end;
     }
+    let columns = slices
+        .iter()
+        .filter(|(i, _)| i.coding == Coding::Palette)
+        .filter_map(|(i, s)| Some((i.tag, palette::columns(s)?)))
+        .collect();
     use rayon::prelude::*;
     let streams = slices
         .into_par_iter()
@@ -734,6 +761,12 @@ pub(crate) fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Cont
             let data = match info.coding {
                 // rANS streams stay coded until their widths are known.
                 Coding::Raw | Coding::Rans => stored.to_vec(),
+                Coding::Palette => palette::decode(stored, info.raw_len).map_err(|e| {
+                    bad(
+                        format!("stream {}", tag_name(&info.tag)),
+                        format!("column palettes: {e}"),
+                    )
+                })?,
                 Coding::Zstd => {
                     let d = unzstd(stored, info.raw_len).map_err(|e| {
                         bad(
@@ -757,7 +790,7 @@ pub(crate) fn from_bytes(bytes: &[u8], path: &Path, max_raw: u64) -> Result<Cont
             Ok((info, data))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Container { streams })
+    Ok(Container { streams, columns })
 }
 
 /// Reads a file's bytes as far as its header and stream table declare, and

@@ -17,6 +17,7 @@ pub(crate) mod tags {
     pub const SHW: [u8; 4] = *b"SHW ";
     pub const SHS: [u8; 4] = *b"SHS ";
     pub const SHC: [u8; 4] = *b"SHC ";
+    pub const SHX: [u8; 4] = *b"SHX ";
     pub const CHNK: [u8; 4] = *b"CHNK";
     pub const POS: [u8; 4] = *b"POS ";
     pub const SCL: [u8; 4] = *b"SCL ";
@@ -32,8 +33,8 @@ pub(crate) mod tags {
 use tags::*;
 
 /// Every tag, in file order.
-pub(crate) const FILE_ORDER: [[u8; 4]; 16] = [
-    ROT, CBK, SHIX, SHW, SHS, SHC, CHNK, POS, SCL, QUAT, OPA, DC, NRM, EXTS, EXTD, CMNT,
+pub(crate) const FILE_ORDER: [[u8; 4]; 17] = [
+    ROT, CBK, SHIX, SHW, SHS, SHC, SHX, CHNK, POS, SCL, QUAT, OPA, DC, NRM, EXTS, EXTD, CMNT,
 ];
 
 /// Bytes of one chunk record in `CHNK`: position, log-scale and DC ranges,
@@ -41,14 +42,28 @@ pub(crate) const FILE_ORDER: [[u8; 4]; 16] = [
 pub(crate) const CHUNK_RECORD: usize = 18 * 4;
 
 /// How the compressor stores a stream: the parameters and chunk ranges
-/// raw, the SH codes with rANS (or zstd, whichever is smaller), the rest
-/// (the SH scales included: their exponents repeat) with zstd, raw where
-/// zstd would not shrink it.
-pub(crate) fn coding(tag: &[u8; 4]) -> Coding {
+/// raw, the SH codes with rANS (or zstd, whichever is smaller), f32 columns
+/// (bit-exact SH-rest, the exact profile's attributes) with column palettes
+/// (or zstd), the rest (the SH scales included: their exponents repeat)
+/// with zstd; each raw where coding would not shrink it.
+pub(crate) fn coding(tag: &[u8; 4], profile: Profile) -> Coding {
     match *tag {
         ROT | CBK | CHNK | EXTS | CMNT => Coding::Raw,
         SHC => Coding::Rans,
+        _ if palette_columns(tag, profile, 1).is_some() => Coding::Palette,
         _ => Coding::Zstd,
+    }
+}
+
+/// The f32 columns of a stream that column palettes (coding 3) may code,
+/// for SH-rest dimension `d`; `None` for every other stream.
+pub(crate) fn palette_columns(tag: &[u8; 4], profile: Profile, d: usize) -> Option<usize> {
+    match (*tag, profile) {
+        (SHX, _) => Some(d),
+        (POS | SCL | DC | NRM, Profile::Exact) => Some(3),
+        (QUAT, Profile::Exact) => Some(4),
+        (OPA, Profile::Exact) => Some(1),
+        _ => None,
     }
 }
 
@@ -156,6 +171,8 @@ pub(crate) struct Facts {
     /// Whether the SH-rest is deduplicated (`SHIX` present), and into how
     /// many records.
     pub dedup: Dedup,
+    /// Whether the SH-rest is stored bit-exact (`SHX `, no codes).
+    pub sh_exact: bool,
     /// (schema bytes, record bytes) of the extra properties, when known.
     pub extras: Option<(u64, u64)>,
     /// Bytes of `CMNT`, when known.
@@ -184,6 +201,7 @@ impl Facts {
             } else {
                 Dedup::Off
             },
+            sh_exact: h.version >= 4 && h.sh_flags & crate::splat::container::SH_EXACT != 0,
             extras: None,
             comments: None,
         }
@@ -236,6 +254,7 @@ impl Facts {
                 }
             },
             SHIX if self.dedup != Dedup::Off => crate::splat::dedup::index_bytes(n) as u64 * n,
+            SHX if self.sh_exact => 4 * n * d,
             SHW => match sh {
                 ShWidths::Uniform(_) => return None,
                 _ => n.div_ceil(2),
@@ -270,9 +289,10 @@ impl Facts {
     pub(crate) fn present(&self, tag: &[u8; 4]) -> bool {
         let compact = self.profile == Profile::Compact;
         match *tag {
-            ROT | CBK | SHS | SHC => self.dim > 0,
-            SHIX => self.dim > 0 && self.dedup != Dedup::Off,
-            SHW => self.dim > 0 && !matches!(self.sh, ShWidths::Uniform(_)),
+            ROT | CBK | SHS | SHC => self.dim > 0 && !self.sh_exact,
+            SHIX => self.dim > 0 && !self.sh_exact && self.dedup != Dedup::Off,
+            SHW => self.dim > 0 && !self.sh_exact && !matches!(self.sh, ShWidths::Uniform(_)),
+            SHX => self.dim > 0 && self.sh_exact,
             CHNK => compact,
             POS | SCL | QUAT | OPA | DC => true,
             NRM => !compact && self.normals,

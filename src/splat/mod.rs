@@ -37,7 +37,7 @@ pub mod synth;
 
 pub use compress::{
     CompressOptions, Compressed, DEFAULT_CHUNK, DEFAULT_SEED, SizePrediction, StreamSize, Timings,
-    check_finite, compress, compress_on, predict_size, storage_order,
+    check_finite, compress, compress_on, few_levels, predict_size, storage_order,
 };
 pub use decompress::{decompress, decompress_split, read};
 pub use scene::{ExtraProperty, Extras, ScalarType, Scene, rest_dim, rest_per_channel};

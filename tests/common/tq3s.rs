@@ -4,10 +4,18 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
+/// Whether any stream of file `b` has coding 3 (column palettes: the
+/// exact profile's attributes on few levels), which needs version 4.
+#[allow(dead_code)] // Not every test binary that includes this module calls it.
+pub fn palettes(b: &[u8]) -> bool {
+    let n = u32::from_le_bytes(b[16..20].try_into().unwrap()) as usize;
+    (0..n).any(|k| b[128 + 32 * k + 4] == 3)
+}
+
 /// One stream of a file, as [`restream`] shows it.
 pub struct StoredStream<'a> {
     pub tag: [u8; 4],
-    /// 0 raw, 1 zstd, 2 rANS.
+    /// 0 raw, 1 zstd, 2 rANS, 3 column palettes.
     pub coding: u8,
     /// The declared decoded length.
     pub raw_len: u64,

@@ -8,7 +8,7 @@ use serde_json::json;
 use turboquant3d::format::check_distinct;
 use turboquant3d::gpu::{DeviceChoice, Engine};
 use turboquant3d::splat::attributes::AttrBits;
-use turboquant3d::splat::container::{self, Normals, Profile, tag_name};
+use turboquant3d::splat::container::{self, Coding, Normals, Profile, tag_name};
 use turboquant3d::splat::ply::{self, PlyEncoding};
 use turboquant3d::splat::scene::sigmoid;
 use turboquant3d::splat::{self, CompressOptions, Compressed, SizePrediction};
@@ -81,6 +81,13 @@ pub struct CompressArgs {
     /// (docs/THEORY.md §18).
     #[arg(long)]
     no_dedup: bool,
+    /// Store every value bit-exact: the attributes as f32 in the input's
+    /// order (--profile exact) and the SH-rest as f32 (format version 4),
+    /// each column coded with a palette of its distinct values where it has
+    /// few, as a scene read from an .spz or .sog has (they quantised it
+    /// already). The decoded scene equals the input.
+    #[arg(long, conflicts_with_all = ["sh_bits", "profile", "attr_bits", "target_psnr", "ratio", "size", "target_psnr_loss", "prune_opacity", "sh_degree", "no_dedup"])]
+    lossless: bool,
 }
 
 #[derive(clap::Args)]
@@ -133,6 +140,15 @@ pub struct DemoArgs {
     json: bool,
 }
 
+/// The bytes of the scene as a binary PLY: the input's own length when it
+/// is one (the target modes' ratios are against it).
+fn ply_size_of(input: &Path, scene: &Scene, input_bytes: u64) -> Result<u64, Error> {
+    Ok(match splat::formats::detect(input)? {
+        splat::formats::SceneFormat::Ply => input_bytes,
+        _ => ply::ply_size(scene, PlyEncoding::BinaryLittleEndian).unwrap_or(input_bytes),
+    })
+}
+
 fn file_len(path: &Path) -> Result<u64, Error> {
     std::fs::metadata(path)
         .map(|m| m.len())
@@ -143,7 +159,7 @@ fn file_len(path: &Path) -> Result<u64, Error> {
 }
 
 fn options(a: &CompressArgs) -> CompressOptions {
-    CompressOptions {
+    let mut o = CompressOptions {
         profile: a.profile.into(),
         sh_bits: a.sh_bits.round().clamp(1.0, 8.0) as u32,
         sh_degree: a.sh_degree,
@@ -153,7 +169,12 @@ fn options(a: &CompressArgs) -> CompressOptions {
         scale_mode: a.scale.into(),
         dedup: !a.no_dedup,
         ..Default::default()
+    };
+    if a.lossless {
+        o.profile = Profile::Exact;
+        o.sh_exact = true;
     }
+    o
 }
 
 fn prediction_json(p: &SizePrediction) -> serde_json::Value {
@@ -225,16 +246,43 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
         .sh_degree
         .map_or(scene.sh_degree, |l| l.min(scene.sh_degree));
     let mut chosen: Option<TargetReport> = None;
-    let allocation = if a.target.active() {
+    // An input quantised before (.spz, .sog) may store smaller bit-exact
+    // than at the target: the target modes compare the two.
+    let mut exact: Option<Compressed> = None;
+    // Not with pruning, SH truncation or pinned attribute bits: the file
+    // would not hold the input.
+    let allocation = if a.target.active()
+        && a.profile != ProfileArg::Exact
+        && a.prune_opacity.is_none()
+        && a.sh_degree.is_none()
+        && a.attr_bits.is_none()
+        && splat::few_levels(&scene)
+    {
+        let lossless = CompressOptions {
+            profile: Profile::Exact,
+            sh_exact: true,
+            ..options(&a)
+        };
+        let x = stages.time("lossless", || splat::compress(&scene, &lossless))?;
+        let ply_bytes = ply_size_of(&a.input, &scene, input_bytes)?;
+        if a.target.budget(ply_bytes).is_some_and(|n| x.size() <= n) {
+            chosen = Some(TargetReport::lossless(&a.target, ply_bytes, x.size(), None));
+            opts = lossless;
+        }
+        exact = Some(x);
+        None
+    } else {
+        None
+    };
+    let allocation = if chosen.is_some() {
+        allocation
+    } else if a.target.active() {
         if a.profile == ProfileArg::Exact {
             return Err(Error::InvalidArgument(
                 "--target-psnr, --ratio and --size choose the compact profile's attribute bits; drop --profile exact".into(),
             ));
         }
-        let ply_bytes = match splat::formats::detect(&a.input)? {
-            splat::formats::SceneFormat::Ply => input_bytes,
-            _ => ply::ply_size(&scene, PlyEncoding::BinaryLittleEndian).unwrap_or(input_bytes),
-        };
+        let ply_bytes = ply_size_of(&a.input, &scene, input_bytes)?;
         let pinned: [Option<u8>; 5] = match a.attr_bits {
             Some(x) => {
                 let arr = x.0.to_array();
@@ -248,6 +296,8 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
         opts = o;
         chosen = Some(r);
         None
+    } else if a.lossless {
+        None
     } else {
         stages.time("allocate", || {
             alloc::widths(&scene, degree, opts.prune_opacity, a.sh_bits, &a.alloc)
@@ -256,7 +306,7 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
     if let Some(w) = &allocation {
         opts.sh_widths = Some(w.widths.clone());
     }
-    let sh_err = if allocation.is_some() {
+    let sh_err = if allocation.is_some() || opts.sh_exact {
         None
     } else {
         expected_sh_error(splat::rest_dim(degree), opts.sh_bits)
@@ -311,7 +361,24 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
         None => Engine::new(device.into()),
     })?;
     let bar = spinner(format!("compressing {} Gaussians", scene.len()), a.json);
-    let c = stages.time("compress", || splat::compress_on(&scene, &opts, &engine))?;
+    let mut c = match exact.take() {
+        Some(x) if opts.sh_exact => x,
+        x => {
+            exact = x;
+            stages.time("compress", || splat::compress_on(&scene, &opts, &engine))?
+        }
+    };
+    // --target-psnr: the bit-exact file where it is the smaller.
+    if let Some(x) = exact.filter(|x| x.size() <= c.size()) {
+        let ply_bytes = ply_size_of(&a.input, &scene, input_bytes)?;
+        chosen = Some(TargetReport::lossless(
+            &a.target,
+            ply_bytes,
+            x.size(),
+            Some(c.size()),
+        ));
+        c = x;
+    }
     bar.set_message(format!("writing {}", output.display()));
     stages.time("write", || c.write(&output))?;
     bar.finish_and_clear();
@@ -338,7 +405,11 @@ fn report_compress(
 ) {
     let size = c.size();
     let p = &c.prediction;
-    let sh_err = if allocation.is_some() { None } else { sh_err };
+    let sh_err = if allocation.is_some() || c.header.sh_flags & container::SH_EXACT != 0 {
+        None
+    } else {
+        sh_err
+    };
     if a.json {
         let v = json!({
             "sh_allocation": allocation.map(|w| json!({"description": w.describe, "average_bits": w.average_bits})),
@@ -348,6 +419,7 @@ fn report_compress(
             "sh_degree": c.header.sh_degree, "dim": c.header.dim, "sh_bits": c.header.sh_bits,
             "profile": c.header.profile.name(), "device": c.sh_run.ran.to_string(),
             "sh_near_ties_on_cpu": c.sh_run.ties, "sh_distinct_vectors": c.sh_distinct,
+            "sh_exact": c.header.sh_flags & container::SH_EXACT != 0,
             "prediction": prediction_json(p),
             "streams": c.streams.iter().map(|s| json!({"tag": tag_name(&s.info.tag),
                 "coding": s.info.coding.name(),
@@ -366,7 +438,7 @@ fn report_compress(
         return;
     }
     report!(
-        "{} -> {}: {} Gaussians{}, SH degree {} (d = {}, b {} {}), profile {}",
+        "{} -> {}: {} Gaussians{}, SH degree {} (d = {}, SH-rest {}{}), profile {}",
         a.input.display(),
         a.output.as_deref().unwrap_or(Path::new("-")).display(),
         c.header.count,
@@ -380,12 +452,18 @@ fn report_compress(
         },
         c.header.sh_degree,
         c.header.dim,
-        if c.header.sh_width_mode == 1 {
+        if c.header.sh_flags & container::SH_EXACT != 0 {
+            "bit-exact"
+        } else if c.header.sh_width_mode == 1 {
             "per Gaussian ≤"
         } else {
             "="
         },
-        c.header.sh_bits,
+        if c.header.sh_flags & container::SH_EXACT != 0 {
+            String::new()
+        } else {
+            c.header.sh_bits.to_string()
+        },
         c.header.profile.name()
     );
     report!(
@@ -411,6 +489,18 @@ fn report_compress(
     }
     if let Some(w) = allocation {
         report!("  SH widths per Gaussian: {}", w.describe);
+    }
+    let palettes: Vec<String> = c
+        .streams
+        .iter()
+        .filter(|s| s.info.coding == Coding::Palette)
+        .map(|s| tag_name(&s.info.tag))
+        .collect();
+    if !palettes.is_empty() {
+        report!(
+            "  column palettes (values on few levels, stored exactly): {}",
+            palettes.join(" ")
+        );
     }
     if let Some(u) = c.sh_distinct {
         report!(
@@ -572,6 +662,7 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
             "sh_width_histogram": histogram, "sh_average_bits": average_bits,
             "sh_sign_flip": h.sh_flags & container::SH_SIGN_FLIP != 0,
             "sh_deduplicated": h.sh_flags & container::SH_DEDUP != 0,
+            "sh_exact": h.sh_flags & container::SH_EXACT != 0,
         });
         print_json(&v);
         return Ok(());
@@ -595,7 +686,13 @@ pub fn info(input: PathBuf, bytes: Vec<u8>, as_json: bool) -> Result<(), Error> 
         },
         bytes.len() as f64 * 8.0 / n as f64
     );
-    if h.dim > 0 {
+    if h.dim > 0 && h.sh_flags & container::SH_EXACT != 0 {
+        report!(
+            "  SH degree {}: SH-rest d = {}, bit-exact f32 (stream SHX)",
+            h.sh_degree,
+            h.dim
+        );
+    } else if h.dim > 0 {
         report!(
             "  SH degree {}: SH-rest d = {}, b {} {}, {} rotation (seed {:#x}, stored), {} scale as f16",
             h.sh_degree,

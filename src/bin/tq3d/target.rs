@@ -93,6 +93,23 @@ impl TargetArgs {
     pub fn active(&self) -> bool {
         self.target_psnr.is_some() || self.ratio.is_some() || self.size.is_some()
     }
+
+    /// The byte budget of `--ratio` or `--size` (`None` for `--target-psnr`).
+    pub fn budget(&self, ply_bytes: u64) -> Option<u64> {
+        match (self.target_psnr, self.ratio, self.size) {
+            (Some(_), _, _) => None,
+            (_, Some(r), _) => Some((ply_bytes as f64 / r).floor() as u64),
+            (_, _, n) => n,
+        }
+    }
+
+    fn label(&self, ply_bytes: u64) -> String {
+        match (self.target_psnr, self.ratio, self.size) {
+            (Some(p), _, _) => format!("{p} dB"),
+            (_, Some(r), _) => format!("{r}x ({})", human((ply_bytes as f64 / r) as u64)),
+            (_, _, n) => human(n.unwrap_or(0)),
+        }
+    }
 }
 
 /// What the target mode chose and saw.
@@ -105,16 +122,50 @@ pub struct TargetReport {
     pub rounds: usize,
     pub renders: usize,
     pub target: String,
+    /// The bit-exact file was chosen: its size and, for `--target-psnr`,
+    /// the lossy choice's it undercut.
+    pub lossless: Option<(u64, Option<u64>)>,
 }
 
 impl TargetReport {
     pub fn json(&self) -> serde_json::Value {
-        json!({"target": self.target, "sh": self.setting, "attr_bits": self.attr_bits.to_array(),
+        if let Some((bytes, lossy)) = self.lossless {
+            return json!({"target": self.target, "lossless": true, "bytes": bytes,
+                "lossy_bytes": lossy, "measured_psnr": null, "model_renders": self.renders});
+        }
+        json!({"target": self.target, "lossless": false, "sh": self.setting, "attr_bits": self.attr_bits.to_array(),
             "predicted_bytes": self.predicted_bytes, "predicted_psnr": self.predicted_psnr,
             "measured_psnr": self.measured_psnr, "verify_rounds": self.rounds, "model_renders": self.renders})
     }
 
+    /// The report of a bit-exact file chosen for `t`: `lossy`, the size of
+    /// the lossy file it undercut (for `--target-psnr`).
+    pub fn lossless(t: &TargetArgs, ply_bytes: u64, bytes: u64, lossy: Option<u64>) -> Self {
+        TargetReport {
+            setting: "bit-exact".into(),
+            attr_bits: AttrBits::default(),
+            predicted_bytes: bytes,
+            predicted_psnr: f64::INFINITY,
+            measured_psnr: None,
+            rounds: 0,
+            renders: 0,
+            target: t.label(ply_bytes),
+            lossless: Some((bytes, lossy)),
+        }
+    }
+
     pub fn lines(&self) -> Vec<String> {
+        if let Some((bytes, lossy)) = self.lossless {
+            return vec![format!(
+                "  target {}: lossless. The input's values lie on few levels (it was quantised before, as .spz and .sog are), and the bit-exact file, {}, {}; it decodes to the input exactly",
+                self.target,
+                human(bytes),
+                match lossy {
+                    Some(l) => format!("is smaller than the {} the lossy choice needed", human(l)),
+                    None => "fits the budget".into(),
+                }
+            )];
+        }
         let b = self.attr_bits;
         let mut v = vec![format!(
             "  target {}: SH {}, attributes position {} scale {} rotation {} opacity {} dc {} bits",
@@ -156,15 +207,12 @@ pub fn choose(
     let render = render_fn(&renderer);
     let mut model = build(scene, base, &t.probe, quiet)?;
     model.pinned = pinned;
-    let (target, label) = match (t.target_psnr, t.ratio, t.size) {
-        (Some(p), _, _) => (Target::Psnr(p), format!("{p} dB")),
-        (_, Some(r), _) => (
-            Target::Bytes((ply_bytes as f64 / r).floor() as u64),
-            format!("{r}x ({})", human((ply_bytes as f64 / r) as u64)),
-        ),
-        (_, _, Some(n)) => (Target::Bytes(n), human(n)),
+    let target = match (t.target_psnr, t.budget(ply_bytes)) {
+        (Some(p), _) => Target::Psnr(p),
+        (_, Some(n)) => Target::Bytes(n),
         _ => return Err(Error::InvalidArgument("no target given".into())),
     };
+    let label = t.label(ply_bytes);
     let pick = |m: &Model| -> Result<Choice, Error> {
         m.choose(target).ok_or_else(|| unreachable(m, target))
     };
@@ -214,6 +262,7 @@ pub fn choose(
         rounds,
         renders: model.renders,
         target: label,
+        lossless: None,
     };
     Ok((model.options(&choice), report))
 }

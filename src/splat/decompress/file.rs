@@ -87,6 +87,17 @@ pub(super) fn decode_file(
                 "coding 2 (rANS) is defined for SHC alone".into(),
             ));
         }
+        if info.coding == Coding::Palette
+            && (h.version < 4 || layout::palette_columns(&info.tag, h.profile, 1).is_none())
+        {
+            return Err(bad(
+                &name(),
+                format!(
+                    "coding 3 (column palettes) is defined from version 4 (this file: {}) for SHX and the exact profile's f32 attributes alone",
+                    h.version
+                ),
+            ));
+        }
         let want = match info.tag {
             // Raw streams whose length the container checks against the file.
             tags::EXTS | tags::CMNT => None,
@@ -137,6 +148,20 @@ pub(super) fn decode_file(
     let c: Container = container::from_bytes(bytes, path, max_raw)?;
     let n = h.count as usize;
     let req = |tag: &[u8; 4]| c.require(tag, facts.raw_len(tag).and_then(Len::exact), path);
+    for info in infos.iter().filter(|i| i.coding == Coding::Palette) {
+        let want = layout::palette_columns(&info.tag, h.profile, h.dim as usize);
+        let has = c.palette_columns(&info.tag);
+        if has != want {
+            return Err(bad(
+                &format!("stream {}", tag_name(&info.tag)),
+                format!(
+                    "column palettes of {} columns, the stream has {}",
+                    has.unwrap_or(0),
+                    want.unwrap_or(0)
+                ),
+            ));
+        }
+    }
 
     let mut scene = Scene {
         sh_degree: h.sh_degree,
@@ -144,7 +169,17 @@ pub(super) fn decode_file(
     };
     let d = h.dim as usize;
     let mut kept_sh = None;
-    if d > 0 {
+    if d > 0 && facts.sh_exact {
+        // Bit-exact SH-rest: d f32 columns, kept decoded by either caller.
+        let rows = attributes::from_byte_planes(req(&tags::SHX)?, 4 * d);
+        scene.sh_rest = rows
+            .as_chunks::<4>()
+            .0
+            .iter()
+            .map(|b| f32::from_le_bytes(*b))
+            .collect();
+        finite("SHX", &scene.sh_rest, d, path)?;
+    } else if d > 0 {
         let rot = req(&tags::ROT)?;
         let rotation = match h.rotation_kind {
             0 => Rotation::from_bytes(RotationKind::Dense, d, rot),

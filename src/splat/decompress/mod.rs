@@ -24,7 +24,8 @@ pub fn decompress(bytes: &[u8], path: &Path) -> Result<Scene> {
 /// Decodes a file but leaves SH-rest compressed: the scene comes back with
 /// SH degree 0 and no SH-rest, and the SH-rest as stored (`None` when the
 /// file has none). A renderer uploads the codes and decodes them in its own
-/// shader.
+/// shader. A file with bit-exact SH-rest (format version 4) has no codes to
+/// keep: its scene comes back whole, SH-rest included, with `None`.
 ///
 /// ```
 /// use std::path::Path;
