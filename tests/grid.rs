@@ -280,13 +280,9 @@ fn npy_headers_are_what_numpy_writes() {
 fn bytes_do_not_depend_on_the_thread_count() {
     let grid = synthetic(4, 4096, 2, 500, 7);
     let run = |threads: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(|| {
-                file::to_bytes(&compress(&grid, &GridOptions::new(2.7), None).unwrap().0).unwrap()
-            })
+        common::on_threads(threads, || {
+            file::to_bytes(&compress(&grid, &GridOptions::new(2.7), None).unwrap().0).unwrap()
+        })
     };
     assert_eq!(run(1), run(3));
 }

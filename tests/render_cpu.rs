@@ -794,11 +794,7 @@ fn render_does_not_depend_on_the_thread_count() {
     let scene = synth(20_000, 3, 9);
     let cam = &orbit(&scene.positions, 4, 128, 96)[1];
     let bg = [0.0, 0.0, 0.0];
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap()
-        .install(|| render(&scene, cam, bg));
+    let one = common::on_threads(1, || render(&scene, cam, bg));
     let many = render(&scene, cam, bg);
     assert_eq!(one, many);
     let lit = many.data.iter().filter(|&&v| v > 0.1).count();

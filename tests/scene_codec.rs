@@ -426,17 +426,13 @@ fn same_bytes_on_every_run_and_thread_count() {
     let s = scene(20_000, 3, 10);
     let opts = CompressOptions::default();
     let a = splat::compress(&s, &opts).unwrap().to_bytes().unwrap();
-    let b = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap()
-        .install(|| splat::compress(&s, &opts).unwrap().to_bytes().unwrap());
+    let b = common::on_threads(1, || {
+        splat::compress(&s, &opts).unwrap().to_bytes().unwrap()
+    });
     assert_eq!(a, b);
-    let c = rayon::ThreadPoolBuilder::new()
-        .num_threads(3)
-        .build()
-        .unwrap()
-        .install(|| splat::compress(&s, &opts).unwrap().to_bytes().unwrap());
+    let c = common::on_threads(3, || {
+        splat::compress(&s, &opts).unwrap().to_bytes().unwrap()
+    });
     assert_eq!(a, c);
 }
 
@@ -603,11 +599,7 @@ fn widths_are_checked_and_all_zero_widths_work() {
         ..Default::default()
     };
     let a = splat::compress(&s, &o).unwrap().to_bytes().unwrap();
-    let b = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap()
-        .install(|| splat::compress(&s, &o).unwrap().to_bytes().unwrap());
+    let b = common::on_threads(1, || splat::compress(&s, &o).unwrap().to_bytes().unwrap());
     assert_eq!(a, b);
 }
 

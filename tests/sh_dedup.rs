@@ -310,16 +310,8 @@ fn a_damaged_index_is_a_one_line_error_naming_the_gaussian() {
 fn deduplicated_files_are_deterministic_across_thread_counts() {
     let (s, _) = scene(20_000, 3000, 7);
     let o = CompressOptions::default();
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap()
-        .install(|| splat::compress(&s, &o).unwrap().to_bytes().unwrap());
-    let three = rayon::ThreadPoolBuilder::new()
-        .num_threads(3)
-        .build()
-        .unwrap()
-        .install(|| splat::compress(&s, &o).unwrap().to_bytes().unwrap());
+    let one = common::on_threads(1, || splat::compress(&s, &o).unwrap().to_bytes().unwrap());
+    let three = common::on_threads(3, || splat::compress(&s, &o).unwrap().to_bytes().unwrap());
     assert_eq!(one[61], container::SH_DEDUP);
     assert_eq!(one, three);
 }

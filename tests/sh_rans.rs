@@ -331,11 +331,9 @@ fn coded_files_are_deterministic_across_thread_counts() {
         ..Default::default()
     };
     let run = |threads: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(|| splat::compress(&s, &opts).unwrap().to_bytes().unwrap())
+        common::on_threads(threads, || {
+            splat::compress(&s, &opts).unwrap().to_bytes().unwrap()
+        })
     };
     let one = run(1);
     assert_eq!(one, run(2));

@@ -563,29 +563,10 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
             ),
         ));
     }
-    // Version 1 reserved byte 61; the flip needs SH-rest to flip; the
-    // deduplication is version 3's and excludes the flip.
-    let known = match version {
-        4.. => SH_SIGN_FLIP | SH_DEDUP | SH_EXACT,
-        3 => SH_SIGN_FLIP | SH_DEDUP,
-        _ => SH_SIGN_FLIP,
-    };
-    if h.sh_flags & !known != 0
-        || (h.sh_flags != 0 && (version < 2 || h.dim == 0))
-        || h.sh_flags == SH_SIGN_FLIP | SH_DEDUP
-        || (h.sh_flags & SH_EXACT != 0 && h.sh_flags != SH_EXACT)
-    {
-        return Err(bad(
-            "SH flags",
-            format!(
-                "byte 61 = {:#04x} with version {version}, d = {} (bit 0, the sign flip, needs version 2 and d > 0; bit 1, deduplication, version 3, d > 0 and bit 0 clear; bit 2, bit-exact SH-rest, version 4, d > 0 and alone; other bits must be zero)",
-                h.sh_flags, h.dim
-            ),
-        ));
-    }
     // Uniform mode needs b ≥ 1 when there is SH-rest; per-Gaussian widths
     // store the widest, which may be 0; bit-exact SH-rest has no b.
-    let exact = version >= 4 && h.sh_flags & SH_EXACT != 0;
+    // (Bit 2 below version 4 is refused with the other flags, below.)
+    let exact = h.sh_flags == SH_EXACT;
     if h.sh_bits > 8
         || (h.dim == 0 && h.sh_bits != 0)
         || (h.dim > 0 && !exact && h.sh_width_mode == 0 && h.sh_bits == 0)
@@ -620,6 +601,26 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<(Header, u32)> {
             format!(
                 "scale mode {}, order {} (each must be 0 or 1)",
                 h.scale_mode, h.order
+            ),
+        ));
+    }
+    // Version 1 reserved byte 61; the flip needs SH-rest to flip; the
+    // deduplication is version 3's and excludes the flip.
+    let known = match version {
+        4.. => SH_SIGN_FLIP | SH_DEDUP | SH_EXACT,
+        3 => SH_SIGN_FLIP | SH_DEDUP,
+        _ => SH_SIGN_FLIP,
+    };
+    if h.sh_flags & !known != 0
+        || (h.sh_flags != 0 && (version < 2 || h.dim == 0))
+        || h.sh_flags == SH_SIGN_FLIP | SH_DEDUP
+        || (h.sh_flags & SH_EXACT != 0 && h.sh_flags != SH_EXACT)
+    {
+        return Err(bad(
+            "SH flags",
+            format!(
+                "byte 61 = {:#04x} with version {version}, d = {} (bit 0, the sign flip, needs version 2 and d > 0; bit 1, deduplication, version 3, d > 0 and bit 0 clear; bit 2, bit-exact SH-rest, version 4, d > 0 and alone; other bits must be zero)",
+                h.sh_flags, h.dim
             ),
         ));
     }

@@ -12,3 +12,13 @@ pub mod ply;
 pub mod tq3s;
 pub mod tqv;
 pub mod xwd;
+
+/// Runs `f` on a rayon pool of `n` threads (the byte-identity tests across
+/// thread counts).
+pub fn on_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .expect("a rayon pool")
+        .install(f)
+}

@@ -534,6 +534,10 @@ fn report_compress(
         c.timings.entropy,
         stages.get("write")
     );
+    let exact = stages.get("lossless");
+    if !exact.is_zero() {
+        report!("  the bit-exact candidate took {exact:.2?} (compressed in full, to compare)");
+    }
 }
 
 pub fn ply_encoding(e: EncodingArg) -> PlyEncoding {
