@@ -21,7 +21,7 @@ use crate::common::{
     human, is_average_bits, output_to, print_json, prune_tau, read_scene, report, sh_degree,
     spinner, whole_bits,
 };
-use crate::target::{self, TargetArgs, TargetReport};
+use crate::target::{self, Lossless, TargetArgs, TargetReport};
 
 #[derive(clap::Args)]
 pub struct CompressArgs {
@@ -247,54 +247,81 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
         .map_or(scene.sh_degree, |l| l.min(scene.sh_degree));
     let mut chosen: Option<TargetReport> = None;
     // An input quantised before (.spz, .sog) may store smaller bit-exact
-    // than at the target: the target modes compare the two.
+    // than at the target: the target modes compare the two, by the lossy
+    // choice's predicted bytes (the model codes every stream, so a dry run
+    // decides alike). Not with pruning, SH truncation or pinned attribute
+    // bits: the file would not hold the input.
     let mut exact: Option<Compressed> = None;
-    // Not with pruning, SH truncation or pinned attribute bits: the file
-    // would not hold the input.
-    let allocation = if a.target.active()
-        && a.profile != ProfileArg::Exact
-        && a.prune_opacity.is_none()
-        && a.sh_degree.is_none()
-        && a.attr_bits.is_none()
-        && splat::few_levels(&scene)
-    {
-        let lossless = CompressOptions {
-            profile: Profile::Exact,
-            sh_exact: true,
-            ..options(&a)
-        };
-        let x = stages.time("lossless", || splat::compress(&scene, &lossless))?;
-        let ply_bytes = ply_size_of(&a.input, &scene, input_bytes)?;
-        if a.target.budget(ply_bytes).is_some_and(|n| x.size() <= n) {
-            chosen = Some(TargetReport::lossless(&a.target, ply_bytes, x.size(), None));
-            opts = lossless;
-        }
-        exact = Some(x);
-        None
-    } else {
-        None
-    };
-    let allocation = if chosen.is_some() {
-        allocation
-    } else if a.target.active() {
+    let allocation = if a.target.active() {
         if a.profile == ProfileArg::Exact {
             return Err(Error::InvalidArgument(
                 "--target-psnr, --ratio and --size choose the compact profile's attribute bits; drop --profile exact".into(),
             ));
         }
         let ply_bytes = ply_size_of(&a.input, &scene, input_bytes)?;
-        let pinned: [Option<u8>; 5] = match a.attr_bits {
-            Some(x) => {
-                let arr = x.0.to_array();
-                std::array::from_fn(|k| x.1[k].then_some(arr[k]))
-            }
-            None => [None; 5],
+        let candidate = if a.prune_opacity.is_none()
+            && a.sh_degree.is_none()
+            && a.attr_bits.is_none()
+            && splat::few_levels(&scene)
+        {
+            let lossless = CompressOptions {
+                profile: Profile::Exact,
+                sh_exact: true,
+                ..options(&a)
+            };
+            let x = stages.time("lossless", || splat::compress(&scene, &lossless))?;
+            Some((x, lossless))
+        } else {
+            None
         };
-        let (o, r) = stages.time("choose", || {
-            target::choose(&scene, &opts, pinned, &a.target, ply_bytes, a.json)
-        })?;
-        opts = o;
-        chosen = Some(r);
+        let fits = |x: &Compressed| a.target.budget(ply_bytes).is_some_and(|n| x.size() <= n);
+        match candidate {
+            Some((x, lossless)) if fits(&x) => {
+                chosen = Some(TargetReport::lossless(
+                    &a.target,
+                    ply_bytes,
+                    x.size(),
+                    Lossless::Fits,
+                ));
+                opts = lossless;
+                exact = Some(x);
+            }
+            candidate => {
+                let pinned: [Option<u8>; 5] = match a.attr_bits {
+                    Some(x) => {
+                        let arr = x.0.to_array();
+                        std::array::from_fn(|k| x.1[k].then_some(arr[k]))
+                    }
+                    None => [None; 5],
+                };
+                let rival = candidate.as_ref().map(|(x, _)| x.size());
+                let lossy = stages.time("choose", || {
+                    target::choose(&scene, &opts, pinned, &a.target, ply_bytes, rival, a.json)
+                });
+                let why = match (&lossy, &candidate) {
+                    (Ok((_, r)), Some((x, _))) if x.size() <= r.predicted_bytes => {
+                        Some(Lossless::Smaller(r.predicted_bytes))
+                    }
+                    // An unreachable --target-psnr: the exact file reaches it.
+                    (Err(_), Some(_)) if a.target.target_psnr.is_some() => {
+                        Some(Lossless::Unreachable)
+                    }
+                    _ => None,
+                };
+                match (why, candidate) {
+                    (Some(why), Some((x, lossless))) => {
+                        chosen = Some(TargetReport::lossless(&a.target, ply_bytes, x.size(), why));
+                        opts = lossless;
+                        exact = Some(x);
+                    }
+                    _ => {
+                        let (o, r) = lossy?;
+                        opts = o;
+                        chosen = Some(r);
+                    }
+                }
+            }
+        }
         None
     } else if a.lossless {
         None
@@ -361,24 +388,10 @@ pub fn compress(a: CompressArgs) -> Result<(), Error> {
         None => Engine::new(device.into()),
     })?;
     let bar = spinner(format!("compressing {} Gaussians", scene.len()), a.json);
-    let mut c = match exact.take() {
-        Some(x) if opts.sh_exact => x,
-        x => {
-            exact = x;
-            stages.time("compress", || splat::compress_on(&scene, &opts, &engine))?
-        }
+    let c = match exact {
+        Some(x) => x,
+        None => stages.time("compress", || splat::compress_on(&scene, &opts, &engine))?,
     };
-    // --target-psnr: the bit-exact file where it is the smaller.
-    if let Some(x) = exact.filter(|x| x.size() <= c.size()) {
-        let ply_bytes = ply_size_of(&a.input, &scene, input_bytes)?;
-        chosen = Some(TargetReport::lossless(
-            &a.target,
-            ply_bytes,
-            x.size(),
-            Some(c.size()),
-        ));
-        c = x;
-    }
     bar.set_message(format!("writing {}", output.display()));
     stages.time("write", || c.write(&output))?;
     bar.finish_and_clear();

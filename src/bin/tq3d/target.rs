@@ -122,16 +122,30 @@ pub struct TargetReport {
     pub rounds: usize,
     pub renders: usize,
     pub target: String,
-    /// The bit-exact file was chosen: its size and, for `--target-psnr`,
-    /// the lossy choice's it undercut.
-    pub lossless: Option<(u64, Option<u64>)>,
+    /// The bit-exact file was chosen: its size and why.
+    pub lossless: Option<(u64, Lossless)>,
+}
+
+/// Why a target mode chose the bit-exact file.
+#[derive(Clone, Copy)]
+pub enum Lossless {
+    /// It fits `--size` or `--ratio`.
+    Fits,
+    /// It is no larger than the lossy choice's predicted bytes.
+    Smaller(u64),
+    /// No lossy setting is predicted to reach `--target-psnr`.
+    Unreachable,
 }
 
 impl TargetReport {
     pub fn json(&self) -> serde_json::Value {
-        if let Some((bytes, lossy)) = self.lossless {
+        if let Some((bytes, why)) = self.lossless {
+            let lossy = match why {
+                Lossless::Smaller(b) => Some(b),
+                _ => None,
+            };
             return json!({"target": self.target, "lossless": true, "bytes": bytes,
-                "lossy_bytes": lossy, "measured_psnr": null, "model_renders": self.renders});
+                "lossy_predicted_bytes": lossy, "measured_psnr": null});
         }
         json!({"target": self.target, "lossless": false, "sh": self.setting, "attr_bits": self.attr_bits.to_array(),
             "predicted_bytes": self.predicted_bytes, "predicted_psnr": self.predicted_psnr,
@@ -140,7 +154,7 @@ impl TargetReport {
 
     /// The report of a bit-exact file chosen for `t`: `lossy`, the size of
     /// the lossy file it undercut (for `--target-psnr`).
-    pub fn lossless(t: &TargetArgs, ply_bytes: u64, bytes: u64, lossy: Option<u64>) -> Self {
+    pub fn lossless(t: &TargetArgs, ply_bytes: u64, bytes: u64, why: Lossless) -> Self {
         TargetReport {
             setting: "bit-exact".into(),
             attr_bits: AttrBits::default(),
@@ -150,19 +164,23 @@ impl TargetReport {
             rounds: 0,
             renders: 0,
             target: t.label(ply_bytes),
-            lossless: Some((bytes, lossy)),
+            lossless: Some((bytes, why)),
         }
     }
 
     pub fn lines(&self) -> Vec<String> {
-        if let Some((bytes, lossy)) = self.lossless {
+        if let Some((bytes, why)) = self.lossless {
             return vec![format!(
                 "  target {}: lossless. The input's values lie on few levels (it was quantised before, as .spz and .sog are), and the bit-exact file, {}, {}; it decodes to the input exactly",
                 self.target,
                 human(bytes),
-                match lossy {
-                    Some(l) => format!("is smaller than the {} the lossy choice needed", human(l)),
-                    None => "fits the budget".into(),
+                match why {
+                    Lossless::Smaller(l) => format!(
+                        "is no larger than the {} the lossy choice needs (predicted)",
+                        human(l)
+                    ),
+                    Lossless::Fits => "fits the budget".into(),
+                    Lossless::Unreachable => "reaches what no lossy setting is predicted to".into(),
                 }
             )];
         }
@@ -195,12 +213,16 @@ fn render_fn(
 }
 
 /// Builds the model, chooses, and (unless --no-verify) checks by rendering.
+/// With `rival`, the bytes of a file the caller has already (the bit-exact
+/// one), a first choice at least that large is returned unverified: the
+/// check only ever moves a choice to more bytes, so the rival wins anyway.
 pub fn choose(
     scene: &Scene,
     base: &CompressOptions,
     pinned: [Option<u8>; 5],
     t: &TargetArgs,
     ply_bytes: u64,
+    rival: Option<u64>,
     quiet: bool,
 ) -> Result<(CompressOptions, TargetReport), Error> {
     let renderer = Renderer::Cpu;
@@ -217,10 +239,11 @@ pub fn choose(
         m.choose(target).ok_or_else(|| unreachable(m, target))
     };
     let mut choice = pick(&model)?;
-    let bar = spinner("verifying".into(), quiet || t.no_verify);
+    let verify = !t.no_verify && rival.is_none_or(|r| choice.bytes < r);
+    let bar = spinner("verifying".into(), quiet || !verify);
     let mut measured = None;
     let mut rounds = 0;
-    if !t.no_verify {
+    if verify {
         let vviews = load_views(
             scene,
             t.probe.cameras.as_deref(),
