@@ -231,16 +231,73 @@ pub fn zstd_decoded_len(b: &[u8]) -> usize {
         if b[e + 4] == 2 {
             total = total.saturating_add(u64_at(b, e + 8).min(len.saturating_mul(8192)) as usize);
         }
-        if b[e + 4] == 1
-            && let Ok(d) = zstd::stream::read::Decoder::new(&b[at..end])
-        {
-            use std::io::Read;
-            let mut d = d.take(1 << 30);
-            let mut buf = [0u8; 1 << 14];
-            while let Ok(got @ 1..) = d.read(&mut buf) {
-                total += got;
-            }
+        if b[e + 4] == 1 {
+            total = total.saturating_add(unzstd_len(&b[at..end]));
         }
+        // Column palettes (coding 3): their frames, as above; the decoder
+        // allocates the stream's R bytes only after the frames decoded to
+        // at least R / 4, so five times the frames bound it.
+        if b[e + 4] == 3 {
+            let frames = palette_frames_len(&b[at..end]);
+            total = total.saturating_add(
+                frames
+                    .saturating_mul(5)
+                    .min(u64_at(b, e + 8).saturating_mul(2) as usize + frames),
+            );
+        }
+        at = end;
+    }
+    total
+}
+
+/// What one zstd frame really decodes to, capped at 1 GiB (0 if it is not
+/// one).
+fn unzstd_len(frame: &[u8]) -> usize {
+    use std::io::Read;
+    let Ok(d) = zstd::stream::read::Decoder::new(frame) else {
+        return 0;
+    };
+    let mut d = d.take(1 << 30);
+    let mut buf = [0u8; 1 << 14];
+    let mut total = 0;
+    while let Ok(got @ 1..) = d.read(&mut buf) {
+        total += got;
+    }
+    total
+}
+
+/// What the frames of a column-palette stream (docs/FORMAT.md, "Stream
+/// coding 3") may decode to: zstd frames what they hold, rANS frames
+/// 2^16 symbols per 8 stored bytes; 0 past a malformed header.
+fn palette_frames_len(c: &[u8]) -> usize {
+    let Some(&k) = c.first() else { return 0 };
+    let k = k as usize;
+    let mut at = 1 + 4 * k;
+    if c.len() < at {
+        return 0;
+    }
+    for j in 0..k {
+        let m = u32_at(c, 1 + 4 * j);
+        if m != u32::MAX {
+            at = at.saturating_add(4 * m as usize);
+        }
+    }
+    let mut total = 0usize;
+    for _ in 0..k {
+        if c.len() < at.saturating_add(5) {
+            break;
+        }
+        let coding = c[at];
+        let len = u32_at(c, at + 1) as usize;
+        let start = at + 5;
+        let Some(end) = start.checked_add(len).filter(|&e| e <= c.len()) else {
+            break;
+        };
+        total = total.saturating_add(match coding {
+            1 => unzstd_len(&c[start..end]),
+            2 => len.saturating_mul(8192),
+            _ => 0,
+        });
         at = end;
     }
     total

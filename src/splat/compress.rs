@@ -460,11 +460,25 @@ pub fn few_levels(scene: &Scene) -> bool {
         }
 }
 
-/// The SH-rest of the stored Gaussians as the byte planes of d f32 columns.
+/// The SH-rest of the stored Gaussians as the byte planes of d f32 columns,
+/// a column's four planes per task (each value read once, not once per
+/// plane).
 fn sh_planes(scene: &Scene, order: &[u32], d: usize) -> Vec<u8> {
-    attributes::planes(order.len(), 4 * d, |k, i| {
-        scene.sh_rest[order[i] as usize * d + k / 4].to_le_bytes()[k % 4]
-    })
+    let n = order.len();
+    let mut out = vec![0u8; n * 4 * d];
+    if n == 0 {
+        return out;
+    }
+    out.par_chunks_mut(4 * n).enumerate().for_each(|(c, dst)| {
+        let (b0, rest) = dst.split_at_mut(n);
+        let (b1, rest) = rest.split_at_mut(n);
+        let (b2, b3) = rest.split_at_mut(n);
+        for (i, &g) in order.iter().enumerate() {
+            let v = scene.sh_rest[g as usize * d + c].to_le_bytes();
+            (b0[i], b1[i], b2[i], b3[i]) = (v[0], v[1], v[2], v[3]);
+        }
+    });
+    out
 }
 
 /// Compact attribute streams: CHNK, POS, SCL, QUAT, OPA, DC. The codes are
